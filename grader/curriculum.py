@@ -1,0 +1,81 @@
+"""Read the curriculum manifest (curriculum.toml), the single source of truth for stages."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = ROOT / "curriculum.toml"
+EXERCISES = ROOT / "exercises"
+REFERENCE = ROOT / "reference"
+TESTS = ROOT / "tests"
+
+
+@dataclass(frozen=True)
+class Stage:
+    id: str  # "s03_attention": module name in exercises/ and reference/, suite tests/test_<id>.py
+    number: int  # 3: the position in the learning order, from the id's prefix
+    part: int  # 1 = the encoder-decoder transformer, 2 = the modern decoder-only model
+    title: str  # one line for the scorecard
+    points: int  # what passing the whole suite is worth
+    depends: tuple[str, ...]  # earlier stages whose code this stage imports
+    hints: tuple[str, ...]  # from a nudge to a near-solution
+
+    @property
+    def module(self) -> str:
+        return self.id
+
+    @property
+    def suite(self) -> Path:
+        return TESTS / f"test_{self.id}.py"
+
+    def source(self, tree: Path) -> Path:
+        """The stage's file inside an implementation tree such as exercises/ or reference/."""
+        return Path(tree) / f"{self.id}.py"
+
+
+class ManifestError(ValueError):
+    """The manifest is malformed; the message names the entry and the field."""
+
+
+def load(path: Path = MANIFEST) -> tuple[Stage, ...]:
+    """Parse and validate the manifest; stages come back in learning order."""
+    with open(path, "rb") as handle:
+        data = tomllib.load(handle)
+    stages: list[Stage] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(data.get("stage", []), start=1):
+        where = f"{path.name}: stage #{index}"
+        try:
+            stage_id = entry["id"]
+            stage = Stage(
+                id=stage_id,
+                number=int(stage_id[1:3]),
+                part=int(entry["part"]),
+                title=str(entry["title"]),
+                points=int(entry["points"]),
+                depends=tuple(entry.get("depends", ())),
+                hints=tuple(entry.get("hints", ())),
+            )
+        except (KeyError, ValueError, TypeError) as error:
+            raise ManifestError(f"{where}: missing or malformed field ({error})") from None
+        if stage.number != index or not stage_id.startswith(f"s{index:02d}_"):
+            raise ManifestError(f"{where}: id {stage_id!r} should start with 's{index:02d}_'")
+        unknown = [dep for dep in stage.depends if dep not in seen]
+        if unknown:
+            raise ManifestError(f"{where} ({stage_id}): depends on {unknown}, which are not earlier stages")
+        seen.add(stage_id)
+        stages.append(stage)
+    return tuple(stages)
+
+
+def find(stages: tuple[Stage, ...], key: str) -> Stage:
+    """Look a stage up by id ("s03_attention"), number ("3", "03") or topic ("attention")."""
+    key = key.strip()
+    for stage in stages:
+        topic = stage.id.split("_", 1)[1]
+        if key in (stage.id, topic) or (key.isdigit() and int(key) == stage.number):
+            return stage
+    raise KeyError(key)

@@ -1,0 +1,134 @@
+"""Make the learner's stubs from the reference: same file, every function body replaced.
+
+Everything above a function's body stays as the reference has it (module docstring, imports,
+classes, signatures, docstrings, constants, dataclasses); the body becomes a TODO marker and
+a NotImplementedError that names the stage and the hint command. A function whose ``def``
+line is directly preceded by a ``# kata: given`` comment keeps its body: it is part of the
+scaffolding, not the exercise.
+
+    python -m grader.stubgen            # rewrite the untouched stubs in exercises/ from reference/
+    python -m grader.stubgen --check    # exit 1 if an untouched stub differs from what it would write
+
+A stub is a fixed point of ``make_stub``; a file that is not (a learner has written code in it)
+is never overwritten.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from . import curriculum
+
+GIVEN_MARKER = "# kata: given"
+
+
+def not_written_message(stage_id: str) -> str:
+    return f"{stage_id}: not written yet — python -m grader hint {stage_id}"
+
+
+def stub_lines(stage_id: str, indent: str) -> list[str]:
+    return [
+        f"{indent}# TODO: write this (the docstring above is the contract).\n",
+        f'{indent}raise NotImplementedError("{not_written_message(stage_id)}")\n',
+    ]
+
+
+def _functions(tree: ast.AST):
+    """Every function to stub, outermost only (a nested def goes with its parent's body)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+def make_stub(source: str, stage_id: str) -> str:
+    lines = source.splitlines(keepends=True)
+    tree = ast.parse(source)
+    replaced: list[tuple[int, int, list[str]]] = []  # (first line index, end index, new lines)
+    outer_spans: list[tuple[int, int]] = []
+    for node in sorted(_functions(tree), key=lambda n: n.lineno):
+        if any(start <= node.lineno - 1 < end for start, end in outer_spans):
+            continue  # nested inside a function already being replaced
+        first_decorator = min([d.lineno for d in node.decorator_list] + [node.lineno])
+        if first_decorator >= 2 and lines[first_decorator - 2].strip() == GIVEN_MARKER:
+            continue
+        body = node.body
+        has_doc = isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+            and isinstance(body[0].value.value, str)
+        if not has_doc:
+            raise ValueError(f"{stage_id}: function {node.name!r} (line {node.lineno}) has no docstring: "
+                             "the docstring is the learner's contract")
+        rest = body[1:]
+        if not rest:
+            continue
+        start = body[0].end_lineno  # comments between docstring and code belong to the body too
+        end = node.end_lineno
+        first = lines[rest[0].lineno - 1]
+        indent = first[: len(first) - len(first.lstrip())]
+        replaced.append((start, end, stub_lines(stage_id, indent)))
+        outer_spans.append((node.lineno - 1, end))
+    for start, end, new in sorted(replaced, reverse=True):
+        lines[start:end] = new
+    return "".join(lines)
+
+
+def is_untouched(source: str, stage_id: str) -> bool:
+    """True when ``source`` is still a stub: stubbing it again changes nothing."""
+    try:
+        return make_stub(source, stage_id) == source
+    except (SyntaxError, ValueError):
+        return False
+
+
+def generate(reference: Path, target: Path, stages=None) -> list[Path]:
+    """Write a stub for every stage into ``target`` (a fresh directory); return the files written."""
+    stages = stages or curriculum.load()
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stage in stages:
+        source = stage.source(reference).read_text(encoding="utf-8")
+        path = stage.source(target)
+        path.write_text(make_stub(source, stage.id), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    stages = curriculum.load()
+    if argv == ["--check"]:
+        stale = []
+        for stage in stages:
+            path = stage.source(curriculum.EXERCISES)
+            mine = path.read_text(encoding="utf-8") if path.is_file() else None
+            if mine is not None and not is_untouched(mine, stage.id):
+                continue  # a learner's work: not ours to compare
+            stub = make_stub(stage.source(curriculum.REFERENCE).read_text(encoding="utf-8"), stage.id)
+            if mine != stub:
+                stale.append(stage.id)
+        if stale:
+            print(f"exercises/ is out of date for: {', '.join(stale)} (run python -m grader.stubgen)")
+            return 1
+        print("every untouched stub in exercises/ matches reference/")
+        return 0
+    if argv:
+        print("usage: python -m grader.stubgen [--check]", file=sys.stderr)
+        return 2
+    for stage in stages:
+        path = stage.source(curriculum.EXERCISES)
+        if not stage.source(curriculum.REFERENCE).is_file():
+            print(f"skipped {stage.id}: reference/{stage.id}.py does not exist yet")
+            continue
+        stub = make_stub(stage.source(curriculum.REFERENCE).read_text(encoding="utf-8"), stage.id)
+        if path.is_file() and not is_untouched(path.read_text(encoding="utf-8"), stage.id):
+            print(f"kept {path.relative_to(curriculum.ROOT)}: it has code in it, so it is not a stub any more")
+            continue
+        if not path.is_file() or path.read_text(encoding="utf-8") != stub:
+            path.write_text(stub, encoding="utf-8")
+            print(f"wrote {path.relative_to(curriculum.ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""Stage 11: train the transformer, decode greedily, and watch it learn to copy (and reverse).
+
+The copy task is the transformer's "hello world": the source is a random string of symbols and
+the target is the same string (or the string reversed). A model that gets 100% of unseen strings
+exactly right has learned to use attention to look up the right source position.
+
+Teacher forcing: for a target [a, b, c] the decoder reads [bos, a, b, c] and is trained to
+predict [a, b, c, eos], one position ahead, all positions at once (the causal mask keeps each
+position from seeing the answer). At inference nothing is given: greedy decoding starts from
+bos and feeds back its own best guess until it says eos.
+
+Shapes: B batch, S source length, T target length (bos or eos included), D = d_model, V vocab.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .s01_vocab import Vocab, pad_batch
+from .s04_masks import causal_mask, combine_masks, padding_mask
+from .s09_transformer import EncoderDecoder, TransformerConfig
+from .s10_noam_and_loss import LabelSmoothingLoss, noam_lambda
+
+SYMBOLS = tuple("abcdefghij")  # the alphabet of the toy tasks
+
+
+@dataclass(frozen=True)
+class CopyTaskConfig:
+    """One training run of the copy (or reverse) task. The defaults converge in a few hundred steps."""
+
+    reverse: bool = False  # False: target = source; True: target = source reversed
+    min_len: int = 1  # shortest source string
+    max_len: int = 10  # longest source string
+    n_layers: int = 2  # encoder layers, and again decoder layers
+    d_model: int = 32  # D
+    n_heads: int = 4  # H
+    d_ff: int = 64  # F
+    dropout: float = 0.0  # the task is noise-free; dropout only slows it down
+    batch_size: int = 64  # strings per training step
+    warmup: int = 100  # Noam warm-up steps
+    lr_factor: float = 1.0  # Noam factor
+    smoothing: float = 0.0  # label smoothing
+    max_steps: int = 1000  # give up after this many steps
+    eval_every: int = 50  # check held-out exact match this often; stop at 100%
+    n_eval: int = 200  # held-out strings
+    seed: int = 0  # seeds the model, the data and the held-out set
+
+
+@dataclass
+class Batch:
+    """One batch of source/target pairs, padded and masked, ready for the model."""
+
+    src: torch.Tensor  # (B, S) source ids, padded
+    tgt_in: torch.Tensor  # (B, T) decoder input: bos + target, padded
+    tgt_out: torch.Tensor  # (B, T) what to predict: target + eos, padded
+    src_mask: torch.Tensor  # (B, 1, 1, S) padding mask of src
+    tgt_mask: torch.Tensor  # (B, 1, T, T) padding mask of tgt_in AND causal mask
+
+
+@dataclass
+class TrainingResult:
+    """What train_copy_task returns."""
+
+    model: EncoderDecoder
+    vocab: Vocab
+    steps: int  # steps taken
+    accuracy: float  # the last held-out exact-match accuracy, in [0, 1]
+    losses: list[float] = field(default_factory=list)  # one loss per step
+    accuracies: list[tuple[int, float]] = field(default_factory=list)  # (step, accuracy) at each check
+
+
+# kata: given
+def random_strings(n: int, min_len: int, max_len: int, rng: random.Random) -> list[list[str]]:
+    """``n`` random strings over SYMBOLS, each of a length drawn uniformly from [min_len, max_len]."""
+    return [[rng.choice(SYMBOLS) for _ in range(rng.randint(min_len, max_len))] for _ in range(n)]
+
+
+def make_batch(sources: list[list[str]], targets: list[list[str]], vocab: Vocab) -> Batch:
+    """Encode, pad and mask a list of (source, target) string pairs.
+
+    Args:
+        sources: B token lists. targets: B token lists (the same strings, or reversed).
+        vocab: maps tokens to ids.
+    Returns:
+        A Batch: src = encoded sources padded with pad_id; tgt_in = bos + target, tgt_out =
+        target + eos, both padded to the same length T; src_mask = padding_mask(src);
+        tgt_mask = combine_masks(padding_mask(tgt_in), causal_mask(T)).
+    """
+    src = pad_batch([vocab.encode(s) for s in sources], vocab.pad_id)  # (B, S)
+    tgt_in = pad_batch([vocab.encode(t, add_bos=True) for t in targets], vocab.pad_id)  # (B, T)
+    tgt_out = pad_batch([vocab.encode(t, add_eos=True) for t in targets], vocab.pad_id)  # (B, T)
+    src_mask = padding_mask(src, vocab.pad_id)
+    tgt_mask = combine_masks(padding_mask(tgt_in, vocab.pad_id), causal_mask(tgt_in.size(1), tgt_in.device))
+    return Batch(src, tgt_in, tgt_out, src_mask, tgt_mask)
+
+
+def train_step(
+    model: nn.Module,
+    batch: Batch,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    clip: float | None = None,
+) -> float:
+    """One step of teacher-forced training; returns the loss as a float.
+
+    Zero the gradients, run model(src, tgt_in, src_mask, tgt_mask) to (B, T, V) logits, take
+    loss_fn(logits, tgt_out), backpropagate, clip the gradient norm to ``clip`` if given, step the
+    optimizer, then the scheduler if given. The model must be in training mode.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_mask)  # (B, T, V)
+    loss = loss_fn(logits, batch.tgt_out)
+    loss.backward()
+    if clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.item()
+
+
+@torch.no_grad()
+def greedy_decode(
+    model: EncoderDecoder,
+    src: torch.Tensor,
+    src_mask: torch.Tensor,
+    max_len: int,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+) -> torch.Tensor:
+    """Generate target ids one at a time, always taking the most likely next token.
+
+    Args:
+        model: an EncoderDecoder (call model.eval() first; this function does not change the mode).
+        src: (B, S) source ids. src_mask: (B, 1, 1, S).
+        max_len: the most tokens to generate per row (eos included).
+        bos_id, eos_id, pad_id: the special ids.
+    Returns:
+        (B, L) torch.long, L <= max_len: the generated ids WITHOUT the leading bos. A row that
+        produced eos keeps that eos and is filled with pad_id after it. Decoding stops as soon as
+        every row has produced eos, or after max_len tokens.
+    """
+    memory = model.encode(src, src_mask)  # (B, S, D), computed once
+    batch = src.size(0)
+    ys = torch.full((batch, 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1): bos
+    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
+    for _ in range(max_len):
+        tgt_mask = causal_mask(ys.size(1), src.device)
+        logits = model.generator(model.decode(memory, src_mask, ys, tgt_mask)[:, -1])  # (B, V): last position
+        next_token = logits.argmax(dim=-1)
+        next_token = next_token.masked_fill(finished, pad_id)  # a finished row only pads
+        ys = torch.cat([ys, next_token.unsqueeze(1)], dim=1)
+        finished |= next_token == eos_id
+        if finished.all():
+            break
+    return ys[:, 1:]
+
+
+def exact_match(predictions: torch.Tensor, targets: torch.Tensor, pad_id: int) -> float:
+    """The fraction of rows predicted exactly.
+
+    Args:
+        predictions: (B, L) ids from greedy_decode. targets: (B, T) ids, target + eos + padding.
+        pad_id: padding; a row matches when its ids equal the target's ids at every position,
+            where a missing position on either side counts as pad_id.
+    Returns:
+        A float in [0, 1].
+    """
+    width = max(predictions.size(1), targets.size(1))
+    predictions = nn.functional.pad(predictions, (0, width - predictions.size(1)), value=pad_id)
+    targets = nn.functional.pad(targets, (0, width - targets.size(1)), value=pad_id)
+    return (predictions == targets).all(dim=1).float().mean().item()
+
+
+def train_copy_task(config: CopyTaskConfig = CopyTaskConfig(), log: Callable[[str], None] | None = None) -> TrainingResult:
+    """Train an EncoderDecoder on the copy (or reverse) task until held-out exact match is 100%.
+
+    Steps: seed torch and a random.Random with config.seed; build the vocabulary from SYMBOLS;
+    draw a fixed held-out set of n_eval strings; build the model (tie_weights=True, post-LN);
+    Adam(lr=1.0, betas=(0.9, 0.98), eps=1e-9) driven by LambdaLR(noam_lambda(d_model, warmup,
+    lr_factor)); LabelSmoothingLoss(len(vocab), pad_id, smoothing). Then, for each step, draw a
+    fresh batch and train_step; every eval_every steps greedy-decode the held-out set and stop
+    once exact match is 1.0 (or after max_steps). ``log``, if given, receives one line per check.
+    """
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    vocab = Vocab(SYMBOLS)
+
+    def pairs(n: int) -> tuple[list[list[str]], list[list[str]]]:
+        sources = random_strings(n, config.min_len, config.max_len, rng)
+        return sources, [s[::-1] if config.reverse else s for s in sources]
+
+    held_out = make_batch(*pairs(config.n_eval), vocab)
+    model = EncoderDecoder(
+        TransformerConfig(
+            src_vocab=len(vocab),
+            tgt_vocab=len(vocab),
+            d_model=config.d_model,
+            n_heads=config.n_heads,
+            n_layers=config.n_layers,
+            d_ff=config.d_ff,
+            dropout=config.dropout,
+            max_len=config.max_len + 2,
+        )
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, noam_lambda(config.d_model, config.warmup, config.lr_factor))
+    loss_fn = LabelSmoothingLoss(len(vocab), vocab.pad_id, config.smoothing)
+    result = TrainingResult(model, vocab, steps=0, accuracy=0.0)
+    for step in range(1, config.max_steps + 1):
+        model.train()
+        result.losses.append(train_step(model, make_batch(*pairs(config.batch_size), vocab), loss_fn, optimizer, scheduler))
+        result.steps = step
+        if step % config.eval_every == 0 or step == config.max_steps:
+            model.eval()
+            predicted = greedy_decode(model, held_out.src, held_out.src_mask, config.max_len + 1,
+                                      vocab.bos_id, vocab.eos_id, vocab.pad_id)
+            result.accuracy = exact_match(predicted, held_out.tgt_out, vocab.pad_id)
+            result.accuracies.append((step, result.accuracy))
+            if log is not None:
+                log(f"step {step:4d}  loss {result.losses[-1]:.4f}  held-out exact match {result.accuracy:.1%}")
+            if result.accuracy == 1.0:
+                break
+    model.eval()
+    return result

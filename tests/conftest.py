@@ -1,0 +1,130 @@
+"""Choose the implementation a stage suite tests, and hand it to the tests.
+
+    pytest tests/test_s03_attention.py                      # your exercises/ (the default)
+    pytest tests/test_s03_attention.py --impl reference     # the answer key
+    pytest tests/test_s03_attention.py --impl path/to/tree  # any directory shaped like exercises/
+
+The stage under test always comes from --impl. The earlier stages it builds on come from
+reference/ (so each stage is graded on its own merits) unless --no-fallback is given or the
+stage is listed in --learner-stages. The header of the run says which stages were substituted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from grader import curriculum, loader  # noqa: E402
+
+HELP_IMPL = "what to test: 'exercises' (default), 'reference', or a directory shaped like exercises/"
+HELP_NO_FALLBACK = "take every stage from --impl, never from reference/"
+HELP_LEARNER_STAGES = "comma-separated stage ids to take from --impl even with the fallback on"
+HELP_DEVICE = "run the stage suites on this torch device (cpu, cuda, mps); default cpu"
+
+STAGES = curriculum.load()
+STAGE_IDS = [stage.id for stage in STAGES]
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("kata")
+    group.addoption("--impl", default="exercises", help=HELP_IMPL)
+    group.addoption("--no-fallback", action="store_true", default=False, help=HELP_NO_FALLBACK)
+    group.addoption("--learner-stages", default="", help=HELP_LEARNER_STAGES)
+    group.addoption("--device", default=os.environ.get("KATA_DEVICE", "cpu"), help=HELP_DEVICE)
+
+
+def resolve_impl(value: str) -> Path:
+    """'exercises' and 'reference' name the trees in this repository; anything else is a path."""
+    if value in ("exercises", "reference"):
+        return ROOT / value
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise pytest.UsageError(f"--impl {value}: no such directory")
+    if not any(stage.source(path).is_file() for stage in STAGES):
+        raise pytest.UsageError(f"--impl {value}: no stage files in it (expected names like s01_vocab.py)")
+    return path
+
+
+def learner_stages(config) -> frozenset[str]:
+    listed = frozenset(filter(None, (s.strip() for s in config.getoption("--learner-stages").split(","))))
+    unknown = sorted(listed - set(STAGE_IDS))
+    if unknown:
+        raise pytest.UsageError(f"--learner-stages: unknown stage ids {unknown}")
+    return listed
+
+
+def pytest_configure(config):
+    config._kata_impl = resolve_impl(config.getoption("--impl"))  # noqa: SLF001 - our own attribute
+    config._kata_learner = learner_stages(config)  # noqa: SLF001
+
+
+def pytest_report_header(config):
+    impl = config._kata_impl  # noqa: SLF001
+    if config.getoption("--no-fallback") or impl == ROOT / "reference":
+        return [f"kata: every stage from {impl}"]
+    mine = ", ".join(sorted(config._kata_learner)) or "none"  # noqa: SLF001
+    return [
+        f"kata: stage under test from {impl}",
+        f"kata: earlier stages from reference/ except these, taken from --impl: {mine}",
+    ]
+
+
+def stage_id_of(request) -> str:
+    name = Path(str(request.node.path)).stem
+    stage_id = name.removeprefix("test_")
+    if stage_id not in STAGE_IDS:
+        raise pytest.UsageError(f"{name}.py is not a stage suite: {stage_id!r} is not in curriculum.toml")
+    return stage_id
+
+
+def plan_for(config, stage_id: str) -> dict[str, Path]:
+    return loader.plan(
+        STAGE_IDS,
+        tested=stage_id,
+        impl=config._kata_impl,  # noqa: SLF001
+        reference=ROOT / "reference",
+        learner_stages=config._kata_learner,  # noqa: SLF001
+        fallback=not config.getoption("--no-fallback"),
+    )
+
+
+@pytest.fixture(scope="module")
+def stage(request):
+    """The module under test: this suite's stage, loaded from --impl under the fallback plan."""
+    stage_id = stage_id_of(request)
+    return loader.load_stage(plan_for(request.config, stage_id), stage_id)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def device(request):
+    """The torch device the suites run on: new tensors and modules land there by default."""
+    import torch
+
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and stages run side by side
+    name = request.config.getoption("--device")
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(name, False):
+        raise pytest.UsageError(f"--device {name}: not available on this machine (choose cpu, cuda or mps)")
+    torch.set_default_device(name)
+    yield torch.device(name)
+    torch.set_default_device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _fixed_seed():
+    """Every test starts from the same random state, whatever ran before it."""
+    import torch
+
+    torch.manual_seed(0)
+    yield
