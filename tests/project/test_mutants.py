@@ -1,0 +1,49 @@
+"""The mutation score: every catalogued wrong implementation is caught by its own stage's suite.
+
+Each mutant is reference/ with one realistic mistake in one stage file (tests/mutants/<stage>.toml).
+Its stage's suite must fail on it, and the failure output must name the symptom.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from grader import curriculum, mutants
+
+CATALOGUE = mutants.load()
+STAGES = curriculum.load()
+
+
+def test_catalogue_is_big_enough_and_covers_every_stage():
+    per_stage = {stage.id: sum(m.stage == stage.id for m in CATALOGUE) for stage in STAGES}
+    thin = {stage: n for stage, n in per_stage.items() if n < 2}
+    assert len(CATALOGUE) >= 60, f"the catalogue has {len(CATALOGUE)} mutants; it needs at least 60"
+    assert not thin, f"stages with fewer than two mutants: {thin}"
+
+
+def test_mutant_names_are_unique_and_every_edit_applies():
+    labels = [m.label for m in CATALOGUE]
+    assert len(labels) == len(set(labels)), "two mutants share a name within a stage"
+    for mutant in CATALOGUE:
+        source = curriculum.REFERENCE.joinpath(f"{mutant.stage}.py").read_text(encoding="utf-8")
+        assert mutants.mutate(source, mutant) != source, f"{mutant.label}: its edits change nothing"
+
+
+@pytest.fixture(scope="module")
+def verdicts():
+    return {v.mutant.label: v for v in mutants.check_all(CATALOGUE)}
+
+
+@pytest.mark.parametrize("mutant", CATALOGUE, ids=[m.label for m in CATALOGUE])
+def test_mutant_is_caught_by_its_stage_with_the_symptom_named(mutant, verdicts):
+    verdict = verdicts[mutant.label]
+    tail = "\n".join(verdict.output.splitlines()[-30:])
+    assert verdict.caught, f"{mutant.label} ({mutant.description}) passes its suite: the suite must catch it\n{tail}"
+    assert verdict.symptom_shown, f"{mutant.label}: caught, but no failure message says {mutant.symptom!r}\n{tail}"
+
+
+def test_mutation_score_is_reported(verdicts, capsys):
+    caught = sum(v.ok for v in verdicts.values())
+    with capsys.disabled():
+        print(f"\nmutation score: {caught}/{len(verdicts)} catalogued mistakes caught")
+    assert caught == len(verdicts)
