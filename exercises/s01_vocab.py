@@ -40,6 +40,9 @@ class Vocab:
 
         Args:
             tokens: any iterable of strings; repeats and special tokens in it are ignored.
+        Attributes:
+            itos: list[str], id -> token (``itos[0] == "<pad>"``); ``__len__`` reads it.
+            stoi: dict[str, int], token -> id, the inverse of itos; the *_id properties read it.
         """
         # TODO: write this (the docstring above is the contract).
         raise NotImplementedError("s01_vocab: not written yet — python -m grader hint s01_vocab")

@@ -1,0 +1,325 @@
+"""Pictures of a trained copy-task transformer: attention heatmaps, the Noam schedule, the loss curve.
+
+    python -m grader.pictures [--out DIR] [--impl exercises|reference|PATH] [--steps N] [--reverse]
+
+Trains the stage-11 capstone (the reference's, or the learner's from --impl with the reference
+standing in for every stage that is not written yet), then writes PNG files into DIR:
+
+    encoder_self_attention.png   decoder_self_attention.png   cross_attention.png
+    noam_schedule.png            training_loss.png
+
+A model that has learned to copy reads source position t when it writes output token t, so its
+cross-attention is a bright diagonal (an anti-diagonal for --reverse).
+
+The attention weights are not stored by the model. They are recomputed here, without changing
+the model's code: a forward hook on every multi-head attention module captures the inputs of its
+call, and the weights softmax(Q Kᵀ / sqrt(Dh)) are rebuilt from the module's own projections
+(q_proj, k_proj, split_heads) and the mask it was given.
+
+matplotlib is optional for the rest of the kata; without it this command says how to install it
+and exits 2. Exit 0 when the pictures were written, 1 when training failed, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import sys
+from pathlib import Path
+
+from . import curriculum, loader, stubgen
+
+MISSING_MATPLOTLIB = "pictures need matplotlib: python -m pip install matplotlib"
+CAPSTONE = "s11_copy_task"
+SCHEDULE = "s10_noam_and_loss"
+EXAMPLE = "hbdjagecfi"  # the source string whose attention is drawn: every symbol once, no pattern
+WARMUPS = (50, 100, 200, 400)  # the Noam curves drawn, in steps
+HELP_OUT = "folder for the PNG files (created if missing; default: pictures)"
+HELP_IMPL = "whose code to train: exercises (yours), reference, or a folder of stage files (default: reference)"
+HELP_STEPS = "train at most this many steps (default: until 100%% held-out exact match, at most 1000)"
+HELP_EXAMPLE = f"the source string whose attention is drawn, over the symbols a-j (default: {EXAMPLE})"
+
+
+def import_pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no window), or exit 2 with the install line."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(MISSING_MATPLOTLIB, file=sys.stderr)
+        raise SystemExit(2) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def resolve_impl(name: str) -> Path:
+    """exercises / reference / a folder -> the folder; exit 2 if it is not one."""
+    tree = {"exercises": curriculum.EXERCISES, "reference": curriculum.REFERENCE}.get(name, Path(name))
+    if not tree.is_dir():
+        print(f"--impl {name}: no such folder", file=sys.stderr)
+        raise SystemExit(2)
+    return tree
+
+
+def load_capstone(impl: Path):
+    """Load stage 11 from ``impl``, with the reference for every Part I stage that is not written yet.
+
+    A stage counts as not written when its file is missing, still holds a stub's "not written yet"
+    line, or fails to import. Returns (copy-task module, schedule module, substituted stage ids).
+    """
+    stages = [stage for stage in curriculum.load() if stage.part == 1]
+    reference = curriculum.REFERENCE
+    sources = {}
+    for stage in stages:
+        path = stage.source(impl)
+        written = path.is_file() and stubgen.not_written_message(stage.id) not in path.read_text(encoding="utf-8")
+        sources[stage.id] = impl if written else reference
+    for stage in stages:  # in learning order, so a stage is tried on top of its working dependencies
+        if sources[stage.id] != reference:
+            try:
+                loader.load_stage(sources, stage.id)
+            except Exception:
+                sources[stage.id] = reference
+    substituted = [s.id for s in stages if sources[s.id] == reference and Path(impl).resolve() != reference.resolve()]
+    return loader.load_stage(sources, CAPSTONE), loader.load_stage(sources, SCHEDULE), substituted
+
+
+def is_attention(module) -> bool:
+    """A stage-5 MultiHeadAttention, recognised by its parts (each plan has its own class object)."""
+    return all(hasattr(module, name) for name in ("q_proj", "k_proj", "split_heads", "head_size"))
+
+
+class AttentionRecorder:
+    """Record the attention weights of every multi-head attention module of a model, by hooks.
+
+    Use as a context manager around a forward pass; ``weights`` then maps each module's name
+    ("encoder.layers.0.self_attn", ...) to its (B, H, Sq, Sk) weights, and ``outputs`` to what
+    the module returned. The hooks are removed on exit: the model is left as it was.
+    """
+
+    def __init__(self, model) -> None:
+        self.modules = {name: module for name, module in model.named_modules() if is_attention(module)}
+        self.weights: dict = {}
+        self.outputs: dict = {}
+        self.handles: list = []
+
+    def __enter__(self) -> "AttentionRecorder":
+        for name, module in self.modules.items():
+            self.handles.append(module.register_forward_hook(self.hook(name), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def hook(self, name: str):
+        def record(module, args, kwargs, output):
+            self.weights[name] = attention_weights(module, args, kwargs)
+            self.outputs[name] = output
+
+        return record
+
+
+def attention_weights(module, args: tuple, kwargs: dict):
+    """softmax(Q Kᵀ / sqrt(Dh)) with the call's mask, rebuilt from the module's projections.
+
+    Args:
+        module: a MultiHeadAttention; args, kwargs: its forward(query, key, value, mask) call.
+    Returns:
+        (B, H, Sq, Sk) float weights; masked keys get exactly 0, as in stage 3.
+    """
+    import torch
+
+    try:
+        call = inspect.signature(module.forward).bind(*args, **kwargs).arguments
+        query, key, mask = call["query"], call["key"], call.get("mask")
+    except (TypeError, KeyError):  # other parameter names: fall back on the documented order
+        query, key = args[0], args[1]
+        mask = args[3] if len(args) > 3 else kwargs.get("mask")
+    with torch.no_grad():
+        q = module.split_heads(module.q_proj(query))  # (B, H, Sq, Dh)
+        k = module.split_heads(module.k_proj(key))  # (B, H, Sk, Dh)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, Sq, Sk)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        if mask is not None:
+            weights = weights.masked_fill(~mask, 0.0)  # fully masked rows: 0, not NaN
+    return weights
+
+
+def record_example(copy_task, model, vocab, source: list[str]) -> dict:
+    """Greedy-decode ``source``, then re-run that decoding teacher-forced with the hooks on.
+
+    Returns a dict with "weights" ({module name: (H, Sq, Sk) tensor}), "source" (tokens),
+    "reads" (the decoder's input tokens: <bos> and the output so far) and "writes" (the token
+    the model predicts at each decoder position).
+    """
+    import torch
+
+    batch = copy_task.make_batch([source], [source], vocab)
+    model.eval()
+    generated = copy_task.greedy_decode(model, batch.src, batch.src_mask, len(source) + 1,
+                                        vocab.bos_id, vocab.eos_id, vocab.pad_id)  # (1, L)
+    output = vocab.decode(generated[0].tolist())  # the model's answer, up to its eos
+    batch = copy_task.make_batch([source], [output], vocab)
+    with torch.no_grad(), AttentionRecorder(model) as recorder:
+        logits = model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_mask)  # (1, T, V)
+    return {
+        "weights": {name: w[0] for name, w in recorder.weights.items()},  # (H, Sq, Sk)
+        "source": list(source),
+        "reads": [vocab.itos[i] for i in batch.tgt_in[0].tolist()],
+        "writes": [vocab.itos[i] for i in logits[0].argmax(-1).tolist()],
+        "output": output,
+    }
+
+
+def kind_of(name: str) -> str:
+    """Module name -> "encoder_self", "decoder_self" or "cross"."""
+    if name.startswith("encoder"):
+        return "encoder_self"
+    return "cross" if "cross" in name else "decoder_self"
+
+
+def by_kind(weights: dict) -> dict[str, list]:
+    """{kind: [(module name, (H, Sq, Sk) weights), ...] in layer order}."""
+    grouped: dict[str, list] = {"encoder_self": [], "decoder_self": [], "cross": []}
+    for name, w in weights.items():
+        grouped[kind_of(name)].append((name, w))
+    return grouped
+
+
+def diagonal_fraction(weights, reverse: bool = False) -> float:
+    """The fraction of output positions whose head-averaged attention peaks on the expected source.
+
+    Args:
+        weights: (H, T, S) cross-attention of one layer, T = S + 1 (the last position writes eos).
+        reverse: expect source position S - 1 - t instead of t.
+    """
+    average = weights.mean(dim=0)  # (T, S)
+    length = average.size(1)
+    positions = range(min(length, average.size(0)))
+    hits = [int(average[t].argmax()) == (length - 1 - t if reverse else t) for t in positions]
+    return sum(hits) / len(hits)
+
+
+def plot_attention(plt, maps: list, columns: list[str], rows: list[str], title: str, path: Path) -> None:
+    """One heatmap per (layer, head): rows are query positions, columns key positions."""
+    n_layers, n_heads = len(maps), maps[0][1].size(0)
+    figure, axes = plt.subplots(n_layers, n_heads, figsize=(2.6 * n_heads + 1, 2.6 * n_layers + 0.8),
+                                squeeze=False, constrained_layout=True)
+    for layer, (name, weights) in enumerate(maps):
+        for head in range(n_heads):
+            axis = axes[layer][head]
+            image = axis.imshow(weights[head].cpu().numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
+            axis.set_xticks(range(len(columns)), columns, fontsize=7, rotation=90)
+            axis.set_yticks(range(len(rows)), rows, fontsize=7)
+            axis.set_title(f"layer {layer} head {head}", fontsize=8)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_schedule(plt, noam_lr, d_model: int, steps: int, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    x = list(range(1, steps + 1))
+    for warmup in WARMUPS:
+        axis.plot(x, [noam_lr(step, d_model, warmup) for step in x], label=f"warmup {warmup}")
+    axis.set_xlabel("step")
+    axis.set_ylabel("learning rate")
+    axis.set_title(f"Noam schedule, d_model = {d_model}: linear warm-up, then 1/sqrt(step)")
+    axis.legend()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_training(plt, losses: list[float], accuracies: list[tuple[int, float]], title: str, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    axis.plot(range(1, len(losses) + 1), losses, color="tab:blue", linewidth=1)
+    axis.set_yscale("log")
+    axis.set_xlabel("step")
+    axis.set_ylabel("training loss (log scale)", color="tab:blue")
+    if accuracies:
+        other = axis.twinx()
+        other.plot([s for s, _ in accuracies], [100 * a for _, a in accuracies], "o-", color="tab:orange",
+                   markersize=3)
+        other.set_ylim(-2, 102)
+        other.set_ylabel("held-out exact match (%)", color="tab:orange")
+    axis.set_title(title)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_pictures(plt, copy_task, schedule, result, config, source: list[str], out: Path) -> tuple[list[Path], dict]:
+    """Write the five PNG files for a trained ``result``; return their paths and the recorded example."""
+    out.mkdir(parents=True, exist_ok=True)
+    example = record_example(copy_task, result.model, result.vocab, source)
+    grouped = by_kind(example["weights"])
+    queries = [f"{r} → {w}" for r, w in zip(example["reads"], example["writes"])]  # reads -> writes
+    task = "reverse" if config.reverse else "copy"
+    written = []
+    for kind, columns, rows, what in (
+        ("encoder_self", example["source"], example["source"], "encoder self-attention (source -> source)"),
+        ("decoder_self", example["reads"], queries, "decoder self-attention (output so far, causal)"),
+        ("cross", example["source"], queries, "cross-attention (decoder position -> source position)"),
+    ):
+        path = out / f"{kind}_attention.png"
+        title = f"{task} model after {result.steps} steps: {what}\nsource {''.join(source)!r}, output {''.join(example['output'])!r}"
+        plot_attention(plt, grouped[kind], columns, rows, title, path)
+        written.append(path)
+    path = out / "noam_schedule.png"
+    plot_schedule(plt, schedule.noam_lr, config.d_model, max(2000, 4 * max(WARMUPS)), path)
+    written.append(path)
+    path = out / "training_loss.png"
+    plot_training(plt, result.losses, result.accuracies,
+                  f"{task} task, {config.n_layers} layer(s): loss per step, held-out exact match", path)
+    written.append(path)
+    return written, example
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grader.pictures", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--out", type=Path, default=Path("pictures"), help=HELP_OUT)
+    parser.add_argument("--impl", default="reference", help=HELP_IMPL)
+    parser.add_argument("--steps", type=int, default=None, help=HELP_STEPS)
+    parser.add_argument("--reverse", action="store_true", help="train the reverse task instead of copy")
+    parser.add_argument("--layers", type=int, default=2, help="encoder and decoder layers (default: 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the model, the data and the held-out set")
+    parser.add_argument("--example", default=EXAMPLE, help=HELP_EXAMPLE)
+    args = parser.parse_args(argv)
+    plt = import_pyplot()  # before training: no one should wait a minute to learn it is missing
+    if args.steps is not None and args.steps < 1:
+        parser.error("--steps must be at least 1")
+    if args.layers < 1:
+        parser.error("--layers must be at least 1")
+    impl = resolve_impl(args.impl)
+    copy_task, schedule, substituted = load_capstone(impl)
+    if set(args.example) - set(copy_task.SYMBOLS) or not 1 <= len(args.example) <= 10:
+        parser.error(f"--example must be 1 to 10 symbols from {''.join(copy_task.SYMBOLS)}")
+    if substituted:
+        print(f"using the reference for stages not written yet in {impl}: {', '.join(substituted)}")
+    defaults = copy_task.CopyTaskConfig()
+    config = copy_task.CopyTaskConfig(reverse=args.reverse, n_layers=args.layers, seed=args.seed,
+                                      max_steps=args.steps or defaults.max_steps,
+                                      eval_every=min(defaults.eval_every, args.steps or defaults.eval_every))
+    try:
+        result = copy_task.train_copy_task(config, log=print)
+        written, example = write_pictures(plt, copy_task, schedule, result, config, list(args.example), args.out)
+    except NotImplementedError as error:
+        print(f"cannot train yet: {error}", file=sys.stderr)
+        return 1
+    cross = by_kind(example["weights"])["cross"]
+    print(f"trained {result.steps} steps, held-out exact match {result.accuracy:.1%}; "
+          f"{args.example!r} -> {''.join(example['output'])!r}; last layer's cross-attention peaks on the "
+          f"{'anti-' if args.reverse else ''}diagonal at {diagonal_fraction(cross[-1][1], args.reverse):.0%} of positions")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,382 @@
+"""Stage 13: the byte-level BPE tokenizer.
+
+The oracles: hand-worked examples whose arithmetic is in each test's docstring (the pair counts,
+the winning pair, the ids after each merge); Python's own str.encode / bytes.decode for bytes and
+UTF-8; and a slow, obviously right BPE written in this file (SLOW_* below: recount every pair of
+every chunk after every merge, apply the merges one after another) to check training and encoding
+on a few kilobytes of the book. Nothing here calls your code to compute an expected value.
+
+The chunk pattern is part of the contract (CHUNK_PATTERN in the stub): it is repeated here so the
+slow oracle cuts text exactly as the docstring says.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from checks import assert_equal, fail
+
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
+
+SLOW_CHUNKS = re.compile(r" ?\w+| ?[^\w\s]+|\s+(?!\S)|\s+")  # the docstring's CHUNK_PATTERN
+
+UNSEEN = [
+    "",
+    "hello",
+    "“I am alone—” ’tis the ‘creature’…",  # curly quotes and dashes, as in the book
+    "Café crème brûlée, naïve façade",  # two-byte characters
+    "你好，世界。ロボットの夢",  # CJK: three bytes each, never in the book
+    "🦙🔥 llamas 👩‍🔬 e\u0301",  # four-byte emoji, a zero-width joiner, a combining accent
+    "  \n\n\tTabs,\r\nCRLF   and   runs of   spaces  \n",
+    "\x00\x01 control \x7f bytes",
+    "<pad> and <eos> as plain text",
+]
+
+HINT_ROUND_TRIP = ("decode must join the BYTES of all the ids and decode them as UTF-8 once, at the end: one "
+                   "character can be split across tokens, so decoding token by token breaks it.")
+
+
+def assert_int_list(value, what: str, *, hint: str) -> list[int]:
+    """A real list of plain Python ints."""
+    __tracebackhide__ = True
+    if type(value) is not list:
+        fail(f"{what}: expected a list of ints, got {type(value).__name__} ({value!r})", hint)
+    odd = [v for v in value if type(v) is not int]
+    if odd:
+        fail(f"{what}: expected plain Python ints, got {type(odd[0]).__name__} ({odd[0]!r})", hint)
+    return value
+
+
+def slow_merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    out, i = [], 0
+    while i < len(ids):
+        if ids[i : i + 2] == list(pair):
+            out, i = out + [new_id], i + 2
+        else:
+            out, i = out + [ids[i]], i + 1
+    return out
+
+
+def slow_train(text: str, n_merges: int) -> list[tuple[int, int]]:
+    """The merges, recounting every pair of every chunk occurrence each time; ties to the smallest pair."""
+    chunks = [list(chunk.encode("utf-8")) for chunk in SLOW_CHUNKS.findall(text)]
+    merges = []
+    for new_id in range(256, 256 + n_merges):
+        counts = {}
+        for ids in chunks:
+            for pair in zip(ids, ids[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        best = max(counts.values())
+        pair = min(p for p, c in counts.items() if c == best)
+        merges.append(pair)
+        chunks = [slow_merge(ids, pair, new_id) for ids in chunks]
+    return merges
+
+
+def slow_encode(text: str, merges: list[tuple[int, int]]) -> list[int]:
+    """Each chunk's bytes, then every merge in the order it was learned."""
+    out = []
+    for chunk in SLOW_CHUNKS.findall(text):
+        ids = list(chunk.encode("utf-8"))
+        for rank, pair in enumerate(merges):
+            ids = slow_merge(ids, pair, 256 + rank)
+        out += ids
+    return out
+
+
+def merges_in_order(bpe) -> list[tuple[tuple[int, int], int]]:
+    merges = bpe.merges
+    if type(merges) is not dict:
+        fail(f"bpe.merges: expected a dict {{(a, b): new_id}}, got {type(merges).__name__}",
+             "merges maps each merged pair to its new id, in the order the merges were made.")
+    return [(tuple(pair), new_id) for pair, new_id in merges.items()]
+
+
+def trained(stage, text: str, vocab_size: int, special_tokens=("<pad>", "<eos>")):
+    bpe = stage.ByteBPE()
+    result = bpe.train(text, vocab_size, special_tokens=special_tokens)
+    if result is not None:
+        fail(f"ByteBPE.train returned {type(result).__name__}; expected None (it trains the tokenizer in place)",
+             "train stores merges, vocab and special tokens on self and returns nothing.")
+    return bpe
+
+
+_book_tokenizers: dict = {}
+
+
+def book_tokenizer(stage):
+    """A tokenizer trained on the whole book to vocab_size 512, trained once per stage module."""
+    if stage not in _book_tokenizers:
+        _book_tokenizers[stage] = trained(stage, BOOK, 512)
+    return _book_tokenizers[stage]
+
+
+# ---------------------------------------------------------------------------------------------
+# get_pair_counts and merge_pair
+
+
+def test_get_pair_counts_on_small_lists(stage):
+    """[1, 2, 3, 1, 2]: neighbours (1,2) (2,3) (3,1) (1,2) -> (1, 2) twice, the others once."""
+    got = stage.get_pair_counts([1, 2, 3, 1, 2])
+    if type(got) is not dict:
+        fail(f"get_pair_counts: expected a dict, got {type(got).__name__}", "Return {(a, b): count}.")
+    assert_equal(got, {(1, 2): 2, (2, 3): 1, (3, 1): 1}, "get_pair_counts([1, 2, 3, 1, 2])",
+                 hint="Walk zip(ids, ids[1:]): every pair of NEIGHBOURS, overlapping, counted.")
+    assert_equal(stage.get_pair_counts([7, 7, 7]), {(7, 7): 2}, "get_pair_counts([7, 7, 7])",
+                 hint="Counting overlaps: positions (0, 1) and (1, 2) are both the pair (7, 7).")
+    assert_equal(stage.get_pair_counts([5]), {}, "get_pair_counts([5])", hint="One id has no neighbour: no pairs.")
+    assert_equal(stage.get_pair_counts([]), {}, "get_pair_counts([])", hint="No ids, no pairs.")
+
+
+def test_get_pair_counts_adds_into_the_given_dict_with_a_weight(stage):
+    """counts {(1, 2): 5}; [1, 2, 1, 2] has (1,2) twice and (2,1) once; weight 3: (1, 2) -> 5 + 2*3 = 11, (2, 1) -> 3."""
+    counts = {(1, 2): 5}
+    got = stage.get_pair_counts([1, 2, 1, 2], counts, weight=3)
+    if got is not counts:
+        fail("get_pair_counts(ids, counts): expected the same dict object back, updated in place",
+             "With counts given, add to it and return it: training counts many chunks into one dict.")
+    assert_equal(counts, {(1, 2): 11, (2, 1): 3}, "counts after get_pair_counts([1, 2, 1, 2], {(1, 2): 5}, weight=3)",
+                 hint="Each occurrence adds weight (how often the chunk occurs in the text) to what is already there.")
+
+
+def test_merge_pair_on_small_lists(stage):
+    """[5, 6, 6, 7, 9, 1] with (6, 7) -> 99: only the 6 followed by 7 goes: [5, 6, 99, 9, 1]."""
+    ids = [5, 6, 6, 7, 9, 1]
+    got = stage.merge_pair(ids, (6, 7), 99)
+    assert_int_list(got, "merge_pair([5, 6, 6, 7, 9, 1], (6, 7), 99)", hint="Return a new list of ints.")
+    assert_equal(got, [5, 6, 99, 9, 1], "merge_pair([5, 6, 6, 7, 9, 1], (6, 7), 99)",
+                 hint="Replace the two neighbours (6, 7) by 99; a 6 that is not followed by 7 stays.")
+    assert_equal(ids, [5, 6, 6, 7, 9, 1], "the list passed to merge_pair, afterwards",
+                 hint="merge_pair must not modify its input: build a new list.")
+    assert_equal(stage.merge_pair([1, 2, 3, 1, 2], (1, 2), 256), [256, 3, 256], "merge_pair([1, 2, 3, 1, 2], (1, 2), 256)",
+                 hint="Every occurrence is replaced, the last one too (check i + 1 < len(ids), not i + 1 < len(ids) - 1).")
+    assert_equal(stage.merge_pair([4, 5], (5, 4), 256), [4, 5], "merge_pair([4, 5], (5, 4), 256)",
+                 hint="The order inside a pair matters: (5, 4) does not occur in [4, 5].")
+
+
+def test_merge_pair_occurrences_do_not_overlap(stage):
+    """[7, 7, 7] with (7, 7) -> 256: the first two are merged and consumed, the third 7 is left: [256, 7]."""
+    for ids, expected in [([7, 7, 7], [256, 7]), ([7, 7, 7, 7], [256, 256])]:
+        assert_equal(stage.merge_pair(ids, (7, 7), 256), expected, f"merge_pair({ids}, (7, 7), 256)",
+                     hint="Scan left to right; after a match skip BOTH ids (i += 2), so occurrences do not overlap.")
+
+
+# ---------------------------------------------------------------------------------------------
+# training on hand-worked examples
+
+
+def test_training_on_the_wikipedia_example(stage):
+    """"aaabdaaabac", a=97 b=98 c=99 d=100, vocab_size 256 + 3 merges + 2 specials = 261.
+
+    pairs (97,97):4 (97,98):2 (98,100):1 (100,97):1 (98,97):1 (97,99):1  -> (97, 97) becomes 256
+    ids [256,97,98,100,256,97,98,97,99]; pairs (256,97):2 (97,98):2 ... a tie at 2: the smaller
+    pair wins -> (97, 98) becomes 257; ids [256,257,100,256,257,97,99] -> (256, 257):2 becomes 258;
+    ids [258,100,258,97,99] ("XdXac" on Wikipedia). Specials: <pad> 259, <eos> 260.
+    """
+    bpe = trained(stage, "aaabdaaabac", 261)
+    assert_equal(merges_in_order(bpe), [((97, 97), 256), ((97, 98), 257), ((256, 257), 258)],
+                 "the merges learned from 'aaabdaaabac', in order",
+                 hint="Most frequent pair first; on a tie the smallest pair (lowest first id, then second id); "
+                      "each new pair gets the next id from 256 on.")
+    assert_equal(bpe.encode("aaabdaaabac"), [258, 100, 258, 97, 99], "encode('aaabdaaabac')",
+                 hint="Encoding replays the merges in the order they were learned.")
+    assert_equal((bpe.vocab_size, bpe.pad_id, bpe.eos_id), (261, 259, 260), "(vocab_size, pad_id, eos_id)",
+                 hint="Special tokens take the last ids, after the merges, in the order given.")
+
+
+def test_ties_go_to_the_smallest_pair(stage):
+    """"bcab": pairs (98,99):1 (99,97):1 (97,98):1, all tied. The smallest is (97, 98) ("ab"),
+    though (98, 99) is seen first and (99, 97) is the largest."""
+    bpe = trained(stage, "bcab", 257, special_tokens=())
+    assert_equal(merges_in_order(bpe), [((97, 98), 256)], "the merge learned from 'bcab'",
+                 hint="A tie goes to the smallest pair, whatever order the pairs were counted in: "
+                      "max(counts, key=lambda p: (counts[p], -p[0], -p[1])). Plain max(counts, key=counts.get) "
+                      "depends on dict order.")
+
+
+def test_chunk_frequencies_weight_the_pair_counts(stage):
+    """"yzyz ab ab ab" is the chunks "yzyz" once and " ab" three times.
+
+    Counted with frequencies: (121,122):2 (122,121):1 (32,97):3 (97,98):3 -> tie at 3, smallest
+    (32, 97) becomes 256. Counting each different chunk once would wrongly pick (121, 122) (2 > 1).
+    """
+    bpe = trained(stage, "yzyz ab ab ab", 257, special_tokens=())
+    assert_equal(merges_in_order(bpe), [((32, 97), 256)], "the merge learned from 'yzyz ab ab ab'",
+                 hint="Each different chunk's pairs count as many times as the chunk occurs in the text: "
+                      "weight them by how often the chunk occurs.")
+
+
+def test_pairs_never_cross_a_chunk_boundary_and_training_stops_when_nothing_is_left(stage):
+    """"hi hi hi" is the chunks "hi", " hi", " hi".
+
+    pairs (104,105):3 (32,104):2 -> "hi" becomes 256; chunks [256] [32,256] [32,256]: (32,256):2
+    -> " hi" becomes 257; chunks [256] [257] [257] have no pairs left, so training stops after 2
+    merges although vocab_size 256 + 5 + 2 was asked: vocab_size is 258 + 2 = 260.
+    Counting over the whole byte string would have merged (105, 32), "i ", across two chunks.
+    """
+    bpe = trained(stage, "hi hi hi", 263)
+    assert_equal(merges_in_order(bpe), [((104, 105), 256), ((32, 256), 257)], "the merges learned from 'hi hi hi'",
+                 hint="Count pairs inside each chunk of CHUNK_PATTERN only, never across the chunk boundary "
+                      "(a word keeps its leading space, never a trailing one).")
+    assert_equal((bpe.vocab_size, bpe.pad_id, bpe.eos_id), (260, 258, 259), "(vocab_size, pad_id, eos_id) after stopping early",
+                 hint="Stop when no chunk has two ids left; the specials then follow the last merge.")
+    assert_equal(bpe.encode("hi hi"), [256, 257], "encode('hi hi')", hint="'hi' is 256, ' hi' is 257.")
+
+
+def test_encode_replays_merges_in_the_order_learned(stage):
+    """Train on "abab.bc" (chunks "abab", ".", "bc"): (97,98):2 -> "ab" = 256; then (256,256):1 and
+    (98,99):1 tie -> (98, 99) = 257 ("bc"). vocab_size 258, no specials.
+
+    Encode "abcbcbc" = a b c b c b c: merge 256 first: [256, c, b, c, b, c]; then 257 (b c):
+    [256, 99, 257, 257]. Merging the pair most frequent in "abcbcbc" first ((98, 99): 3) would
+    give [97, 257, 257, 257] instead.
+    """
+    bpe = trained(stage, "abab.bc", 258, special_tokens=())
+    assert_equal(merges_in_order(bpe), [((97, 98), 256), ((98, 99), 257)], "the merges learned from 'abab.bc'",
+                 hint="Chunks 'abab', '.', 'bc'; the tie at count 1 goes to the smaller pair (98, 99).")
+    assert_equal(bpe.encode("abcbcbc"), [256, 99, 257, 257], "encode('abcbcbc')",
+                 hint="Apply merges in the order they were learned (lowest new id first), not the pair most "
+                      "frequent in the text being encoded.")
+
+
+# ---------------------------------------------------------------------------------------------
+# the slow oracle
+
+
+def test_training_and_encoding_match_a_slow_bpe(stage):
+    """On 3 000 characters of the book with 40 merges, against slow_train / slow_encode above."""
+    text = BOOK[:3000]
+    merges = slow_train(text, 40)
+    bpe = trained(stage, text, 256 + 40, special_tokens=())
+    got = merges_in_order(bpe)
+    assert_equal(got, [(pair, 256 + rank) for rank, pair in enumerate(merges)],
+                 "the 40 merges learned from the first 3 000 characters of the book",
+                 hint="Each step: count pairs inside chunks (weighted by chunk frequency), take the most frequent "
+                      "(ties: smallest), merge it everywhere, repeat.")
+    held_out = BOOK[50_000:52_000] + " 🦙 naïve"
+    assert_equal(bpe.encode(held_out), slow_encode(held_out, merges), "encode(2 000 other characters of the book)",
+                 hint="Encode each chunk separately: its UTF-8 bytes, then the merges in the order they were learned.")
+
+
+# ---------------------------------------------------------------------------------------------
+# round trip and special tokens
+
+
+def test_untrained_tokenizer_is_plain_utf8_bytes(stage):
+    bpe = stage.ByteBPE()
+    text = "héllo — 🦙"
+    assert_equal(bpe.vocab_size, 256, "ByteBPE().vocab_size", hint="An untrained tokenizer has the 256 byte ids only.")
+    ids = assert_int_list(bpe.encode(text), f"ByteBPE().encode({text!r})", hint="encode returns a list of ints.")
+    assert_equal(ids, list(text.encode("utf-8")), f"ByteBPE().encode({text!r})",
+                 hint="Without merges, the ids are the UTF-8 bytes of the text: list(text.encode('utf-8')).")
+    assert_equal(bpe.decode(ids), text, "ByteBPE().decode(the bytes)", hint=HINT_ROUND_TRIP)
+
+
+def test_round_trip_is_exact_for_text_never_seen_in_training(stage):
+    bpe = book_tokenizer(stage)
+    for text in UNSEEN:
+        ids = assert_int_list(bpe.encode(text), f"encode({text!r})", hint="encode returns a list of ints.")
+        out_of_range = [i for i in ids if not 0 <= i < bpe.vocab_size]
+        if out_of_range:
+            fail(f"encode({text!r}) produced ids {out_of_range[:5]} outside [0, {bpe.vocab_size})",
+                 "Every id is a byte (0-255), a merge, or a special token.")
+        assert_equal(bpe.decode(ids), text, f"decode(encode({text!r}))", hint=HINT_ROUND_TRIP)
+
+
+def test_invalid_utf8_decodes_with_replacement_characters(stage):
+    bpe = stage.ByteBPE()
+    for ids in ([0xE2, 0x80], [104, 105, 0xFF], [0xF0, 0x9F, 0xA6]):
+        expected = bytes(ids).decode("utf-8", errors="replace")
+        assert_equal(bpe.decode(ids), expected, f"decode({ids}) (not valid UTF-8)",
+                     hint="Join the bytes and decode once with errors='replace': invalid sequences become U+FFFD, "
+                          "never an exception and never dropped.")
+
+
+def test_special_tokens_take_the_last_ids_in_the_order_given(stage):
+    bpe = trained(stage, BOOK[:5000], 300)
+    assert_equal((bpe.vocab_size, bpe.pad_id, bpe.eos_id), (300, 298, 299), "(vocab_size, pad_id, eos_id), vocab_size 300",
+                 hint="Bytes 0-255, then the merges, then the special tokens LAST: pad = V - 2, eos = V - 1.")
+    merge_ids = sorted(new_id for _, new_id in merges_in_order(bpe))
+    assert_equal(merge_ids, list(range(256, 298)), "the ids of the merges",
+                 hint="The merges take 256, 257, ... up to V - len(specials) - 1; the specials come after them.")
+    three = trained(stage, BOOK[:5000], 300, special_tokens=("<pad>", "<eos>", "<bos>"))
+    assert_equal(three.special_tokens, {"<pad>": 297, "<eos>": 298, "<bos>": 299}, "special_tokens with three of them",
+                 hint="Each special token gets the next id after the merges, in the order given.")
+
+
+def test_special_tokens_encode_to_one_id_only_when_allowed(stage):
+    bpe = trained(stage, BOOK[:5000], 300)
+    text = "It was night.<eos><pad>"
+    ids = bpe.encode(text, allowed_special=True)
+    assert_int_list(ids, f"encode({text!r}, allowed_special=True)", hint="encode returns a list of ints.")
+    plain = bpe.encode("It was night.")
+    assert_equal(ids, plain + [bpe.eos_id, bpe.pad_id], f"encode({text!r}, allowed_special=True)",
+                 hint="With allowed_special=True, split the text at the special tokens (re.split with a capturing "
+                      "group keeps them); each becomes its one id, the rest is encoded as usual.")
+    assert_equal(bpe.decode(ids), text, "decode of it", hint="A special token's id decodes to its string.")
+    as_text = bpe.encode("<eos>")
+    if bpe.eos_id in as_text or bpe.pad_id in as_text:
+        fail(f"encode('<eos>') without allowed_special gave {as_text}, which holds a special id",
+             "With allowed_special=False (the default), '<eos>' in the text is ordinary text: encode its bytes.")
+    assert_equal(bpe.decode(as_text), "<eos>", "decode(encode('<eos>'))", hint=HINT_ROUND_TRIP)
+
+
+# ---------------------------------------------------------------------------------------------
+# size, determinism, and the whole book
+
+
+def test_vocab_size_is_respected_and_too_small_is_an_error(stage):
+    bpe = trained(stage, BOOK[:20_000], 280)
+    assert_equal(bpe.vocab_size, 280, "vocab_size after train(text, 280)",
+                 hint="vocab_size counts everything: 256 bytes + merges + special tokens, so make "
+                      "280 - 256 - 2 = 22 merges, not 280 - 256.")
+    assert_equal(len(bpe.merges), 22, "len(merges) after train(text, 280)", hint="280 - 256 - 2 special tokens = 22 merges.")
+    with pytest.raises(ValueError):
+        stage.ByteBPE().train("some text", 257)
+        fail("train(text, vocab_size=257) did not raise ValueError", "256 bytes + 2 special tokens need vocab_size >= 258.")
+
+
+def test_training_is_deterministic_and_retraining_starts_afresh(stage):
+    text = BOOK[10_000:30_000]
+    first = merges_in_order(trained(stage, text, 320))
+    second = merges_in_order(trained(stage, text, 320))
+    assert_equal(second, first, "merges from a second training on the same text",
+                 hint="Same text, same merges: no randomness, no set() iteration order, a tie rule that ignores dict order.")
+    bpe = trained(stage, BOOK[:2000], 300)
+    bpe.train(text, 320)
+    assert_equal(merges_in_order(bpe), first, "merges after training an already-trained tokenizer again",
+                 hint="train starts from bytes only: reset merges, vocab and special tokens first.")
+
+
+def test_no_learned_token_spans_two_chunks(stage):
+    bpe = book_tokenizer(stage)
+    bad = []
+    for (a, b), new_id in merges_in_order(bpe):
+        piece = bpe.decode([new_id]).encode("utf-8", errors="replace")
+        if not piece.isspace() and b" " in piece[1:]:
+            bad.append(bpe.decode([new_id]))
+    if bad:
+        fail(f"{len(bad)} learned token(s) have a space after their first character: {bad[:5]}",
+             "Pairs are counted inside chunks only (a word keeps one LEADING space): cut the text with "
+             "CHUNK_PATTERN before counting, and never merge across chunk boundaries.")
+
+
+def test_book_trains_to_512_and_compresses_better_than_bytes(stage):
+    """Measured on the reference: 421 529 bytes -> 195 875 tokens, 2.15 bytes per token."""
+    bpe = book_tokenizer(stage)
+    assert_equal((bpe.vocab_size, len(bpe.merges)), (512, 254), "(vocab_size, len(merges)) on the book",
+                 hint="512 = 256 bytes + 254 merges + 2 special tokens.")
+    ids = bpe.encode(BOOK)
+    ratio = len(BOOK.encode("utf-8")) / max(len(ids), 1)
+    if ratio < 2.0:
+        fail(f"the book encodes to {len(ids)} tokens, {ratio:.2f} bytes per token; expected more than 2.0",
+             "With 254 merges common words become single tokens: are the merges applied in the order learned, "
+             "and were pairs counted with each chunk's frequency?")
+    if bpe.decode(ids) != BOOK:
+        fail("decode(encode(book)) is not the book", HINT_ROUND_TRIP)

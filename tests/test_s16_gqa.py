@@ -1,0 +1,315 @@
+"""Stage 16: grouped-query attention and the KV cache.
+
+Oracles, none of which call the learner's code: torch.nn.functional.scaled_dot_product_attention
+with enable_gqa=True on q, k, v computed here from the module's copied projection weights (and
+rotated here by RoPE written out in this file); torch.nn.MultiheadAttention with the same weights
+when n_kv_heads = n_heads; a slow per-head loop when n_kv_heads = 1 (multi-query attention); and a
+loop for repeat_kv. Masks are additive floats (0 allowed, -inf blocked), built here.
+
+The learner's forward must not call scaled_dot_product_attention: the oracle tests patch it to
+raise while the learner's module runs (after the oracle has been computed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from checks import assert_close, assert_equal, assert_tensor, fail
+
+B, S, D, H, HKV = 2, 5, 16, 4, 2
+DH = D // H
+
+HINT_SHAPES = ("q_proj: D -> H * Dh, k_proj and v_proj: D -> Hkv * Dh, o_proj: H * Dh -> D; split into "
+               "(B, H, S, Dh) and (B, Hkv, S, Dh), and merge back to (B, S, D) before o_proj.")
+HINT_REPEAT = ("Each group of n_rep = H / Hkv CONSECUTIVE query heads shares one K/V head: query head h reads "
+               "K/V head h // n_rep, so [a, b] becomes [a, a, b, b] (repeat_interleave). torch.repeat / tile "
+               "gives [a, b, a, b] and pairs query heads with the wrong keys.")
+HINT_ATTEND = ("Per query head: softmax(q kᵀ / sqrt(Dh) + mask) v, with Dh the head size (not D), the additive "
+               "mask ADDED to the scores before the softmax, then heads merged as (B, S, H * Dh) and o_proj. "
+               "Split heads with view(B, S, H, Dh).transpose(1, 2), not a direct view to (B, H, S, Dh).")
+HINT_ROPE = ("RoPE rotates queries and keys only, never values: apply_rope(q, cos, sin) and apply_rope(k, cos, sin) "
+             "in the (B, H, S, Dh) layout, before the keys go into the cache. Are the values rotated too?")
+HINT_DROPOUT = ("Attention dropout must be off in eval mode: F.dropout(weights, p, training=self.training) or an "
+                "nn.Dropout module. Is dropout left on in eval?")
+HINT_CACHE = ("With a cache, x holds only the new positions: project and rotate them, append k and v to the "
+              "cache (cache.update), and attend over everything it returns. The caller passes rope rows and "
+              "an additive mask for those positions.")
+HINT_CACHE_HEADS = ("The cache stores the Hkv key/value heads, rotated, BEFORE repeat_kv: storing H repeated heads "
+                    "throws away the memory saving that is the point of GQA.")
+HINT_FORBIDDEN = ("Compute the attention yourself (scores, additive mask, softmax, dropout, weighted sum): "
+                  "torch.nn.functional.scaled_dot_product_attention is the test's oracle.")
+
+
+# ----------------------------------------------------------------------------- helpers (the oracle side)
+
+def causal(q_len: int, kv_len: int) -> torch.Tensor:
+    """Additive causal mask for the last q_len of kv_len positions, built by a loop."""
+    allowed = torch.tensor([[j <= kv_len - q_len + i for j in range(kv_len)] for i in range(q_len)])
+    return torch.zeros(q_len, kv_len).masked_fill(~allowed, float("-inf"))
+
+
+def rope_tables(head_size: int, length: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half-split RoPE tables written out with math.cos / math.sin."""
+    half = head_size // 2
+    angles = [[p * base ** (-2 * (j % half) / head_size) for j in range(head_size)] for p in range(length)]
+    return (torch.tensor([[math.cos(a) for a in row] for row in angles]),
+            torch.tensor([[math.sin(a) for a in row] for row in angles]))
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on (B, heads, S, Dh), written here: pairs (j, j + Dh/2)."""
+    half = x.size(-1) // 2
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
+
+
+def weights_of(module) -> dict[str, torch.Tensor]:
+    return {name: getattr(module, name).weight.detach().clone() for name in ("q_proj", "k_proj", "v_proj", "o_proj")}
+
+
+def projections(module, x: torch.Tensor, n_heads: int, n_kv_heads: int, rope=None):
+    """q (B, H, S, Dh), k and v (B, Hkv, S, Dh) from copied weights, rotated by the test's RoPE."""
+    w = weights_of(module)
+    batch, length, d_model = x.shape
+    head_size = d_model // n_heads
+    q = (x @ w["q_proj"].T).view(batch, length, n_heads, head_size).transpose(1, 2)
+    k = (x @ w["k_proj"].T).view(batch, length, n_kv_heads, head_size).transpose(1, 2)
+    v = (x @ w["v_proj"].T).view(batch, length, n_kv_heads, head_size).transpose(1, 2)
+    if rope is not None:
+        q, k = rotate(q, *rope), rotate(k, *rope)
+    return q, k, v, w["o_proj"]
+
+
+def oracle(module, x: torch.Tensor, n_heads: int = H, n_kv_heads: int = HKV, mask=None, rope=None) -> torch.Tensor:
+    """torch's scaled_dot_product_attention with enable_gqa=True on the module's copied weights."""
+    q, k, v, w_o = projections(module, x, n_heads, n_kv_heads, rope)
+    with torch.no_grad():
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)  # (B, H, S, Dh)
+    batch, _, length, _ = out.shape
+    return out.transpose(1, 2).reshape(batch, length, -1) @ w_o.T
+
+
+def forbid_torch_attention(monkeypatch) -> None:
+    def forbidden(*args, **kwargs):
+        fail("your forward called torch.nn.functional.scaled_dot_product_attention", HINT_FORBIDDEN)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", forbidden)
+
+
+def run(module, x, monkeypatch, **kwargs) -> torch.Tensor:
+    forbid_torch_attention(monkeypatch)
+    with torch.no_grad():
+        out = module(x, **kwargs)
+    monkeypatch.undo()
+    return out
+
+
+# ----------------------------------------------------------------------------- shapes and parameters
+
+def test_forward_maps_batch_sequence_model_width_to_the_same_shape(stage, monkeypatch):
+    module = stage.GroupedQueryAttention(D, H, HKV)
+    out = run(module, torch.randn(B, S, D), monkeypatch)
+    assert_tensor(out, "GroupedQueryAttention(x)", shape=(B, S, D), dtype=torch.float32, hint=HINT_SHAPES)
+
+
+@pytest.mark.parametrize("n_kv_heads", [1, 2, 4])
+def test_projection_shapes_and_key_value_parameter_count_shrink_by_the_group_size(stage, n_kv_heads):
+    """MHA's K and V have 2 * D * D weights; with Hkv heads they have 2 * D * Hkv * Dh: H / Hkv times fewer."""
+    module = stage.GroupedQueryAttention(D, H, n_kv_heads)
+    assert_equal((module.n_heads, module.n_kv_heads, module.head_size), (H, n_kv_heads, DH),
+                 "(n_heads, n_kv_heads, head_size)", hint=HINT_SHAPES)
+    assert_tensor(module.q_proj.weight, "q_proj.weight", shape=(H * DH, D), hint=HINT_SHAPES)
+    assert_tensor(module.k_proj.weight, "k_proj.weight", shape=(n_kv_heads * DH, D), hint=HINT_SHAPES)
+    assert_tensor(module.v_proj.weight, "v_proj.weight", shape=(n_kv_heads * DH, D), hint=HINT_SHAPES)
+    assert_tensor(module.o_proj.weight, "o_proj.weight", shape=(D, H * DH), hint=HINT_SHAPES)
+    kv_params = sum(p.numel() for name, p in module.named_parameters() if name.startswith(("k_proj", "v_proj")))
+    assert_equal(kv_params, 2 * D * D // (H // n_kv_heads), f"K/V parameter count with Hkv={n_kv_heads}",
+                 hint="bias=False by default (Llama has no projection biases); k_proj and v_proj map D -> Hkv * Dh.")
+
+
+def test_tensor_shape_quiz_a_1_10_4_128_tensor_is_batch_sequence_heads_head_size(stage, monkeypatch):
+    """d_model = 512, H = 4: Dh = 128, so one sequence of 10 tokens gives q = (1, 10, 4, 128) viewed as
+    (batch, sequence, heads, head size), or (1, 4, 10, 128) once the heads come first.
+
+    The test watches apply_rope (the stage-14 function the module imports) to see the q and k it is handed.
+    """
+    seen = []
+
+    def spy(x, cos, sin, layout="BHSD"):
+        seen.append((tuple(x.shape), layout))
+        return x
+
+    monkeypatch.setattr(stage, "apply_rope", spy)
+    module = stage.GroupedQueryAttention(512, 4, 2)
+    cos, sin = rope_tables(128, 10)
+    with torch.no_grad():
+        out = module(torch.randn(1, 10, 512), rope=(cos, sin))
+    assert_tensor(out, "output for x of shape (1, 10, 512)", shape=(1, 10, 512), dtype=torch.float32, hint=HINT_SHAPES)
+    expected = {"BHSD": ((1, 4, 10, 128), (1, 2, 10, 128)), "BSHD": ((1, 10, 4, 128), (1, 10, 2, 128))}
+    if len(seen) != 2:
+        fail(f"apply_rope: expected 2 calls (queries, then keys), got {len(seen)}: {seen}", HINT_ROPE)
+    (q_shape, q_layout), (k_shape, k_layout) = seen
+    if q_layout not in expected or (q_shape, k_shape) != expected[q_layout] or k_layout != q_layout:
+        fail(f"apply_rope got q {q_shape} and k {k_shape} with layouts {q_layout!r}, {k_layout!r}; expected "
+             f"q (1, 4, 10, 128) and k (1, 2, 10, 128) as 'BHSD', or (1, 10, 4, 128) and (1, 10, 2, 128) as 'BSHD'",
+             "With D = 512 and H = 4 the head size is 128: a (1, 10, 4, 128) tensor is (batch, sequence, heads, "
+             "head size). Is the layout argument the one your tensors are in?")
+
+
+def test_n_kv_heads_must_divide_n_heads_and_n_heads_must_divide_d_model(stage):
+    for args, why in (((D, 4, 3), "n_kv_heads=3 does not divide n_heads=4"),
+                      ((D, 6, 4), "n_kv_heads=4 does not divide n_heads=6"),
+                      ((10, 4, 2), "n_heads=4 does not divide d_model=10")):
+        with pytest.raises(ValueError):
+            stage.GroupedQueryAttention(*args)
+            fail(f"GroupedQueryAttention{args}: expected ValueError ({why}), but it was created",
+                 "Check d_model % n_heads and n_heads % n_kv_heads in __init__ and raise ValueError.")
+
+
+# ----------------------------------------------------------------------------- repeat_kv and the cache
+
+def test_repeat_kv_has_repeat_interleave_semantics(stage):
+    x = torch.randn(2, 3, 4, 5)  # (B, Hkv, S, Dh)
+    out = stage.repeat_kv(x, 2)
+    assert_tensor(out, "repeat_kv(x, 2)", shape=(2, 6, 4, 5), dtype=torch.float32, hint=HINT_REPEAT)
+    expected = torch.stack([x[:, h // 2] for h in range(6)], dim=1)  # output head h is input head h // n_rep
+    assert_close(out, expected, "repeat_kv(x, 2)", atol=0.0, hint=HINT_REPEAT)
+    assert_close(stage.repeat_kv(x, 1), x, "repeat_kv(x, 1)", atol=0.0, hint="n_rep = 1 changes nothing.")
+
+
+def test_kv_cache_appends_along_the_sequence_axis(stage):
+    cache = stage.KVCache()
+    assert_equal(cache.length, 0, "KVCache().length", hint="An empty cache has length 0.")
+    k1, v1 = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    k2, v2 = torch.randn(2, 3, 1, 5), torch.randn(2, 3, 1, 5)
+    cache.update(k1, v1)
+    keys, values = cache.update(k2, v2)
+    assert_tensor(keys, "keys after two updates", shape=(2, 3, 5, 5), dtype=torch.float32, hint=HINT_CACHE)
+    assert_close(keys, torch.cat([k1, k2], dim=2), "cached keys", atol=0.0,
+                 hint="Append along the sequence axis (dim -2), old positions first.")
+    assert_close(values, torch.cat([v1, v2], dim=2), "cached values", atol=0.0,
+                 hint="Append along the sequence axis (dim -2), old positions first.")
+    assert_equal(cache.length, 5, "cache.length after 4 + 1 positions", hint="length counts positions, not heads.")
+
+
+# ----------------------------------------------------------------------------- the oracle
+
+@pytest.mark.parametrize("n_kv_heads", [1, 2, 4])
+def test_matches_torch_attention_with_enable_gqa_and_a_causal_mask(stage, monkeypatch, n_kv_heads):
+    module = stage.GroupedQueryAttention(D, H, n_kv_heads)
+    x, mask = torch.randn(B, S, D), causal(S, S)
+    expected = oracle(module, x, H, n_kv_heads, mask=mask)
+    out = run(module, x, monkeypatch, mask=mask)
+    assert_close(out, expected, f"GQA output (Hkv={n_kv_heads}) vs torch enable_gqa", atol=1e-5,
+                 hint=HINT_REPEAT if n_kv_heads == 2 else HINT_ATTEND)
+
+
+def test_without_a_mask_every_position_attends_everywhere(stage, monkeypatch):
+    module = stage.GroupedQueryAttention(D, H, HKV)
+    x = torch.randn(B, S, D)
+    expected = oracle(module, x)
+    assert_close(run(module, x, monkeypatch), expected, "GQA output, mask=None", atol=1e-5, hint=HINT_REPEAT)
+
+
+def test_with_as_many_kv_heads_as_heads_it_is_torch_multi_head_attention(stage, monkeypatch):
+    """Hkv = H: plain MHA. torch.nn.MultiheadAttention's in_proj_weight stacks W_q, W_k, W_v."""
+    torch_mha = nn.MultiheadAttention(D, H, bias=False, batch_first=True)
+    module = stage.GroupedQueryAttention(D, H, H)
+    w_q, w_k, w_v = torch_mha.in_proj_weight.detach().chunk(3)
+    with torch.no_grad():
+        module.q_proj.weight.copy_(w_q)
+        module.k_proj.weight.copy_(w_k)
+        module.v_proj.weight.copy_(w_v)
+        module.o_proj.weight.copy_(torch_mha.out_proj.weight)
+        x, mask = torch.randn(B, S, D), causal(S, S)
+        expected, _ = torch_mha(x, x, x, attn_mask=mask, need_weights=False)
+    assert_close(run(module, x, monkeypatch, mask=mask), expected, "GQA(Hkv=H) vs nn.MultiheadAttention",
+                 atol=1e-5, hint=HINT_ATTEND)
+
+
+def test_with_one_kv_head_every_query_head_reads_the_same_keys_and_values(stage, monkeypatch):
+    """Hkv = 1 is multi-query attention; the oracle is a slow loop over heads sharing k[:, 0], v[:, 0]."""
+    module = stage.GroupedQueryAttention(D, H, 1)
+    x, mask = torch.randn(B, S, D), causal(S, S)
+    q, k, v, w_o = projections(module, x, H, 1)
+    heads = [torch.softmax(q[:, h] @ k[:, 0].transpose(-2, -1) / math.sqrt(DH) + mask, dim=-1) @ v[:, 0]
+             for h in range(H)]  # each (B, S, Dh)
+    expected = torch.cat(heads, dim=-1) @ w_o.T
+    assert_close(run(module, x, monkeypatch, mask=mask), expected, "MQA output vs per-head loop", atol=1e-5,
+                 hint=HINT_ATTEND)
+
+
+def test_rope_rotates_queries_and_keys_but_not_values(stage, monkeypatch):
+    module = stage.GroupedQueryAttention(D, H, HKV)
+    x, mask, rope = torch.randn(B, S, D), causal(S, S), rope_tables(DH, S)
+    expected = oracle(module, x, mask=mask, rope=rope)
+    assert_close(run(module, x, monkeypatch, mask=mask, rope=rope), expected, "GQA output with RoPE", atol=1e-5,
+                 hint=HINT_ROPE)
+
+
+def test_an_additive_padding_mask_broadcasts_over_heads_and_queries(stage, monkeypatch):
+    """A (B, 1, 1, S) mask blocking the last two keys of row 1 and no key of row 0."""
+    module = stage.GroupedQueryAttention(D, H, HKV)
+    x = torch.randn(B, S, D)
+    mask = torch.zeros(B, 1, 1, S)
+    mask[1, ..., -2:] = float("-inf")
+    expected = oracle(module, x, mask=mask)
+    assert_close(run(module, x, monkeypatch, mask=mask), expected, "GQA output with a (B, 1, 1, S) mask", atol=1e-5,
+                 hint="The additive mask is added to the (B, H, S, St) scores and broadcasts; do not reshape it.")
+
+
+def test_attention_dropout_is_off_in_eval_mode(stage, monkeypatch):
+    module = stage.GroupedQueryAttention(D, H, HKV, dropout=0.5).eval()
+    x, mask = torch.randn(B, S, D), causal(S, S)
+    expected = oracle(module, x, mask=mask)
+    assert_close(run(module, x, monkeypatch, mask=mask), expected, "eval-mode output with dropout=0.5", atol=1e-5,
+                 hint=HINT_DROPOUT)
+
+
+def test_attention_dropout_is_on_in_training_mode(stage, monkeypatch):
+    module = stage.GroupedQueryAttention(D, H, HKV, dropout=0.5).train()
+    x, mask = torch.randn(B, S, D), causal(S, S)
+    expected = oracle(module, x, mask=mask)
+    out = run(module, x, monkeypatch, mask=mask)
+    assert_tensor(out, "training-mode output", shape=(B, S, D), dtype=torch.float32, hint=HINT_SHAPES)
+    if torch.allclose(out, expected, atol=1e-4):
+        fail("with dropout=0.5 in training mode the output equals the dropout-free attention",
+             "Apply dropout to the attention weights (after the softmax) while self.training is True.")
+
+
+# ----------------------------------------------------------------------------- the KV cache
+
+def test_feeding_chunks_through_a_cache_equals_the_whole_sequence_at_once(stage, monkeypatch):
+    """Chunks of 2, 1 and 2 positions with mask (n, start + n) and rope rows start .. start + n - 1."""
+    module = stage.GroupedQueryAttention(D, H, HKV)
+    x, (cos, sin) = torch.randn(B, S, D), rope_tables(DH, S)
+    expected = oracle(module, x, mask=causal(S, S), rope=(cos, sin))
+    _, k_all, v_all, _ = projections(module, x, H, HKV, rope=(cos, sin))
+    cache = stage.KVCache()
+    outs, start = [], 0
+    for n in (2, 1, 2):
+        rope = (cos[start:start + n], sin[start:start + n])
+        out = run(module, x[:, start:start + n], monkeypatch, mask=causal(n, start + n), rope=rope, cache=cache)
+        assert_tensor(out, f"output of the chunk at positions {start}..{start + n - 1}", shape=(B, n, D),
+                      dtype=torch.float32, hint=HINT_CACHE)
+        outs.append(out)
+        start += n
+    assert_close(torch.cat(outs, dim=1), expected, "chunked outputs vs all at once", atol=1e-5, hint=HINT_CACHE)
+    assert_equal(cache.length, S, "cache.length after 5 positions", hint=HINT_CACHE)
+    assert_close(cache.keys, k_all, "cached keys (rotated, Hkv heads)", atol=1e-5, hint=HINT_CACHE_HEADS)
+    assert_close(cache.values, v_all, "cached values (not rotated, Hkv heads)", atol=1e-5, hint=HINT_CACHE_HEADS)
+
+
+def test_one_token_step_after_a_prompt_equals_the_last_row_of_the_full_pass(stage, monkeypatch):
+    """Batch 1: a prompt of 4 positions, then one new token at position 4 (mask (1, 5) is all zeros)."""
+    module = stage.GroupedQueryAttention(D, H, HKV)
+    x, (cos, sin) = torch.randn(1, S, D), rope_tables(DH, S)
+    expected = oracle(module, x, mask=causal(S, S), rope=(cos, sin))[:, -1:]
+    cache = stage.KVCache()
+    run(module, x[:, :4], monkeypatch, mask=causal(4, 4), rope=(cos[:4], sin[:4]), cache=cache)
+    out = run(module, x[:, 4:], monkeypatch, mask=causal(1, 5), rope=(cos[4:], sin[4:]), cache=cache)
+    assert_close(out, expected, "the generation step's output", atol=1e-5, hint=HINT_CACHE)

@@ -1,0 +1,388 @@
+"""Stage 19: the decoder-only model, its KV cache, and the Llama checkpoint layout.
+
+The oracle is a forward pass rebuilt here from torch ops (F.embedding, F.rms_norm,
+F.scaled_dot_product_attention with enable_gqa=True and is_causal=True, a rotate-half written in
+this file, F.silu) that reads the weights by their Hugging Face Llama names. It never calls the
+learner's code: the weights come either from the model's attributes or from a checkpoint this
+file writes itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from checks import assert_close, assert_equal, assert_tensor, fail
+
+V, D, L, H, HKV, FF = 40, 32, 2, 4, 2, 48  # a tiny model: Dh = 8
+
+HINT_CAUSAL = ("Is the additive causal mask built in forward and passed to every block? Logits at position t "
+               "must not depend on tokens after t.")
+HINT_OFFSET = ("With caches, the new tokens sit at positions offset .. offset + S - 1, offset = caches[0].length "
+               "read BEFORE the blocks run: slice rope_cos/rope_sin[offset : offset + S] and build "
+               "additive_causal_mask(S, offset + S). A wrong position offset rotates the new queries and keys "
+               "as if they were at position 0.")
+HINT_ORACLE = ("The order is embed -> blocks (each with the causal mask and the RoPE rows of these positions) -> "
+               "final norm -> lm_head. Is the final RMSNorm applied, and are cos/sin built for the head size "
+               "Dh = d_model / n_heads with config.rope_base?")
+
+
+def expect_error(call, error, what: str, hint: str) -> None:
+    """``call()`` must raise ``error``."""
+    __tracebackhide__ = True
+    try:
+        call()
+    except error:
+        return
+    fail(f"{what}: expected {error.__name__}, but nothing was raised", hint)
+
+
+def small_config(stage, **overrides):
+    fields = dict(vocab_size=V, d_model=D, n_layers=L, n_heads=H, n_kv_heads=HKV, d_ff=FF, max_seq_len=32)
+    fields.update(overrides)
+    return stage.LlamaConfig(**fields)
+
+
+def randomise(model) -> None:
+    """Weights far from their init (norm weights too), so that a swapped or skipped weight shows."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 1:
+                parameter.copy_(1.0 + 0.3 * torch.randn_like(parameter))
+            else:
+                parameter.normal_(0.0, 0.3)
+
+
+def hf_names(n_layers: int) -> list[str]:
+    """The Hugging Face Llama parameter names, written out here from the published layout."""
+    names = ["model.embed_tokens.weight"]
+    for i in range(n_layers):
+        p = f"model.layers.{i}."
+        names += [p + f"self_attn.{x}_proj.weight" for x in "qkvo"]
+        names += [p + f"mlp.{x}_proj.weight" for x in ("gate", "up", "down")]
+        names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+    return names + ["model.norm.weight", "lm_head.weight"]
+
+
+def hf_shapes(vocab: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int) -> dict[str, tuple]:
+    head = d_model // n_heads
+    shapes = {}
+    for name in hf_names(n_layers):
+        if name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            shape = (vocab, d_model)
+        elif name.endswith("q_proj.weight"):
+            shape = (n_heads * head, d_model)
+        elif name.endswith(("k_proj.weight", "v_proj.weight")):
+            shape = (n_kv_heads * head, d_model)
+        elif name.endswith("o_proj.weight"):
+            shape = (d_model, n_heads * head)
+        elif name.endswith(("gate_proj.weight", "up_proj.weight")):
+            shape = (d_ff, d_model)
+        elif name.endswith("down_proj.weight"):
+            shape = (d_model, d_ff)
+        else:
+            shape = (d_model,)
+        shapes[name] = shape
+    return shapes
+
+
+def weights_by_attribute(model) -> dict[str, torch.Tensor]:
+    """The model's weights under Hugging Face names, read from the documented attributes (not from its mapping)."""
+    w = {"model.embed_tokens.weight": model.embed_tokens.weight, "model.norm.weight": model.norm.weight,
+         "lm_head.weight": model.lm_head.weight}
+    for i, block in enumerate(model.layers):
+        p = f"model.layers.{i}."
+        for x in "qkvo":
+            w[p + f"self_attn.{x}_proj.weight"] = getattr(block.attn, f"{x}_proj").weight
+        for x in ("gate", "up", "down"):
+            w[p + f"mlp.{x}_proj.weight"] = getattr(block.ffn, f"{x}_proj").weight
+        w[p + "input_layernorm.weight"] = block.attn_norm.weight
+        w[p + "post_attention_layernorm.weight"] = block.ffn_norm.weight
+    return w
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.size(-1) // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def oracle_logits(w, tokens, n_layers, n_heads, n_kv_heads, base=10000.0, eps=1e-5) -> torch.Tensor:
+    """Llama's forward from torch ops, on Hugging Face-named weights ``w``."""
+    batch, length = tokens.shape
+    d_model = w["model.embed_tokens.weight"].size(1)
+    head = d_model // n_heads
+    inv_freq = 1.0 / (base ** (torch.arange(0, head, 2, dtype=torch.float32) / head))  # (Dh/2,)
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)  # (S, Dh/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (S, Dh): half-split pairing
+    cos, sin = angles.cos(), angles.sin()
+    x = F.embedding(tokens, w["model.embed_tokens.weight"])
+    for i in range(n_layers):
+        p = f"model.layers.{i}."
+        h = F.rms_norm(x, (d_model,), w[p + "input_layernorm.weight"], eps)
+        q = (h @ w[p + "self_attn.q_proj.weight"].T).view(batch, length, n_heads, head).transpose(1, 2)
+        k = (h @ w[p + "self_attn.k_proj.weight"].T).view(batch, length, n_kv_heads, head).transpose(1, 2)
+        v = (h @ w[p + "self_attn.v_proj.weight"].T).view(batch, length, n_kv_heads, head).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        x = x + a.transpose(1, 2).reshape(batch, length, d_model) @ w[p + "self_attn.o_proj.weight"].T
+        h = F.rms_norm(x, (d_model,), w[p + "post_attention_layernorm.weight"], eps)
+        gate = F.silu(h @ w[p + "mlp.gate_proj.weight"].T)
+        x = x + (gate * (h @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
+    x = F.rms_norm(x, (d_model,), w["model.norm.weight"], eps)
+    return x @ w["lm_head.weight"].T
+
+
+# --- the config -------------------------------------------------------------------------------
+
+
+def test_default_config_is_frozen_and_builds_a_model_with_the_llama_parameter_count(stage):
+    if not dataclasses.is_dataclass(stage.LlamaConfig):
+        fail("LlamaConfig is not a dataclass", "Decorate it with @dataclass(frozen=True).")
+    config = stage.LlamaConfig(vocab_size=100)
+    expected = dict(vocab_size=100, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=172, max_seq_len=256,
+                    rope_base=10000.0, norm_eps=1e-5, n_experts=0, top_k=2, tie_weights=False, dropout=0.0)
+    assert_equal(dataclasses.asdict(config), expected, "LlamaConfig(vocab_size=100) fields",
+                 hint="Keep the field names and defaults of the docstring.")
+    expect_error(lambda: setattr(config, "d_model", 8), dataclasses.FrozenInstanceError, "assigning config.d_model",
+                 hint="A config is a frozen dataclass: @dataclass(frozen=True).")
+    model = stage.Llama(config)
+    if model.config is not config:
+        fail("model.config is not the config the model was built with", "Store it: self.config = config.")
+    # embedding + per layer (q, k, v, o, gate, up, down, two norms) + final norm + head; no biases
+    per_layer = 64 * 64 + 2 * (32 * 64) + 64 * 64 + 3 * (172 * 64) + 2 * 64
+    count = sum(p.numel() for p in model.parameters())
+    assert_equal(count, 100 * 64 + 2 * per_layer + 64 + 64 * 100, "parameter count of Llama(LlamaConfig(vocab_size=100))",
+                 hint="No biases anywhere; k_proj and v_proj are Hkv * Dh = 32 wide; one SwiGLU of width d_ff per block.")
+
+
+# --- shapes and structure ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch, length", [(2, 7), (1, 5), (3, 1)])
+def test_forward_returns_B_S_V_logits_and_a_scalar_aux_loss(stage, batch, length):
+    model = stage.Llama(small_config(stage)).eval()
+    output = model(torch.randint(0, V, (batch, length)))
+    if not isinstance(output, tuple) or len(output) != 2:
+        fail(f"forward returned {type(output).__name__}, expected a tuple (logits, aux_loss)",
+             "Return the logits and the summed auxiliary loss of the blocks.")
+    logits, aux = output
+    assert_tensor(logits, "logits", shape=(batch, length, V), dtype=torch.float32,
+                  hint="lm_head maps D to V for every position: (B, S, D) -> (B, S, V).")
+    assert_tensor(aux, "aux_loss", shape=(), dtype=torch.float32,
+                  hint="Sum the blocks' aux losses into one 0-dim tensor (zero for a dense model).")
+    assert_close(aux, torch.tensor(0.0), "aux_loss of a dense model", atol=0.0,
+                 hint="A dense SwiGLU block has no load-balancing loss.")
+
+
+def test_model_has_the_documented_modules_and_non_persistent_rope_tables(stage):
+    model = stage.Llama(small_config(stage))
+    assert_tensor(model.embed_tokens.weight, "embed_tokens.weight", shape=(V, D),
+                  hint="embed_tokens is nn.Embedding(vocab_size, d_model).")
+    assert_tensor(model.lm_head.weight, "lm_head.weight", shape=(V, D),
+                  hint="lm_head is nn.Linear(d_model, vocab_size, bias=False).")
+    if model.lm_head.bias is not None:
+        fail("lm_head has a bias", "Llama's head has none: nn.Linear(D, V, bias=False).")
+    assert_equal(len(model.layers), L, "number of decoder blocks", hint="Build config.n_layers DecoderBlocks in an nn.ModuleList.")
+    assert_tensor(model.norm.weight, "norm.weight", shape=(D,), hint="The final norm is RMSNorm(d_model).")
+    assert_tensor(model.rope_cos, "rope_cos", shape=(32, D // H), dtype=torch.float32,
+                  hint="rope_tables(Dh, max_seq_len, rope_base) with Dh = d_model / n_heads.")
+    leaked = [name for name in model.state_dict() if "rope" in name]
+    assert_equal(leaked, [], "RoPE tables in the state dict",
+                 hint="register_buffer(..., persistent=False): the tables are computed, not weights.")
+
+
+def test_new_caches_gives_one_fresh_empty_cache_per_layer(stage):
+    model = stage.Llama(small_config(stage, n_layers=3))
+    caches = model.new_caches()
+    assert_equal(len(caches), 3, "number of caches", hint="One KVCache per layer.")
+    assert_equal(len({id(c) for c in caches}), 3, "distinct cache objects",
+                 hint="[KVCache()] * L repeats ONE object: every layer would write into the same cache.")
+    assert_equal([c.length for c in caches], [0, 0, 0], "cache lengths", hint="New caches are empty.")
+
+
+# --- invariants -------------------------------------------------------------------------------
+
+
+def test_changing_later_tokens_leaves_earlier_logits_unchanged(stage):
+    model = stage.Llama(small_config(stage)).eval()
+    randomise(model)
+    tokens = torch.randint(0, V, (2, 9))
+    changed = tokens.clone()
+    changed[:, 5:] = (changed[:, 5:] + 1 + torch.randint(0, V - 1, (2, 4))) % V  # every later token differs
+    with torch.no_grad():
+        before, _ = model(tokens)
+        after, _ = model(changed)
+    assert_close(after[:, :5], before[:, :5], "logits at positions 0..4 after changing tokens 5..8", atol=1e-5,
+                 hint=HINT_CAUSAL)
+
+
+def test_weight_tying_shares_one_parameter_and_saves_V_times_D(stage):
+    untied = stage.Llama(small_config(stage))
+    tied = stage.Llama(small_config(stage, tie_weights=True))
+    if untied.lm_head.weight is untied.embed_tokens.weight:
+        fail("with tie_weights=False the head and the embedding are the same Parameter",
+             "Tie only when config.tie_weights is True.")
+    if tied.lm_head.weight is not tied.embed_tokens.weight:
+        fail("with tie_weights=True, lm_head.weight is not the same Parameter as embed_tokens.weight",
+             "Assign the Parameter itself: self.lm_head.weight = self.embed_tokens.weight (a copy drifts apart in "
+             "training), and do it AFTER initialising the weights.")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731 - parameters() counts a shared one once
+    assert_equal(count(untied) - count(tied), V * D, "parameters saved by tying",
+                 hint="Tying shares one (V, D) matrix, so the tied model has exactly V * D fewer parameters.")
+
+
+def test_moe_model_returns_the_sum_of_its_blocks_aux_losses(stage):
+    model = stage.Llama(small_config(stage, n_experts=4, top_k=2))
+    seen = []
+    for block in model.layers:
+        block.register_forward_hook(lambda module, args, output: seen.append(output[1]))
+    _, aux = model(torch.randint(0, V, (2, 6)))
+    assert_equal(len(seen), L, "blocks run", hint="Run every block once per forward.")
+    assert_tensor(aux, "aux_loss", shape=(), dtype=torch.float32, hint="A 0-dim tensor.")
+    assert_close(aux, sum(seen), "aux_loss", atol=1e-6,
+                 hint="Add up the aux loss every block returns (not only the last block's).")
+    if not aux.requires_grad:
+        fail("aux_loss carries no gradient", "Sum the tensors the blocks return; do not call .item() or detach.")
+
+
+# --- the oracle -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_kv_heads", [2, 1, 4])
+def test_forward_matches_the_llama_forward_built_from_torch_ops(stage, n_kv_heads):
+    model = stage.Llama(small_config(stage, n_kv_heads=n_kv_heads, rope_base=100.0)).eval()
+    randomise(model)
+    tokens = torch.randint(0, V, (2, 11))
+    with torch.no_grad():
+        expected = oracle_logits(weights_by_attribute(model), tokens, L, H, n_kv_heads, base=100.0)
+        logits, _ = model(tokens)
+    assert_close(logits, expected, f"logits (n_kv_heads={n_kv_heads})", atol=1e-4, rtol=1e-5,  # 2 layers of float32
+                 hint=HINT_ORACLE)
+
+
+# --- the KV cache -----------------------------------------------------------------------------
+
+
+def test_cached_logits_equal_full_sequence_logits_at_every_step(stage):
+    model = stage.Llama(small_config(stage)).eval()
+    randomise(model)
+    tokens = torch.randint(0, V, (2, 10))
+    with torch.no_grad():
+        full, _ = model(tokens)
+        caches = model.new_caches()
+        pieces = [(0, 3), (3, 5)] + [(t, t + 1) for t in range(5, 10)]  # prefill 3, a chunk of 2, then one at a time
+        for start, end in pieces:
+            step, _ = model(tokens[:, start:end], caches)
+            assert_close(step, full[:, start:end], f"cached logits of positions {start}..{end - 1}", atol=1e-5,
+                         hint=HINT_OFFSET)
+            assert_equal(caches[0].length, end, f"cache length after feeding positions up to {end - 1}",
+                         hint="Pass caches[i] to block i: each layer appends its keys and values.")
+
+
+def test_positions_past_max_seq_len_raise_value_error(stage):
+    model = stage.Llama(small_config(stage, max_seq_len=8))
+    model(torch.randint(0, V, (1, 8)))  # exactly max_seq_len positions fit
+    hint = "Check offset + S against config.max_seq_len before slicing the RoPE tables (a slice past the end is silently short)."
+    expect_error(lambda: model(torch.randint(0, V, (1, 9))), ValueError, "9 tokens with max_seq_len 8", hint)
+    caches = model.new_caches()
+    model(torch.randint(0, V, (1, 6)), caches)
+    expect_error(lambda: model(torch.randint(0, V, (1, 3)), caches), ValueError,
+                 "3 new tokens after 6 cached ones with max_seq_len 8", hint)
+
+
+# --- the checkpoint layout --------------------------------------------------------------------
+
+
+def test_to_llama_state_dict_uses_the_llama_names_and_shapes(stage):
+    model = stage.Llama(small_config(stage))
+    state = stage.to_llama_state_dict(model)
+    expected = hf_shapes(V, D, L, H, HKV, FF)
+    assert_equal(sorted(state), sorted(expected), "checkpoint keys",
+                 hint="model.embed_tokens, model.layers.{i}.self_attn.{q,k,v,o}_proj, model.layers.{i}.mlp."
+                      "{gate,up,down}_proj, input_layernorm (before attention), post_attention_layernorm (before "
+                      "the MLP), model.norm, lm_head; no RoPE tables.")
+    for name, shape in expected.items():
+        assert_tensor(state[name], name, shape=shape, hint="Copy the tensor under its new name; do not transpose it.")
+    attribute = weights_by_attribute(model)
+    for name in expected:
+        assert_close(state[name], attribute[name].detach(), name, atol=0.0,
+                     hint="Each Llama name holds the weight of the module the table in the docstring pairs it with.")
+
+
+def write_checkpoint(directory, tie: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A randomly initialised Llama-layout checkpoint, written with torch.save, and its config.json."""
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+        "vocab_size": V, "hidden_size": D, "intermediate_size": FF, "num_hidden_layers": L,
+        "num_attention_heads": H, "num_key_value_heads": HKV, "max_position_embeddings": 24,
+        "rope_theta": 500.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": tie, "rope_scaling": None,
+        "attention_bias": False, "torch_dtype": "float32", "bos_token_id": 1, "eos_token_id": 2,
+    }
+    weights = {}
+    for name, shape in hf_shapes(V, D, L, H, HKV, FF).items():
+        weights[name] = 1.0 + 0.3 * torch.randn(shape) if len(shape) == 1 else 0.3 * torch.randn(shape)
+    if tie:
+        del weights["lm_head.weight"]  # tied checkpoints store the matrix once
+    (directory / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    torch.save(weights, directory / "pytorch_model.bin")
+    return config, weights
+
+
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_a_checkpoint_written_here_loads_and_runs_like_the_oracle(stage, tmp_path, tie):
+    config_json, weights = write_checkpoint(tmp_path, tie)
+    config = stage.config_from_llama_json(json.loads((tmp_path / "config.json").read_text(encoding="utf-8")))
+    expected_config = dict(vocab_size=V, d_model=D, n_layers=L, n_heads=H, n_kv_heads=HKV, d_ff=FF, max_seq_len=24,
+                           rope_base=500.0, norm_eps=1e-6, tie_weights=tie)
+    got = {key: getattr(config, key) for key in expected_config}
+    assert_equal(got, expected_config, "LlamaConfig read from config.json",
+                 hint="hidden_size -> d_model, num_hidden_layers -> n_layers, num_attention_heads -> n_heads, "
+                      "num_key_value_heads -> n_kv_heads, intermediate_size -> d_ff, max_position_embeddings -> "
+                      "max_seq_len, rope_theta -> rope_base, rms_norm_eps -> norm_eps, tie_word_embeddings -> tie_weights.")
+    model = stage.load_pretrained(tmp_path)
+    if tie and model.lm_head.weight is not model.embed_tokens.weight:
+        fail("the tied checkpoint loaded into an untied model", "Keep the tie: load the embedding, the head IS it.")
+    tokens = torch.randint(0, V, (2, 9))
+    oracle_weights = dict(weights, **({"lm_head.weight": weights["model.embed_tokens.weight"]} if tie else {}))
+    with torch.no_grad():
+        expected = oracle_logits(oracle_weights, tokens, L, H, HKV, base=500.0, eps=1e-6)
+        logits, _ = model(tokens)
+    assert_close(logits, expected, "logits of the loaded checkpoint", atol=1e-4, rtol=1e-5,  # 2 layers of float32
+                 hint="Does every checkpoint tensor land in its module (input_layernorm is the norm BEFORE attention, "
+                      "post_attention_layernorm the one before the MLP), with rope_base and norm_eps from the config?")
+
+
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_round_trip_through_the_llama_layout_gives_identical_logits(stage, tie):
+    config = small_config(stage, tie_weights=tie)
+    model = stage.Llama(config).eval()
+    randomise(model)
+    state = {name: tensor.clone() for name, tensor in stage.to_llama_state_dict(model).items()}
+    if tie:
+        state.pop("lm_head.weight")  # a tied checkpoint may omit the head
+    copy = stage.from_llama_state_dict(config, state).eval()
+    tokens = torch.randint(0, V, (2, 8))
+    with torch.no_grad():
+        assert_close(copy(tokens)[0], model(tokens)[0], "logits after to_llama_state_dict -> from_llama_state_dict",
+                     atol=0.0, hint="The two mappings must be exact inverses: same tensors, same places.")
+    if tie and copy.lm_head.weight is not copy.embed_tokens.weight:
+        fail("the round trip broke the tie", "from_llama_state_dict builds Llama(config), which ties; load into it.")
+
+
+def test_config_from_llama_json_rejects_what_the_model_cannot_run(stage):
+    base = {"vocab_size": V, "hidden_size": D, "intermediate_size": FF, "num_hidden_layers": L,
+            "num_attention_heads": H, "max_position_embeddings": 24}
+    config = stage.config_from_llama_json(base)
+    assert_equal((config.n_kv_heads, config.rope_base, config.norm_eps, config.tie_weights), (H, 10000.0, 1e-6, False),
+                 "defaults for missing keys (n_kv_heads, rope_base, norm_eps, tie_weights)",
+                 hint="Without num_key_value_heads the model is multi-head (Hkv = H); Hugging Face's defaults are "
+                      "rope_theta 10000.0, rms_norm_eps 1e-6, tie_word_embeddings false.")
+    for extra in ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, {"head_dim": 16}, {"hidden_act": "gelu"}):
+        expect_error(lambda: stage.config_from_llama_json(dict(base, **extra)), ValueError, f"config.json with {extra}",
+                     hint="Refuse a checkpoint the model would run wrongly: rope_scaling, a head_dim other than "
+                          "hidden_size / num_attention_heads, an activation other than silu.")
