@@ -117,7 +117,7 @@ def _limit_memory(megabytes: int) -> None:
 
 def pytest_args(job: dict) -> list[str]:
     """The pytest command line for one unit (see grader/run.py: Job.to_dict)."""
-    args = [*job["files"], "--impl", job["impl"], "-p", "no:cacheprovider", "-p", "pytest_timeout",
+    args = [*job["files"], "--impl", job["impl"], "-p", "no:cacheprovider", "-p", "pytest_timeout", "-p", "no:unraisableexception",
             "--timeout", str(job["timeout"]),
             "--device", job["device"], "-o", "console_output_style=classic"]
     if job.get("rootdir"):
@@ -163,6 +163,11 @@ def run(job: dict, result_fd: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``python -m grader.child JOB.json``: the no-fork path (a fresh interpreter per stage)."""
     argv = sys.argv[1:] if argv is None else argv
+    import gc
+
+    import torch  # noqa: F401 - imported before the freeze, as the fork server does
+
+    gc.freeze()
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     fd = os.open(job.pop("result_path"), os.O_WRONLY | os.O_APPEND)
     Path(argv[0]).unlink()  # the nonce is not left lying around for learner code to read

@@ -199,11 +199,11 @@ def to_github(report: Report, impl_display: str = "exercises") -> tuple[str, lis
         if s.status in (PASSED, NOT_STARTED):
             continue
         first = s.first_failure()
-        message = s.reason or (f"{first.name}: {first.message}" if first else s.status)
-        properties = f"title={s.id} {s.status_text()}"
+        message = s.reason if s.status != FAILING or first is None else f"{first.name}: {first.message.strip()}"
+        properties = f"file={impl_display}/{s.id}.py,title={s.id} {s.status_text()}"
         if first is not None and first.where and ":" in first.where:
             name, line = first.where.rsplit(":", 1)
-            properties = f"file={impl_display}/{name},line={line}," + properties
+            properties = f"file={impl_display}/{name},line={line},title={s.id} {s.status_text()}"
         annotations.append(f"::error {properties}::{_escape(message)}")
     return "\n".join(lines) + "\n", annotations
 

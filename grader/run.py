@@ -12,6 +12,7 @@ Units run side by side up to ``jobs`` at a time; a stage starts as soon as its d
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import secrets
@@ -305,6 +306,8 @@ def warm_up() -> None:
     import torch.nn.functional  # noqa: F401
 
     from . import child  # noqa: F401
+
+    gc.freeze()  # children skip the torch objects in every collection (pytest collects at exit)
 
 
 def _job(unit: Unit, settings: Settings, learner: list[str], out: Path, nonce: str) -> dict:

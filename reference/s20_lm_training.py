@@ -42,7 +42,7 @@ from torch import nn
 
 from .s10_noam_and_loss import noam_lr
 from .s12_corpus import ShiftedWindows
-from .s19_llama import Llama
+from .s19_llama import Llama, LlamaConfig
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float = 0.1) -> float:
@@ -226,6 +226,14 @@ class TrainResult:
     def val_loss(self) -> float:
         """The last validation loss."""
         return self.val_losses[-1][1]
+
+
+# kata: given
+def tiny_llama(vocab_size: int, d_model: int = 64, max_seq_len: int = 256) -> Llama:
+    """The small model this stage trains: 2 layers, 4 query heads sharing 2 key/value heads, d_ff ≈ 8/3 * D."""
+    d_ff = 4 * math.ceil(8 * d_model / 12)  # 8/3 * D, rounded up to a multiple of 4: 172 for D = 64
+    return Llama(LlamaConfig(vocab_size=vocab_size, d_model=d_model, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=d_ff,
+                             max_seq_len=max_seq_len))
 
 
 # kata: given

@@ -25,7 +25,15 @@ HINT_SOFTMAX = "The softmax runs over the last dimension, the keys (dim=-1): eac
 def call(stage, query, key, value, mask=None, dropout=0.0):
     """Run the learner's function and check it returns a pair (output, weights)."""
     __tracebackhide__ = True
-    result = stage.scaled_dot_product_attention(query, key, value, mask, dropout)
+    try:
+        result = stage.scaled_dot_product_attention(query, key, value, mask, dropout)
+    except NotImplementedError:
+        raise
+    except RuntimeError as error:
+        fail(f"scaled_dot_product_attention(q {tuple(query.shape)}, k {tuple(key.shape)}, v {tuple(value.shape)}, "
+             f"mask {None if mask is None else tuple(mask.shape)}) raised RuntimeError: {error}",
+             "A shape mismatch: scores = query @ key.transpose(-2, -1). Transpose the last two axes only "
+             "(.T reverses all of them), and let the mask broadcast to (..., Sq, Sk).")
     if not isinstance(result, tuple) or len(result) != 2:
         fail(f"scaled_dot_product_attention returned {type(result).__name__}, expected a tuple (output, weights)",
              "return output, weights")

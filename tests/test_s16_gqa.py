@@ -101,10 +101,23 @@ def forbid_torch_attention(monkeypatch) -> None:
 
 
 def run(module, x, monkeypatch, **kwargs) -> torch.Tensor:
+    """The learner's forward under no_grad, with torch's attention forbidden while it runs.
+
+    With a cache, a shape error inside forward (scores and mask of different lengths) is reported
+    as a failure with the cache hint rather than as a bare traceback.
+    """
     forbid_torch_attention(monkeypatch)
-    with torch.no_grad():
-        out = module(x, **kwargs)
-    monkeypatch.undo()
+    try:
+        with torch.no_grad():
+            out = module(x, **kwargs)
+    except NotImplementedError:
+        raise
+    except RuntimeError as error:
+        if kwargs.get("cache") is None:
+            raise
+        fail(f"forward with a KVCache and x of shape {tuple(x.shape)} raised RuntimeError: {error}", HINT_CACHE)
+    finally:
+        monkeypatch.undo()
     return out
 
 

@@ -1,0 +1,8 @@
+"""A deliberately broken s02_scale: never returns."""
+
+import torch
+
+
+def scale(x: torch.Tensor, factor: float) -> torch.Tensor:
+    while True:
+        pass

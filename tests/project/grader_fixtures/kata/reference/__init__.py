@@ -1,0 +1,1 @@
+"""The fixture kata's answer key."""

@@ -1,0 +1,85 @@
+"""Helpers for the grader's tests: build a miniature kata in a temporary directory and run the grader.
+
+The miniature kata (tests/project/grader_fixtures/) has three tiny stages; it is copied beside the
+real grader/, tests/conftest.py and tests/checks.py, so the grader under test is this repository's
+grader, run as a process, exactly as a learner runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader import curriculum, stubgen
+
+ROOT = curriculum.ROOT
+FIXTURES = Path(__file__).resolve().parent / "grader_fixtures"
+BROKEN = FIXTURES / "broken"
+STAGE_IDS = ("s01_add", "s02_scale", "s03_combo")
+
+
+def build_kata(target: Path) -> Path:
+    """A runnable miniature kata at ``target``: grader, conftest, checks, fixtures, generated stubs."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "grader", target / "grader", ignore=shutil.ignore_patterns("__pycache__", "test_hashes.json"))
+    (target / "tests").mkdir()
+    for name in ("conftest.py", "checks.py"):
+        shutil.copy(ROOT / "tests" / name, target / "tests" / name)
+    for suite in (FIXTURES / "kata" / "suites").glob("stage_*.py"):
+        shutil.copy(suite, target / "tests" / suite.name.replace("stage_", "test_", 1))
+    shutil.copy(FIXTURES / "kata" / "curriculum.toml", target / "curriculum.toml")
+    shutil.copytree(FIXTURES / "kata" / "reference", target / "reference")
+    stages = curriculum.load(target / "curriculum.toml")
+    stubgen.generate(target / "reference", target / "exercises", stages)
+    (target / "exercises" / "__init__.py").write_text('"""Stubs."""\n', encoding="utf-8")
+    return target
+
+
+def submission(kata: Path, target: Path, broken: dict[str, str] | None = None) -> Path:
+    """A copy of the reference with some stage files replaced by files from broken/."""
+    shutil.copytree(kata / "reference", target)
+    for stage_id, fixture in (broken or {}).items():
+        shutil.copy(BROKEN / fixture, target / f"{stage_id}.py")
+    return target
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+    def stage(self, stage_id: str) -> dict:
+        return next(s for s in self.json()["stages"] if s["id"] == stage_id and not s["extra"])
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "GITHUB_", "COV_CORE"))}
+    env.update(PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", **extra)
+    return env
+
+
+def command(kata: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "grader", *args]
+
+
+def start(kata: Path, *args: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(command(kata, *args), cwd=kata, env=environment(**env), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> Run:
+    out, err = process.communicate(timeout=timeout)
+    return Run(process.returncode, out, err)
+
+
+def grade(kata: Path, *args: str, timeout: float = 120, **env: str) -> Run:
+    return finish(start(kata, *args, **env), timeout)
