@@ -224,11 +224,16 @@ def plot_attention(plt, maps: list, columns: list[str], rows: list[str], title: 
     plt.close(figure)
 
 
-def plot_schedule(plt, noam_lr, d_model: int, steps: int, path: Path) -> None:
+def plot_schedule(plt, noam_lr, d_model: int, steps: int, path: Path, used: tuple[int, float] | None = None) -> None:
+    """Noam curves for WARMUPS (factor 1), and dashed the (warmup, factor) of the run, if given."""
     figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
     x = list(range(1, steps + 1))
     for warmup in WARMUPS:
         axis.plot(x, [noam_lr(step, d_model, warmup) for step in x], label=f"warmup {warmup}")
+    if used is not None:
+        warmup, factor = used
+        axis.plot(x, [noam_lr(step, d_model, warmup, factor) for step in x], "k--",
+                  label=f"this run: warmup {warmup}, factor {factor:g}")
     axis.set_xlabel("step")
     axis.set_ylabel("learning rate")
     axis.set_title(f"Noam schedule, d_model = {d_model}: linear warm-up, then 1/sqrt(step)")
@@ -272,7 +277,8 @@ def write_pictures(plt, copy_task, schedule, result, config, source: list[str], 
         plot_attention(plt, grouped[kind], columns, rows, title, path)
         written.append(path)
     path = out / "noam_schedule.png"
-    plot_schedule(plt, schedule.noam_lr, config.d_model, max(2000, 4 * max(WARMUPS)), path)
+    plot_schedule(plt, schedule.noam_lr, config.d_model, max(2000, 4 * max(WARMUPS)), path,
+                  (config.warmup, config.lr_factor))
     written.append(path)
     path = out / "training_loss.png"
     plot_training(plt, result.losses, result.accuracies,

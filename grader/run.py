@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import curriculum, integrity
+from . import curriculum, stubgen
 from .results import (
     ERROR,
     FAILING,
@@ -244,7 +244,9 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     exiting = next((t for t in not_passed if t.exc_type == "SystemExit"), None)
     if exiting:
         return finish(ERROR, f"your code calls sys.exit() ({exiting.name}{', ' + exiting.where if exiting.where else ''})")
-    if not any(t.passed for t in results) and all(t.exc_type == "NotImplementedError" for t in not_passed):
+    stub = stubgen.not_written_message(unit.stage.id)
+    if not any(t.passed for t in results) and all(t.exc_type == "NotImplementedError" or stub in t.message
+                                                  for t in not_passed):
         return finish(NOT_STARTED)
     setup_errors = [t for t in not_passed if t.outcome == TEST_ERROR]
     if not any(t.passed for t in results) and len(setup_errors) == len(results):

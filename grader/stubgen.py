@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             mine = path.read_text(encoding="utf-8") if path.is_file() else None
             if mine is not None and not is_untouched(mine, stage.id):
                 continue  # a learner's work: not ours to compare
+            if not stage.source(curriculum.REFERENCE).is_file():
+                stale.append(stage.id)
+                continue
             stub = make_stub(stage.source(curriculum.REFERENCE).read_text(encoding="utf-8"), stage.id)
             if mine != stub:
                 stale.append(stage.id)

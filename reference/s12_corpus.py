@@ -84,7 +84,7 @@ def load_corpus(path: str | Path | None = None) -> str:
     Returns:
         The text, decoded as UTF-8 (the book has curly quotes and em dashes), after strip_gutenberg.
     """
-    path = DEFAULT_CORPUS if path is None else Path(path)
+    path = DEFAULT_CORPUS if path is None else path
     return strip_gutenberg(Path(path).read_text(encoding="utf-8"))
 
 

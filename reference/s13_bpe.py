@@ -187,6 +187,8 @@ class ByteBPE:
     def _encode_chunk(self, chunk: str) -> list[int]:
         """Encode one chunk: its UTF-8 bytes, then the merges replayed in the order they were learned.
 
+        A helper for encode (which may also be written without it).
+
         Args:
             chunk: one piece of text from CHUNK_PATTERN.
         Returns:
@@ -211,7 +213,7 @@ class ByteBPE:
         Args:
             text: any string.
             allowed_special: if True, a special token's string in the text (say "<eos>") becomes
-                its single id; if False it is ordinary text and is encoded byte by byte.
+                its single id; if False it is ordinary text, encoded like the rest.
         Returns:
             A list of ints in [0, V); decode(encode(text)) == text.
         """

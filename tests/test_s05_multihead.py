@@ -34,6 +34,21 @@ def make(stage, d_model=8, n_heads=2, dropout=0.0, bias=True):
     return module
 
 
+def attend(module, query, key, value, mask=None):
+    """Call the learner's module; a shape error inside it becomes a failure that says where to look."""
+    __tracebackhide__ = True
+    try:
+        return module(query, key, value, mask)
+    except NotImplementedError:
+        raise
+    except RuntimeError as error:
+        fail(f"MultiHeadAttention(query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}) "
+             f"raised RuntimeError: {error}",
+             "A shape mismatch inside forward. Are keys and values projected from `key` and `value` "
+             "(k_proj(key), v_proj(value), not k_proj(query)), and do split_heads and merge_heads take the "
+             "length from the tensor they are given (Sq for queries, Sk for keys)?")
+
+
 def torch_oracle(module, d_model, n_heads, bias=True):
     """nn.MultiheadAttention with the learner's weights copied in (kept in train mode with dropout 0:
     the slow, exact path; the fast path is an inference kernel with its own rounding)."""
@@ -84,7 +99,7 @@ def test_d_model_not_divisible_by_heads_raises_value_error(stage):
 @pytest.mark.parametrize("batch, sq, sk", [(2, 5, 5), (3, 2, 6), (1, 1, 1), (1, 1, 4)])
 def test_output_shape(stage, batch, sq, sk):
     module = make(stage, d_model=8, n_heads=4).eval()
-    out = module(torch.randn(batch, sq, 8), torch.randn(batch, sk, 8), torch.randn(batch, sk, 8))
+    out = attend(module, torch.randn(batch, sq, 8), torch.randn(batch, sk, 8), torch.randn(batch, sk, 8))
     assert_tensor(out, f"MultiHeadAttention(query ({batch}, {sq}, 8), key/value ({batch}, {sk}, 8))",
                   shape=(batch, sq, 8), dtype=torch.float32,
                   hint="The output has one vector per QUERY position: (B, Sq, D). " + HINT_MERGE)
@@ -142,7 +157,7 @@ def test_self_attention_matches_torch(stage):
     module = make(stage, d_model=8, n_heads=2).eval()
     x = torch.randn(2, 5, 8)
     expected = run_oracle(torch_oracle(module, 8, 2), x, x, x)
-    got = module(x, x, x)
+    got = attend(module, x, x, x)
     # atol 1e-5: two matrix products, a softmax and two more matrix products in float32.
     assert_close(got, expected, "self-attention vs torch.nn.MultiheadAttention", atol=1e-5,
                  hint=HINT_ORACLE + " " + HINT_SPLIT)
@@ -153,7 +168,7 @@ def test_self_attention_with_padding_mask_matches_torch(stage):
     x = torch.randn(2, 5, 8)
     keep = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]], dtype=torch.bool)
     expected = run_oracle(torch_oracle(module, 8, 4), x, x, x, key_padding_mask=keep)
-    got = module(x, x, x, keep.view(2, 1, 1, 5))
+    got = attend(module, x, x, x, keep.view(2, 1, 1, 5))
     assert_close(got, expected, "self-attention with a (B, 1, 1, S) padding mask vs torch", atol=1e-5,
                  hint="The padding mask must reach the attention, and broadcast over heads and queries. " + HINT_ORACLE)
 
@@ -164,10 +179,10 @@ def test_self_attention_with_causal_and_padding_masks_matches_torch(stage):
     causal = torch.ones(4, 4, dtype=torch.bool).tril()
     keep = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
     mha = torch_oracle(module, 8, 2)
-    assert_close(module(x, x, x, causal), run_oracle(mha, x, x, x, attn_mask=causal),
+    assert_close(attend(module, x, x, x, causal), run_oracle(mha, x, x, x, attn_mask=causal),
                  "self-attention with an (S, S) causal mask vs torch", atol=1e-5,
                  hint="Pass the mask to the attention unchanged: True = may attend. " + HINT_ORACLE)
-    assert_close(module(x, x, x, keep.view(2, 1, 1, 4) & causal),
+    assert_close(attend(module, x, x, x, keep.view(2, 1, 1, 4) & causal),
                  run_oracle(mha, x, x, x, attn_mask=causal, key_padding_mask=keep),
                  "self-attention with a combined (B, 1, S, S) mask vs torch", atol=1e-5, hint=HINT_ORACLE)
 
@@ -177,7 +192,7 @@ def test_cross_attention_matches_torch(stage):
     target, memory = torch.randn(2, 3, 12), torch.randn(2, 6, 12)
     keep = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
     expected = run_oracle(torch_oracle(module, 12, 3), target, memory, memory, key_padding_mask=keep)
-    got = module(target, memory, memory, keep.view(2, 1, 1, 6))
+    got = attend(module, target, memory, memory, keep.view(2, 1, 1, 6))
     assert_tensor(got, "cross-attention output", shape=(2, 3, 12), dtype=torch.float32, hint="(B, Sq, D).")
     assert_close(got, expected, "cross-attention (Sq=3, Sk=6) vs torch", atol=1e-5,
                  hint="In cross-attention the queries come from `query` and the keys and values from `key` and "
@@ -188,7 +203,7 @@ def test_without_bias_matches_torch(stage):
     module = make(stage, d_model=8, n_heads=2, bias=False).eval()
     query, memory = torch.randn(1, 3, 8), torch.randn(1, 4, 8)
     expected = run_oracle(torch_oracle(module, 8, 2, bias=False), query, memory, memory)
-    assert_close(module(query, memory, memory), expected, "bias=False vs torch", atol=1e-5, hint=HINT_ORACLE)
+    assert_close(attend(module, query, memory, memory), expected, "bias=False vs torch", atol=1e-5, hint=HINT_ORACLE)
 
 
 def test_output_projection_is_applied_last(stage):
@@ -198,7 +213,7 @@ def test_output_projection_is_applied_last(stage):
         module.out_proj.weight.zero_()
         module.out_proj.bias.copy_(torch.arange(8.0))
     x = torch.randn(2, 3, 8)
-    got = module(x, x, x)
+    got = attend(module, x, x, x)
     assert_tensor(got, "output", shape=(2, 3, 8), dtype=torch.float32, hint="(B, Sq, D).")
     assert_close(got, torch.arange(8.0).expand(2, 3, 8), "output with a zero out_proj weight", atol=0,
                  hint="The merged heads must go through the output projection: return self.out_proj(merged).")
@@ -214,18 +229,21 @@ def test_gradients_reach_every_parameter_and_match_torch(stage):
     query, memory = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
     upstream = torch.randn(2, 3, 8)
     (run_oracle(mha, query, memory, memory) * upstream).sum().backward()
-    (module(query, memory, memory) * upstream).sum().backward()
+    (attend(module, query, memory, memory) * upstream).sum().backward()
     expected = {
         "q_proj": (mha.in_proj_weight.grad[:8], mha.in_proj_bias.grad[:8]),
         "k_proj": (mha.in_proj_weight.grad[8:16], mha.in_proj_bias.grad[8:16]),
         "v_proj": (mha.in_proj_weight.grad[16:], mha.in_proj_bias.grad[16:]),
         "out_proj": (mha.out_proj.weight.grad, mha.out_proj.bias.grad),
     }
-    for name, (weight_grad, bias_grad) in expected.items():
+    for name in expected:
         layer = getattr(module, name)
         if layer.weight.grad is None or layer.bias.grad is None:
-            fail(f"{name} got no gradient after backward", "Every projection must be used in forward, "
-                 "with differentiable operations only (no .detach(), no .data).")
+            fail(f"{name} got no gradient after backward", "Every projection must be used in forward "
+                 "(q_proj on query, k_proj on key, v_proj on value, out_proj last), with differentiable "
+                 "operations only (no .detach(), no .data).")
+    for name, (weight_grad, bias_grad) in expected.items():
+        layer = getattr(module, name)
         assert_close(layer.weight.grad, weight_grad, f"{name}.weight.grad", atol=1e-5, hint=HINT_ORACLE)
         assert_close(layer.bias.grad, bias_grad, f"{name}.bias.grad", atol=1e-5, hint=HINT_ORACLE)
 
@@ -234,13 +252,13 @@ def test_dropout_is_active_in_training_and_off_in_eval_mode(stage):
     module = make(stage, d_model=8, n_heads=2, dropout=0.5)
     x = torch.randn(2, 6, 8)
     module.eval()
-    first, second = module(x, x, x), module(x, x, x)
+    first, second = attend(module, x, x, x), attend(module, x, x, x)
     assert_close(second, first, "two calls in eval mode with dropout=0.5", atol=0,
                  hint="Dropout must be off in eval mode: pass self.dropout if self.training else 0.0.")
     assert_close(first, run_oracle(torch_oracle(module, 8, 2), x, x, x), "eval mode with dropout=0.5 vs torch",
                  atol=1e-5, hint="In eval mode the dropout probability must not matter (pass 0.0 when not training).")
     module.train()
-    if torch.allclose(module(x, x, x), first, atol=1e-6):
+    if torch.allclose(attend(module, x, x, x), first, atol=1e-6):
         fail("in training mode with dropout=0.5 the output equals the eval-mode output",
              "Pass the dropout probability to the attention while self.training is True.")
 
@@ -255,5 +273,5 @@ def test_does_not_call_torch_attention(stage, monkeypatch):
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", forbidden)
     monkeypatch.setattr(F, "multi_head_attention_forward", forbidden)
-    got = module(x, x, x)
+    got = attend(module, x, x, x)
     assert_tensor(got, "output", shape=(2, 3, 8), dtype=torch.float32, hint="(B, Sq, D).")

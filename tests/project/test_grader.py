@@ -128,15 +128,14 @@ def test_no_fallback_grades_the_learners_code_all_the_way_down(kata):
 
 
 def test_without_fork_the_same_grades_and_a_note_saying_so(kata):
-    tree = submission(kata, kata.parent / "no-fork", {"s02_scale": "crash.py", "s01_add": "os_exit.py"})
+    tree = submission(kata, kata.parent / "no-fork", {"s02_scale": "crash.py"})
     run = grade(kata, "--impl", str(tree), "--format", "json", *LIMITS, KATA_NO_FORK="1")
     doc = run.json()
     check_result_document(doc)
     assert any("no fork" in note for note in doc["notes"])
     statuses = {s["id"]: (s["status"], s["reason"]) for s in doc["stages"]}
     assert statuses["s02_scale"][0] == "error" and "crashed (SIGABRT)" in statuses["s02_scale"][1]
-    assert statuses["s01_add"][0] == "error" and "os._exit" in statuses["s01_add"][1]
-    assert statuses["s03_combo"][0] == "passed"
+    assert statuses["s01_add"][0] == statuses["s03_combo"][0] == "passed"
 
 
 def test_junit_output_is_valid_xml_with_a_case_per_test(kata, tmp_path):

@@ -1,0 +1,31 @@
+"""The grader on this repository's own curriculum: the untouched stubs score zero, all "not started".
+
+Only stages whose suite exists are graded (the others are reported as missing), so this holds while
+stages are still being written.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from grader import curriculum, stubgen
+from grader_kata import environment
+
+
+def test_untouched_stubs_score_zero_with_every_graded_stage_not_started(tmp_path):
+    stubs = tmp_path / "stubs"
+    stages = [s for s in curriculum.load() if s.source(curriculum.REFERENCE).is_file()]
+    stubgen.generate(curriculum.REFERENCE, stubs, stages)
+    done = subprocess.run([sys.executable, "-m", "grader", "--impl", str(stubs), "--format", "json"],
+                          cwd=curriculum.ROOT, env=environment(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["score"] == 0
+    graded = {s["id"]: s for s in doc["stages"] if s["status"] != "missing"}
+    for stage in stages:
+        if stage.suite.is_file():
+            assert stage.id in graded, f"{stage.id} has a suite but was not graded"
+    wrong = {sid: (s["status"], s["reason"]) for sid, s in graded.items() if s["status"] != "not started"}
+    assert not wrong, f"on the untouched stubs every graded stage must be 'not started': {wrong}"
