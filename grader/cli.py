@@ -128,7 +128,15 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
         raise UsageError("--impl reference: this copy of the kata has no reference/ directory")
     if args.extra_tests and not Path(args.extra_tests).is_dir():
         raise UsageError(f"--extra-tests {args.extra_tests}: no such directory")
+    if action not in ("hint", "refresh") and args.device != "cpu" and not device_available(args.device):
+        raise UsageError(f"--device {args.device}: not available on this machine (use cpu)")
     return Command(action, stage, args, impl, reference)
+
+
+def device_available(name: str) -> bool:
+    import torch
+
+    return torch.cuda.is_available() if name == "cuda" else torch.backends.mps.is_available()
 
 
 def _find(stages, key: str) -> curriculum.Stage:

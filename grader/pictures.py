@@ -288,7 +288,7 @@ def write_pictures(plt, copy_task, schedule, result, config, source: list[str], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader.pictures", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m grader.pictures", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("pictures"), help=HELP_OUT)
     parser.add_argument("--impl", default="reference", help=HELP_IMPL)
     parser.add_argument("--steps", type=int, default=None, help=HELP_STEPS)

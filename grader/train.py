@@ -202,13 +202,15 @@ def train_lm(modules: Callable[[str], object], steps: int, seed: int, progress: 
 
 
 def run(args: argparse.Namespace, out=sys.stdout) -> int:
+    import torch
+
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and it leaves the machine usable
     stages = curriculum.load()
-    needed = needed_stages(args.task, stages)
-    plan = make_plan(args.impl_path, needed, stages)
+    plan = make_plan(args.impl_path, needed_stages(args.task, stages), stages)
     steps = args.steps or DEFAULT_STEPS[args.task]
+    for stage_id, reason in plan.substituted.items():
+        print(f"using reference/{stage_id}.py: yours is {reason}", file=out)
     while True:
-        for stage_id, reason in plan.substituted.items():
-            print(f"using reference/{stage_id}.py: yours is {reason}", file=out)
         modules = lambda stage_id: loader.load_stage(plan.sources, stage_id)  # noqa: E731
         progress = Progress(live=not args.quiet and out.isatty(), stream=out)
         try:
@@ -220,19 +222,13 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:
             progress.close()
             match = NOT_WRITTEN.search(str(error))
             stage_id = match.group(1) if match else None
-            if stage_id is None or stage_id in plan.substituted or stage_id not in plan.sources:
+            if stage_id is None or plan.sources.get(stage_id) == curriculum.REFERENCE:
                 raise
-            plan.substituted.clear()  # reprinted in full on the next attempt
-            plan = Plan(plan.sources, {**{s: r for s, r in make_plan_reasons(plan)}, stage_id: "not finished (raises NotImplementedError)"})
-            plan.sources[stage_id] = curriculum.REFERENCE
+            plan.substitute(stage_id, "not finished (it raises NotImplementedError)")
+            print(f"using reference/{stage_id}.py: yours is {plan.substituted[stage_id]}; starting again", file=out)
             continue
         print("\n".join(lines), file=out)
         return 0
-
-
-def make_plan_reasons(plan: Plan):
-    """The reasons recorded so far (kept across a restart)."""
-    return list(plan.substituted.items())
 
 
 def main(argv: list[str] | None = None) -> int:

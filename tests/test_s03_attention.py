@@ -161,10 +161,11 @@ def test_matches_torch_without_a_mask(stage, lead, sq, sk, dk, dv):
     q, k, v = torch.randn(*lead, sq, dk), torch.randn(*lead, sk, dk), torch.randn(*lead, sk, dv)
     expected_output, expected_weights = oracle(q, k, v)
     output, weights = call(stage, q, k, v)
-    # atol 1e-6: a dot product, a softmax and a weighted sum of unit-sized float32 numbers.
-    assert_close(weights, expected_weights, "weights", atol=1e-6, hint=HINT_SCALE + " " + HINT_SOFTMAX)
+    # atol 1e-5: a chain of float32 ops (dot products, softmax, weighted sum) whose order torch's kernel
+    # is free to choose; the reference is within 5e-7 of it over 300 seeds.
+    assert_close(weights, expected_weights, "weights", atol=1e-5, hint=HINT_SCALE + " " + HINT_SOFTMAX)
     assert_close(output, expected_output, "output vs torch.nn.functional.scaled_dot_product_attention",
-                 atol=1e-6, hint=HINT_SCALE)
+                 atol=1e-5, hint=HINT_SCALE)
 
 
 @pytest.mark.parametrize("mask_kind", ["causal (S, S)", "padding (B, 1, 1, S)", "full (B, H, S, S)"])
@@ -180,8 +181,8 @@ def test_matches_torch_with_a_boolean_mask(stage, mask_kind):
         mask[..., 2] = True
     expected_output, expected_weights = oracle(q, k, v, mask)
     output, weights = call(stage, q, k, v, mask)
-    assert_close(weights, expected_weights, f"weights with a {mask_kind} mask", atol=1e-6, hint=HINT_MASK)
-    assert_close(output, expected_output, f"output with a {mask_kind} mask vs torch", atol=1e-6, hint=HINT_MASK)
+    assert_close(weights, expected_weights, f"weights with a {mask_kind} mask", atol=1e-5, hint=HINT_MASK)
+    assert_close(output, expected_output, f"output with a {mask_kind} mask vs torch", atol=1e-5, hint=HINT_MASK)
 
 
 def test_matches_torch_with_cross_attention_shapes_and_a_mask(stage):
@@ -189,18 +190,23 @@ def test_matches_torch_with_cross_attention_shapes_and_a_mask(stage):
     mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool).view(2, 1, 6)
     expected_output, expected_weights = oracle(q, k, v, mask)
     output, weights = call(stage, q, k, v, mask)
-    assert_close(weights, expected_weights, "weights with Sq != Sk and a (B, 1, Sk) mask", atol=1e-6, hint=HINT_MASK)
-    assert_close(output, expected_output, "output with Sq != Sk, Dv != Dk", atol=1e-6,
+    assert_close(weights, expected_weights, "weights with Sq != Sk and a (B, 1, Sk) mask", atol=1e-5, hint=HINT_MASK)
+    assert_close(output, expected_output, "output with Sq != Sk, Dv != Dk", atol=1e-5,
                  hint="The output has the VALUE size Dv, and the mask broadcasts over the queries.")
 
 
 def test_large_scores_do_not_overflow(stage):
-    # Scores around +-200: exp() of them overflows float32, softmax subtracts the row maximum first.
-    q, k, v = 20 * torch.randn(2, 4, 8), 20 * torch.randn(2, 4, 8), torch.randn(2, 4, 8)
-    expected_output, _ = oracle(q, k, v)
-    output, _ = call(stage, q, k, v)
-    assert_close(output, expected_output, "output with large scores", atol=1e-5,
-                 hint="Use torch.softmax: a hand-written exp(x) / exp(x).sum() overflows to inf / inf = NaN.")
+    """Integer q and k in [-12, 12] with d_k = 4: every score is an exact integer / 2, up to 288 in size,
+    and exp(89) already overflows float32. softmax subtracts the row maximum first; exp(x) / sum does not."""
+    q = torch.randint(-12, 13, (2, 4, 4)).float()
+    k = torch.randint(-12, 13, (2, 4, 4)).float()
+    v = torch.randn(2, 4, 4)
+    scores = q @ k.transpose(-2, -1) / 2  # exact: small integers, and d_k = 4 has sqrt 2
+    expected_weights = torch.softmax(scores, dim=-1)
+    output, weights = call(stage, q, k, v)
+    hint = "Use torch.softmax: a hand-written exp(x) / exp(x).sum() overflows to inf / inf = NaN."
+    assert_close(weights, expected_weights, "weights with scores of size up to 288", atol=1e-6, hint=hint)
+    assert_close(output, expected_weights @ v, "output with scores of size up to 288", atol=1e-6, hint=hint)
 
 
 def test_gradients_flow_to_query_key_and_value(stage):
@@ -241,7 +247,7 @@ def test_fully_masked_row_gives_zero_weights_and_zero_output_not_nan(stage):
     keep = torch.ones(2, 4, dtype=torch.bool)
     keep[0, 1] = False
     expected_output, expected_weights = oracle(q, k, v, mask)
-    assert_close(output[keep], expected_output[keep], "the other queries' outputs", atol=1e-6,
+    assert_close(output[keep], expected_output[keep], "the other queries' outputs", atol=1e-5,
                  hint="Only the fully masked row may change: " + hint)
 
 

@@ -216,7 +216,8 @@ def test_apply_rope_with_an_offset_slice_rotates_by_the_later_positions(stage):
     x = torch.randn(1, 2, 3, 8)
     out = stage.apply_rope(x, cos[5:8], sin[5:8])
     assert_close(out, rope_loop(x, base=500.0, positions=[5, 6, 7]), "apply_rope at positions 5..7", atol=1e-5,
-                 hint="The tables are indexed by absolute position; the caller slices them. Is the base passed on?")
+                 hint="Row p of the tables is absolute position p and the caller slices them: apply_rope must use the rows "
+                      "it is given as positions 0 .. S-1 of x, and rope_tables must use its base argument.")
 
 
 # ----------------------------------------------------------------------------- edge cases
