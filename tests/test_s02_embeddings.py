@@ -21,14 +21,14 @@ HINT_SIN_COS = "sin goes in the even columns (0, 2, ...) and cos in the odd colu
 
 
 def slow_table(max_len: int, d_model: int) -> torch.Tensor:
-    """The table straight from the formula, one entry at a time in float64."""
-    table = torch.zeros(max_len, d_model, dtype=torch.float64)
+    """The table straight from the formula, one entry at a time in Python floats (float64)."""
+    table = [[0.0] * d_model for _ in range(max_len)]
     for pos in range(max_len):
         for i in range(d_model // 2):
             angle = pos / 10000 ** (2 * i / d_model)
-            table[pos, 2 * i] = math.sin(angle)
-            table[pos, 2 * i + 1] = math.cos(angle)
-    return table.float()
+            table[pos][2 * i] = math.sin(angle)
+            table[pos][2 * i + 1] = math.cos(angle)
+    return torch.tensor(table, dtype=torch.float32).reshape(max_len, d_model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,10 +118,19 @@ def test_table_matches_a_slow_loop(stage, max_len, d_model):
 
 
 def test_odd_d_model_raises_value_error(stage):
-    with pytest.raises(ValueError):
-        stage.sinusoidal_table(10, 5)
-    with pytest.raises(ValueError):
-        stage.PositionalEncoding(d_model=7, max_len=10)
+    for what, build in (("sinusoidal_table(10, 5)", lambda: stage.sinusoidal_table(10, 5)),
+                        ("PositionalEncoding(d_model=7)", lambda: stage.PositionalEncoding(d_model=7, max_len=10))):
+        hint = ("sin and cos come in pairs, so an odd d_model has no valid table: check d_model % 2 first and "
+                "raise ValueError (a shape error from deeper inside is not the contract).")
+        try:
+            build()
+        except ValueError:
+            continue
+        except NotImplementedError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any other exception is the wrong contract
+            fail(f"{what} raised {type(error).__name__} ({error}), expected ValueError", hint)
+        fail(f"{what} did not raise ValueError", hint)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_layers_have_the_right_sizes(stage):
         fail(f"FeedForward.dropout: expected nn.Dropout(p=0.3), got {dropout!r}", "self.dropout = nn.Dropout(dropout).")
 
 
-@pytest.mark.parametrize("shape", [(2, 5, 8), (1, 1, 8), (3, 8)])
+@pytest.mark.parametrize("shape", [(2, 5, 8), (1, 1, 8), (3, 1, 8)])
 def test_output_shape(stage, shape):
     module = make(stage, d_model=8, d_ff=32).eval()
     out = module(torch.randn(*shape))
@@ -123,18 +123,18 @@ def test_dropout_acts_on_the_hidden_units_after_the_relu(stage):
     with torch.no_grad():
         module.linear2.weight.copy_(torch.cat([torch.eye(4), torch.ones(1, 4)]))
         module.linear2.bias.zero_()
-    x = torch.randn(64, 5)
+    x = torch.randn(4, 16, 5)
     hidden = F.relu(F.linear(x, module.linear1.weight.detach(), module.linear1.bias.detach()))
     out = module(x)
-    assert_tensor(out, "FeedForward(x) in training", shape=(64, 5), dtype=torch.float32, hint="(..., D).")
+    assert_tensor(out, "FeedForward(x) in training", shape=(4, 16, 5), dtype=torch.float32, hint="(B, S, D).")
     out = out.detach()
-    assert_close(out[:, 4], out[:, :4].sum(-1), "output 4 vs the sum of outputs 0..3", atol=1e-5,
+    assert_close(out[..., 4], out[..., :4].sum(-1), "output 4 vs the sum of outputs 0..3", atol=1e-5,
                  hint="Dropout must sit on the hidden activation, between the layers, not on the output. " + HINT_ORDER)
-    dropped = out[:, :4] == 0
+    dropped = out[..., :4] == 0
     if not (dropped & (hidden > 0)).any():
         fail("dropout=0.5 in training mode dropped no positive hidden unit of 256",
              "Apply self.dropout to the hidden activation. " + HINT_ORDER)
     kept = ~dropped
-    assert_close(out[:, :4][kept], 2 * hidden[kept], "kept hidden units, which should be relu(h) / (1 - p)",
+    assert_close(out[..., :4][kept], 2 * hidden[kept], "kept hidden units, which should be relu(h) / (1 - p)",
                  atol=1e-5, hint="Dropout acts on relu(linear1(x)): not on the input, and the ReLU must "
                                  "not be skipped. " + HINT_ORDER)
