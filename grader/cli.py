@@ -7,6 +7,11 @@
     python -m grader --impl reference     grade the answer key (or --impl PATH, a submission)
     python -m grader --format json        json, junit, gradescope or github for CI
 
+For courses (docs/instructors.md):
+    python -m grader batch SUBMISSIONS_DIR        grade a class into a gradebook (CSV and JSON)
+    python -m grader gradescope-bundle            build the Gradescope autograder zip
+    python -m grader release OUT_DIR              build the learner-facing repository
+
 Exit status: 0 every graded stage passes (or the score reaches --pass-threshold), 1 otherwise,
 2 for a usage error (one line on stderr).
 """
@@ -27,7 +32,7 @@ from . import curriculum, hints, integrity, report, run
 from .results import PASSED, Report, StageResult
 
 HELP = {
-    "target": "a stage to grade in detail (3, s03_attention or attention), or: hint STAGE",
+    "target": "a stage to grade in detail (3, s03_attention or attention), or: hint STAGE; for courses: batch, gradescope-bundle, release (each has --help)",
     "impl": "what to grade: exercises (default), reference, or a directory shaped like exercises/",
     "no_fallback": "grade your own code all the way down: never load a stage from reference/",
     "format": "output format: text (default), json, junit, gradescope or github",
@@ -46,6 +51,10 @@ HELP = {
     "colour": "colour the scorecard: auto (default: on a terminal, unless NO_COLOR is set), always, never",
     "visibility": "Gradescope visibility of hidden suites (default after_published)",
 }
+
+
+# Subcommands for courses, each a module with main(argv, root) -> exit status (docs/instructors.md).
+COURSE_COMMANDS = {"batch": "batch", "gradescope-bundle": "gradescope", "release": "release"}
 
 
 class UsageError(Exception):
@@ -396,6 +405,10 @@ def main(argv: list[str] | None = None, root: Path = curriculum.ROOT) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         stages = curriculum.load(root / "curriculum.toml")
+        if argv[:1] and argv[0] in COURSE_COMMANDS:  # python -m grader batch | gradescope-bundle | release
+            import importlib
+
+            return importlib.import_module(f".{COURSE_COMMANDS[argv[0]]}", __package__).main(argv[1:], root)
         command = parse(argv, stages, root)
         if command.action == "hint":
             number, text = hints.next_hint(command.stage)

@@ -116,6 +116,14 @@ def test_combine_masks_shape_and_values(stage):
                  hint="A key is allowed only when BOTH masks allow it: padding & causal (not |).")
 
 
+def test_combine_masks_batch_one_length_one(stage):
+    mask = stage.combine_masks(torch.ones(1, 1, 1, 1, dtype=torch.bool), torch.ones(1, 1, dtype=torch.bool))
+    assert_tensor(mask, "combine_masks((1, 1, 1, 1), (1, 1))", shape=(1, 1, 1, 1), dtype=torch.bool,
+                  hint="Even for one token the result keeps all four axes: (B, 1, S, S).")
+    assert_close(mask, torch.ones(1, 1, 1, 1, dtype=torch.bool), "combine_masks for one real token", atol=0,
+                 hint="A single real token may attend to itself: True & True.")
+
+
 def test_masks_compose_end_to_end(stage):
     tokens = torch.tensor([[3, 9, 9, 4, 2], [8, 1, 2, 2, 2]])
     mask = stage.combine_masks(stage.padding_mask(tokens, pad_id=2), stage.causal_mask(5))

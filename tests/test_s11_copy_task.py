@@ -206,7 +206,8 @@ def decode(stage, rows, max_len):
 def test_greedy_decode_feeds_back_the_last_argmax_and_stops_at_eos(stage):
     got = decode(stage, ROWS, max_len=10)
     got = assert_tensor(got, "greedy_decode result", shape=(2, 3), dtype=torch.long,
-                        hint=HINT_STOP + " The leading bos is not returned.")
+                        hint=HINT_STOP + " The leading bos is not returned. A row that never reaches eos: "
+                        + HINT_FEEDBACK)
     assert_close(got, torch.tensor([[4, 5, EOS], [6, EOS, PAD]]), "greedy_decode ids", atol=0,
                  hint=HINT_FEEDBACK + " " + HINT_PAD_FINISHED)
 

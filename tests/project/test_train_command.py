@@ -48,7 +48,7 @@ def test_untouched_stubs_are_replaced_by_the_reference_and_named(stub_tree):
     assert "reverse: held-out exact match" in done.stdout
 
 
-def test_a_stage_that_raises_not_implemented_while_training_is_substituted(stub_tree, tmp_path):
+def test_a_stage_that_raises_not_implemented_while_training_is_substituted(tmp_path):
     impl = tmp_path / "mine"
     shutil.copytree(curriculum.REFERENCE, impl)
     source = (impl / "s10_noam_and_loss.py").read_text(encoding="utf-8")
