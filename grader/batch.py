@@ -386,6 +386,10 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
                 rows.append(row)
                 progress.update(row)
     rows.sort(key=lambda r: r.student)
+    top = max((r.max_score for r in rows if r.status == GRADED), default=0.0)
+    for row in rows:
+        if row.status != GRADED:
+            row.max_score = top  # the same denominator for everyone; they scored nothing
     columns = columns_of(rows, stages)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gradebook.csv").write_text(to_csv(rows, columns), encoding="utf-8")
