@@ -32,8 +32,8 @@ def run_suites(impl: Path | str, tmp: Path, extra: tuple[str, ...] = ()) -> Suit
     report = tmp / "junit.xml"
     suites = [str(stage.suite) for stage in curriculum.load() if stage.suite.is_file()]
     command = [sys.executable, "-m", "pytest", *suites, "--impl", str(impl), "-q", "--tb=line",
-               "-p", "no:cacheprovider", f"--junitxml={report}", "-o", "junit_family=xunit1", *extra]
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+               "-p", "no:cacheprovider", "-p", "pytest_timeout", f"--junitxml={report}", "-o", "junit_family=xunit1", *extra]
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     run = SuiteRun(output=done.stdout + done.stderr)
     if not report.is_file():

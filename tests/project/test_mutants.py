@@ -6,6 +6,11 @@ Its stage's suite must fail on it, and the failure output must name the symptom.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from grader import curriculum, mutants
@@ -30,8 +35,17 @@ def test_mutant_names_are_unique_and_every_edit_applies():
 
 
 @pytest.fixture(scope="module")
-def verdicts():
-    return {v.mutant.label: v for v in mutants.check_all(CATALOGUE)}
+def verdicts(tmp_path_factory):
+    """Run the whole catalogue once, as a maintainer would: python -m grader.mutants --json."""
+    report = tmp_path_factory.mktemp("mutants") / "verdicts.json"
+    done = subprocess.run([sys.executable, "-m", "grader.mutants", "--json", str(report)], cwd=curriculum.ROOT,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert report.is_file(), f"python -m grader.mutants wrote no verdicts (exit {done.returncode}):\n{done.stderr[-3000:]}"
+    by_label = {m.label: m for m in CATALOGUE}
+    return {
+        entry["label"]: mutants.Verdict(by_label[entry["label"]], entry["caught"], entry["symptom_shown"], entry["output"])
+        for entry in json.loads(report.read_text(encoding="utf-8"))
+    }
 
 
 @pytest.mark.parametrize("mutant", CATALOGUE, ids=[m.label for m in CATALOGUE])
