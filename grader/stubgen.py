@@ -94,42 +94,47 @@ def generate(reference: Path, target: Path, stages=None) -> list[Path]:
     return written
 
 
+def sync(reference: Path, exercises: Path, stages, write: bool) -> tuple[list[str], list[str]]:
+    """Bring the untouched stubs in ``exercises`` up to date with ``reference``.
+
+    Returns (stale stage ids, one message per file looked at). With ``write`` off nothing is
+    written: the stale list says what would change. A file with a learner's code in it is never
+    touched, and never stale.
+    """
+    stale, messages = [], []
+    for stage in stages:
+        path = stage.source(exercises)
+        if not stage.source(reference).is_file():
+            stale.append(stage.id)
+            messages.append(f"skipped {stage.id}: {reference.name}/{stage.id}.py does not exist")
+            continue
+        mine = path.read_text(encoding="utf-8") if path.is_file() else None
+        if mine is not None and not is_untouched(mine, stage.id):
+            messages.append(f"kept {exercises.name}/{path.name}: it has code in it, so it is not a stub any more")
+            continue
+        stub = make_stub(stage.source(reference).read_text(encoding="utf-8"), stage.id)
+        if mine != stub:
+            stale.append(stage.id)
+            if write:
+                path.write_text(stub, encoding="utf-8")
+                messages.append(f"wrote {exercises.name}/{path.name}")
+    return stale, messages
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    stages = curriculum.load()
-    if argv == ["--check"]:
-        stale = []
-        for stage in stages:
-            path = stage.source(curriculum.EXERCISES)
-            mine = path.read_text(encoding="utf-8") if path.is_file() else None
-            if mine is not None and not is_untouched(mine, stage.id):
-                continue  # a learner's work: not ours to compare
-            if not stage.source(curriculum.REFERENCE).is_file():
-                stale.append(stage.id)
-                continue
-            stub = make_stub(stage.source(curriculum.REFERENCE).read_text(encoding="utf-8"), stage.id)
-            if mine != stub:
-                stale.append(stage.id)
-        if stale:
-            print(f"exercises/ is out of date for: {', '.join(stale)} (run python -m grader.stubgen)")
-            return 1
-        print("every untouched stub in exercises/ matches reference/")
-        return 0
-    if argv:
+    if argv not in ([], ["--check"]):
         print("usage: python -m grader.stubgen [--check]", file=sys.stderr)
         return 2
-    for stage in stages:
-        path = stage.source(curriculum.EXERCISES)
-        if not stage.source(curriculum.REFERENCE).is_file():
-            print(f"skipped {stage.id}: reference/{stage.id}.py does not exist yet")
-            continue
-        stub = make_stub(stage.source(curriculum.REFERENCE).read_text(encoding="utf-8"), stage.id)
-        if path.is_file() and not is_untouched(path.read_text(encoding="utf-8"), stage.id):
-            print(f"kept {path.relative_to(curriculum.ROOT)}: it has code in it, so it is not a stub any more")
-            continue
-        if not path.is_file() or path.read_text(encoding="utf-8") != stub:
-            path.write_text(stub, encoding="utf-8")
-            print(f"wrote {path.relative_to(curriculum.ROOT)}")
+    check = argv == ["--check"]
+    stale, messages = sync(curriculum.REFERENCE, curriculum.EXERCISES, curriculum.load(), write=not check)
+    if not check:
+        print("\n".join(messages) if messages else "every stub in exercises/ is up to date")
+        return 0
+    if stale:
+        print(f"exercises/ is out of date for: {', '.join(stale)} (run python -m grader.stubgen)")
+        return 1
+    print("every untouched stub in exercises/ matches reference/")
     return 0
 
 

@@ -112,3 +112,44 @@ def test_generator_is_a_fixed_point_on_its_own_output():
     assert stubgen.make_stub(stub, "s03_attention") == stub, "stubbing a stub must change nothing"
     assert not stubgen.is_untouched(source, "s03_attention")
     assert stubgen.is_untouched(stub, "s03_attention")
+
+
+def test_sync_rewrites_stale_stubs_and_never_touches_a_learners_work(tmp_path):
+    stages = [s for s in STAGES if s.id in ("s03_attention", "s04_masks", "s06_feedforward")]
+    exercises = tmp_path / "exercises"
+    stubgen.generate(curriculum.REFERENCE, exercises, stages)
+    mine = "def scaled_dot_product_attention(q, k, v, mask=None, dropout=0.0):\n    return q, k\n"
+    (exercises / "s03_attention.py").write_text(mine, encoding="utf-8")  # a learner's work
+    (exercises / "s04_masks.py").write_text(stubgen.make_stub("def f():\n    '''old.'''\n    return 1\n", "s04_masks"))
+    (exercises / "s06_feedforward.py").unlink()
+
+    stale, _ = stubgen.sync(curriculum.REFERENCE, exercises, stages, write=False)
+    assert stale == ["s04_masks", "s06_feedforward"], f"a dry run should report the stale stubs only, got {stale}"
+    assert not (exercises / "s06_feedforward.py").exists(), "a dry run must write nothing"
+
+    stale, messages = stubgen.sync(curriculum.REFERENCE, exercises, stages, write=True)
+    assert (exercises / "s03_attention.py").read_text(encoding="utf-8") == mine, "the learner's code was overwritten"
+    assert any("kept" in m and "s03_attention" in m for m in messages), f"no message says the learner's file was kept: {messages}"
+    for stage in stages[1:]:
+        written = stage.source(exercises).read_text(encoding="utf-8")
+        expected = stubgen.make_stub(stage.source(curriculum.REFERENCE).read_text(encoding="utf-8"), stage.id)
+        assert written == expected, f"{stage.id}: the stale stub was not regenerated"
+    assert stubgen.sync(curriculum.REFERENCE, exercises, stages, write=False)[0] == [], "after a sync nothing is stale"
+
+
+def test_stubgen_command_checks_the_repository_and_refuses_bad_usage():
+    import subprocess
+    import sys
+
+    check = subprocess.run([sys.executable, "-m", "grader.stubgen", "--check"], cwd=curriculum.ROOT,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, f"python -m grader.stubgen --check failed: {check.stdout}{check.stderr}"
+    bad = subprocess.run([sys.executable, "-m", "grader.stubgen", "--bogus"], cwd=curriculum.ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("usage:"), f"bad usage: exit {bad.returncode}, {bad.stderr!r}"
+    assert "Traceback" not in bad.stderr
+
+
+def test_a_function_without_a_docstring_is_refused_with_its_name():
+    with pytest.raises(ValueError, match="'helper'.*no docstring"):
+        stubgen.make_stub("def helper(x):\n    return x\n", "s01_vocab")
