@@ -111,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 
     destination = args.json if args.json is not None else (None if args.quick else DEFAULT_JSON)
     if destination is not None:
-        report = {"quick": args.quick, "machine": where, "seconds": round(total, 1), "rows": [r.to_json() for r in rows]}
+        measured = [r.to_json() | {"measured_on": where} for r in rows]
+        report = {"quick": args.quick, "machine": where, "seconds": round(total, 1), "rows": measured}
+        if set(args.only) != set(ROWS) and destination.is_file():
+            # --only re-measures some rows: keep the others from the last full run
+            kept = {row["id"]: row for row in json.loads(destination.read_text()).get("rows", [])}
+            kept.update({row["id"]: row for row in measured})
+            report["rows"] = [kept[row_id] for row_id in ROWS if row_id in kept]
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {destination}")
