@@ -61,3 +61,24 @@ def test_mutation_score_is_reported(verdicts, capsys):
     with capsys.disabled():
         print(f"\nmutation score: {caught}/{len(verdicts)} catalogued mistakes caught")
     assert caught == len(verdicts)
+
+
+def test_through_the_grader_a_mutant_fails_only_its_own_stage(tmp_path):
+    """The whole scorecard on reference/ with one mistake in multi-head attention (stage 5).
+
+    Stage 5 must fail; every other stage must still pass, and the stages built on stage 5
+    (encoder, decoder, model, capstone) must say they used the reference's stage 5 instead.
+    """
+    mutant = next(m for m in CATALOGUE if m.label == "s05_multihead:split_without_transpose")
+    tree = mutants.build_tree(mutant, tmp_path / "submission")
+    report = tmp_path / "result.json"
+    done = subprocess.run([sys.executable, "-m", "grader", "--impl", str(tree), "--format", "json", "--output", str(report)],
+                          cwd=curriculum.ROOT, capture_output=True, text=True)
+    assert report.is_file(), f"the grader wrote no result (exit {done.returncode}): {done.stderr[-2000:]}"
+    stages = {stage["id"]: stage for stage in json.loads(report.read_text(encoding="utf-8"))["stages"]}
+    assert stages["s05_multihead"]["status"] != "passed", "the grader passed stage 5 with heads split without a transpose"
+    others = {sid: s["status"] for sid, s in stages.items() if sid != "s05_multihead" and s["status"] != "passed"}
+    assert not others, f"a mistake in stage 5 made other stages fail: {others}"
+    for dependent in ("s07_encoder", "s08_decoder", "s09_transformer", "s11_copy_task"):
+        assert "s05_multihead" in stages[dependent]["substituted"], (
+            f"{dependent} should have used reference/'s stage 5 and said so; substituted = {stages[dependent]['substituted']}")
