@@ -83,3 +83,25 @@ def assert_equal(actual, expected, what: str, *, hint: str = "") -> None:
         fail(f"{what}: expected a {type(expected).__name__} ({expected!r}), got a {type(actual).__name__} ({actual!r})", hint)
     if actual != expected:
         fail(f"{what}: expected {expected!r}, got {actual!r}", hint)
+
+
+def assert_int_list(value, what: str, *, hint: str) -> list[int]:
+    """A real list of plain Python ints (not tensors, not numpy ints)."""
+    __tracebackhide__ = True
+    if type(value) is not list:
+        fail(f"{what}: expected a list of ints, got {type(value).__name__} ({value!r})", hint)
+    odd = [v for v in value if type(v) is not int]
+    if odd:
+        fail(f"{what}: expected plain Python ints, got {type(odd[0]).__name__} ({odd[0]!r}) in {value!r}",
+             f"{hint} Convert with int(...): a tensor or numpy integer is not an id.")
+    return value
+
+
+def assert_raises(call, error: type[BaseException], what: str, hint: str) -> None:
+    """``call()`` must raise ``error`` (anything else it raises propagates as the failure)."""
+    __tracebackhide__ = True
+    try:
+        call()
+    except error:
+        return
+    fail(f"{what}: expected {error.__name__}, but nothing was raised", hint)

@@ -9,21 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from checks import assert_close, assert_equal, assert_tensor, fail
+from checks import assert_close, assert_equal, assert_int_list, assert_tensor, fail
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
-
-
-def assert_int_list(value, what: str, *, hint: str) -> list[int]:
-    """A real list of plain Python ints (not tensors, not numpy ints)."""
-    __tracebackhide__ = True
-    if type(value) is not list:
-        fail(f"{what}: expected a list of ints, got {type(value).__name__} ({value!r})", hint)
-    odd = [v for v in value if type(v) is not int]
-    if odd:
-        fail(f"{what}: expected plain Python ints, got {type(odd[0]).__name__} ({odd[0]!r}) in {value!r}",
-             "Convert with int(...): a tensor or numpy integer is not an id.")
-    return value
 
 
 def slow_pad(sequences, pad_id):

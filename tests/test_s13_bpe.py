@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from checks import assert_equal, fail
+from checks import assert_equal, assert_int_list, fail
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
@@ -38,17 +38,6 @@ UNSEEN = [
 
 HINT_ROUND_TRIP = ("decode must join the BYTES of all the ids and decode them as UTF-8 once, at the end: one "
                    "character can be split across tokens, so decoding token by token breaks it.")
-
-
-def assert_int_list(value, what: str, *, hint: str) -> list[int]:
-    """A real list of plain Python ints."""
-    __tracebackhide__ = True
-    if type(value) is not list:
-        fail(f"{what}: expected a list of ints, got {type(value).__name__} ({value!r})", hint)
-    odd = [v for v in value if type(v) is not int]
-    if odd:
-        fail(f"{what}: expected plain Python ints, got {type(odd[0]).__name__} ({odd[0]!r})", hint)
-    return value
 
 
 def slow_merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:

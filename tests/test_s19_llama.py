@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from checks import assert_close, assert_equal, assert_tensor, fail
+from checks import assert_close, assert_equal, assert_raises, assert_tensor, fail
 
 V, D, L, H, HKV, FF = 40, 32, 2, 4, 2, 48  # a tiny model: Dh = 8
 
@@ -29,16 +29,6 @@ HINT_OFFSET = ("With caches, the new tokens sit at positions offset .. offset + 
 HINT_ORACLE = ("The order is embed -> blocks (each with the causal mask and the RoPE rows of these positions) -> "
                "final norm -> lm_head. Is the final RMSNorm applied, and are cos/sin built for the head size "
                "Dh = d_model / n_heads with config.rope_base?")
-
-
-def expect_error(call, error, what: str, hint: str) -> None:
-    """``call()`` must raise ``error``."""
-    __tracebackhide__ = True
-    try:
-        call()
-    except error:
-        return
-    fail(f"{what}: expected {error.__name__}, but nothing was raised", hint)
 
 
 def small_config(stage, **overrides):
@@ -148,7 +138,7 @@ def test_default_config_is_frozen_and_builds_a_model_with_the_llama_parameter_co
                     rope_base=10000.0, norm_eps=1e-5, n_experts=0, top_k=2, tie_weights=False, dropout=0.0)
     assert_equal(dataclasses.asdict(config), expected, "LlamaConfig(vocab_size=100) fields",
                  hint="Keep the field names and defaults of the docstring.")
-    expect_error(lambda: setattr(config, "d_model", 8), dataclasses.FrozenInstanceError, "assigning config.d_model",
+    assert_raises(lambda: setattr(config, "d_model", 8), dataclasses.FrozenInstanceError, "assigning config.d_model",
                  hint="A config is a frozen dataclass: @dataclass(frozen=True).")
     model = stage.Llama(config)
     if model.config is not config:
@@ -288,10 +278,10 @@ def test_positions_past_max_seq_len_raise_value_error(stage):
     model = stage.Llama(small_config(stage, max_seq_len=8))
     model(torch.randint(0, V, (1, 8)))  # exactly max_seq_len positions fit
     hint = "Check offset + S against config.max_seq_len before slicing the RoPE tables (a slice past the end is silently short)."
-    expect_error(lambda: model(torch.randint(0, V, (1, 9))), ValueError, "9 tokens with max_seq_len 8", hint)
+    assert_raises(lambda: model(torch.randint(0, V, (1, 9))), ValueError, "9 tokens with max_seq_len 8", hint)
     caches = model.new_caches()
     model(torch.randint(0, V, (1, 6)), caches)
-    expect_error(lambda: model(torch.randint(0, V, (1, 3)), caches), ValueError,
+    assert_raises(lambda: model(torch.randint(0, V, (1, 3)), caches), ValueError,
                  "3 new tokens after 6 cached ones with max_seq_len 8", hint)
 
 
@@ -383,6 +373,6 @@ def test_config_from_llama_json_rejects_what_the_model_cannot_run(stage):
                  hint="Without num_key_value_heads the model is multi-head (Hkv = H); Hugging Face's defaults are "
                       "rope_theta 10000.0, rms_norm_eps 1e-6, tie_word_embeddings false.")
     for extra in ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, {"head_dim": 16}, {"hidden_act": "gelu"}):
-        expect_error(lambda: stage.config_from_llama_json(dict(base, **extra)), ValueError, f"config.json with {extra}",
+        assert_raises(lambda: stage.config_from_llama_json(dict(base, **extra)), ValueError, f"config.json with {extra}",
                      hint="Refuse a checkpoint the model would run wrongly: rope_scaling, a head_dim other than "
                           "hidden_size / num_attention_heads, an activation other than silu.")

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from checks import assert_close, assert_equal, assert_tensor, fail
+from checks import assert_close, assert_equal, assert_raises, assert_tensor, fail
 
 INF = float("inf")
 PROBS = [0.05, 0.5, 0.15, 0.3]  # deliberately not sorted: index 1 is the most likely, then 3, 2, 0
@@ -27,15 +27,6 @@ HINT_TOP_P = ("Sort the probabilities in decreasing order and keep a token when 
               "back in vocabulary order (scatter with the sort's indices).")
 HINT_EOS = ("A row that has produced eos is finished: from then on it gets eos_id, whatever the model says, and the "
             "loop stops as soon as every row is finished.")
-
-
-def expect_error(call, error, what: str, hint: str) -> None:
-    __tracebackhide__ = True
-    try:
-        call()
-    except error:
-        return
-    fail(f"{what}: expected {error.__name__}, but nothing was raised", hint)
 
 
 class Successor(nn.Module):
@@ -85,7 +76,7 @@ def test_apply_temperature_divides_the_logits(stage):
                  hint="Divide by the temperature: T > 1 flattens the distribution, T < 1 sharpens it.")
     assert_close(stage.apply_temperature(logits, 0.5), torch.tensor([[4.0, 8.0, -12.0]]), "temperature 0.5", atol=1e-6,
                  hint="Divide by the temperature (do not multiply).")
-    expect_error(lambda: stage.apply_temperature(logits, 0.0), ValueError, "apply_temperature(logits, 0)",
+    assert_raises(lambda: stage.apply_temperature(logits, 0.0), ValueError, "apply_temperature(logits, 0)",
                  hint="Temperature 0 would divide by zero: raise ValueError (sample_next handles 0 as greedy).")
 
 
