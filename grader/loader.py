@@ -41,14 +41,18 @@ def read_stage(path: Path) -> str:
                              "inside the submission")
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # no link, no waiting on a pipe
     try:
-        with os.fdopen(os.open(path, flags), "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise StageFileError(f"{shown} is not a regular file: a stage file must be a plain .py file")
-            data = handle.read(MAX_STAGE_BYTES + 1)
+        fd = os.open(path, flags)
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            data = open(fd, "rb", closefd=False).read(MAX_STAGE_BYTES + 1) if regular else b""
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise StageFileError(f"{shown}: no such file") from None
     except OSError as error:
         raise StageFileError(f"{shown} cannot be read ({error.strerror or error})") from None
+    if not regular:
+        raise StageFileError(f"{shown} is not a regular file: a stage file must be a plain .py file")
     if len(data) > MAX_STAGE_BYTES:
         raise StageFileError(f"{shown} is larger than {MAX_STAGE_BYTES >> 20} MiB: that is not a stage file")
     try:
