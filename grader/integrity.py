@@ -64,7 +64,8 @@ FLAGGED_NAMES = {
 FLAGGED_ATTRIBUTES = {  # attribute names that reach frames, code or dispatch, whatever the object
     **dict.fromkeys(("f_back", "f_globals", "f_locals", "f_builtins", "tb_frame", "gi_frame", "cr_frame",
                      "ag_frame"), "inspects frames"),
-    **dict.fromkeys(("__globals__", "__code__", "__closure__", "co_filename"), "rewrites or inspects functions"),
+    **dict.fromkeys(("__globals__", "__code__", "__closure__", "co_filename", "__wrapped__"),
+                    "rewrites, disguises or inspects functions"),
     "__subclasses__": "searches every class in memory", "__dict__": "reaches a namespace by name",
     "__torch_function__": "overrides torch's dispatch, which can lie to the checks",
     "__torch_dispatch__": "overrides torch's dispatch, which can lie to the checks",

@@ -16,6 +16,8 @@ test's own oracle calls, made by the test module itself, still go through.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -157,6 +159,36 @@ class ForbiddenCalls:
              self.hint)
 
 
+def not_written_here(module, stage_id: str) -> str:
+    """Why the stage's own definitions are not the learner's, or ''.
+
+    Each function and class the reference defines must be one written in the learner's file: torch's
+    own (``RMSNorm = nn.RMSNorm``, a factory that returns one, an alias of the forbidden function) would
+    reach the tests as theirs, where the guard takes it for the test's oracle.
+    """
+    source = ROOT / "reference" / f"{stage_id}.py"
+    if not source.is_file():
+        return ""  # a student release without the answer key: nothing to compare with
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or not hasattr(module, node.name):
+            continue
+        mine = getattr(module, node.name)
+        if isinstance(node, ast.ClassDef):
+            written = isinstance(mine, type) and mine.__module__ == module.__name__
+        else:
+            code = getattr(inspect.unwrap(mine), "__code__", None) if callable(mine) else None
+            written = code is not None and code.co_filename == module.__file__
+        if written:
+            continue
+        kind = "class" if isinstance(node, ast.ClassDef) else "function"
+        home = getattr(mine, "__module__", None) or type(mine).__module__
+        if home == module.__name__:
+            return f"{node.name} in your {stage_id}.py is not a {kind}: write the {kind} its docstring describes"
+        return (f"{node.name} in your {stage_id}.py is {home}.{getattr(mine, '__name__', type(mine).__name__)}, "
+                f"not a {kind} written in that file: this stage asks you to write it yourself")
+    return ""
+
+
 def _made_by_torch(cls: type) -> bool:
     """A class torch defines (not a learner's class that borrows a torch module name)."""
     module = sys.modules.get(cls.__module__)
@@ -180,7 +212,11 @@ def forbidden_calls(request):
 def stage(request):
     """The module under test: this suite's stage, loaded from --impl under the fallback plan."""
     stage_id = stage_id_of(request)
-    return loader.load_stage(plan_for(request.config, stage_id), stage_id)
+    module = loader.load_stage(plan_for(request.config, stage_id), stage_id)
+    problem = not_written_here(module, stage_id) if stage_id in FORBIDDEN_CALLS else ""
+    if problem:
+        raise AssertionError(problem)
+    return module
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -156,6 +156,27 @@ def test_rms_norm_through_torch_ops_is_refused(tmp_path):
         done.stdout[-2000:]
 
 
+@pytest.mark.parametrize("stage_id, cheat, expected", [
+    ("s18_rmsnorm", "\nRMSNorm = nn.RMSNorm\n",
+     "RMSNorm in your s18_rmsnorm.py is torch.nn.modules.normalization.RMSNorm, not a class written in that file"),
+    ("s03_attention", "\ndef scaled_dot_product_attention(*args, **kwargs):\n    return 0\n"
+                      "scaled_dot_product_attention = F.scaled_dot_product_attention\n",
+     "scaled_dot_product_attention in your s03_attention.py is torch._C._nn.scaled_dot_product_attention"),
+], ids=["torch-class-as-mine", "torch-function-as-mine"])
+def test_torch_own_implementation_handed_in_as_the_learner_is_refused(tmp_path, stage_id, cheat, expected):
+    """The test calls what the stage module names; were that torch's own, the guard would take the call
+    for the test's oracle. A guarded stage's definitions must be written in the learner's file."""
+    tree = reference_tree(tmp_path / "tree")
+    with open(tree / f"{stage_id}.py", "a", encoding="utf-8") as handle:
+        handle.write(cheat)
+    done = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "tests" / f"test_{stage_id}.py"), "--impl", str(tree),
+                           "-p", "no:cacheprovider", "-q", "--tb=short", "-x"],
+                          cwd=ROOT, env=environment(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1"), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 1 and "1 error" in done.stdout, f"expected the suite to error:\n{done.stdout[-2000:]}"
+    assert expected in done.stdout, done.stdout[-2000:]
+
+
 # ---------------------------------------------------------------- integrity: the tree that grades everyone
 
 
@@ -225,6 +246,7 @@ FLAGGED = {  # what the issue lists, each as a learner would write it -> what th
     "__builtins__": ("__builtins__['len'] = None\n", "__builtins__"),
     "guard off": ("import torch\nwith torch._C.DisableTorchFunction():\n    pass\n", "torch._C"),
     "thread": ("import threading\nthreading.Thread(target=print).start()\n", "threading"),
+    "disguise": ("import functools\nfake = functools.partial(print)\nfake.__wrapped__ = len\n", "__wrapped__"),
     "patch torch": ("import torch.nn.functional as F\nF.softmax = lambda x, dim: x\n", "assigns into torch.nn.functional"),
 }
 
