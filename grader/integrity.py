@@ -37,38 +37,27 @@ FORBIDDEN_TOPS = {
 }
 
 # What a stage uses that can patch the tests, the grader or torch in memory, or run code where the
-# grader's guards do not reach. A dotted name (import aliases resolved) or a prefix of one.
-PATCHING = "can patch the tests or the grader in memory"
-PROCESSES = "starts or signals processes that can outlive the stage"
-GUARD = "can run torch outside the forbidden-call guard"
+# grader's guards do not reach: a dotted name (import aliases resolved) or a prefix of one -> why.
 FLAGGED_NAMES = {
-    "sys": PATCHING, "sys._getframe": "inspects its callers' frames",  # any use of sys but SAFE_SYS
-    "vars": "reaches a namespace by name", "globals": "reaches a namespace by name",
-    "gc": "reaches any object in memory", "ctypes": "writes process memory directly", "cffi": "writes process memory",
-    "importlib": "loads modules by path", "runpy": "runs modules by path", "marshal": "builds code objects",
-    "inspect": "inspects frames and the tests' code", "builtins": "patches Python's builtins",
-    "__builtins__": "patches Python's builtins", "types.CodeType": "builds code objects",
-    "types.FunctionType": "builds functions from code objects",
-    "exec": "runs code from strings", "eval": "runs code from strings", "compile": "compiles code from strings",
-    "__import__": "imports by computed name",
-    "os.fork": PROCESSES, "os.forkpty": PROCESSES, "os.setsid": PROCESSES, "os.setpgid": PROCESSES,
-    "os.kill": PROCESSES, "os.killpg": PROCESSES, "os.system": PROCESSES, "os.popen": PROCESSES,
-    "os.posix_spawn": PROCESSES, "os.posix_spawnp": PROCESSES, "os.spawnv": PROCESSES, "os.spawnl": PROCESSES,
-    "os.execv": PROCESSES, "os.execl": PROCESSES, "os.execve": PROCESSES, "os.execvp": PROCESSES,
-    "subprocess": PROCESSES, "multiprocessing": PROCESSES, "pty": PROCESSES,
-    "signal": "handles signals, such as the time limit's",
-    "threading": GUARD, "_thread": GUARD, "concurrent": GUARD,
-    "torch.overrides": GUARD, "torch._C": GUARD, "torch.utils._python_dispatch": GUARD, "torch.jit": GUARD,
-    "torch.compile": GUARD, "torch._dynamo": GUARD, "torch.library": GUARD, "torch.ops": GUARD,
+    **dict.fromkeys("sys vars globals".split(), "can patch the tests or the grader in memory"),
+    **dict.fromkeys("gc ctypes cffi".split(), "reaches any object in memory"),
+    **dict.fromkeys("importlib runpy __import__".split(), "loads modules by path or by a computed name"),
+    **dict.fromkeys("exec eval compile marshal types.CodeType types.FunctionType".split(), "runs code built at run time"),
+    **dict.fromkeys("inspect sys._getframe".split(), "inspects frames and the tests' code"),
+    **dict.fromkeys("builtins __builtins__".split(), "patches Python's builtins"),
+    **dict.fromkeys("os.fork os.forkpty os.setsid os.setpgid os.kill os.killpg os.system os.popen os.posix_spawn "
+                    "os.posix_spawnp os.spawnv os.spawnl os.execv os.execl os.execve os.execvp subprocess "
+                    "multiprocessing pty signal".split(), "starts or signals processes that can outlive the stage"),
+    **dict.fromkeys("threading _thread concurrent torch.overrides torch._C torch.utils._python_dispatch torch.jit "
+                    "torch.compile torch._dynamo torch.library torch.ops".split(),
+                    "can run torch outside the forbidden-call guard"),
 }
 FLAGGED_ATTRIBUTES = {  # attribute names that reach frames, code or dispatch, whatever the object
-    **dict.fromkeys(("f_back", "f_globals", "f_locals", "f_builtins", "tb_frame", "gi_frame", "cr_frame",
-                     "ag_frame"), "inspects frames"),
-    **dict.fromkeys(("__globals__", "__code__", "__closure__", "co_filename", "__wrapped__"),
+    **dict.fromkeys("f_back f_globals f_locals f_builtins tb_frame gi_frame cr_frame ag_frame".split(), "inspects frames"),
+    **dict.fromkeys("__globals__ __code__ __closure__ co_filename __wrapped__".split(),
                     "rewrites, disguises or inspects functions"),
-    "__subclasses__": "searches every class in memory", "__dict__": "reaches a namespace by name",
-    "__torch_function__": "overrides torch's dispatch, which can lie to the checks",
-    "__torch_dispatch__": "overrides torch's dispatch, which can lie to the checks",
+    **dict.fromkeys("__subclasses__ __dict__".split(), "searches objects in memory"),
+    **dict.fromkeys("__torch_function__ __torch_dispatch__".split(), "overrides torch's dispatch, which can lie to the checks"),
 }
 SAFE_SYS = {"sys.stdout", "sys.stderr", "sys.maxsize", "sys.float_info", "sys.version_info", "sys.platform"}
 FLAGGED_TEXT = re.compile(r"/proc\b|/dev/fd|pytest|conftest|\bchecks\b|\btest_\w+|\btests?[/.]|\breference\b|_kata_plan")
