@@ -87,15 +87,15 @@ def refresh(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> dict[str, 
     return hashes
 
 
-def differences(expected: dict[str, str], actual: dict[str, str], since: str) -> list[str]:
-    """One line per file changed, removed, or added since ``since``."""
+def differences(expected: dict[str, str], actual: dict[str, str], version: str, listing: str) -> list[str]:
+    """One line per file changed, removed, or added since ``version``, whose hashes ``listing`` holds."""
     problems = []
     for name in sorted(expected):
         if name not in actual:
-            problems.append(f"{name} is missing (it is in {since})")
+            problems.append(f"{name} is missing (it is in {listing})")
         elif actual[name] != expected[name]:
-            problems.append(f"{name} differs from {since} (edited?)")
-    return problems + [f"{name} is not in {since} (added?)" for name in sorted(set(actual) - set(expected))]
+            problems.append(f"{name} differs from {version} (edited?)")
+    return problems + [f"{name} is not in {listing} (added?)" for name in sorted(set(actual) - set(expected))]
 
 
 def check_hashes(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> list[str]:
@@ -106,7 +106,7 @@ def check_hashes(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> list[
         expected = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         return [f"the hash manifest {manifest.name} cannot be read ({error})"]
-    return differences(expected, current_hashes(root), f"the shipped version ({manifest.name})")
+    return differences(expected, current_hashes(root), "the shipped version", manifest.name)
 
 
 def snapshot(root: Path = curriculum.ROOT) -> dict[str, str]:
@@ -120,7 +120,7 @@ def snapshot(root: Path = curriculum.ROOT) -> dict[str, str]:
 
 def changed_since(before: dict[str, str], root: Path = curriculum.ROOT) -> list[str]:
     """What a submission changed in the tree that grades everyone (empty: grade the next one)."""
-    return differences(before, snapshot(root), "the start of the batch")
+    return differences(before, snapshot(root), "the start of the batch", "the batch's snapshot")
 
 
 # ---------------------------------------------------------------- reading a learner's stage file
