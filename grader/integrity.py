@@ -1,13 +1,17 @@
-"""Integrity checks for courses: the test files are the ones shipped, and learner code stays honest.
+"""Integrity checks for courses: the files that decide a grade are the ones shipped, and learner code
+stays honest.
 
-- A hash manifest (grader/test_hashes.json) of the suites, tests/checks.py, tests/conftest.py and
-  curriculum.toml is checked on every run; ``python -m grader --refresh-hashes`` rewrites it.
+- A hash manifest (grader/test_hashes.json) of the suites, tests/checks.py, tests/conftest.py,
+  curriculum.toml, grader/, reference/ and the data the suites read is checked on every run;
+  ``python -m grader --refresh-hashes`` rewrites it. A batch takes a ``snapshot`` before the first
+  submission and asks ``changed_since`` after each one: a tree that changed must stop the batch.
 - A learner's stage file that imports the answer key (reference/) or the test machinery (pytest,
-  the grader, the suites) gets no credit. This static scan is backed up at run time by an import
-  hook in the child process (grader/child.py) that refuses ``import reference``.
-
-What this cannot stop: code running in the same process as the tests can, with enough effort,
-tamper with anything in that process. docs/grader.md lists the limits honestly.
+  the grader, the suites) gets no credit (``scan_stage``). An import hook in the child process
+  (grader/child.py) backs this up at run time.
+- A stage file that uses the tools for patching the tests in memory (``sys.modules``, ``gc``,
+  frames, ``exec`` ...) is flagged for the instructor (``flags``): code running in the same process
+  as the tests can tamper with them, and no check inside that process can stop it. Flagged is not
+  failed: a reviewer reads the file. docs/instructors.md has the threat model.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import re
 from pathlib import Path
 
-from . import curriculum
+from . import curriculum, loader
 
 HASHES = Path(__file__).resolve().parent / "test_hashes.json"
 FORBIDDEN_TOPS = {
@@ -31,11 +36,40 @@ FORBIDDEN_TOPS = {
     "pluggy": "imports pytest's plugin machinery",
 }
 
+# What a stage uses that can patch the tests, the grader or torch in memory, or run code where the
+# grader's guards do not reach: a dotted name (import aliases resolved) or a prefix of one -> why.
+FLAGGED_NAMES = {
+    **dict.fromkeys("sys vars globals".split(), "can patch the tests or the grader in memory"),
+    **dict.fromkeys("gc ctypes cffi".split(), "reaches any object in memory"),
+    **dict.fromkeys("importlib runpy __import__".split(), "loads modules by path or by a computed name"),
+    **dict.fromkeys("exec eval compile marshal types.CodeType types.FunctionType".split(), "runs code built at run time"),
+    **dict.fromkeys("inspect sys._getframe".split(), "inspects frames and the tests' code"),
+    **dict.fromkeys("builtins __builtins__".split(), "patches Python's builtins"),
+    **dict.fromkeys("os.fork os.forkpty os.setsid os.setpgid os.kill os.killpg os.system os.popen os.posix_spawn "
+                    "os.posix_spawnp os.spawnv os.spawnl os.execv os.execl os.execve os.execvp subprocess "
+                    "multiprocessing pty signal".split(), "starts or signals processes that can outlive the stage"),
+    **dict.fromkeys("threading _thread concurrent torch.overrides torch._C torch.utils._python_dispatch torch.jit "
+                    "torch.compile torch._dynamo torch.library torch.ops".split(),
+                    "can run torch outside the forbidden-call guard"),
+}
+FLAGGED_ATTRIBUTES = {  # attribute names that reach frames, code or dispatch, whatever the object
+    **dict.fromkeys("f_back f_globals f_locals f_builtins tb_frame gi_frame cr_frame ag_frame".split(), "inspects frames"),
+    **dict.fromkeys("__globals__ __code__ __closure__ co_filename __wrapped__".split(),
+                    "rewrites, disguises or inspects functions"),
+    **dict.fromkeys("__subclasses__ __dict__".split(), "searches objects in memory"),
+    **dict.fromkeys("__torch_function__ __torch_dispatch__".split(), "overrides torch's dispatch, which can lie to the checks"),
+}
+SAFE_SYS = {"sys.stdout", "sys.stderr", "sys.maxsize", "sys.float_info", "sys.version_info", "sys.platform"}
+FLAGGED_TEXT = re.compile(r"/proc\b|/dev/fd|pytest|conftest|\bchecks\b|\btest_\w+|\btests?[/.]|\breference\b|_kata_plan")
+
 
 def hashed_files(root: Path = curriculum.ROOT) -> list[Path]:
-    """The files whose content decides a grade, in a stable order."""
-    tests = Path(root) / "tests"
-    files = sorted(tests.glob("test_*.py")) + [tests / "checks.py", tests / "conftest.py", Path(root) / "curriculum.toml"]
+    """The files whose content decides a grade, in a stable order (the manifest itself excluded)."""
+    root = Path(root)
+    tests = root / "tests"
+    files = sorted(tests.glob("test_*.py")) + [tests / "checks.py", tests / "conftest.py", root / "curriculum.toml"]
+    files += sorted((root / "grader").glob("*.py")) + sorted((root / "reference").glob("*.py"))
+    files += sorted((root / "data").glob("*.txt"))  # the corpus the suites read
     return [f for f in files if f.is_file()]
 
 
@@ -53,6 +87,17 @@ def refresh(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> dict[str, 
     return hashes
 
 
+def differences(expected: dict[str, str], actual: dict[str, str], version: str, listing: str) -> list[str]:
+    """One line per file changed, removed, or added since ``version``, whose hashes ``listing`` holds."""
+    problems = []
+    for name in sorted(expected):
+        if name not in actual:
+            problems.append(f"{name} is missing (it is in {listing})")
+        elif actual[name] != expected[name]:
+            problems.append(f"{name} differs from {version} (edited?)")
+    return problems + [f"{name} is not in {listing} (added?)" for name in sorted(set(actual) - set(expected))]
+
+
 def check_hashes(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> list[str]:
     """One line per problem: a file changed, removed, or added since the manifest was written."""
     if not manifest.is_file():
@@ -61,41 +106,154 @@ def check_hashes(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> list[
         expected = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         return [f"the hash manifest {manifest.name} cannot be read ({error})"]
-    actual = current_hashes(root)
-    problems = []
-    for name in sorted(expected):
-        if name not in actual:
-            problems.append(f"{name} is missing (it is in {manifest.name})")
-        elif actual[name] != expected[name]:
-            problems.append(f"{name} differs from the shipped version (edited?)")
-    problems += [f"{name} is not in {manifest.name} (added?)" for name in sorted(set(actual) - set(expected))]
-    return problems
+    return differences(expected, current_hashes(root), "the shipped version", manifest.name)
+
+
+def snapshot(root: Path = curriculum.ROOT) -> dict[str, str]:
+    """Every graded file's hash, the manifest's included: take it before a batch grades anyone."""
+    hashes = current_hashes(root)
+    manifest = Path(root) / "grader" / HASHES.name
+    if manifest.is_file():
+        hashes[manifest.relative_to(root).as_posix()] = digest(manifest)
+    return hashes
+
+
+def changed_since(before: dict[str, str], root: Path = curriculum.ROOT) -> list[str]:
+    """What a submission changed in the tree that grades everyone (empty: grade the next one)."""
+    return differences(before, snapshot(root), "the start of the batch", "the batch's snapshot")
+
+
+# ---------------------------------------------------------------- reading a learner's stage file
+
+
+def _aliases(tree: ast.AST) -> dict[str, str]:
+    """Local name -> the dotted name it was imported as (``import numpy as np`` -> np: numpy)."""
+    names = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return names
+
+
+BUILTINS = ("exec", "eval", "compile", "__import__", "__builtins__", "vars", "globals")
+
+
+def _dotted(node: ast.AST, aliases: dict[str, str]) -> str:
+    """``F.softmax`` -> torch.nn.functional.softmax: a name rooted in an import or a builtin, else ''."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or node.id not in aliases and node.id not in BUILTINS:
+        return ""
+    return ".".join([aliases.get(node.id, node.id), *reversed(parts)])
+
+
+def _imports(tree: ast.AST):
+    """(node, dotted module name) for every absolute import, including import_module("...")."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node, node.module
+            yield from ((node, f"{node.module}.{alias.name}") for alias in node.names)
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str):
+            func = node.func
+            if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) in ("import_module", "__import__"):
+                yield node, node.args[0].value
+
+
+def _parse(source: str) -> ast.AST | None:
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None  # the run itself reports the syntax error
 
 
 def forbidden_imports(source: str) -> list[str]:
     """Why this learner file gets no credit: one line per forbidden import (empty when clean)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []  # the run itself reports the syntax error
-    found = []
+    tree = _parse(source)
+    found = {}
+    for node, name in _imports(tree) if tree else ():
+        top = name.split(".")[0]
+        if top in FORBIDDEN_TOPS:
+            found.setdefault((node.lineno, top), f"line {node.lineno} {FORBIDDEN_TOPS[top]}")
+    return list(found.values())
+
+
+def _flag_of(name: str) -> tuple[str, str] | None:
+    """(what to show, why) when this dotted name is flagged: itself or a prefix is in FLAGGED_NAMES."""
+    if name in ("sys", "") or name.startswith(tuple(SAFE_SYS)):
+        return None  # import sys, sys.stderr: harmless; what is done with it is flagged
+    for key in (name, *(name.rsplit(".", n)[0] for n in range(1, name.count(".") + 1))):
+        if key in FLAGGED_NAMES:
+            return (".".join(name.split(".")[:2]) if key == "sys" else key), FLAGGED_NAMES[key]
+    return None
+
+
+def flags(source: str) -> list[str]:
+    """What in this stage file can tamper with grading from inside the process, one line each:
+    ``line 4: sys.modules (can patch the tests or the grader in memory)``. Empty when clean."""
+    tree = _parse(source)
+    if tree is None:
+        return []
+    aliases = _aliases(tree)
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    found: dict[str, tuple[int, str]] = {}
+
+    def note(node: ast.AST, what: str, why: str) -> None:
+        if what not in found or node.lineno < found[what][0]:
+            found[what] = (node.lineno, f"line {node.lineno}: {what} ({why})")
+
+    for node, name in _imports(tree):
+        if flagged := _flag_of(name):
+            note(node, *flagged)
     for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
-            func = node.func
-            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if called in ("import_module", "__import__"):
-                names = [node.args[0].value]
-        for name in names:
-            top = name.split(".")[0]
-            if top in FORBIDDEN_TOPS:
-                found.append(f"line {node.lineno} {FORBIDDEN_TOPS[top]}")
-    return found
+        if isinstance(node, (ast.Name, ast.Attribute)) and (flagged := _flag_of(_dotted(node, aliases))):
+            note(node, *flagged)
+        named = getattr(node, "attr", None) or getattr(node, "name", None)  # x.f_back, def __torch_function__
+        if isinstance(node, (ast.Attribute, ast.FunctionDef)) and named in FLAGGED_ATTRIBUTES:
+            note(node, named, FLAGGED_ATTRIBUTES[named])
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if (match := FLAGGED_TEXT.search(node.value)) is not None:
+                note(node, repr(match.group()), "names the tests, the answer key or /proc")
+            if node.value in FLAGGED_ATTRIBUTES:  # getattr(x, "f_back")
+                note(node, node.value, FLAGGED_ATTRIBUTES[node.value])
+        if isinstance(node, (ast.Assign, ast.Delete)):
+            targets = [t.value for t in node.targets if isinstance(t, ast.Attribute)]
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and isinstance(node.target, ast.Attribute):
+            targets = [node.target.value]
+        else:
+            targets = []
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("getattr", "setattr", "delattr", "hasattr") \
+                and len(node.args) >= 2 and (base := _dotted(node.args[0], aliases)):
+            field = node.args[1].value if isinstance(node.args[1], ast.Constant) else "?"
+            if flagged := _flag_of(f"{base}.{field}"):
+                note(node, *flagged)
+            elif field == "?":
+                note(node, f"{node.func.id}({base}, ...)", "reaches a module's contents by a computed name")
+            if node.func.id in ("setattr", "delattr"):
+                targets = [node.args[0]]
+        for name in filter(None, (_dotted(target, aliases) for target in targets)):
+            note(node, f"assigns into {name}", "patches something the tests share")
+    return [line for _, line in sorted(found.values())]
+
+
+def flag_stages(stages, impl: Path) -> list[tuple[str, str]]:
+    """(stage id, reason) for every flag in the learner's stage files, for the report and gradebook."""
+    notes = []
+    for stage in stages:
+        try:
+            source = loader.read_stage(stage.source(impl))
+        except loader.StageFileError:
+            continue  # missing or unreadable: the run reports it
+        notes += [(stage.id, reason) for reason in flags(source)]
+    return notes
 
 
 def scan_stage(stage: curriculum.Stage, impl: Path) -> str:

@@ -5,6 +5,10 @@ exercises/ for the stage under test, reference/ for an unfinished stage it build
 modules import each other relatively (``from .s03_attention import ...``), so inside a plan's
 package those imports resolve to whichever tree the plan names. Each plan gets its own package
 name, so several plans can live in one process without sharing module objects.
+
+A stage file is read only if it is a regular file (never a link, which could lead out of the
+submission to reference/), readable, and text; anything else raises StageFileError with one line.
+Modules are compiled from that text: no bytecode is read from, or written into, the learner's tree.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
+import stat
 import sys
 import types
 from collections.abc import Mapping
@@ -19,6 +25,48 @@ from pathlib import Path
 
 _PACKAGE_PREFIX = "_kata_plan_"
 _packages: dict[tuple[tuple[str, str], ...], types.ModuleType] = {}
+MAX_STAGE_BYTES = 1 << 20  # a stage is a few hundred lines; a larger file is not one
+
+
+class StageFileError(Exception):
+    """A stage file the grader will not load; the message is one line that names the file."""
+
+
+def read_stage(path: Path) -> str:
+    """The text of a stage file, if it is a regular file (not a link), readable, and UTF-8 text."""
+    path = Path(path)
+    shown = f"{path.parent.name}/{path.name}"
+    if path.is_symlink():
+        raise StageFileError(f"{shown} is a link (to {os.readlink(path)}): a stage file must be a regular file "
+                             "inside the submission")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # no link, no waiting on a pipe
+    try:
+        fd = os.open(path, flags)
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            data = open(fd, "rb", closefd=False).read(MAX_STAGE_BYTES + 1) if regular else b""
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        raise StageFileError(f"{shown}: no such file") from None
+    except OSError as error:
+        raise StageFileError(f"{shown} cannot be read ({error.strerror or error})") from None
+    if not regular:
+        raise StageFileError(f"{shown} is not a regular file: a stage file must be a plain .py file")
+    if len(data) > MAX_STAGE_BYTES:
+        raise StageFileError(f"{shown} is larger than {MAX_STAGE_BYTES >> 20} MiB: that is not a stage file")
+    try:
+        return importlib.util.decode_source(data)
+    except (UnicodeDecodeError, SyntaxError) as error:
+        raise StageFileError(f"{shown} is not UTF-8 text ({error}): save it as UTF-8") from None
+
+
+class _StageLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the checked text of a stage file; never reads a cached .pyc (which could disagree
+    with the source the integrity scan read) and never writes one into the learner's tree."""
+
+    def get_code(self, fullname):
+        return compile(read_stage(Path(self.path)), self.path, "exec", dont_inherit=True)
 
 
 class _PlanFinder(importlib.abc.MetaPathFinder):
@@ -35,7 +83,8 @@ class _PlanFinder(importlib.abc.MetaPathFinder):
         directory = self.sources.get(name)
         if directory is None:
             return None  # not a stage: the import fails with ModuleNotFoundError, as it should
-        return importlib.util.spec_from_file_location(fullname, Path(directory) / f"{name}.py")
+        path = str(Path(directory) / f"{name}.py")
+        return importlib.util.spec_from_file_location(fullname, path, loader=_StageLoader(fullname, path))
 
 
 def package_for(sources: Mapping[str, Path]) -> types.ModuleType:

@@ -7,10 +7,17 @@
 The stage under test always comes from --impl. The earlier stages it builds on come from
 reference/ (so each stage is graded on its own merits) unless --no-fallback is given or the
 stage is listed in --learner-stages. The header of the run says which stages were substituted.
+
+A stage listed in FORBIDDEN_CALLS may not call the torch functions its tests use as the oracle. A
+torch function mode refuses them for the whole suite, however the learner's code took hold of them
+(``from torch.nn.functional import scaled_dot_product_attention as sdpa`` at import time too); the
+test's own oracle calls, made by the test module itself, still go through.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -30,6 +37,19 @@ HELP_DEVICE = "run the stage suites on this torch device (cpu, cuda, mps); defau
 
 STAGES = curriculum.load()
 STAGE_IDS = [stage.id for stage in STAGES]
+
+# stage id -> (parts of the names torch gives the forbidden functions, the likely cause). A part
+# catches every alias and private variant: F.scaled_dot_product_attention, torch.ops.aten's
+# scaled_dot_product_attention, torch._scaled_dot_product_attention_math, the fused kernels.
+FORBIDDEN_CALLS = {
+    "s03_attention": (("scaled_dot_product",),
+                      "this stage is about writing it yourself: scores, scale, mask, softmax, weighted sum."),
+    "s05_multihead": (("scaled_dot_product", "multi_head_attention_forward"),
+                      "use your own scaled_dot_product_attention from stage 3, not torch's or nn.MultiheadAttention."),
+    "s16_gqa": (("scaled_dot_product",),
+                "write the attention yourself: repeat the key/value heads, then scores, mask, softmax, weighted sum."),
+    "s18_rmsnorm": (("rms_norm",), "write the formula yourself: torch.nn.RMSNorm is the test's oracle."),
+}
 
 
 def pytest_addoption(parser):
@@ -100,11 +120,103 @@ def plan_for(config, stage_id: str) -> dict[str, Path]:
     )
 
 
+class ForbiddenCalls:
+    """A torch function mode that refuses the functions a stage must not call.
+
+    A call goes through only when it comes from the test module itself (its oracle): the nearest
+    frame outside torch must be in that file, and no torch frame in between may be working for an
+    object of the learner's (a hook on the learner's module, say). Everything else is refused.
+    """
+
+    def __init__(self, stage_id: str, parts: tuple[str, ...], hint: str, test_file: str):
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(mode, func, types, args=(), kwargs=None):  # noqa: N805 - the mode
+                name = getattr(func, "__name__", "")
+                if any(part in name for part in parts) and not self.called_by_the_test(sys._getframe(1)):
+                    self.refuse(name)
+                return func(*args, **(kwargs or {}))
+
+        self.stage_id, self.hint, self.test_file = stage_id, hint, os.path.normcase(test_file)
+        self.torch_dir = os.path.normcase(os.path.dirname(torch.__file__)) + os.sep
+        self.mode = Mode()
+
+    def called_by_the_test(self, frame) -> bool:
+        """``frame`` called the function (or is torch's dispatch to this mode, on behalf of a caller)."""
+        while frame is not None and os.path.normcase(frame.f_code.co_filename).startswith(self.torch_dir):
+            owner = frame.f_locals.get("self")
+            if owner is not None and not _made_by_torch(type(owner)):
+                return False
+            frame = frame.f_back
+        return frame is not None and os.path.normcase(frame.f_code.co_filename) == self.test_file
+
+    def refuse(self, name: str) -> None:
+        from checks import fail  # tests/ is on sys.path whenever a suite runs
+
+        fail(f"your code called torch's {name}, which {self.stage_id} forbids (the tests compare against it)",
+             self.hint)
+
+
+def not_written_here(module, stage_id: str) -> str:
+    """Why the stage's own definitions are not the learner's, or ''.
+
+    Each function and class the reference defines must be one written in the learner's file: torch's
+    own (``RMSNorm = nn.RMSNorm``, a factory that returns one, an alias of the forbidden function) would
+    reach the tests as theirs, where the guard takes it for the test's oracle.
+    """
+    source = ROOT / "reference" / f"{stage_id}.py"
+    if not source.is_file():
+        return ""  # a student release without the answer key: nothing to compare with
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or not hasattr(module, node.name):
+            continue
+        mine = getattr(module, node.name)
+        if isinstance(node, ast.ClassDef):
+            written = isinstance(mine, type) and mine.__module__ == module.__name__
+        else:
+            code = getattr(inspect.unwrap(mine), "__code__", None) if callable(mine) else None
+            written = code is not None and code.co_filename == module.__file__
+        if written:
+            continue
+        kind = "class" if isinstance(node, ast.ClassDef) else "function"
+        home = getattr(mine, "__module__", None) or type(mine).__module__
+        if home == module.__name__:
+            return f"{node.name} in your {stage_id}.py is not a {kind}: write the {kind} its docstring describes"
+        return (f"{node.name} in your {stage_id}.py is {home}.{getattr(mine, '__name__', type(mine).__name__)}, "
+                f"not a {kind} written in that file: this stage asks you to write it yourself")
+    return ""
+
+
+def _made_by_torch(cls: type) -> bool:
+    """A class torch defines (not a learner's class that borrows a torch module name)."""
+    module = sys.modules.get(cls.__module__)
+    return cls.__module__.split(".")[0] == "torch" and getattr(module, cls.__name__, None) is cls
+
+
+@pytest.fixture(scope="module", autouse=True)
+def forbidden_calls(request):
+    """While a stage suite runs (importing the stage included), its FORBIDDEN_CALLS are refused."""
+    stage_id = Path(str(request.path)).stem.removeprefix("test_")
+    parts, hint = FORBIDDEN_CALLS.get(stage_id, ((), ""))
+    if not parts:
+        yield None
+        return
+    guard = ForbiddenCalls(stage_id, parts, hint, str(request.module.__file__))
+    with guard.mode:
+        yield guard
+
+
 @pytest.fixture(scope="module")
 def stage(request):
     """The module under test: this suite's stage, loaded from --impl under the fallback plan."""
     stage_id = stage_id_of(request)
-    return loader.load_stage(plan_for(request.config, stage_id), stage_id)
+    module = loader.load_stage(plan_for(request.config, stage_id), stage_id)
+    problem = not_written_here(module, stage_id) if stage_id in FORBIDDEN_CALLS else ""
+    if problem:
+        raise AssertionError(problem)
+    return module
 
 
 @pytest.fixture(scope="session", autouse=True)
