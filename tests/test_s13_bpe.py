@@ -92,6 +92,16 @@ def slow_encode(text: str, merges: list[tuple[int, int]]) -> list[int]:
     return out
 
 
+def assert_same_ids(got, expected: list[int], what: str, hint: str) -> None:
+    """Two long id lists compared, reporting the first place they differ rather than both lists."""
+    got = assert_int_list(got, what, hint="A list of ints.")
+    if got != expected:
+        at = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+        fail(f"{what}: {len(got)} ids, expected {len(expected)}; first difference at index {at}: "
+             f"yours {got[max(at - 3, 0) : at + 5]}, expected {expected[max(at - 3, 0) : at + 5]} "
+             f"(from index {max(at - 3, 0)})", hint)
+
+
 def merges_in_order(bpe) -> list[tuple[tuple[int, int], int]]:
     merges = bpe.merges
     if type(merges) is not dict:
@@ -262,7 +272,7 @@ def test_training_and_encoding_match_a_slow_bpe(stage):
                  hint="Each step: count pairs inside chunks (weighted by chunk frequency), take the most frequent "
                       "(ties: smallest), merge it everywhere, repeat.")
     held_out = BOOK[50_000:52_000] + " 🦙 naïve"
-    assert_equal(bpe.encode(held_out), slow_encode(held_out, merges), "encode(2 000 other characters of the book)",
+    assert_same_ids(bpe.encode(held_out), slow_encode(held_out, merges), "encode(2 000 other characters of the book)",
                  hint="Encode each chunk separately: its UTF-8 bytes, then the merges in the order they were learned.")
 
 
@@ -464,7 +474,7 @@ def test_bytes_to_unicode_is_gpt2s_byte_alphabet(stage):
 
 
 HAND_SHORT, HAND_DOUBLE = "<|endoftext|>", "<|endoftext|><|endoftext|>"
-HAND_MERGES = ["Ġ t", ["h", "e"], "Ġt he", ["e", "e"]]  # "a b" (GPT-2's spelling) and [a, b] (newer files)
+HAND_MERGES = [["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["e", "e"]]  # as newer files write them; GPT-2's: "Ġ t"
 HAND_MERGED = {"Ġt": 258, "he": 259, "Ġthe": 260, "ee": 261}
 
 
@@ -473,8 +483,12 @@ def hand_byte_id(byte: int) -> int:
     return 2 + (255 - byte)
 
 
-def hand_tokenizer_json(**changes) -> dict:
-    """A tiny byte-level BPE as Hugging Face saves it: ids 0-1 specials, 2-257 bytes (reversed), 258-261 merges."""
+def hand_tokenizer_json(spelling: str = "pairs", **changes) -> dict:
+    """A tiny byte-level BPE as Hugging Face saves it: ids 0-1 specials, 2-257 bytes (reversed), 258-261 merges.
+
+    spelling "pairs" writes each merge as [a, b] (newer files), "strings" as "a b" (GPT-2's files);
+    changes replace top-level keys, or model keys when prefixed "model_".
+    """
     vocab = {HAND_SHORT: 0, HAND_DOUBLE: 1} | {HAND_ALPHABET[b]: hand_byte_id(b) for b in range(256)} | HAND_MERGED
     config = {
         "version": "1.0",
@@ -491,12 +505,14 @@ def hand_tokenizer_json(**changes) -> dict:
     for key, value in changes.items():
         target, name = (config["model"], key.removeprefix("model_")) if key.startswith("model_") else (config, key)
         target[name] = value
+    if spelling == "strings":
+        config["model"]["merges"] = [" ".join(pair) for pair in config["model"]["merges"]]
     return config
 
 
-def load_hand(stage, tmp_path, **changes):
+def load_hand(stage, tmp_path, spelling: str = "pairs", **changes):
     path = tmp_path / "tokenizer.json"
-    path.write_text(json.dumps(hand_tokenizer_json(**changes), ensure_ascii=False), encoding="utf-8")
+    path.write_text(json.dumps(hand_tokenizer_json(spelling, **changes), ensure_ascii=False), encoding="utf-8")
     return stage.ByteBPE.from_tokenizer_json(path)
 
 
@@ -512,17 +528,19 @@ HAND_CASES = [
 ]
 
 
-def test_from_tokenizer_json_reads_vocabulary_merges_and_specials(stage, tmp_path):
+@pytest.mark.parametrize("spelling", ["pairs", "strings"])
+def test_from_tokenizer_json_reads_vocabulary_merges_and_specials(stage, tmp_path, spelling):
     """The hand-written file: specials 0 "<|endoftext|>" and 1 "<|endoftext|><|endoftext|>"; the byte
     tokens in REVERSE order, byte b at id 257 - b ("a" = 97 is 160, " " = 32 is "Ġ" at 225); merges
-    258 "Ġ t" -> "Ġt", 259 ["h", "e"] -> "he", 260 "Ġt he" -> "Ġthe", 261 ["e", "e"] -> "ee".
+    258 Ġ t -> "Ġt", 259 h e -> "he", 260 Ġt he -> "Ġthe", 261 e e -> "ee", written ["Ġ", "t"] in
+    newer files ("pairs") and "Ġ t" in GPT-2's ("strings").
 
     " the"  = Ġ t h e = [225, 141, 153, 156]: merge 258 first -> [258, 153, 156]; 259 -> [258, 259];
               260 -> [260].
     "thee"  = t h e e: (h, e) is 259, (e, e) 261: 259 first -> [141, 259, 156], nothing left.
     "eee"   = e e e -> (e, e) from the left: [261, 156].
     """
-    bpe = load_hand(stage, tmp_path)
+    bpe = load_hand(stage, tmp_path, spelling)
     if not isinstance(bpe, stage.ByteBPE):
         fail(f"ByteBPE.from_tokenizer_json returned {type(bpe).__name__}; expected a ByteBPE",
              "It is a classmethod that builds and returns a new tokenizer (cls()).")
@@ -535,7 +553,7 @@ def test_from_tokenizer_json_reads_vocabulary_merges_and_specials(stage, tmp_pat
     assert_equal(bpe.vocab.get(1), HAND_DOUBLE.encode(), "vocab[1] (a special token)",
                  hint="A special token is written as itself: its bytes are its content in UTF-8.")
     assert_equal(merges_in_order(bpe), [((225, 141), 258), ((153, 156), 259), ((258, 259), 260), ((156, 156), 261)],
-                 "merges read from the file",
+                 f"merges read from the file (written as {spelling})",
                  hint="Each merge is 'a b' (split at the space) or [a, b]; the pair is (id of a, id of b) and the "
                       "new id is the id of the token a + b, in the file's order.")
     for text, expected, why in HAND_CASES:
@@ -552,7 +570,7 @@ def test_from_tokenizer_json_uses_the_files_chunk_pattern(stage, tmp_path):
     Llama 3's (a Split before ByteLevel) cuts digits in threes, "123" "45": the pair 3 4 straddles the
     cut, so no merge: five byte ids. SmolLM's Digits step cuts every digit alone: five byte ids too,
     and "x 12" is "x", " ", "1", "2" (the space cannot join a digit)."""
-    merges = HAND_MERGES + ["3 4"]
+    merges = HAND_MERGES + [["3", "4"]]
     vocab = hand_tokenizer_json()["model"]["vocab"] | {"34": 262}
     digits = [hand_byte_id(ord(c)) for c in "12345"]
     llama3 = {"type": "Sequence", "pretokenizers": [
@@ -595,8 +613,8 @@ def test_ignore_merges_takes_a_known_chunk_whole(stage, tmp_path):
     ({"model_type": "WordPiece"}, "a WordPiece model"),
     ({"normalizer": {"type": "NFC"}}, "a normalizer"),
     ({"pre_tokenizer": {"type": "Metaspace", "replacement": "▁"}}, "a SentencePiece-style pre-tokenizer"),
-    ({"model_merges": HAND_MERGES + ["Ġ q"]}, "a merge whose token 'Ġq' is not in the vocabulary"),
-    ({"model_vocab": {"Ġ": 0, "t": 1, "Ġt": 2}, "model_merges": ["Ġ t"], "added_tokens": []},
+    ({"model_merges": HAND_MERGES + [["Ġ", "q"]]}, "a merge whose token 'Ġq' is not in the vocabulary"),
+    ({"model_vocab": {"Ġ": 0, "t": 1, "Ġt": 2}, "model_merges": [["Ġ", "t"]], "added_tokens": []},
      "a vocabulary without the 256 byte tokens"),
 ])
 def test_from_tokenizer_json_refuses_what_it_cannot_encode_exactly(stage, tmp_path, change, why):
@@ -627,23 +645,29 @@ def test_encode_iterable_equals_encode_of_the_whole_file(stage, tmp_path):
             fail(f"encode_iterable returned a {type(got).__name__}; expected a generator that yields ids",
                  "Write it with yield: a large file must never be held whole, in text or in ids.")
         got = list(got)
-    assert_equal(got, whole, "list(encode_iterable(the lines of a file)) vs encode(the whole file)",
+    assert_same_ids(got, whole, "list(encode_iterable(the lines of a file)) vs encode(the whole file)",
                  hint="Hold text back until a point no chunk can cross (a space after a non-space), encode what comes "
                       "before it, keep the rest for the next piece.")
     cut = [text[i : i + 7] for i in range(0, len(text), 7)]  # pieces that split words, contractions, newline runs
-    assert_equal(list(bpe.encode_iterable(cut, allowed_special=True)), whole,
+    assert_same_ids(list(bpe.encode_iterable(cut, allowed_special=True)), whole,
                  "list(encode_iterable(the text in pieces of 7 characters))",
                  hint="A piece can end in the middle of a chunk ('don' + \"'t\"): never encode a piece on its own.")
 
 
 def test_encode_iterable_is_lazy(stage):
-    """Its first ids come out after the first few lines, long before a stream that never ends is read."""
+    """Its first ids come out after the first few lines, long before a long stream is all read."""
     bpe = book_tokenizer(stage)
+    line, read = "It was a dreary night of November.\n", []
 
-    def endless_then_broken():
-        yield from itertools.repeat("It was a dreary night of November.\n", 50)
-        raise RuntimeError("encode_iterable read the whole stream before yielding anything")
+    def stream():
+        for number in range(50):
+            read.append(number)
+            yield line
 
-    first = list(itertools.islice(bpe.encode_iterable(endless_then_broken()), 5))
-    assert_equal(first, bpe.encode("It was a dreary night")[:5], "the first 5 ids of encode_iterable on a long stream",
-                 hint="Yield the ids of the text before the last safe cut as soon as each piece arrives.")
+    first = list(itertools.islice(bpe.encode_iterable(stream()), 5))
+    assert_equal(first, bpe.encode(line)[:5], "the first 5 ids of encode_iterable on a stream of 50 lines",
+                 hint="The ids of each piece's text, up to its last safe cut, in order.")
+    if len(read) > 2:
+        fail(f"encode_iterable read {len(read)} of 50 lines before yielding its first 5 ids; expected at most 2",
+             "Yield the ids of the text before the last safe cut as soon as each piece arrives: a large file must "
+             "never be read whole.")
