@@ -1,4 +1,4 @@
-"""Stage 13: a byte-level BPE tokenizer, trained from scratch (the scheme of GPT-2 and Llama 3).
+r"""Stage 13: a byte-level BPE tokenizer, trained from scratch (the scheme of GPT-2 and Llama 3).
 
 Text is first turned into its UTF-8 bytes, so ids 0..255 are the 256 byte values and ANY string,
 in any script, with emoji, can be encoded: nothing is ever unknown. Byte-pair encoding then learns
@@ -27,7 +27,7 @@ Pairs never cross the edge of a *chunk*. Before training and encoding, the text 
 chunks with a pattern; the default is GPT2_PATTERN, GPT-2's own: an English contraction ("'s",
 "'t", "'ll"), a run of letters, a run of digits, or a run of other symbols, each with at most one
 space in front of it, or a run of whitespace. So "the" and " the" may become tokens, but "e t"
-never does, and "don't" is " don" + "'t". (\\p{L} is "any letter", \\p{N} "any digit" in any
+never does, and "don't" is " don" + "'t". (\p{L} is "any letter", \p{N} "any digit" in any
 script: Python's re lacks them, so the pattern is compiled with the ``regex`` package.) Cutting
 into chunks also makes training fast: a book has about 90 000 chunks but only about 9 000
 different ones, so pairs are counted once per different chunk and multiplied by how often that
@@ -61,8 +61,8 @@ import regex  # like re, plus \p{L} (any letter) and \p{N} (any digit) in every 
 # digits, other symbols (each with at most one space in front), whitespace not followed by text
 # (so "a  b" is "a", " ", " b": the last space stays with the word), any other whitespace.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-# The pattern before this stage followed the real one: words (\w: letters, digits and "_"),
-# punctuation, whitespace. Kept to show that the pattern is a choice: train(..., pattern=...).
+# A simpler pattern (the one this kata used first): words (\w: letters, digits and "_" together),
+# punctuation, whitespace. The pattern is a choice of training: train(..., pattern=SIMPLE_PATTERN).
 SIMPLE_PATTERN = r" ?\w+| ?[^\w\s]+|\s+(?!\S)|\s+"
 DIGITS_PATTERN = r"\p{N}|\P{N}+"  # each digit alone (SmolLM cuts with this first, then with GPT-2's)
 
@@ -70,11 +70,12 @@ DIGITS_PATTERN = r"\p{N}|\P{N}+"  # each digit alone (SmolLM cuts with this firs
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's table from each byte value to one printable character, as tokenizer.json writes bytes.
 
-    A tokenizer.json stores tokens as strings, but a token is a run of BYTES, and bytes such as
-    the space (32), newline (10) or half of "é" (195) would be invisible, or not text at all. So
-    every byte gets a visible stand-in: the 188 bytes that are printable characters already ("!"
-    to "~", "¡" to "¬", "®" to "ÿ") stand for themselves; the other 68 (0-32, 127-160, 173), in
-    increasing order, take the characters 256, 257, ... (U+0100 "Ā" onwards). So byte 0 is "Ā",
+    A tokenizer.json stores tokens as strings, but a token is a run of BYTES: it need not be
+    UTF-8 on its own (the first half of "é" is the lone byte 195), and some bytes are invisible
+    (the space, 32; the newline, 10). So every byte is written as ONE visible character: the 188
+    bytes that are printable as Latin-1 characters ("!" to "~", "¡" to "¬", "®" to "ÿ") stand for
+    themselves (byte 195 is "Ã"); the other 68 (0-32, 127-160, 173), in increasing order, take
+    the characters 256, 257, ... (U+0100 "Ā" onwards). So byte 0 is "Ā",
     byte 10 (newline) is "Ċ" (266), byte 32 (space) is "Ġ" (288): the token " the" is written
     "Ġthe" in the file.
 
@@ -138,6 +139,7 @@ def supported_patterns(config: dict) -> list[str]:
             and first.get("behavior") == "Isolated" and not first.get("invert")):
         return [first["pattern"]["Regex"]]
     raise ValueError(refusal.format(f"pre-tokenizer {kinds}"))
+
 
 def get_pair_counts(ids: list[int], counts: dict | None = None, weight: int = 1) -> dict[tuple[int, int], int]:
     """Count how often each pair of neighbouring ids occurs.
@@ -203,12 +205,17 @@ class ByteBPE:
         either "Ġ t" (two tokens and a space) or ["Ġ", "t"] (newer files), ``added_tokens``
         [{"id", "content", "special"}, ...], and ``pre_tokenizer`` (see supported_patterns).
 
-        Steps: refuse what this stage does not implement (supported_patterns); vocab[id] = the
-        token's bytes (an added token's bytes are its content as UTF-8); byte_ids[b] = the id of
-        the token bytes_to_unicode()[b]; for each merge a b in order, merges[(id of a, id of b)] =
-        the id of the token a + b; each special added token into special_tokens. If the model
+        Steps: refuse what this stage does not implement (supported_patterns); each added token
+        into special_tokens, its bytes its content in UTF-8; vocab[id] = every other token's
+        bytes, through bytes_to_unicode backwards; byte_ids[b] = the id of the token
+        bytes_to_unicode()[b]; for each merge a b in order, merges[(id of a, id of b)] = the id
+        of the token a + b. If the model
         says ``"ignore_merges": true`` (Llama 3), a chunk whose bytes are a token is that token,
         whatever the merges would do: whole_tokens maps those bytes to their id.
+
+        What the file's post_processor adds (Llama 3 puts "<|begin_of_text|>" before the text) is
+        not applied: encode gives the ids of the text alone, so prepend the model's BOS id where
+        it expects one. The decoder is always ByteLevel's, which decode already is.
 
         Encoding applies the present merge with the LOWEST new id first, so the file's merge
         order must agree with its ids (it does in every file Hugging Face writes: a merge's
