@@ -47,7 +47,7 @@ UNSEEN = [
 # GPT-2's byte alphabet, spelled out: printable bytes stand for themselves, the 68 others (0-32,
 # 127-160, 173) take the characters 256, 257, ... in increasing order
 PRINTABLE = [*range(33, 127), *range(161, 173), *range(174, 256)]
-HAND_ALPHABET = {b: chr(b) for b in PRINTABLE} | {b: chr(256 + n) for n, b in enumerate(sorted(set(range(256)) - set(PRINTABLE)))}
+BYTE_ALPHABET = {b: chr(b) for b in PRINTABLE} | {b: chr(256 + n) for n, b in enumerate(sorted(set(range(256)) - set(PRINTABLE)))}
 
 HINT_ROUND_TRIP = ("decode must join the BYTES of all the ids and decode them as UTF-8 once, at the end: one "
                    "character can be split across tokens, so decoding token by token breaks it.")
@@ -89,6 +89,40 @@ def slow_encode(text: str, merges: list[tuple[int, int]]) -> list[int]:
         for rank, pair in enumerate(merges):
             ids = slow_merge(ids, pair, 256 + rank)
         out += ids
+    return out
+
+
+def slow_encode_file(config: dict, text: str) -> list[int]:
+    """How a GPT-2-style tokenizer.json encodes ``text``, spelled out (the project's suite checks this against
+    Hugging Face's tokenizers): at each position the longest special token that starts there, else plain
+    text; plain text cut into GPT-2 chunks, each chunk's bytes as byte-alphabet characters, then every merge
+    of the file in its order, joining the two strings; finally each string's id in the vocabulary."""
+    vocab, merges = config["model"]["vocab"], config["model"]["merges"]
+    merges = [tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) for merge in merges]
+    specials = {token["content"]: token["id"] for token in config["added_tokens"]}
+    pieces, plain, i = [], "", 0  # pieces: plain strings and special ids, in order
+    while i < len(text):
+        special = max((s for s in specials if text.startswith(s, i)), key=len, default=None)
+        if special is None:
+            plain, i = plain + text[i], i + 1
+        else:
+            pieces, plain, i = pieces + [plain, specials[special]], "", i + len(special)
+    out = []
+    for piece in pieces + [plain]:
+        if isinstance(piece, int):
+            out.append(piece)
+            continue
+        for chunk in SLOW_CHUNKS.findall(piece):
+            symbols = [BYTE_ALPHABET[byte] for byte in chunk.encode("utf-8")]
+            for a, b in merges:
+                j, merged = 0, []
+                while j < len(symbols):
+                    if symbols[j : j + 2] == [a, b]:
+                        merged, j = merged + [a + b], j + 2
+                    else:
+                        merged, j = merged + [symbols[j]], j + 1
+                symbols = merged
+            out += [vocab[symbol] for symbol in symbols]
     return out
 
 
@@ -470,7 +504,7 @@ def test_bytes_to_unicode_is_gpt2s_byte_alphabet(stage):
         assert_equal(table[byte], char, f"bytes_to_unicode()[{byte}]",
                      hint="Bytes '!'..'~', '¡'..'¬' and '®'..'ÿ' stand for themselves; the other 68, in increasing "
                           "order, take chr(256), chr(257), ... (so the space, byte 32, is the 33rd: chr(288), 'Ġ').")
-    assert_equal(table, HAND_ALPHABET, "bytes_to_unicode() (all 256 entries)", hint="See the rule above.")
+    assert_equal(table, BYTE_ALPHABET, "bytes_to_unicode() (all 256 entries)", hint="See the rule above.")
 
 
 HAND_SHORT, HAND_DOUBLE = "<|endoftext|>", "<|endoftext|><|endoftext|>"
@@ -489,7 +523,7 @@ def hand_tokenizer_json(spelling: str = "pairs", **changes) -> dict:
     spelling "pairs" writes each merge as [a, b] (newer files), "strings" as "a b" (GPT-2's files);
     changes replace top-level keys, or model keys when prefixed "model_".
     """
-    vocab = {HAND_SHORT: 0, HAND_DOUBLE: 1} | {HAND_ALPHABET[b]: hand_byte_id(b) for b in range(256)} | HAND_MERGED
+    vocab = {HAND_SHORT: 0, HAND_DOUBLE: 1} | {BYTE_ALPHABET[b]: hand_byte_id(b) for b in range(256)} | HAND_MERGED
     config = {
         "version": "1.0",
         "added_tokens": [{"id": i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
@@ -625,6 +659,28 @@ def test_from_tokenizer_json_refuses_what_it_cannot_encode_exactly(stage, tmp_pa
     message = str(caught.value)
     if "\n" in message or not message:
         fail(f"the ValueError for {why} should be one line, got {message!r}", "Say in one line what is not supported.")
+
+
+FILE_TEXTS = UNSEEN + [
+    "I can't, won't; it's he'll she'd we're they've I'm. DON'T",  # GPT-2's contractions (lower case only)
+    "In 1818 there were 1,234,567.89 pounds; 42nd street; ٣٤ ²",  # digits, other scripts' digits
+    "the thee eee theee  the\tthe\nthe   ",  # the hand-written merges, whitespace runs, trailing spaces
+    f"{HAND_DOUBLE}{HAND_SHORT} and {HAND_SHORT}x{HAND_SHORT * 3}<|endoftext|",  # specials, longest first
+]
+
+
+def test_tokenizer_json_encoding_matches_a_slow_reading_of_the_file_on_varied_text(stage, tmp_path):
+    """The hand-written file on contractions, digits, accents, CJK, emoji, whitespace runs, control bytes
+    and overlapping special tokens, against slow_encode_file above (which the project's suite checks
+    against Hugging Face's tokenizers on files it trained): id for id, and back."""
+    bpe = load_hand(stage, tmp_path)
+    for text in FILE_TEXTS:
+        expected = slow_encode_file(hand_tokenizer_json(), text)
+        assert_same_ids(bpe.encode(text, allowed_special=True), expected,
+                        f"encode({text!r}, allowed_special=True) with the hand-written tokenizer.json",
+                        hint="GPT-2 chunks; each byte as its id in the FILE (byte_ids); the merges, lowest new id "
+                             "first; special tokens longest first.")
+        assert_equal(bpe.decode(expected), text, f"decode(the ids of {text!r})", hint=HINT_ROUND_TRIP)
 
 
 # ---------------------------------------------------------------------------------------------

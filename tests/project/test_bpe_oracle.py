@@ -130,8 +130,9 @@ def test_streaming_a_file_line_by_line_gives_the_library_ids_of_the_whole(hf, bp
     assert streamed == tokenizer.encode(text, add_special_tokens=False).ids, "encode_iterable differs from tokenizers"
 
 
-def test_the_stage_suites_hand_written_tokenizer_json_is_what_tokenizers_reads(hf, tmp_path):
-    """The hand-worked ids of tests/test_s13_bpe.py are the library's, not only the reference's."""
+@pytest.fixture(scope="module")
+def stage_suite():
+    """tests/test_s13_bpe.py as a module, for its hand-written file and its slow reading of tokenizer.json."""
     spec = importlib.util.spec_from_file_location("_s13_suite", ROOT / "tests" / "test_s13_bpe.py")
     suite = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(ROOT / "tests"))  # the suite imports checks.py from there
@@ -139,10 +140,28 @@ def test_the_stage_suites_hand_written_tokenizer_json_is_what_tokenizers_reads(h
         spec.loader.exec_module(suite)
     finally:
         sys.path.remove(str(ROOT / "tests"))
-    assert set(hf.pre_tokenizers.ByteLevel.alphabet()) == set(suite.HAND_ALPHABET.values()), "the byte alphabet differs"
+    return suite
+
+
+def test_the_stage_suites_hand_written_tokenizer_json_is_what_tokenizers_reads(hf, stage_suite):
+    """The hand-worked ids of tests/test_s13_bpe.py are the library's, not only the reference's."""
+    suite = stage_suite
+    assert set(hf.pre_tokenizers.ByteLevel.alphabet()) == set(suite.BYTE_ALPHABET.values()), "the byte alphabet differs"
     for spelling in ("pairs", "strings"):
-        tokenizer = hf.Tokenizer.from_str(json.dumps(suite.hand_tokenizer_json(spelling)))
+        config = suite.hand_tokenizer_json(spelling)
+        tokenizer = hf.Tokenizer.from_str(json.dumps(config))
         for text, expected, why in suite.HAND_CASES:
             assert tokenizer.encode(text, add_special_tokens=False).ids == expected, f"{text!r} ({spelling}): {why}"
         for byte in range(128):  # every ASCII byte is the hand-written id (so the alphabet's ORDER agrees too)
             assert tokenizer.encode(chr(byte), add_special_tokens=False).ids == [suite.hand_byte_id(byte)], byte
+        for text in suite.FILE_TEXTS:
+            assert suite.slow_encode_file(config, text) == tokenizer.encode(text, add_special_tokens=False).ids, text
+
+
+def test_the_stage_suites_slow_reading_of_a_file_is_what_tokenizers_does(hf, stage_suite, tmp_path):
+    """slow_encode_file, the stage suite's oracle for tokenizer.json, on a file tokenizers trained on the book."""
+    tokenizer = train_hf(hf, pre_tokenizer_of(hf, "gpt2"))
+    config = json.loads(tokenizer.to_str())
+    for text in VARIED + stage_suite.FILE_TEXTS:
+        assert stage_suite.slow_encode_file(config, text) == tokenizer.encode(text, add_special_tokens=False).ids, \
+            f"slow_encode_file differs from tokenizers on {text[:60]!r}"
