@@ -65,6 +65,9 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 # punctuation, whitespace. The pattern is a choice of training: train(..., pattern=SIMPLE_PATTERN).
 SIMPLE_PATTERN = r" ?\w+| ?[^\w\s]+|\s+(?!\S)|\s+"
 DIGITS_PATTERN = r"\p{N}|\P{N}+"  # each digit alone (SmolLM cuts with this first, then with GPT-2's)
+# Where a stream may be cut without changing its chunks (see encode_iterable): before a space that
+# follows a non-space, or between "X\n" and "Y" (X, Y not whitespace). (?r) searches from the end.
+SAFE_CUT = regex.compile(r"(?r)(?<=\S) |(?<=\S\n)(?=\S)")
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -337,11 +340,13 @@ class ByteBPE:
 
         The same ids as encode("".join(texts)), but only a little text is held at a time. The
         pieces cannot simply be encoded one by one: a chunk may continue into the next piece
-        ("don" + "'t", or "\n" + "\n" which is one chunk "\n\n"). So text is held back until a
-        SAFE CUT: a space right after a character that is not whitespace. No chunk of GPT-2's
-        or Llama 3's pattern holds such a pair (a space only ever starts a chunk, or sits in a
-        run of whitespace), so whatever follows, the text before the cut is cut the same way.
-        Everything before the last safe cut is encoded and yielded; the rest waits for more.
+        ("don" + "'t", or "\\n" + "\\n" which is one chunk "\\n\\n"). So text is held back until
+        a SAFE CUT (SAFE_CUT): a space right after a character that is not whitespace, or the
+        start of a line after a newline that follows one. No chunk of GPT-2's or Llama 3's
+        pattern spans such a place (a space only ever starts a chunk or sits in a run of
+        whitespace; a lone newline between two characters is a chunk of its own, or ends one),
+        so whatever follows, the text before the cut is cut the same way. Everything before the
+        last safe cut is encoded and yielded; the rest waits for more.
 
         Args:
             texts: any iterable of strings (a file object gives its lines).

@@ -702,18 +702,20 @@ def test_encode_iterable_equals_encode_of_the_whole_file(stage, tmp_path):
                  "Write it with yield: a large file must never be held whole, in text or in ids.")
         got = list(got)
     assert_same_ids(got, whole, "list(encode_iterable(the lines of a file)) vs encode(the whole file)",
-                 hint="Hold text back until a point no chunk can cross (a space after a non-space), encode what comes "
-                      "before it, keep the rest for the next piece.")
+                 hint="Hold text back until a point no chunk can cross (SAFE_CUT), encode what comes before it, keep "
+                      "the rest for the next piece.")
     cut = [text[i : i + 7] for i in range(0, len(text), 7)]  # pieces that split words, contractions, newline runs
     assert_same_ids(list(bpe.encode_iterable(cut, allowed_special=True)), whole,
                  "list(encode_iterable(the text in pieces of 7 characters))",
                  hint="A piece can end in the middle of a chunk ('don' + \"'t\"): never encode a piece on its own.")
 
 
-def test_encode_iterable_is_lazy(stage):
-    """Its first ids come out after the first few lines, long before a long stream is all read."""
+@pytest.mark.parametrize("line", ["It was a dreary night of November.\n", "这是一个没有空格的句子。\n"])
+def test_encode_iterable_is_lazy(stage, line):
+    """Its first ids come out after the first few lines, long before a long stream is all read: for
+    English (a space after a word is a safe cut) and for text without spaces (a line start is)."""
     bpe = book_tokenizer(stage)
-    line, read = "It was a dreary night of November.\n", []
+    read = []
 
     def stream():
         for number in range(50):
@@ -724,6 +726,7 @@ def test_encode_iterable_is_lazy(stage):
     assert_equal(first, bpe.encode(line)[:5], "the first 5 ids of encode_iterable on a stream of 50 lines",
                  hint="The ids of each piece's text, up to its last safe cut, in order.")
     if len(read) > 2:
-        fail(f"encode_iterable read {len(read)} of 50 lines before yielding its first 5 ids; expected at most 2",
-             "Yield the ids of the text before the last safe cut as soon as each piece arrives: a large file must "
-             "never be read whole.")
+        fail(f"encode_iterable read {len(read)} of 50 lines {line!r} before yielding its first 5 ids; expected at "
+             "most 2", "Yield the ids of the text before the last safe cut as soon as each piece arrives: a large "
+             "file must never be read whole. A safe cut is a space after a non-space, or the start of a line after "
+             "a lone newline (SAFE_CUT).")
