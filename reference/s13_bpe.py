@@ -208,6 +208,14 @@ class ByteBPE:
     def __init__(self, pattern: str = GPT2_PATTERN) -> None:
         """An untrained tokenizer: bytes only, no merges, no special tokens (vocab_size 256).
 
+        Its state, which train and from_tokenizer_json fill in:
+            merges          {(a, b): new id}, in order of priority (the order they were learned)
+            vocab           {id: its bytes}: bytes([i]) for i < 256 until a file says otherwise
+            special_tokens  {"<eos>": its id}
+            byte_ids        byte_ids[b] is the id of the one-byte token b: list(range(256)) here
+            patterns        [regex.compile(pattern)]: the chunk patterns, applied one after the other
+            whole_tokens    {bytes: id}, empty unless a file asks for Llama 3's ignore_merges
+
         Args:
             pattern: the regex that cuts text into chunks (compiled with the ``regex`` package).
         """
