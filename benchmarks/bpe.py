@@ -1,12 +1,13 @@
 """Row 6: how fast stage 13 trains a BPE, against Hugging Face's `tokenizers` on the same job.
 
 Both train a byte-level BPE with GPT-2's chunk pattern to the same vocabulary size (256 bytes,
-the merges, 2 special tokens) on the book repeated 1, 2 and 4 times; the row reports the CPU
-seconds of each (process time: steadier than wall time on a shared machine), their ratio, and how
-each grows with the text. `tokenizers` runs single-threaded (TOKENIZERS_PARALLELISM=false), like
-the kata, and the two alternate on every repeat. Repeating the book keeps the set of different
-chunks fixed, so the growth measures the part of training that reads the whole text (cutting it
-into chunks and counting them); the merge loop works on the different chunks and stays the same.
+the merges, 2 special tokens) on 1, 2 and 4 copies of the book; the row reports the CPU seconds
+of each (process time: steadier than wall time on a shared machine), their ratio, and how each
+grows with the text. `tokenizers` runs single-threaded (TOKENIZERS_PARALLELISM=false), like the
+kata, and the two alternate on every repeat. Two kinds of copies: the book REPEATED keeps the set
+of different chunks fixed, so only the part of training that reads the whole text grows; copies
+with their letters SHIFTED (a -> b -> c ..., a Caesar cipher, a different shift per copy) bring
+new words, so the merge loop, which works on the different chunks, grows too, as on real text.
 `tokenizers` is a test-only dependency (requirements-test.txt): without it, its column is n/a.
 """
 
@@ -50,6 +51,13 @@ def cpu_seconds(fns: dict, repeats: int) -> dict[str, tuple[float, object]]:
     return {name: (median(times[name]), results[name]) for name in fns}
 
 
+def shifted(text: str, shift: int) -> str:
+    """The text with every ASCII letter moved ``shift`` places along the alphabet (new words, same shape)."""
+    lower, upper = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    table = str.maketrans(lower + upper, lower[shift:] + lower[:shift] + upper[shift:] + upper[:shift])
+    return text.translate(table)
+
+
 def run(quick: bool = False) -> Row:
     try:
         from reference import s13_bpe
@@ -65,28 +73,34 @@ def run(quick: bool = False) -> Row:
         book = book[:20_000]
     vocab_size, repeats, copies = (300, 1, (1, 2)) if quick else (1024, 3, (1, 2, 4))
     row = Row("bpe", TITLE)
-    ours, theirs = {}, {}
-    for n in copies:
-        text = book * n
-        contenders = {"kata": lambda: train_kata(s13_bpe, text, vocab_size)}
-        if tokenizers is not None:
-            contenders["tokenizers"] = lambda: train_hf(tokenizers, text, vocab_size)
-        measured = cpu_seconds(contenders, repeats)
-        ours[n], merges = measured["kata"]
-        note = f"{len(text):,} characters, vocab_size {vocab_size} ({merges} merges); kata {ours[n]:.2f} s CPU"
-        if tokenizers is not None:
-            theirs[n], hf_merges = measured["tokenizers"]
-            ratio = ours[n] / theirs[n]
-            note += f", tokenizers {theirs[n]:.3f} s CPU ({hf_merges} merges)"
-            row.add(f"{n}x the book: kata time / tokenizers time", round(ratio, 1), "x", note=note)
-        else:
-            row.add(f"{n}x the book: kata time / tokenizers time", None, "x",
-                    note=note + "; tokenizers not installed (pip install -r requirements-test.txt)")
+    ours: dict[str, dict[int, float]] = {"repeated": {}, "shifted": {}}
+    theirs: dict[str, dict[int, float]] = {"repeated": {}, "shifted": {}}
+    for kind in ("repeated", "shifted"):
+        for n in copies:
+            text = book * n if kind == "repeated" else "".join(shifted(book, k) for k in range(n))
+            contenders = {"kata": lambda: train_kata(s13_bpe, text, vocab_size)}
+            if tokenizers is not None:
+                contenders["tokenizers"] = lambda: train_hf(tokenizers, text, vocab_size)
+            measured = cpu_seconds(contenders, repeats)
+            ours[kind][n], merges = measured["kata"]
+            note = (f"{len(text):,} characters, vocab_size {vocab_size} ({merges} merges); "
+                    f"kata {ours[kind][n]:.2f} s CPU")
+            name = f"{n}x the book ({kind}): kata time / tokenizers time"
+            if tokenizers is not None:
+                theirs[kind][n], hf_merges = measured["tokenizers"]
+                note += f", tokenizers {theirs[kind][n]:.3f} s CPU ({hf_merges} merges)"
+                row.add(name, round(ours[kind][n] / theirs[kind][n], 1), "x", note=note)
+            else:
+                row.add(name, None, "x",
+                        note=note + "; tokenizers not installed (pip install -r requirements-test.txt)")
     last = copies[-1]
-    row.add(f"kata: time at {last}x the book / time at 1x", round(ours[last] / ours[1], 2), "x",
-            note="linear in the text would be " + f"{last}x; the merge loop does not grow with repeated text")
-    if theirs:
-        row.add(f"tokenizers: time at {last}x the book / time at 1x", round(theirs[last] / theirs[1], 2), "x")
+    for kind in ("repeated", "shifted"):
+        growth = round(ours[kind][last] / ours[kind][1], 2)
+        row.add(f"kata: time at {last}x the book ({kind}) / time at 1x", growth, "x",
+                note=f"proportional to the text would be {last}x")
+        if theirs[kind]:
+            row.add(f"tokenizers: time at {last}x the book ({kind}) / time at 1x",
+                    round(theirs[kind][last] / theirs[kind][1], 2), "x")
     row.details = {"vocab_size": vocab_size, "repeats": repeats, "kata_s": ours, "tokenizers_s": theirs,
                    "tokenizers_version": getattr(tokenizers, "__version__", None)}
     return row

@@ -30,14 +30,17 @@ def run_row(tmp_path, env=None):
 def test_bpe_row_compares_with_tokenizers_on_the_same_job(tmp_path):
     row = run_row(tmp_path)
     ratios = [m for m in row["measurements"] if "kata time / tokenizers time" in m["name"]]
-    assert [m["name"].split(":")[0] for m in ratios] == ["1x the book", "2x the book"], ratios
+    assert [m["name"].split(":")[0] for m in ratios] == [f"{n}x the book ({kind})" for kind in ("repeated", "shifted")
+                                                         for n in (1, 2)], ratios
     for m in ratios:
         assert m["value"] is not None and m["value"] > 0, f"no ratio ({m['note']}): pip install -r requirements-test.txt"
         merges = [part for part in m["note"].split("(")[1:] if "merges" in part]
         assert len(merges) == 2 and merges[0].split()[0] == merges[1].split()[0], \
             f"both trainers must make the same number of merges: {m['note']}"
     names = [m["name"] for m in row["measurements"]]
-    assert "kata: time at 2x the book / time at 1x" in names and "tokenizers: time at 2x the book / time at 1x" in names
+    for kind in ("repeated", "shifted"):
+        assert f"kata: time at 2x the book ({kind}) / time at 1x" in names, names
+        assert f"tokenizers: time at 2x the book ({kind}) / time at 1x" in names, names
 
 
 def test_bpe_row_without_tokenizers_reports_na_and_how_to_install(tmp_path):
