@@ -319,16 +319,22 @@ class ByteBPE:
               pattern: str = GPT2_PATTERN) -> None:
         """Learn merges from ``text`` until the vocabulary has ``vocab_size`` ids, specials included.
 
-        Steps: cut the text into chunks with ``pattern`` (self.chunks) and count each different chunk; turn
-        each into its UTF-8 bytes; count the pairs inside the chunks (each chunk's pairs weighted by
-        how often the chunk occurs; pairs never span two chunks). Then for each new id 256, 257,
-        ...: take the most frequent pair, on a tie the smallest pair (lowest first id, then lowest
-        second id); record the merge; merge that pair in every chunk. Stop early when no chunk has
-        two ids left. Finally the special tokens get the next ids, in the order given.
+        Steps: cut the text into chunks with ``pattern`` (self.chunks) and count each different
+        chunk; turn each into its UTF-8 bytes; count the pairs inside the chunks (each chunk's
+        pairs weighted by how often the chunk occurs; pairs never span two chunks). Then for each
+        new id 256, 257, ...: take the most frequent pair, on a tie the smallest pair (lowest first
+        id, then lowest second id); record the merge; merge that pair in every chunk. Stop early
+        when no chunk has two ids left. Finally the special tokens get the next ids, in order.
 
-        Training is deterministic: the same text and vocab_size give the same merges. Counting
-        over the different chunks, not the whole id list, and after a merge recounting only the
-        chunks that changed, is what makes training on a book to vocab_size 512 take a second.
+        Training is deterministic: the same text and vocab_size give the same merges.
+
+        Why it is fast: the pair counts are kept up to date instead of recounted. A merge changes
+        only the chunks that contain the merged pair, so only their pairs move: subtract that
+        chunk's old pairs (times its frequency), merge, add its new pairs. Recounting everything
+        after each merge costs (merges x different chunks); the update costs only what changed,
+        which shrinks as the pairs get rarer. Counting the different chunks once each, weighted,
+        rather than every occurrence, divides the work again by how often words repeat: the book
+        trains to vocab_size 512 in about a second.
 
         Args:
             text: the training text.
