@@ -262,8 +262,8 @@ class ByteBPE:
         Why it is fast: the pair counts are kept up to date instead of recounted. A merge changes
         only the chunks that contain the merged pair, so only their pairs move: subtract that
         chunk's old pairs (times its frequency), merge, add its new pairs. Recounting everything
-        after each merge costs (merges x different chunks); the update costs only what changed,
-        which shrinks as the pairs get rarer. Counting the different chunks once each, weighted,
+        after each merge costs (merges x all pairs of all chunks); the update recounts only the
+        chunks that changed (a quick ``in`` test skips the others), fewer as the pairs get rarer. Counting the different chunks once each, weighted,
         rather than every occurrence, divides the work again by how often words repeat: the book
         trains to vocab_size 512 in about a second.
 
