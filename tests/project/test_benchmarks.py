@@ -14,7 +14,7 @@ from benchmarks import __main__ as command
 from grader import curriculum
 
 ROOT = curriculum.ROOT
-ROW_IDS = ["convergence", "builtin", "attention", "grader", "part2"]
+ROW_IDS = ["convergence", "builtin", "attention", "grader", "part2", "bpe"]
 
 
 def test_quick_run_prints_every_row_and_writes_them_as_json(tmp_path):
