@@ -7,6 +7,7 @@ its schema is in docs/grader.md.
 from __future__ import annotations
 
 import json
+import textwrap
 import xml.etree.ElementTree as ET
 
 from .results import ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TIMED_OUT, Report, StageResult
@@ -66,7 +67,7 @@ def scorecard(report: Report, *, colour: bool = False, impl_display: str = "exer
 
 
 def next_steps(report: Report, impl_display: str = "exercises") -> list[str]:
-    """What to open next, and the first failing test of the current stage with its message."""
+    """What to open next, and the first failing test of the current stage (its message cut to a screen)."""
     current = report.current()
     if current is None:
         if not report.graded:
@@ -74,24 +75,64 @@ def next_steps(report: Report, impl_display: str = "exercises") -> list[str]:
         return ["Every graded stage passes. Well done."]
     number = current.number
     lines = [f"Next: stage {number}, {current.id} ({current.title}): {current.status_text()}"]
-    first = current.first_failure()
     if current.status == NOT_STARTED:
         lines.append(f"  Open {impl_display}/{current.id}.py and read its docstrings: they are the spec.")
     elif current.reason and current.status in (ERROR, TIMED_OUT):
         lines.append(f"  {current.reason}")
-    if first is not None and current.status != NOT_STARTED:
-        where = f" ({first.where})" if first.where else ""
-        lines.append(f"  First failing test: {first.name}{where}")
-        if first.message:
-            head = f"{first.exc_type}: " if first.exc_type not in ("AssertionError", "") else ""
-            lines.append(_indent(head + first.message.strip()))
+    if current.status != NOT_STARTED:
+        lines += first_failure(current, impl_display)
         lines.append(f"  Open {impl_display}/{current.id}.py")
     lines.append(f"  Details: python -m grader {number}    A hint: python -m grader hint {number}")
     return lines
 
 
+MESSAGE_LINES = 16  # a first failure's message is cut here on the learner's screen; -v and JSON keep it whole
+NAME_LINES = 3  # lines of other failing tests' names on the learner's screen
+
+
+def first_failure(result: StageResult, impl_display: str = "exercises", limit: int | None = MESSAGE_LINES) -> list[str]:
+    """The first failing test: its name, where in the learner's file, and its message (what was called,
+    expected, got, the likely cause), cut to ``limit`` lines."""
+    test = result.first_failure()
+    if test is None:
+        return []
+    where = f" ({impl_display}/{test.where})" if test.where and not result.extra else ""
+    lines = [f"  First failing test: {test.name}{where}"]
+    head = f"{test.exc_type}: " if test.exc_type not in ("AssertionError", "") else ""
+    message = _indent(head + test.message.strip(), "      ").splitlines() if test.message else []
+    if limit is not None and len(message) > limit:
+        message = message[: limit - 1] + [f"      ... ({len(message) - limit + 1} more lines: add -v)"]
+    return lines + message
+
+
+def brief(result: StageResult, *, colour: bool = False, impl_display: str = "exercises") -> str:
+    """One stage on one screen (python -m grader <stage>): its status, the first failure in full, the
+    other failures by name only (most follow from the first), and the commands to run next."""
+    points = f"({_points(result.score)}/{_points(result.max_score)} points)"
+    head = f"{stage_label(result)}: {_paint(result.status_text(), _COLOURS.get(result.status, ''), colour)}  {points}"
+    if result.status in (PASSED, MISSING):
+        return head + (f": {result.reason}" if result.reason else "") + "\n"
+    if result.status == NOT_STARTED:
+        return (f"{head}: open {impl_display}/{result.id}.py, its docstrings are the spec "
+                f"(a hint: python -m grader hint {result.number})\n")
+    lines = [head] + ([f"  {result.reason}"] if result.reason and result.status in (ERROR, TIMED_OUT) else [])
+    if result.substituted:
+        lines.append(f"  used reference/ for: {', '.join(result.substituted)} (yours do not pass yet)")
+    lines += first_failure(result, impl_display)
+    others = [t.name for t in result.tests if not t.passed][1:]
+    if others:
+        runs = {name.split("[")[0]: sum(o.split("[")[0] == name.split("[")[0] for o in others) for name in others}
+        names = ", ".join(name + (f" (x{n})" if n > 1 else "") for name, n in runs.items())
+        words = f"  {len(others)} more failing, often for the same reason: {names}"
+        wrapped = textwrap.wrap(words, 100, subsequent_indent="    ")
+        lines += wrapped[:NAME_LINES] + (["    ..."] if len(wrapped) > NAME_LINES else [])
+    lines.append(f"Next: python -m grader hint {result.number}    every failure in full: "
+                 f"python -m grader {result.number} -v")
+    return "\n".join(lines) + "\n"
+
+
 def detail(result: StageResult, *, colour: bool = False) -> str:
-    """One unit in full: every test with its outcome and message (python -m grader <stage>)."""
+    """One unit in full: every test with its outcome and message (python -m grader <stage> -v)."""
     lines = [f"{stage_label(result)}: {_paint(result.status_text(), _COLOURS.get(result.status, ''), colour)}"
              f"  ({_points(result.score)}/{_points(result.max_score)} points)"]
     if result.reason:
