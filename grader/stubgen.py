@@ -2,7 +2,8 @@
 
 Everything above a function's body stays as the reference has it (module docstring, imports,
 classes, signatures, docstrings, constants, dataclasses); the body becomes a TODO marker and
-a NotImplementedError that names the stage and the hint command. A function whose ``def``
+a NotImplementedError that names the stage and the hint command. The body's numbered step
+comments (``# 1) project, and split into heads``) stay as its skeleton, each followed by a TODO. A function whose ``def``
 line is directly preceded by a ``# kata: given`` comment keeps its body: it is part of the
 scaffolding, not the exercise.
 
@@ -16,23 +17,26 @@ is never overwritten.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
 from . import curriculum
 
 GIVEN_MARKER = "# kata: given"
+STEP = re.compile(r"^\s*# \d+\) \S")  # a numbered step comment, kept in the stub as its skeleton
 
 
 def not_written_message(stage_id: str) -> str:
     return f"{stage_id}: not written yet — python -m grader hint {stage_id}"
 
 
-def stub_lines(stage_id: str, indent: str) -> list[str]:
-    return [
-        f"{indent}# TODO: write this (the docstring above is the contract).\n",
-        f'{indent}raise NotImplementedError("{not_written_message(stage_id)}")\n',
-    ]
+def stub_lines(stage_id: str, indent: str, steps: list[str] = ()) -> list[str]:
+    """A stub's body: the steps, each with a TODO (or one TODO), then the NotImplementedError."""
+    todo = [f"{indent}# TODO: write this (the docstring above is the contract).\n"]
+    if steps:
+        todo = [f"{indent}{line.strip()}\n{indent}# TODO\n" for line in steps]
+    return todo + [f'{indent}raise NotImplementedError("{not_written_message(stage_id)}")\n']
 
 
 def _functions(tree: ast.AST):
@@ -66,7 +70,8 @@ def make_stub(source: str, stage_id: str) -> str:
         end = node.end_lineno
         first = lines[rest[0].lineno - 1]
         indent = first[: len(first) - len(first.lstrip())]
-        replaced.append((start, end, stub_lines(stage_id, indent)))
+        steps = [line for line in lines[start:end] if STEP.match(line)]
+        replaced.append((start, end, stub_lines(stage_id, indent, steps)))
         outer_spans.append((node.lineno - 1, end))
     for start, end, new in sorted(replaced, reverse=True):
         lines[start:end] = new
