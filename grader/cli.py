@@ -135,7 +135,7 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
         raise UsageError("--jobs, --timeout and --stage-timeout must be positive, --memory-limit 0 or more")
     reference = root / "reference"
     reference = reference if reference.is_dir() and any(reference.glob("s[0-9][0-9]_*.py")) else None
-    impl = resolve_impl(args.impl, stages, root)
+    impl = curriculum.resolve_impl(args.impl, stages, root)
     if args.impl == "reference" and reference is None:
         raise UsageError("--impl reference: this copy of the kata has no reference/ directory")
     if args.output:
@@ -171,18 +171,6 @@ def _find(stages, key: str) -> curriculum.Stage:
     except KeyError:
         raise UsageError(f"unknown stage {key!r}: give a number (1-{len(stages)}), an id like "
                          f"{stages[2].id if len(stages) > 2 else stages[0].id} or a topic") from None
-
-
-def resolve_impl(value: str, stages, root: Path) -> Path:
-    if value in ("exercises", "reference"):
-        path = root / value
-    else:
-        path = Path(value).expanduser().resolve()
-    if not path.is_dir():
-        raise UsageError(f"--impl {value}: no such directory")
-    if not any(stage.source(path).is_file() for stage in stages):
-        raise UsageError(f"--impl {value}: not shaped like exercises/ (no stage files such as {stages[0].id}.py)")
-    return path.resolve()
 
 
 # ---------------------------------------------------------------- hidden tests

@@ -65,6 +65,16 @@ def run_main(prog: str, main: Callable[..., int], *args) -> int:
         return 130
 
 
+def resolve_impl(value: str, stages: tuple[Stage, ...], root: Path = ROOT) -> Path:
+    """--impl: exercises, reference or a folder of stage files -> that folder, resolved; else UsageError."""
+    path = Path(root) / value if value in ("exercises", "reference") else Path(value).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"--impl {value}: no such directory")
+    if not any(stage.source(path).is_file() for stage in stages):
+        raise UsageError(f"--impl {value}: not shaped like exercises/ (no stage files such as {stages[0].id}.py)")
+    return path.resolve()
+
+
 def load(path: Path = MANIFEST) -> tuple[Stage, ...]:
     """Parse and validate the manifest; stages come back in learning order."""
     try:

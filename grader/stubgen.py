@@ -113,7 +113,7 @@ def sync(reference: Path, exercises: Path, stages, write: bool) -> tuple[list[st
             stale.append(stage.id)
             messages.append(f"skipped {stage.id}: {reference.name}/{stage.id}.py does not exist")
             continue
-        mine = path.read_text(encoding="utf-8") if path.is_file() else None
+        mine = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
         if mine is not None and not is_untouched(mine, stage.id):
             messages.append(f"kept {exercises.name}/{path.name}: it has code in it, so it is not a stub any more")
             continue
@@ -127,7 +127,10 @@ def sync(reference: Path, exercises: Path, stages, write: bool) -> tuple[list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    return curriculum.run_main("python -m grader.stubgen", _main, sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
     if argv not in ([], ["--check"]):
         print("usage: python -m grader.stubgen [--check]", file=sys.stderr)
         return 2
