@@ -82,6 +82,7 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
         raise UsageError(f"release {args.out}: choose a directory outside this repository's own folders")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"release {args.out}: exists and is not empty")
+    curriculum.load(root / "curriculum.toml")  # a broken manifest stops it before anything is written
     if not any((root / "reference").glob("s[0-9][0-9]_*.py")):
         raise UsageError("this copy has no reference/: the stubs are generated from it")
     notes = build(root, out, args.with_reference)
