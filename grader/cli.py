@@ -142,8 +142,11 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
         check_output(Path(args.output), (root / "exercises", reference, impl))
     if args.extra_tests and not Path(args.extra_tests).is_dir():
         raise UsageError(f"--extra-tests {args.extra_tests}: no such directory")
-    if action not in ("hint", "refresh") and args.device != "cpu" and not device_available(args.device):
-        raise UsageError(f"--device {args.device}: not available on this machine (use cpu)")
+    if action not in ("hint", "refresh") and args.device != "cpu":
+        import torch
+
+        if not (torch.cuda.is_available() if args.device == "cuda" else torch.backends.mps.is_available()):
+            raise UsageError(f"--device {args.device}: not available on this machine (use cpu)")
     return Command(action, stage, args, impl, reference)
 
 
@@ -157,12 +160,6 @@ def check_output(path: Path, protected) -> None:
     for tree in filter(None, protected):
         if tree.resolve() in target.parents:
             raise UsageError(f"--output {path}: is inside {tree.name}/, which holds stage files; write it elsewhere")
-
-
-def device_available(name: str) -> bool:
-    import torch
-
-    return torch.cuda.is_available() if name == "cuda" else torch.backends.mps.is_available()
 
 
 def _find(stages, key: str) -> curriculum.Stage:

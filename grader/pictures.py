@@ -160,18 +160,12 @@ def record_example(copy_task, model, vocab, source: list[str]) -> dict:
     }
 
 
-def kind_of(name: str) -> str:
-    """Module name -> "encoder_self", "decoder_self" or "cross"."""
-    if name.startswith("encoder"):
-        return "encoder_self"
-    return "cross" if "cross" in name else "decoder_self"
-
-
 def by_kind(weights: dict) -> dict[str, list]:
     """{kind: [(module name, (H, Sq, Sk) weights), ...] in layer order}."""
     grouped: dict[str, list] = {"encoder_self": [], "decoder_self": [], "cross": []}
     for name, w in weights.items():
-        grouped[kind_of(name)].append((name, w))
+        kind = "encoder_self" if name.startswith("encoder") else "cross" if "cross" in name else "decoder_self"
+        grouped[kind].append((name, w))
     return grouped
 
 

@@ -13,6 +13,8 @@ import xml.etree.ElementTree as ET
 from .results import ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TIMED_OUT, Report, StageResult
 
 FORMATS = ("text", "json", "junit", "gradescope", "github")
+MESSAGE_LINES = 16  # a first failure's message is cut here on the learner's screen; -v and JSON keep it whole
+NAME_LINES = 3  # lines of other failing tests' names on the learner's screen
 
 _COLOURS = {PASSED: "32", FAILING: "31", ERROR: "31;1", TIMED_OUT: "33", NOT_STARTED: "2", MISSING: "2"}
 
@@ -86,46 +88,50 @@ def next_steps(report: Report, impl_display: str = "exercises") -> list[str]:
     return lines
 
 
-MESSAGE_LINES = 16  # a first failure's message is cut here on the learner's screen; -v and JSON keep it whole
-NAME_LINES = 3  # lines of other failing tests' names on the learner's screen
+def _message(test, indent: str = "      ", limit: int | None = None) -> list[str]:
+    """A test's message (with its exception's name unless an assertion), cut to ``limit`` lines."""
+    head = f"{test.exc_type}: " if test.exc_type not in ("AssertionError", "") else ""
+    lines = _indent(head + test.message.strip(), indent).splitlines() if test.message else []
+    if limit is not None and len(lines) > limit:
+        lines = lines[: limit - 1] + [f"{indent}... ({len(lines) - limit + 1} more lines: add -v)"]
+    return lines
 
 
-def first_failure(result: StageResult, impl_display: str = "exercises", limit: int | None = MESSAGE_LINES) -> list[str]:
+def first_failure(result: StageResult, impl_display: str = "exercises") -> list[str]:
     """The first failing test: its name, where in the learner's file, and its message (what was called,
-    expected, got, the likely cause), cut to ``limit`` lines."""
+    expected, got, the likely cause), cut to MESSAGE_LINES."""
     test = result.first_failure()
     if test is None:
         return []
     where = f" ({impl_display}/{test.where})" if test.where and not result.extra else ""
-    lines = [f"  First failing test: {test.name}{where}"]
-    head = f"{test.exc_type}: " if test.exc_type not in ("AssertionError", "") else ""
-    message = _indent(head + test.message.strip(), "      ").splitlines() if test.message else []
-    if limit is not None and len(message) > limit:
-        message = message[: limit - 1] + [f"      ... ({len(message) - limit + 1} more lines: add -v)"]
-    return lines + message
+    return [f"  First failing test: {test.name}{where}"] + _message(test, limit=MESSAGE_LINES)
+
+
+def _head(result: StageResult, colour: bool) -> list[str]:
+    """The status line, then which stages came from reference/."""
+    status = _paint(result.status_text(), _COLOURS.get(result.status, ""), colour)
+    used = f"  used reference/ for: {', '.join(result.substituted)} (yours do not pass yet)"
+    return [f"{stage_label(result)}: {status}  ({_points(result.score)}/{_points(result.max_score)} points)"] + \
+        [used] * bool(result.substituted)
 
 
 def brief(result: StageResult, *, colour: bool = False, impl_display: str = "exercises") -> str:
     """One stage on one screen (python -m grader <stage>): its status, the first failure in full, the
     other failures by name only (most follow from the first), and the commands to run next."""
-    points = f"({_points(result.score)}/{_points(result.max_score)} points)"
-    head = f"{stage_label(result)}: {_paint(result.status_text(), _COLOURS.get(result.status, ''), colour)}  {points}"
+    head = _head(result, colour)
     if result.status in (PASSED, MISSING):
-        return head + (f": {result.reason}" if result.reason else "") + "\n"
+        return head[0] + (f": {result.reason}" if result.reason else "") + "\n"
     if result.status == NOT_STARTED:
-        return (f"{head}: open {impl_display}/{result.id}.py, its docstrings are the spec "
+        return (f"{head[0]}: open {impl_display}/{result.id}.py, its docstrings are the spec "
                 f"(a hint: python -m grader hint {result.number})\n")
-    lines = [head] + ([f"  {result.reason}"] if result.reason and result.status in (ERROR, TIMED_OUT) else [])
-    if result.substituted:
-        lines.append(f"  used reference/ for: {', '.join(result.substituted)} (yours do not pass yet)")
+    lines = head[:1] + [f"  {result.reason}"] * bool(result.reason and result.status in (ERROR, TIMED_OUT)) + head[1:]
     lines += first_failure(result, impl_display)
-    others = [t.name for t in result.tests if not t.passed][1:]
+    others = [t.name.split("[")[0] for t in result.tests if not t.passed][1:]
     if others:
-        runs = {name.split("[")[0]: sum(o.split("[")[0] == name.split("[")[0] for o in others) for name in others}
-        names = ", ".join(name + (f" (x{n})" if n > 1 else "") for name, n in runs.items())
-        words = f"  {len(others)} more failing, often for the same reason: {names}"
-        wrapped = textwrap.wrap(words, 100, subsequent_indent="    ")
-        lines += wrapped[:NAME_LINES] + (["    ..."] if len(wrapped) > NAME_LINES else [])
+        names = ", ".join(name + (f" (x{others.count(name)})" if others.count(name) > 1 else "") for name in dict.fromkeys(others))
+        wrapped = textwrap.wrap(f"  {len(others)} more failing, often for the same reason: {names}", 100,
+                                subsequent_indent="    ")
+        lines += wrapped[:NAME_LINES] + ["    ..."] * (len(wrapped) > NAME_LINES)
     lines.append(f"Next: python -m grader hint {result.number}    every failure in full: "
                  f"python -m grader {result.number} -v")
     return "\n".join(lines) + "\n"
@@ -133,19 +139,10 @@ def brief(result: StageResult, *, colour: bool = False, impl_display: str = "exe
 
 def detail(result: StageResult, *, colour: bool = False) -> str:
     """One unit in full: every test with its outcome and message (python -m grader <stage> -v)."""
-    lines = [f"{stage_label(result)}: {_paint(result.status_text(), _COLOURS.get(result.status, ''), colour)}"
-             f"  ({_points(result.score)}/{_points(result.max_score)} points)"]
-    if result.reason:
-        lines.append(f"  {result.reason}")
-    if result.substituted:
-        lines.append(f"  used reference/ for: {', '.join(result.substituted)} (yours do not pass yet)")
-    for test in result.tests:
-        if not test.passed:
-            where = f" ({test.where})" if test.where else ""
-            lines.append(f"  {test.outcome:<7} {test.name}{where}")
-            if test.message:
-                head = f"{test.exc_type}: " if test.exc_type not in ("AssertionError", "") else ""
-                lines.append(_indent(head + test.message.strip(), "      "))
+    lines = _head(result, colour)
+    lines[1:1] = [f"  {result.reason}"] * bool(result.reason)
+    for test in [t for t in result.tests if not t.passed]:
+        lines += [f"  {test.outcome:<7} {test.name}" + (f" ({test.where})" if test.where else "")] + _message(test)
     return "\n".join(lines) + "\n"
 
 

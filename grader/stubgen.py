@@ -39,19 +39,13 @@ def stub_lines(stage_id: str, indent: str, steps: list[str] = ()) -> list[str]:
     return todo + [f'{indent}raise NotImplementedError("{not_written_message(stage_id)}")\n']
 
 
-def _functions(tree: ast.AST):
-    """Every function to stub, outermost only (a nested def goes with its parent's body)."""
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            yield node
-
-
 def make_stub(source: str, stage_id: str) -> str:
     lines = source.splitlines(keepends=True)
     tree = ast.parse(source)
     replaced: list[tuple[int, int, list[str]]] = []  # (first line index, end index, new lines)
     outer_spans: list[tuple[int, int]] = []
-    for node in sorted(_functions(tree), key=lambda n: n.lineno):
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for node in sorted(functions, key=lambda n: n.lineno):
         if any(start <= node.lineno - 1 < end for start, end in outer_spans):
             continue  # nested inside a function already being replaced
         first_decorator = min([d.lineno for d in node.decorator_list] + [node.lineno])

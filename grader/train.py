@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import curriculum, loader, stubgen
+from . import curriculum, loader, run as runner, stubgen
 
 TASKS = ("copy", "reverse", "lm")
 TASK_STAGES = {  # the stages each task calls directly; their dependencies come along
@@ -46,7 +46,6 @@ HELP_SEED = "random seed for the model, the data and the sample (default 0)"
 HELP_QUIET = "no progress line (it is also off when the output is not a terminal)"
 HELP_VERBOSE = "if training crashes, the full traceback (default: one line naming your stage and file:line)"
 PROG = "python -m grader.train"
-UsageError = curriculum.UsageError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -59,20 +58,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", help=HELP_VERBOSE)
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+        raise curriculum.UsageError(f"--steps must be at least 1, got {args.steps}")
     args.impl_path = curriculum.resolve_impl(args.impl, curriculum.load())
     return args
 
 
 def needed_stages(task: str, stages) -> list[str]:
     """The stages the task calls and everything they depend on, in learning order."""
-    by_id = {stage.id: stage for stage in stages}
-    needed, frontier = set(), list(TASK_STAGES[task])
-    while frontier:
-        stage_id = frontier.pop()
-        if stage_id not in needed:
-            needed.add(stage_id)
-            frontier += by_id[stage_id].depends
+    needed = {d for called in TASK_STAGES[task] for d in (called, *runner.closure(stages)[called])}
     return [stage.id for stage in stages if stage.id in needed]
 
 
@@ -94,9 +87,8 @@ class Plan:
 
     def describe(self) -> list[str]:
         """The lines that say whose code is used: yours first, then every substitution and why."""
-        mine = self.yours()
-        lines = [f"using yours: {', '.join(mine) if mine else 'none of your stages yet'}"] if self.impl != curriculum.REFERENCE else []
-        return lines + [f"using reference/{s}.py: yours is {why}" for s, why in self.substituted.items()]
+        mine = [f"using yours: {', '.join(self.yours()) or 'none of your stages yet'}"] * (self.impl != curriculum.REFERENCE)
+        return mine + [f"using reference/{s}.py: yours is {why}" for s, why in self.substituted.items()]
 
 
 def make_plan(impl: Path, needed: list[str], stages) -> Plan:
@@ -234,33 +226,26 @@ def forward_trace(again: Callable[[], object]) -> str:
     return "\n".join(str(w.message) for w in caught if "Traceback of forward call" in str(w.message))
 
 
-def crash_line(error: BaseException, plan: Plan, forward: str = "") -> str:
-    """A crash in one line: the learner's stage and file:line when learner code is on the traceback
-    (or on the forward call that made a failing backward), else where it happened and which of the
-    learner's stages were in use."""
-    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)]
-    what = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}".rstrip(": ")
-    mine = {plan.impl.resolve() / f"{s}.py": s for s in plan.yours()}
-    made = [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', forward)]
-    for name, line in reversed(frames + made):
-        stage_id = mine.get(Path(name).resolve())
-        if stage_id:
-            return f"your {stage_id} crashed at {plan.impl.name}/{stage_id}.py:{line}: {what}"
-    last = frames[-1] if frames else None
-    where = f" in {Path(last.filename).parent.name}/{Path(last.filename).name}:{last.lineno}" if last else ""
-    used = f", while using your {', '.join(plan.yours())}" if plan.yours() else ""
-    return f"crashed{where}{used}: {what}"
-
-
 def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, again=None) -> int:
-    """Exit status 1 with one line on stderr (-v: the whole traceback first). ``again`` re-runs the
-    crashed work: for an autograd error it finds the learner's forward call that made it."""
+    """Exit status 1 with one line on stderr (-v: the whole traceback first): the learner's stage and
+    file:line when learner code is on the traceback, or on the forward call that made a failing
+    backward (``again`` re-runs the crashed work to find it), else where it happened and which of the
+    learner's stages were in use."""
     if verbose:
         traceback.print_exception(error)
     autograd = "gradient computation" in str(error) or "backward" in str(error)
     forward = forward_trace(again) if again is not None and autograd else ""
-    hint = "" if verbose else " (-v shows the traceback)"
-    print(f"{prog}: {crash_line(error, plan, forward)}{hint}", file=sys.stderr)
+    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)]
+    frames += [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', forward)]
+    what = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}".rstrip(": ")
+    mine = {plan.impl.resolve() / f"{s}.py": s for s in plan.yours()}
+    found = next(((mine[Path(n).resolve()], line) for n, line in reversed(frames) if Path(n).resolve() in mine), None)
+    if found:
+        line = f"your {found[0]} crashed at {plan.impl.name}/{found[0]}.py:{found[1]}: {what}"
+    else:
+        where = f" in {Path(frames[-1][0]).parent.name}/{Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else ""
+        line = f"crashed{where}" + (f", while using your {', '.join(plan.yours())}" if plan.yours() else "") + f": {what}"
+    print(f"{prog}: {line}" + ("" if verbose else " (-v shows the traceback)"), file=sys.stderr)
     return 1
 
 
