@@ -230,3 +230,12 @@ def test_pictures_show_progress_with_the_time_left_on_a_terminal(tmp_path):
     assert "using yours: s03_attention" in text, text
     assert re.search(r"step\s+10 .* at most about \d+s left", text), f"no estimate of the time left:\n{text}"
     assert "wrote " in text
+
+
+def test_a_stage_file_that_is_not_utf8_is_substituted_and_named(tmp_path):
+    tree = learner_tree(tmp_path, ("s03_attention",))
+    (tree / "s02_embeddings.py").write_bytes(b"# \xff\xfe not UTF-8\n")
+    done = run(ROOT, "grader.train", "copy", "--impl", str(tree), "--steps", "1", "--quiet")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "using reference/s02_embeddings.py: yours is unreadable (UnicodeDecodeError" in done.stdout, done.stdout
+    assert "using yours: s03_attention" in done.stdout, done.stdout
