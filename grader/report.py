@@ -125,8 +125,13 @@ def brief(result: StageResult, *, colour: bool = False, impl_display: str = "exe
         return (f"{head[0]}: open {impl_display}/{result.id}.py, its docstrings are the spec "
                 f"(a hint: python -m grader hint {result.number})\n")
     lines = head[:1] + [f"  {result.reason}"] * bool(result.reason and result.status in (ERROR, TIMED_OUT)) + head[1:]
-    lines += first_failure(result, impl_display)
-    others = [t.name.split("[")[0] for t in result.tests if not t.passed][1:]
+    failing = [t for t in result.tests if not t.passed]
+    if result.status == ERROR and failing and len({(t.exc_type, t.message) for t in failing}) == 1 \
+            and _message(failing[0], "")[0] in result.reason:  # the reason already says it all
+        lines.append(f"  every test ({len(failing)}) fails with this error")
+        failing = []
+    lines += first_failure(result, impl_display) if failing else []
+    others = [t.name.split("[")[0] for t in failing][1:]
     if others:
         names = ", ".join(name + (f" (x{others.count(name)})" if others.count(name) > 1 else "") for name in dict.fromkeys(others))
         wrapped = textwrap.wrap(f"  {len(others)} more failing, often for the same reason: {names}", 100,

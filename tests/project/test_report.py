@@ -89,3 +89,12 @@ def test_a_long_first_message_is_cut_and_many_names_are_grouped():
     assert "110 more failing" in text and "test_many (x50)" in text
     card = report.scorecard(Report("exercises", "/x", True, "fallback: on", [_stage(tests)]))
     assert "line 99" not in card and "more lines: add -v" in card, "the scorecard cuts the message too"
+
+
+def test_a_stage_that_does_not_load_says_so_once():
+    error = Outcome("test_a[1]", "error", "SyntaxError", "invalid syntax (s05_multihead.py, line 3)")
+    stage = _stage([error, Outcome("test_a[2]", "error", error.exc_type, error.message)])
+    stage.status, stage.reason = "error", "s05_multihead.py does not load: SyntaxError: invalid syntax (s05_multihead.py, line 3)"
+    lines = report.brief(stage).splitlines()
+    assert lines[1:3] == [f"  {stage.reason}", "  every test (2) fails with this error"], lines
+    assert len(lines) == 4 and lines[-1].startswith("Next: python -m grader hint 5"), lines
