@@ -69,7 +69,7 @@ def scorecard(report: Report, *, colour: bool = False, impl_display: str = "exer
 
 
 def next_steps(report: Report, impl_display: str = "exercises") -> list[str]:
-    """What to open next, and the first failing test of the current stage (its message cut to a screen)."""
+    """What to open next, and the first failing test of the current stage (as on the stage's own screen)."""
     current = report.current()
     if current is None:
         if not report.graded:
@@ -79,13 +79,9 @@ def next_steps(report: Report, impl_display: str = "exercises") -> list[str]:
     lines = [f"Next: stage {number}, {current.id} ({current.title}): {current.status_text()}"]
     if current.status == NOT_STARTED:
         lines.append(f"  Open {impl_display}/{current.id}.py and read its docstrings: they are the spec.")
-    elif current.reason and current.status in (ERROR, TIMED_OUT):
-        lines.append(f"  {current.reason}")
-    if current.status != NOT_STARTED:
-        lines += first_failure(current, impl_display)
-        lines.append(f"  Open {impl_display}/{current.id}.py")
-    lines.append(f"  Details: python -m grader {number}    A hint: python -m grader hint {number}")
-    return lines
+    else:  # the stage's own screen, less its status and its last line
+        lines += brief(current, impl_display=impl_display).splitlines()[1:-1] + [f"  Open {impl_display}/{current.id}.py"]
+    return lines + [f"  Details: python -m grader {number}    A hint: python -m grader hint {number}"]
 
 
 def _message(test, indent: str = "      ", limit: int | None = None) -> list[str]:
