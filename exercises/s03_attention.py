@@ -45,5 +45,12 @@ def scaled_dot_product_attention(
         (output, weights): output (..., Sq, Dv); weights (..., Sq, Sk), the softmax weights
         after masking and before dropout, each row summing to one (or all zero if fully masked).
     """
-    # TODO: write this (the docstring above is the contract).
+    # 1) score every query against every key
+    # TODO
+    # 2) mask before the softmax, so disallowed keys get exactly zero weight
+    # TODO
+    # 3) a fully masked row is softmax(all -inf) = NaN; zeroing masked weights fixes only those
+    # TODO
+    # 4) average the values
+    # TODO
     raise NotImplementedError("s03_attention: not written yet — python -m grader hint s03_attention")

@@ -67,5 +67,10 @@ class MultiHeadAttention(nn.Module):
         Returns:
             (B, Sq, D).
         """
-        # TODO: write this (the docstring above is the contract).
+        # 1) project, and split into heads
+        # TODO
+        # 2) attend in every head at once; dropout only while training
+        # TODO
+        # 3) concatenate the heads, and mix them with the output projection
+        # TODO
         raise NotImplementedError("s05_multihead: not written yet — python -m grader hint s05_multihead")

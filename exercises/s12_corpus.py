@@ -63,7 +63,10 @@ def strip_gutenberg(text: str) -> str:
         The book without header and footer, with the whitespace at both ends removed (a text
         without markers comes back unchanged apart from that).
     """
-    # TODO: write this (the docstring above is the contract).
+    # 1) header: drop everything up to the end of the START marker's line
+    # TODO
+    # 2) footer: drop the END marker's line and everything after it
+    # TODO
     raise NotImplementedError("s12_corpus: not written yet — python -m grader hint s12_corpus")
 
 

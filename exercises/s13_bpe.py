@@ -277,7 +277,16 @@ class ByteBPE:
         Raises:
             ValueError: vocab_size is smaller than 256 + len(special_tokens).
         """
-        # TODO: write this (the docstring above is the contract).
+        # 1) the different chunks as byte lists, each with how often it occurs in the text
+        # TODO
+        # 2) count the pairs once; after each merge only the chunks that change are recounted
+        # TODO
+        # 3) the most frequent pair; on a tie the smallest (a rule that ignores dict order)
+        # TODO
+        # 4) merge it in every chunk that has it, moving that chunk's counts from old pairs to new
+        # TODO
+        # 5) special tokens take the last ids
+        # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     # kata: given

@@ -47,7 +47,12 @@ def rope_tables(head_size: int, max_positions: int, base: float = 10000.0) -> tu
     Raises:
         ValueError: if head_size is odd.
     """
-    # TODO: write this (the docstring above is the contract).
+    # 1) one inverse frequency per pair i: base^(-2i / Dh)
+    # TODO
+    # 2) angle = position * frequency, for every (position, pair)
+    # TODO
+    # 3) half-split: columns j and j + Dh/2 rotate together, so the angles appear twice
+    # TODO
     raise NotImplementedError("s14_rope: not written yet — python -m grader hint s14_rope")
 
 

@@ -45,7 +45,10 @@ def additive_causal_mask(
     Raises:
         ValueError: if kv_len < q_len.
     """
-    # TODO: write this (the docstring above is the contract).
+    # 1) absolute position of each query, and each key's position
+    # TODO
+    # 2) a key strictly in the future of the query is blocked
+    # TODO
     raise NotImplementedError("s15_causal_mask: not written yet — python -m grader hint s15_causal_mask")
 
 

@@ -138,5 +138,16 @@ class GroupedQueryAttention(nn.Module):
         Returns:
             (B, S, D).
         """
-        # TODO: write this (the docstring above is the contract).
+        # 1) project, and split into heads
+        # TODO
+        # 2) rotate queries and keys by their positions; values carry content, not position
+        # TODO
+        # 3) the cache stores the Hkv heads (that is the memory saving), before repetition
+        # TODO
+        # 4) each group of n_rep query heads reads the same K/V head
+        # TODO
+        # 5) attend: the additive mask is simply added to the scores
+        # TODO
+        # 6) merge the heads and mix them
+        # TODO
         raise NotImplementedError("s16_gqa: not written yet — python -m grader hint s16_gqa")

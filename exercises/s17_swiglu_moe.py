@@ -99,5 +99,10 @@ class MixtureOfExperts(nn.Module):
             softmax(the k selected router logits); aux a scalar (0-dim) tensor, the
             load-balancing loss E * sum_e f_e * P_e (see the module docstring).
         """
-        # TODO: write this (the docstring above is the contract).
+        # 1) score the experts, keep the k best, renormalise over those k only
+        # TODO
+        # 2) each expert processes only the tokens that chose it
+        # TODO
+        # 3) Switch-Transformer load balancing: fraction routed (f) times mean probability (P)
+        # TODO
         raise NotImplementedError("s17_swiglu_moe: not written yet — python -m grader hint s17_swiglu_moe")

@@ -112,5 +112,8 @@ class DecoderBlock(nn.Module):
             (out, aux): out (B, S, D); aux a scalar (0-dim) tensor, the experts' load-balancing
             loss, or 0.0 for the dense feed-forward.
         """
-        # TODO: write this (the docstring above is the contract).
+        # 1) attention on the normalised input; the skip carries the raw x
+        # TODO
+        # 2) feed-forward on the normalised h; the skip carries the raw h
+        # TODO
         raise NotImplementedError("s18_rmsnorm: not written yet — python -m grader hint s18_rmsnorm")

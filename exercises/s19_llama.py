@@ -129,7 +129,14 @@ class Llama(nn.Module):
         Raises:
             ValueError: if offset + S > config.max_seq_len (the RoPE tables end there).
         """
-        # TODO: write this (the docstring above is the contract).
+        # 1) embed; no position vector is added: RoPE rotates q and k inside every layer
+        # TODO
+        # 2) the rotation of the TRUE positions of these tokens, and S queries over offset + S keys
+        # TODO
+        # 3) the blocks, each with its own cache
+        # TODO
+        # 4) final norm, then one score per vocabulary entry
+        # TODO
         raise NotImplementedError("s19_llama: not written yet — python -m grader hint s19_llama")
 
     def new_caches(self) -> list[KVCache]:

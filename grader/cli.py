@@ -2,7 +2,8 @@
 
     python -m grader                      the scorecard of exercises/
     python -m grader 3                    one stage in detail (number, id or topic)
-    python -m grader hint 3               the next hint for stage 3
+    python -m grader 3 -v                 ... with every failure in full and pytest's own output
+    python -m grader hint 3               the next hint for stage 3 (--all: those shown so far, --reset)
     python -m grader --watch              re-grade the stage you are editing on every save
     python -m grader --impl reference     grade the answer key (or --impl PATH, a submission)
     python -m grader --format json        json, junit, gradescope or github for CI
@@ -50,6 +51,9 @@ HELP = {
     "refresh": "rewrite grader/test_hashes.json from the test files as they are now, then exit",
     "colour": "colour the scorecard: auto (default: on a terminal, unless NO_COLOR is set), always, never",
     "visibility": "Gradescope visibility of hidden suites (default after_published)",
+    "verbose": "a stage in full: every failing test's message and pytest's own output (default: one screen)",
+    "all": "with hint: show again every hint shown so far for the stage",
+    "reset": "with hint: start the stage's hints again from the first",
 }
 
 
@@ -57,13 +61,7 @@ HELP = {
 COURSE_COMMANDS = {"batch": "batch", "gradescope-bundle": "gradescope", "release": "release"}
 
 
-class UsageError(Exception):
-    """Bad input: the message is printed as one line on stderr and the exit status is 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print the usage and exit; we want one line
-        raise UsageError(message)
+UsageError, _Parser = curriculum.UsageError, curriculum.Parser  # shared by every command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="text", choices=report.FORMATS, help=HELP["format"])
     p.add_argument("--output", help=HELP["output"])
     p.add_argument("--watch", action="store_true", help=HELP["watch"])
+    p.add_argument("-v", "--verbose", action="store_true", help=HELP["verbose"])
+    p.add_argument("--all", action="store_true", help=HELP["all"])
+    p.add_argument("--reset", action="store_true", help=HELP["reset"])
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help=HELP["jobs"])
     p.add_argument("--timeout", type=float, default=60.0, help=HELP["timeout"])
     p.add_argument("--stage-timeout", type=float, default=300.0, help=HELP["stage_timeout"])
@@ -126,26 +127,39 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
         action = "watch"
     if action == "hint" and (args.format != "text" or args.output):
         raise UsageError("hint prints text: it cannot be combined with --format or --output")
+    if (args.all or args.reset) and (action != "hint" or args.all and args.reset):
+        raise UsageError("--all and --reset go with hint, one at a time: python -m grader hint 3 --all")
     if args.pass_threshold is not None and not 0.0 <= args.pass_threshold <= 1.0:
         raise UsageError(f"--pass-threshold must be a fraction between 0 and 1, got {args.pass_threshold:g}")
     if args.jobs < 1 or args.timeout <= 0 or args.stage_timeout <= 0 or args.memory_limit < 0:
         raise UsageError("--jobs, --timeout and --stage-timeout must be positive, --memory-limit 0 or more")
     reference = root / "reference"
     reference = reference if reference.is_dir() and any(reference.glob("s[0-9][0-9]_*.py")) else None
-    impl = resolve_impl(args.impl, stages, root)
+    impl = curriculum.resolve_impl(args.impl, stages, root)
     if args.impl == "reference" and reference is None:
         raise UsageError("--impl reference: this copy of the kata has no reference/ directory")
+    if args.output:
+        check_output(Path(args.output), (root / "exercises", reference, impl))
     if args.extra_tests and not Path(args.extra_tests).is_dir():
         raise UsageError(f"--extra-tests {args.extra_tests}: no such directory")
-    if action not in ("hint", "refresh") and args.device != "cpu" and not device_available(args.device):
-        raise UsageError(f"--device {args.device}: not available on this machine (use cpu)")
+    if action not in ("hint", "refresh") and args.device != "cpu":
+        import torch
+
+        if not (torch.cuda.is_available() if args.device == "cuda" else torch.backends.mps.is_available()):
+            raise UsageError(f"--device {args.device}: not available on this machine (use cpu)")
     return Command(action, stage, args, impl, reference)
 
 
-def device_available(name: str) -> bool:
-    import torch
-
-    return torch.cuda.is_available() if name == "cuda" else torch.backends.mps.is_available()
+def check_output(path: Path, protected) -> None:
+    """Refuse, before any grading, an --output the report cannot be written to or must not overwrite."""
+    target = path.expanduser().resolve()
+    if target.is_dir():
+        raise UsageError(f"--output {path}: is a folder; give a file name")
+    if not target.parent.is_dir():
+        raise UsageError(f"--output {path}: the folder {path.parent} does not exist")
+    for tree in filter(None, protected):
+        if tree.resolve() in target.parents:
+            raise UsageError(f"--output {path}: is inside {tree.name}/, which holds stage files; write it elsewhere")
 
 
 def _find(stages, key: str) -> curriculum.Stage:
@@ -154,18 +168,6 @@ def _find(stages, key: str) -> curriculum.Stage:
     except KeyError:
         raise UsageError(f"unknown stage {key!r}: give a number (1-{len(stages)}), an id like "
                          f"{stages[2].id if len(stages) > 2 else stages[0].id} or a topic") from None
-
-
-def resolve_impl(value: str, stages, root: Path) -> Path:
-    if value in ("exercises", "reference"):
-        path = root / value
-    else:
-        path = Path(value).expanduser().resolve()
-    if not path.is_dir():
-        raise UsageError(f"--impl {value}: no such directory")
-    if not any(stage.source(path).is_file() for stage in stages):
-        raise UsageError(f"--impl {value}: not shaped like exercises/ (no stage files such as {stages[0].id}.py)")
-    return path.resolve()
 
 
 # ---------------------------------------------------------------- hidden tests
@@ -283,7 +285,7 @@ def impl_display(command: Command, root: Path) -> str:
 def grade(command: Command, stages, root: Path, units: list[run.Unit], on_result=None,
           known_passed=None) -> Report:
     settings, notes = settings_for(command, root)
-    if command.action == "stage" and command.args.format == "text":  # pytest's own -v output, then ours
+    if command.action == "stage" and command.args.format == "text" and command.args.verbose:  # pytest's -v, then ours
         settings.verbose = next(u.key for u in units if u.stage.id == command.stage.id and not u.extra)
     more, failed = integrity_notes(command, root)
     results = run.grade(units, settings, stages, on_result=on_result, known_passed=known_passed)
@@ -326,10 +328,15 @@ def render(command: Command, rep: Report, root: Path) -> str:
         return summary + "\n".join(annotations) + ("\n" if annotations else "")
     colour = use_colour(command.args.color) and not command.args.output
     if command.action == "stage":
-        text = "".join(report.detail(s, colour=colour) for s in rep.stages)
-        return text + "\n".join(report.next_steps(rep, display)[1:] if rep.stages and rep.stages[0].status != PASSED
-                                else ["Stage passes."]) + "\n"
+        return stage_text(command, rep.stages, display, colour)
     return report.scorecard(rep, colour=colour, impl_display=display)
+
+
+def stage_text(command: Command, results: list[StageResult], display: str, colour: bool) -> str:
+    """A stage on one screen, or in full with -v."""
+    if command.args.verbose:
+        return "".join(report.detail(r, colour=colour) for r in results)
+    return "".join(report.brief(r, colour=colour, impl_display=display) for r in results)
 
 
 def use_colour(choice: str) -> bool:
@@ -364,10 +371,10 @@ def snapshot(impl: Path, stages) -> dict[str, float]:
 def watch(command: Command, stages, root: Path, workdir: Path, interval: float = 0.3) -> int:
     """Full scorecard once, then re-grade each stage file that changes, with torch kept warm."""
     units = units_to_run(command, stages, root, workdir)
+    seen = snapshot(command.impl, stages)  # before grading: a save while the scorecard runs is a change
     rep = grade(command, stages, root, units)
     emit(command, render(command, rep, root))
     latest: dict[str, StageResult] = {s.id: s for s in rep.stages if not s.extra}
-    seen = snapshot(command.impl, stages)
     regrades = 0
     emit(command, f"Watching {impl_display(command, root)}/ for changes (Ctrl-C stops).\n")
     try:
@@ -387,8 +394,7 @@ def watch(command: Command, stages, root: Path, workdir: Path, interval: float =
                         latest[result.id] = result
                 score = sum(r.score for r in latest.values())
                 top = sum(r.max_score for r in latest.values())
-                colour = use_colour(command.args.color)
-                text = "".join(report.detail(r, colour=colour) for r in results)
+                text = stage_text(command, results, impl_display(command, root), use_colour(command.args.color))
                 emit(command, f"\n[{time.strftime('%H:%M:%S')}] {stage.id}.py changed: re-graded in "
                               f"{time.monotonic() - started:.1f} s\n{text}Total now: {score:g}/{top:g}\n")
                 regrades += 1
@@ -402,36 +408,29 @@ def watch(command: Command, stages, root: Path, workdir: Path, interval: float =
 
 
 def main(argv: list[str] | None = None, root: Path = curriculum.ROOT) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        stages = curriculum.load(root / "curriculum.toml")
-        if argv[:1] and argv[0] in COURSE_COMMANDS:  # python -m grader batch | gradescope-bundle | release
-            import importlib
+    return curriculum.run_main("python -m grader", _main, sys.argv[1:] if argv is None else argv, root)
 
-            return importlib.import_module(f".{COURSE_COMMANDS[argv[0]]}", __package__).main(argv[1:], root)
-        command = parse(argv, stages, root)
-        if command.action == "hint":
-            number, text = hints.next_hint(command.stage)
-            sys.stdout.write(hints.format_hint(command.stage, number, text))
-            return 0
-        if command.action == "refresh":
-            written = integrity.refresh(root)
-            print(f"wrote {integrity.HASHES.relative_to(root)} ({len(written)} files)")
-            return 0
-        with tempfile.TemporaryDirectory(prefix="kata-extra-") as tmp:
-            if command.action == "watch":
-                return watch(command, stages, root, Path(tmp))
-            units = units_to_run(command, stages, root, Path(tmp))
-            rep = grade(command, stages, root, units)
-            emit(command, render(command, rep, root))
-            if command.action == "stage":
-                return 0 if all(s.status == PASSED for s in rep.stages) and not rep.integrity_failed else 1
-            return 0 if rep.succeeded() else 1
-    except UsageError as error:
-        print(f"python -m grader: {error}", file=sys.stderr)
-        return 2
-    except curriculum.ManifestError as error:
-        print(f"python -m grader: curriculum.toml: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+
+def _main(argv: list[str], root: Path) -> int:
+    stages = curriculum.load(root / "curriculum.toml")
+    if argv[:1] and argv[0] in COURSE_COMMANDS:  # python -m grader batch | gradescope-bundle | release
+        import importlib
+
+        return importlib.import_module(f".{COURSE_COMMANDS[argv[0]]}", __package__).main(argv[1:], root)
+    command = parse(argv, stages, root)
+    if command.action == "hint":
+        sys.stdout.write(hints.command(command.stage, command.args.all, command.args.reset, hints.state_file(root)))
+        return 0
+    if command.action == "refresh":
+        written = integrity.refresh(root)
+        print(f"wrote {integrity.HASHES.relative_to(root)} ({len(written)} files)")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="kata-extra-") as tmp:
+        if command.action == "watch":
+            return watch(command, stages, root, Path(tmp))
+        units = units_to_run(command, stages, root, Path(tmp))
+        rep = grade(command, stages, root, units)
+        emit(command, render(command, rep, root))
+        if command.action == "stage":
+            return 0 if all(s.status == PASSED for s in rep.stages) and not rep.integrity_failed else 1
+        return 0 if rep.succeeded() else 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +40,48 @@ class Stage:
 
 
 class ManifestError(ValueError):
-    """The manifest is malformed; the message names the entry and the field."""
+    """The manifest is missing or malformed; the message names the file, the entry and the field."""
+
+
+class UsageError(Exception):
+    """Bad input to a command: the message is printed as one line on stderr and the exit status is 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit 2) instead of printing the whole usage."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def run_main(prog: str, main: Callable[..., int], *args) -> int:
+    """Every command's entry point: run ``main``; bad input it knows becomes one line on stderr, exit 2."""
+    try:
+        return main(*args)
+    except (UsageError, ManifestError) as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def resolve_impl(value: str, stages: tuple[Stage, ...], root: Path = ROOT) -> Path:
+    """--impl: exercises, reference or a folder of stage files -> that folder, resolved; else UsageError."""
+    path = Path(root) / value if value in ("exercises", "reference") else Path(value).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"--impl {value}: no such directory")
+    if not any(stage.source(path).is_file() for stage in stages):
+        raise UsageError(f"--impl {value}: not shaped like exercises/ (no stage files such as {stages[0].id}.py)")
+    return path.resolve()
 
 
 def load(path: Path = MANIFEST) -> tuple[Stage, ...]:
     """Parse and validate the manifest; stages come back in learning order."""
-    with open(path, "rb") as handle:
-        data = tomllib.load(handle)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ManifestError(f"{Path(path).name}: cannot be read ({reason})") from None
     stages: list[Stage] = []
     seen: set[str] = set()
     for index, entry in enumerate(data.get("stage", []), start=1):

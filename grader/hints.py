@@ -1,4 +1,6 @@
-"""Graded hints: each ``python -m grader hint <stage>`` shows the next hint from the manifest.
+"""A ladder of hints: each ``python -m grader hint <stage>`` shows the next hint from the manifest,
+from a nudge to the near-solution. ``--all`` shows again the hints shown so far (never one further:
+climbing is always a deliberate step), ``--reset`` starts the stage from its first hint.
 
 How many hints a stage has shown is remembered outside the repository (the grader never writes
 into exercises/): in $KATA_STATE_DIR if set, else the user's cache directory, one file per clone.
@@ -37,6 +39,14 @@ def _load(path: Path) -> dict[str, int]:
         return {}
 
 
+def _save(path: Path, shown: dict[str, int]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(shown, indent=1, sort_keys=True), encoding="utf-8")
+    except OSError:
+        pass  # a read-only home: the hint is still shown, the counter just does not advance
+
+
 def next_hint(stage: curriculum.Stage, path: Path | None = None) -> tuple[int, str]:
     """(1-based number of the hint shown, its text); advances the stored counter, stopping at the last."""
     path = path or state_file()
@@ -45,15 +55,24 @@ def next_hint(stage: curriculum.Stage, path: Path | None = None) -> tuple[int, s
         return 0, "This stage has no hints yet."
     index = min(shown.get(stage.id, 0), len(stage.hints) - 1)
     shown[stage.id] = index + 1
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(shown, indent=1, sort_keys=True), encoding="utf-8")
-    except OSError:
-        pass  # a read-only home: the hint is still shown, the counter just does not advance
+    _save(path, shown)
     return index + 1, stage.hints[index]
 
 
-def format_hint(stage: curriculum.Stage, number: int, text: str) -> str:
+def command(stage: curriculum.Stage, show_all: bool, reset: bool, path: Path) -> str:
+    """What ``python -m grader hint STAGE [--all | --reset]`` prints."""
+    if reset:
+        _save(path, {k: v for k, v in _load(path).items() if k != stage.id})
+        return f"Hints for stage {stage.number}, {stage.id}, start again: python -m grader hint {stage.number}\n"
+    if not show_all:
+        return format_hint(stage, *next_hint(stage, path))
+    given = min(_load(path).get(stage.id, 0), len(stage.hints))
+    if not given:
+        return f"No hint shown yet for stage {stage.number}: python -m grader hint {stage.number} shows the first.\n"
+    return "".join(format_hint(stage, n, stage.hints[n - 1], last=n == given) for n in range(1, given + 1))
+
+
+def format_hint(stage: curriculum.Stage, number: int, text: str, last: bool = True) -> str:
     total = len(stage.hints)
     more = "ask again for the next one" if number < total else "that is the last one; the docstring is the spec"
-    return f"Hint {number} of {total} for stage {stage.number}, {stage.id}:\n  {text}\n({more})\n"
+    return f"Hint {number} of {total} for stage {stage.number}, {stage.id}:\n  {text}\n" + (f"({more})\n" if last else "")

@@ -1,9 +1,11 @@
 """Pictures of a trained copy-task transformer: attention heatmaps, the Noam schedule, the loss curve.
 
-    python -m grader.pictures [--out DIR] [--impl exercises|reference|PATH] [--steps N] [--reverse]
+    python -m grader.pictures [--out DIR] [--impl exercises|reference|PATH] [--steps N] [--reverse] [-v]
 
-Trains the stage-11 capstone (the reference's, or the learner's from --impl with the reference
-standing in for every stage that is not written yet), then writes PNG files into DIR:
+Trains the stage-11 capstone with YOUR stages (exercises/, or --impl), the reference standing in
+for every stage that is missing, not started, does not import or raises NotImplementedError (the
+plan of grader/train.py); it says which stages were yours and which were substituted, shows its
+progress with the time left on a terminal, then writes PNG files into DIR:
 
     encoder_self_attention.png   decoder_self_attention.png   cross_attention.png
     noam_schedule.png            training_loss.png
@@ -17,7 +19,8 @@ call, and the weights softmax(Q Kᵀ / sqrt(Dh)) are rebuilt from the module's o
 (q_proj, k_proj, split_heads) and the mask it was given.
 
 matplotlib is optional for the rest of the kata; without it this command says how to install it
-and exits 2. Exit 0 when the pictures were written, 1 when training failed, 2 on bad usage.
+and exits 2. Exit 0 when the pictures were written, 1 when training crashed (one line naming
+your stage and file:line; -v for the traceback), 2 on bad usage (one line).
 """
 
 from __future__ import annotations
@@ -28,15 +31,16 @@ import math
 import sys
 from pathlib import Path
 
-from . import curriculum, loader, stubgen
+from . import curriculum, loader, train
 
 MISSING_MATPLOTLIB = "pictures need matplotlib: python -m pip install matplotlib"
 CAPSTONE = "s11_copy_task"
 SCHEDULE = "s10_noam_and_loss"
-EXAMPLE = "hbdjagecfi"  # the source string whose attention is drawn: every symbol once, no pattern
+EXAMPLE = "hbdjagecfi"  # the source string whose attention is drawn: every symbol of the task once, no pattern
 WARMUPS = (50, 100, 200, 400)  # the Noam curves drawn, in steps
+PROG = "python -m grader.pictures"
 HELP_OUT = "folder for the PNG files (created if missing; default: pictures)"
-HELP_IMPL = "whose code to train: exercises (yours), reference, or a folder of stage files (default: reference)"
+HELP_IMPL = "whose code to train: exercises (yours, the default), reference, or a folder of stage files"
 HELP_STEPS = "train at most this many steps (default: until 100%% held-out exact match, at most 1000)"
 HELP_EXAMPLE = f"the source string whose attention is drawn, over the symbols a-j (default: {EXAMPLE})"
 
@@ -54,36 +58,15 @@ def import_pyplot():
     return plt
 
 
-def resolve_impl(name: str) -> Path:
-    """exercises / reference / a folder -> the folder; exit 2 if it is not one."""
-    tree = {"exercises": curriculum.EXERCISES, "reference": curriculum.REFERENCE}.get(name, Path(name))
-    if not tree.is_dir():
-        print(f"--impl {name}: no such folder", file=sys.stderr)
-        raise SystemExit(2)
-    return tree
+def load_capstone(impl: Path, plan: train.Plan | None = None):
+    """Load stage 11 and the schedule with ``plan`` (default: the plan of grader/train.py for ``impl``).
 
-
-def load_capstone(impl: Path):
-    """Load stage 11 from ``impl``, with the reference for every Part I stage that is not written yet.
-
-    A stage counts as not written when its file is missing, still holds a stub's "not written yet"
-    line, or fails to import. Returns (copy-task module, schedule module, substituted stage ids).
+    Returns (copy-task module, schedule module, substituted stage ids in learning order).
     """
-    stages = [stage for stage in curriculum.load() if stage.part == 1]
-    reference = curriculum.REFERENCE
-    sources = {}
-    for stage in stages:
-        path = stage.source(impl)
-        written = path.is_file() and stubgen.not_written_message(stage.id) not in path.read_text(encoding="utf-8")
-        sources[stage.id] = impl if written else reference
-    for stage in stages:  # in learning order, so a stage is tried on top of its working dependencies
-        if sources[stage.id] != reference:
-            try:
-                loader.load_stage(sources, stage.id)
-            except Exception:
-                sources[stage.id] = reference
-    substituted = [s.id for s in stages if sources[s.id] == reference and Path(impl).resolve() != reference.resolve()]
-    return loader.load_stage(sources, CAPSTONE), loader.load_stage(sources, SCHEDULE), substituted
+    if plan is None:
+        stages = curriculum.load()
+        plan = train.make_plan(Path(impl).resolve(), train.needed_stages("copy", stages), stages)
+    return loader.load_stage(plan.sources, CAPSTONE), loader.load_stage(plan.sources, SCHEDULE), list(plan.substituted)
 
 
 def is_attention(module) -> bool:
@@ -177,18 +160,12 @@ def record_example(copy_task, model, vocab, source: list[str]) -> dict:
     }
 
 
-def kind_of(name: str) -> str:
-    """Module name -> "encoder_self", "decoder_self" or "cross"."""
-    if name.startswith("encoder"):
-        return "encoder_self"
-    return "cross" if "cross" in name else "decoder_self"
-
-
 def by_kind(weights: dict) -> dict[str, list]:
     """{kind: [(module name, (H, Sq, Sk) weights), ...] in layer order}."""
     grouped: dict[str, list] = {"encoder_self": [], "decoder_self": [], "cross": []}
     for name, w in weights.items():
-        grouped[kind_of(name)].append((name, w))
+        kind = "encoder_self" if name.startswith("encoder") else "cross" if "cross" in name else "decoder_self"
+        grouped[kind].append((name, w))
     return grouped
 
 
@@ -288,36 +265,48 @@ def write_pictures(plt, copy_task, schedule, result, config, source: list[str], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader.pictures", description=__doc__.split("\n\n")[0])
+    return curriculum.run_main(PROG, _main, sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
+    parser = curriculum.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("pictures"), help=HELP_OUT)
-    parser.add_argument("--impl", default="reference", help=HELP_IMPL)
+    parser.add_argument("--impl", default="exercises", help=HELP_IMPL)
     parser.add_argument("--steps", type=int, default=None, help=HELP_STEPS)
     parser.add_argument("--reverse", action="store_true", help="train the reverse task instead of copy")
     parser.add_argument("--layers", type=int, default=2, help="encoder and decoder layers (default: 2)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the model, the data and the held-out set")
     parser.add_argument("--example", default=EXAMPLE, help=HELP_EXAMPLE)
+    parser.add_argument("-v", "--verbose", action="store_true", help=train.HELP_VERBOSE)
     args = parser.parse_args(argv)
     plt = import_pyplot()  # before training: no one should wait a minute to learn it is missing
-    if args.steps is not None and args.steps < 1:
-        parser.error("--steps must be at least 1")
-    if args.layers < 1:
-        parser.error("--layers must be at least 1")
-    impl = resolve_impl(args.impl)
-    copy_task, schedule, substituted = load_capstone(impl)
-    if set(args.example) - set(copy_task.SYMBOLS) or not 1 <= len(args.example) <= 10:
-        parser.error(f"--example must be 1 to 10 symbols from {''.join(copy_task.SYMBOLS)}")
-    if substituted:
-        print(f"using the reference for stages not written yet in {impl}: {', '.join(substituted)}")
-    defaults = copy_task.CopyTaskConfig()
-    config = copy_task.CopyTaskConfig(reverse=args.reverse, n_layers=args.layers, seed=args.seed,
-                                      max_steps=args.steps or defaults.max_steps,
-                                      eval_every=min(defaults.eval_every, args.steps or defaults.eval_every))
-    try:
-        result = copy_task.train_copy_task(config, log=print)
-        written, example = write_pictures(plt, copy_task, schedule, result, config, list(args.example), args.out)
-    except NotImplementedError as error:
-        print(f"cannot train yet: {error}", file=sys.stderr)
-        return 1
+    if args.steps is not None and args.steps < 1 or args.layers < 1:
+        parser.error("--steps and --layers must be at least 1")
+    if not set(args.example) <= set(EXAMPLE) or not 1 <= len(args.example) <= 10:
+        parser.error(f"--example must be 1 to 10 symbols from {''.join(sorted(EXAMPLE))}")
+    if args.out.exists() and not args.out.is_dir() or curriculum.EXERCISES.resolve() in [args.out.resolve(), *args.out.resolve().parents]:
+        parser.error(f"--out {args.out}: must be a folder outside exercises/")
+    stages = curriculum.load()
+    plan = train.make_plan(curriculum.resolve_impl(args.impl, stages), train.needed_stages("copy", stages), stages)
+    print("\n".join(plan.describe()) or "using the reference for every stage")
+
+    def work(modules, progress: train.Progress):
+        copy_task, schedule = modules(CAPSTONE), modules(SCHEDULE)
+        defaults = copy_task.CopyTaskConfig()
+        config = copy_task.CopyTaskConfig(reverse=args.reverse, n_layers=args.layers, seed=args.seed,
+                                          max_steps=args.steps or defaults.max_steps,
+                                          eval_every=min(defaults.eval_every, args.steps or defaults.eval_every))
+        progress.total = config.max_steps
+        progress(f"training the {'reverse' if args.reverse else 'copy'} task, at most {config.max_steps} steps")
+        result = copy_task.train_copy_task(config, log=progress)
+        progress.close()
+        return result, *write_pictures(plt, copy_task, schedule, result, config, list(args.example), args.out)
+
+    live = sys.stdout.isatty()
+    code, done = train.run_plan(plan, work, lambda: train.Progress(live, early_stop=True), args.verbose, PROG)
+    if code:
+        return code
+    result, written, example = done
     cross = by_kind(example["weights"])["cross"]
     print(f"trained {result.steps} steps, held-out exact match {result.accuracy:.1%}; "
           f"{args.example!r} -> {''.join(example['output'])!r}; last layer's cross-attention peaks on the "

@@ -63,9 +63,7 @@ def build(root: Path, out: Path, with_reference: bool) -> list[str]:
 
 
 def build_parser():
-    from .cli import _Parser
-
-    p = _Parser(prog="python -m grader release", description="Build the learner-facing repository.")
+    p = curriculum.Parser(prog="python -m grader release", description="Build the learner-facing repository.")
     p.add_argument("out", help="the directory to create (absent or empty)")
     p.add_argument("--with-reference", action="store_true",
                    help="ship reference/ (and the mutants, the project's suite and the benchmarks that use it)")
@@ -74,15 +72,17 @@ def build_parser():
 
 def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     """0 written, 2 bad input (one line on stderr)."""
-    from .cli import UsageError
-
+    UsageError = curriculum.UsageError
     args = build_parser().parse_args(argv)
     out = Path(args.out).resolve()
+    if any(parent.exists() and not parent.is_dir() for parent in out.parents):
+        raise UsageError(f"release {args.out}: a part of that path is a file, not a folder")
     if out == root.resolve() or root.resolve() in out.parents and out.parts[len(root.resolve().parts)] in (
             "grader", "tests", "exercises", "reference", "docs", "data", "courses"):
         raise UsageError(f"release {args.out}: choose a directory outside this repository's own folders")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"release {args.out}: exists and is not empty")
+    curriculum.load(root / "curriculum.toml")  # a broken manifest stops it before anything is written
     if not any((root / "reference").glob("s[0-9][0-9]_*.py")):
         raise UsageError("this copy has no reference/: the stubs are generated from it")
     notes = build(root, out, args.with_reference)

@@ -7,11 +7,14 @@ its schema is in docs/grader.md.
 from __future__ import annotations
 
 import json
+import textwrap
 import xml.etree.ElementTree as ET
 
 from .results import ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TIMED_OUT, Report, StageResult
 
 FORMATS = ("text", "json", "junit", "gradescope", "github")
+MESSAGE_LINES = 16  # a first failure's message is cut here on the learner's screen; -v and JSON keep it whole
+NAME_LINES = 3  # lines of other failing tests' names on the learner's screen
 
 _COLOURS = {PASSED: "32", FAILING: "31", ERROR: "31;1", TIMED_OUT: "33", NOT_STARTED: "2", MISSING: "2"}
 
@@ -66,7 +69,7 @@ def scorecard(report: Report, *, colour: bool = False, impl_display: str = "exer
 
 
 def next_steps(report: Report, impl_display: str = "exercises") -> list[str]:
-    """What to open next, and the first failing test of the current stage with its message."""
+    """What to open next, and the first failing test of the current stage (as on the stage's own screen)."""
     current = report.current()
     if current is None:
         if not report.graded:
@@ -74,37 +77,73 @@ def next_steps(report: Report, impl_display: str = "exercises") -> list[str]:
         return ["Every graded stage passes. Well done."]
     number = current.number
     lines = [f"Next: stage {number}, {current.id} ({current.title}): {current.status_text()}"]
-    first = current.first_failure()
     if current.status == NOT_STARTED:
         lines.append(f"  Open {impl_display}/{current.id}.py and read its docstrings: they are the spec.")
-    elif current.reason and current.status in (ERROR, TIMED_OUT):
-        lines.append(f"  {current.reason}")
-    if first is not None and current.status != NOT_STARTED:
-        where = f" ({first.where})" if first.where else ""
-        lines.append(f"  First failing test: {first.name}{where}")
-        if first.message:
-            head = f"{first.exc_type}: " if first.exc_type not in ("AssertionError", "") else ""
-            lines.append(_indent(head + first.message.strip()))
-        lines.append(f"  Open {impl_display}/{current.id}.py")
-    lines.append(f"  Details: python -m grader {number}    A hint: python -m grader hint {number}")
+    else:  # the stage's own screen, less its status and its last line
+        lines += brief(current, impl_display=impl_display).splitlines()[1:-1] + [f"  Open {impl_display}/{current.id}.py"]
+    return lines + [f"  Details: python -m grader {number}    A hint: python -m grader hint {number}"]
+
+
+def _message(test, indent: str = "      ", limit: int | None = None) -> list[str]:
+    """A test's message (with its exception's name unless an assertion), cut to ``limit`` lines."""
+    head = f"{test.exc_type}: " if test.exc_type not in ("AssertionError", "") else ""
+    lines = _indent(head + test.message.strip(), indent).splitlines() if test.message else []
+    if limit is not None and len(lines) > limit:
+        lines = lines[: limit - 1] + [f"{indent}... ({len(lines) - limit + 1} more lines: add -v)"]
     return lines
 
 
+def first_failure(result: StageResult, impl_display: str = "exercises") -> list[str]:
+    """The first failing test: its name, where in the learner's file, and its message (what was called,
+    expected, got, the likely cause), cut to MESSAGE_LINES."""
+    test = result.first_failure()
+    if test is None:
+        return []
+    where = f" ({impl_display}/{test.where})" if test.where and not result.extra else ""
+    return [f"  First failing test: {test.name}{where}"] + _message(test, limit=MESSAGE_LINES)
+
+
+def _head(result: StageResult, colour: bool) -> list[str]:
+    """The status line, then which stages came from reference/."""
+    status = _paint(result.status_text(), _COLOURS.get(result.status, ""), colour)
+    used = f"  used reference/ for: {', '.join(result.substituted)} (yours do not pass yet)"
+    return [f"{stage_label(result)}: {status}  ({_points(result.score)}/{_points(result.max_score)} points)"] + \
+        [used] * bool(result.substituted)
+
+
+def brief(result: StageResult, *, colour: bool = False, impl_display: str = "exercises") -> str:
+    """One stage on one screen (python -m grader <stage>): its status, the first failure in full, the
+    other failures by name only (most follow from the first), and the commands to run next."""
+    head = _head(result, colour)
+    if result.status in (PASSED, MISSING):
+        return head[0] + (f": {result.reason}" if result.reason else "") + "\n"
+    if result.status == NOT_STARTED:
+        return (f"{head[0]}: open {impl_display}/{result.id}.py, its docstrings are the spec "
+                f"(a hint: python -m grader hint {result.number})\n")
+    lines = head[:1] + [f"  {result.reason}"] * bool(result.reason and result.status in (ERROR, TIMED_OUT)) + head[1:]
+    failing = [t for t in result.tests if not t.passed]
+    if result.status == ERROR and failing and len({(t.exc_type, t.message) for t in failing}) == 1 \
+            and _message(failing[0], "")[0] in result.reason:  # the reason already says it all
+        lines.append(f"  every test ({len(failing)}) fails with this error")
+        failing = []
+    lines += first_failure(result, impl_display) if failing else []
+    others = [t.name.split("[")[0] for t in failing][1:]
+    if others:
+        names = ", ".join(name + (f" (x{others.count(name)})" if others.count(name) > 1 else "") for name in dict.fromkeys(others))
+        wrapped = textwrap.wrap(f"  {len(others)} more failing, often for the same reason: {names}", 100,
+                                subsequent_indent="    ")
+        lines += wrapped[:NAME_LINES] + ["    ..."] * (len(wrapped) > NAME_LINES)
+    lines.append(f"Next: python -m grader hint {result.number}    every failure in full: "
+                 f"python -m grader {result.number} -v")
+    return "\n".join(lines) + "\n"
+
+
 def detail(result: StageResult, *, colour: bool = False) -> str:
-    """One unit in full: every test with its outcome and message (python -m grader <stage>)."""
-    lines = [f"{stage_label(result)}: {_paint(result.status_text(), _COLOURS.get(result.status, ''), colour)}"
-             f"  ({_points(result.score)}/{_points(result.max_score)} points)"]
-    if result.reason:
-        lines.append(f"  {result.reason}")
-    if result.substituted:
-        lines.append(f"  used reference/ for: {', '.join(result.substituted)} (yours do not pass yet)")
-    for test in result.tests:
-        if not test.passed:
-            where = f" ({test.where})" if test.where else ""
-            lines.append(f"  {test.outcome:<7} {test.name}{where}")
-            if test.message:
-                head = f"{test.exc_type}: " if test.exc_type not in ("AssertionError", "") else ""
-                lines.append(_indent(head + test.message.strip(), "      "))
+    """One unit in full: every test with its outcome and message (python -m grader <stage> -v)."""
+    lines = _head(result, colour)
+    lines[1:1] = [f"  {result.reason}"] * bool(result.reason)
+    for test in [t for t in result.tests if not t.passed]:
+        lines += [f"  {test.outcome:<7} {test.name}" + (f" ({test.where})" if test.where else "")] + _message(test)
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,8 @@
 
 Everything above a function's body stays as the reference has it (module docstring, imports,
 classes, signatures, docstrings, constants, dataclasses); the body becomes a TODO marker and
-a NotImplementedError that names the stage and the hint command. A function whose ``def``
+a NotImplementedError that names the stage and the hint command. The body's numbered step
+comments (``# 1) project, and split into heads``) stay as its skeleton, each followed by a TODO. A function whose ``def``
 line is directly preceded by a ``# kata: given`` comment keeps its body: it is part of the
 scaffolding, not the exercise.
 
@@ -16,30 +17,26 @@ is never overwritten.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
 from . import curriculum
 
 GIVEN_MARKER = "# kata: given"
+STEP = re.compile(r"^\s*# \d+\) \S")  # a numbered step comment, kept in the stub as its skeleton
 
 
 def not_written_message(stage_id: str) -> str:
     return f"{stage_id}: not written yet — python -m grader hint {stage_id}"
 
 
-def stub_lines(stage_id: str, indent: str) -> list[str]:
-    return [
-        f"{indent}# TODO: write this (the docstring above is the contract).\n",
-        f'{indent}raise NotImplementedError("{not_written_message(stage_id)}")\n',
-    ]
-
-
-def _functions(tree: ast.AST):
-    """Every function to stub, outermost only (a nested def goes with its parent's body)."""
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            yield node
+def stub_lines(stage_id: str, indent: str, steps: list[str] = ()) -> list[str]:
+    """A stub's body: the steps, each with a TODO (or one TODO), then the NotImplementedError."""
+    todo = [f"{indent}# TODO: write this (the docstring above is the contract).\n"]
+    if steps:
+        todo = [f"{indent}{line.strip()}\n{indent}# TODO\n" for line in steps]
+    return todo + [f'{indent}raise NotImplementedError("{not_written_message(stage_id)}")\n']
 
 
 def make_stub(source: str, stage_id: str) -> str:
@@ -47,7 +44,8 @@ def make_stub(source: str, stage_id: str) -> str:
     tree = ast.parse(source)
     replaced: list[tuple[int, int, list[str]]] = []  # (first line index, end index, new lines)
     outer_spans: list[tuple[int, int]] = []
-    for node in sorted(_functions(tree), key=lambda n: n.lineno):
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for node in sorted(functions, key=lambda n: n.lineno):
         if any(start <= node.lineno - 1 < end for start, end in outer_spans):
             continue  # nested inside a function already being replaced
         first_decorator = min([d.lineno for d in node.decorator_list] + [node.lineno])
@@ -66,7 +64,8 @@ def make_stub(source: str, stage_id: str) -> str:
         end = node.end_lineno
         first = lines[rest[0].lineno - 1]
         indent = first[: len(first) - len(first.lstrip())]
-        replaced.append((start, end, stub_lines(stage_id, indent)))
+        steps = [line for line in lines[start:end] if STEP.match(line)]
+        replaced.append((start, end, stub_lines(stage_id, indent, steps)))
         outer_spans.append((node.lineno - 1, end))
     for start, end, new in sorted(replaced, reverse=True):
         lines[start:end] = new
@@ -108,7 +107,7 @@ def sync(reference: Path, exercises: Path, stages, write: bool) -> tuple[list[st
             stale.append(stage.id)
             messages.append(f"skipped {stage.id}: {reference.name}/{stage.id}.py does not exist")
             continue
-        mine = path.read_text(encoding="utf-8") if path.is_file() else None
+        mine = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
         if mine is not None and not is_untouched(mine, stage.id):
             messages.append(f"kept {exercises.name}/{path.name}: it has code in it, so it is not a stub any more")
             continue
@@ -122,7 +121,10 @@ def sync(reference: Path, exercises: Path, stages, write: bool) -> tuple[list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    return curriculum.run_main("python -m grader.stubgen", _main, sys.argv[1:] if argv is None else argv)
+
+
+def _main(argv: list[str]) -> int:
     if argv not in ([], ["--check"]):
         print("usage: python -m grader.stubgen [--check]", file=sys.stderr)
         return 2

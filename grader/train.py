@@ -5,12 +5,14 @@
     python -m grader.train lm          # Part II: the decoder-only model on Frankenstein, then a sample
 
 Options: --impl exercises|reference|PATH (whose stages to use; default exercises), --steps N,
---seed S, --quiet (no progress line). The progress line is shown only on a terminal.
+--seed S, --quiet (no progress line), -v (a crash's full traceback). The progress line, with an
+estimate of the time left, is shown only on a terminal.
 
-A stage is taken from --impl unless it is missing there, is still an untouched stub, fails to
-import, or raises NotImplementedError while training; then the reference stands in, and the
-command says which stages it substituted and why. Exit status: 0 trained, 1 the training itself
-failed (a traceback from your code), 2 bad command line (one line on stderr).
+A stage is taken from --impl unless it is missing there, is still an untouched stub, cannot be
+read, fails to import, or raises NotImplementedError while training; then the reference stands
+in. The command lists the stages it used from --impl and those it substituted, and why. Exit
+status: 0 trained, 1 the training itself failed (one line naming your stage and file:line; -v for
+the traceback), 2 bad command line (one line on stderr). grader/pictures.py plans the same way.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import argparse
 import re
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import curriculum, loader, stubgen
+from . import curriculum, loader, run as runner, stubgen
 
 TASKS = ("copy", "reverse", "lm")
 TASK_STAGES = {  # the stages each task calls directly; their dependencies come along
@@ -41,49 +44,28 @@ HELP_IMPL = "whose stages to use: 'exercises' (default), 'reference', or a direc
 HELP_STEPS = "training steps (default: copy/reverse 1000, stopping early at 100%% held-out accuracy; lm 400)"
 HELP_SEED = "random seed for the model, the data and the sample (default 0)"
 HELP_QUIET = "no progress line (it is also off when the output is not a terminal)"
-
-
-class UsageError(Exception):
-    """Bad command line: reported as one line on stderr, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print the whole usage; one line is enough
-        raise UsageError(message)
+HELP_VERBOSE = "if training crashes, the full traceback (default: one line naming your stage and file:line)"
+PROG = "python -m grader.train"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="python -m grader.train", description=__doc__.split("\n\n")[0])
+    parser = curriculum.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("task", choices=TASKS, help=HELP_TASK)
     parser.add_argument("--impl", default="exercises", help=HELP_IMPL)
     parser.add_argument("--steps", type=int, default=None, help=HELP_STEPS)
     parser.add_argument("--seed", type=int, default=0, help=HELP_SEED)
     parser.add_argument("--quiet", action="store_true", help=HELP_QUIET)
+    parser.add_argument("-v", "--verbose", action="store_true", help=HELP_VERBOSE)
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {args.steps}")
-    args.impl_path = resolve_impl(args.impl)
+        raise curriculum.UsageError(f"--steps must be at least 1, got {args.steps}")
+    args.impl_path = curriculum.resolve_impl(args.impl, curriculum.load())
     return args
-
-
-def resolve_impl(value: str) -> Path:
-    if value in ("exercises", "reference"):
-        return curriculum.ROOT / value
-    path = Path(value).expanduser().resolve()
-    if not path.is_dir():
-        raise UsageError(f"--impl {value}: no such directory")
-    return path
 
 
 def needed_stages(task: str, stages) -> list[str]:
     """The stages the task calls and everything they depend on, in learning order."""
-    by_id = {stage.id: stage for stage in stages}
-    needed, frontier = set(), list(TASK_STAGES[task])
-    while frontier:
-        stage_id = frontier.pop()
-        if stage_id not in needed:
-            needed.add(stage_id)
-            frontier += by_id[stage_id].depends
+    needed = {d for called in TASK_STAGES[task] for d in (called, *runner.closure(stages)[called])}
     return [stage.id for stage in stages if stage.id in needed]
 
 
@@ -93,22 +75,37 @@ class Plan:
 
     sources: dict[str, Path]
     substituted: dict[str, str] = field(default_factory=dict)  # stage id -> reason
+    impl: Path = curriculum.REFERENCE
 
     def substitute(self, stage_id: str, reason: str) -> None:
         self.sources[stage_id] = curriculum.REFERENCE
         self.substituted[stage_id] = reason
 
+    def yours(self) -> list[str]:
+        """The stages taken from --impl, in learning order."""
+        return [s for s, tree in self.sources.items() if tree == self.impl != curriculum.REFERENCE]
+
+    def describe(self) -> list[str]:
+        """The lines that say whose code is used: yours first, then every substitution and why."""
+        mine = [f"using yours: {', '.join(self.yours()) or 'none of your stages yet'}"] * (self.impl != curriculum.REFERENCE)
+        return mine + [f"using reference/{s}.py: yours is {why}" for s, why in self.substituted.items()]
+
 
 def make_plan(impl: Path, needed: list[str], stages) -> Plan:
-    """Take every needed stage from impl, unless it is missing, an untouched stub, or does not import."""
-    plan = Plan({stage.id: curriculum.REFERENCE for stage in stages})
+    """Take every needed stage from impl, unless it is missing, unreadable, an untouched stub, or does not import."""
+    plan = Plan({stage.id: curriculum.REFERENCE for stage in stages}, impl=impl)
     if impl == curriculum.REFERENCE:
         return plan
     for stage_id in needed:
         path = impl / f"{stage_id}.py"
-        if not path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8") if path.is_file() else None
+        except (OSError, UnicodeDecodeError) as error:
+            plan.substitute(stage_id, f"unreadable ({type(error).__name__}: {error})")
+            continue
+        if text is None:
             plan.substitute(stage_id, "missing")
-        elif stubgen.is_untouched(path.read_text(encoding="utf-8"), stage_id):
+        elif stubgen.is_untouched(text, stage_id):
             plan.substitute(stage_id, "not started")
         else:
             plan.sources[stage_id] = impl
@@ -123,13 +120,20 @@ def make_plan(impl: Path, needed: list[str], stages) -> Plan:
 
 
 class Progress:
-    """One progress line, rewritten in place on a terminal; silent otherwise."""
+    """One progress line, rewritten in place on a terminal, with the time left; silent otherwise.
 
-    def __init__(self, live: bool, stream=sys.stdout) -> None:
+    ``total`` is the most steps the run takes; a line that says ``step N`` then gets an estimate
+    from the pace so far ("at most" when training may stop early).
+    """
+
+    STEP = re.compile(r"step\s+(\d+)")
+
+    def __init__(self, live: bool, stream=sys.stdout, total: int | None = None, early_stop: bool = False) -> None:
         self.live = live
         self.stream = stream
         self.start = time.perf_counter()
         self.width = 0
+        self.total, self.early_stop = total, early_stop
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -137,7 +141,12 @@ class Progress:
     def __call__(self, line: str) -> None:
         if not self.live:
             return
-        text = f"{line}  {self.elapsed():6.1f}s"
+        done = self.STEP.search(line)
+        left = ""
+        if self.total and done and int(done.group(1)) > 0:
+            seconds = self.elapsed() * max(0, self.total - int(done.group(1))) / int(done.group(1))
+            left = f", {'at most ' if self.early_stop else ''}about {seconds:.0f}s left"
+        text = f"{line}  {self.elapsed():6.1f}s{left}"
         self.stream.write("\r" + text.ljust(self.width))
         self.stream.flush()
         self.width = len(text)
@@ -201,6 +210,68 @@ def train_lm(modules: Callable[[str], object], steps: int, seed: int, progress: 
     ]
 
 
+def forward_trace(again: Callable[[], object]) -> str:
+    """Run ``again`` (the crashed run) under autograd's anomaly mode: for an error in backward it
+    warns with the traceback of the forward call that made the failing node; return that text."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught, torch.autograd.detect_anomaly(check_nan=False):
+        warnings.simplefilter("always")
+        try:
+            again()
+        except Exception:  # noqa: BLE001 - the same crash, expected
+            pass
+    return "\n".join(str(w.message) for w in caught if "Traceback of forward call" in str(w.message))
+
+
+def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, again=None) -> int:
+    """Exit status 1 with one line on stderr (-v: the whole traceback first): the learner's stage and
+    file:line when learner code is on the traceback, or on the forward call that made a failing
+    backward (``again`` re-runs the crashed work to find it), else where it happened and which of the
+    learner's stages were in use."""
+    if verbose:
+        traceback.print_exception(error)
+    autograd = "gradient computation" in str(error) or "backward" in str(error)
+    forward = forward_trace(again) if again is not None and autograd else ""
+    frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)]
+    frames += [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', forward)]
+    what = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}".rstrip(": ")
+    mine = {plan.impl.resolve() / f"{s}.py": s for s in plan.yours()}
+    found = next(((mine[Path(n).resolve()], line) for n, line in reversed(frames) if Path(n).resolve() in mine), None)
+    if found:
+        line = f"your {found[0]} crashed at {plan.impl.name}/{found[0]}.py:{found[1]}: {what}"
+    else:
+        where = f" in {Path(frames[-1][0]).parent.name}/{Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else ""
+        line = f"crashed{where}" + (f", while using your {', '.join(plan.yours())}" if plan.yours() else "") + f": {what}"
+    print(f"{prog}: {line}" + ("" if verbose else " (-v shows the traceback)"), file=sys.stderr)
+    return 1
+
+
+def run_plan(plan: Plan, work: Callable, progress: Callable[[], Progress], verbose: bool, prog: str = PROG,
+             out=sys.stdout) -> tuple[int, object]:
+    """(0, work(modules, progress)) run on the plan's stages. A stage of yours that raises
+    NotImplementedError is replaced by the reference and the work starts again; any other crash
+    is one line on stderr and (1, None)."""
+    modules = lambda stage_id: loader.load_stage(plan.sources, stage_id)  # noqa: E731
+    while True:
+        bar = progress()
+        try:
+            return 0, work(modules, bar)
+        except NotImplementedError as error:
+            bar.close()
+            match = NOT_WRITTEN.search(str(error))
+            stage_id = match.group(1) if match else None
+            if stage_id is None or plan.sources.get(stage_id) == curriculum.REFERENCE:
+                return report_crash(prog, error, plan, verbose), None
+            plan.substitute(stage_id, "not finished (it raises NotImplementedError)")
+            print(f"using reference/{stage_id}.py: yours is {plan.substituted[stage_id]}; starting again", file=out)
+        except Exception as error:  # noqa: BLE001 - the learner's code may raise anything
+            bar.close()
+            return report_crash(prog, error, plan, verbose, lambda: work(modules, Progress(False))), None
+
+
 def run(args: argparse.Namespace, out=sys.stdout) -> int:
     import torch
 
@@ -208,37 +279,23 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:
     stages = curriculum.load()
     plan = make_plan(args.impl_path, needed_stages(args.task, stages), stages)
     steps = args.steps or DEFAULT_STEPS[args.task]
-    for stage_id, reason in plan.substituted.items():
-        print(f"using reference/{stage_id}.py: yours is {reason}", file=out)
-    while True:
-        modules = lambda stage_id: loader.load_stage(plan.sources, stage_id)  # noqa: E731
-        progress = Progress(live=not args.quiet and out.isatty(), stream=out)
-        try:
-            if args.task == "lm":
-                lines = train_lm(modules, steps, args.seed, progress)
-            else:
-                lines = train_copy(modules, args.task, steps, args.seed, progress)
-        except NotImplementedError as error:
-            progress.close()
-            match = NOT_WRITTEN.search(str(error))
-            stage_id = match.group(1) if match else None
-            if stage_id is None or plan.sources.get(stage_id) == curriculum.REFERENCE:
-                raise
-            plan.substitute(stage_id, "not finished (it raises NotImplementedError)")
-            print(f"using reference/{stage_id}.py: yours is {plan.substituted[stage_id]}; starting again", file=out)
-            continue
+    for line in plan.describe():
+        print(line, file=out)
+
+    def work(modules, progress: Progress) -> list[str]:
+        if args.task == "lm":
+            return train_lm(modules, steps, args.seed, progress)
+        return train_copy(modules, args.task, steps, args.seed, progress)
+
+    live = not args.quiet and out.isatty()
+    code, lines = run_plan(plan, work, lambda: Progress(live, out, steps, args.task != "lm"), args.verbose, out=out)
+    if not code:
         print("\n".join(lines), file=out)
-        return 0
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = parse_args(argv)
-    except UsageError as error:
-        print(f"python -m grader.train: {error}", file=sys.stderr)
-        return 2
-    return run(args)
+    return curriculum.run_main(PROG, lambda: run(parse_args(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

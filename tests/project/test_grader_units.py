@@ -313,7 +313,7 @@ def test_grader_reports_a_bad_manifest_in_one_line_with_exit_two(tmp_path, capsy
     code = cli.main([], root=tmp_path)
     err = capsys.readouterr().err
     assert code == 2, f"expected exit 2, got {code}"
-    assert err.startswith("python -m grader: curriculum.toml: curriculum.toml: stage #1") and err.count("\n") == 1, \
+    assert err.startswith("python -m grader: curriculum.toml: stage #1") and err.count("\n") == 1, \
         f"expected one line naming the entry, got {err!r}"
 
 
