@@ -243,7 +243,16 @@ class ByteBPE:
             ValueError: one line saying why, when the file is not JSON, not a byte-level BPE of
                 a supported kind, or lacks a token that a merge or a byte needs.
         """
-        # TODO: write this (the docstring above is the contract).
+        # 1) special tokens are written as themselves, not through the byte alphabet
+        # TODO
+        # 2) the vocabulary: each other token string back to its bytes
+        # TODO
+        # 3) every byte must have a token: that is what makes any text encodable
+        # TODO
+        # 4) the merges, in priority order, each "a b" or [a, b]
+        # TODO
+        # 5) Llama 3: a chunk that is a whole token is taken as it is
+        # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     def train(self, text: str, vocab_size: int, special_tokens: tuple[str, ...] = ("<pad>", "<eos>"),
@@ -377,7 +386,10 @@ class ByteBPE:
         Yields:
             The ids, in order.
         """
-        # TODO: write this (the docstring above is the contract).
+        # 1) the last safe cut, searching backwards from the end (never at 0: nothing before it)
+        # TODO
+        # 2) encode what comes before it, keep the rest
+        # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     def decode(self, ids: list[int]) -> str:
