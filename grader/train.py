@@ -99,9 +99,9 @@ def make_plan(impl: Path, needed: list[str], stages) -> Plan:
     for stage_id in needed:
         path = impl / f"{stage_id}.py"
         try:
-            text = path.read_text(encoding="utf-8") if path.is_file() else None
-        except (OSError, UnicodeDecodeError) as error:
-            plan.substitute(stage_id, f"unreadable ({type(error).__name__}: {error})")
+            text = loader.read_stage(path) if path.is_file() or path.is_symlink() else None
+        except loader.StageFileError as error:
+            plan.substitute(stage_id, f"refused ({error})")
             continue
         if text is None:
             plan.substitute(stage_id, "missing")

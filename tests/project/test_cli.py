@@ -237,5 +237,6 @@ def test_a_stage_file_that_is_not_utf8_is_substituted_and_named(tmp_path):
     (tree / "s02_embeddings.py").write_bytes(b"# \xff\xfe not UTF-8\n")
     done = run(ROOT, "grader.train", "copy", "--impl", str(tree), "--steps", "1", "--quiet")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert "using reference/s02_embeddings.py: yours is unreadable (UnicodeDecodeError" in done.stdout, done.stdout
+    assert "using reference/s02_embeddings.py: yours is refused (" in done.stdout, done.stdout
+    assert "UTF-8" in done.stdout, done.stdout
     assert "using yours: s03_attention" in done.stdout, done.stdout
