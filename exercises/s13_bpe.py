@@ -24,25 +24,120 @@ does not depend on the order in which pairs were counted, so any correct countin
 merges.
 
 Pairs never cross the edge of a *chunk*. Before training and encoding, the text is cut into
-chunks with CHUNK_PATTERN (a simplified GPT-2 pattern): a word with the space in front of it,
-a run of punctuation, or whitespace. So "the" and " the" may become tokens, but "e t" never
-does. Cutting into chunks also makes training fast: a book has about 90 000 chunks but only
-about 9 000 different ones, so pairs are counted once per different chunk and multiplied by
-how often that chunk occurs.
+chunks with a pattern; the default is GPT2_PATTERN, GPT-2's own: an English contraction ("'s",
+"'t", "'ll"), a run of letters, a run of digits, or a run of other symbols, each with at most one
+space in front of it, or a run of whitespace. So "the" and " the" may become tokens, but "e t"
+never does, and "don't" is " don" + "'t". (\\p{L} is "any letter", \\p{N} "any digit" in any
+script: Python's re lacks them, so the pattern is compiled with the ``regex`` package.) Cutting
+into chunks also makes training fast: a book has about 90 000 chunks but only about 9 000
+different ones, so pairs are counted once per different chunk and multiplied by how often that
+chunk occurs; after a merge only the few chunks that contain the merged pair are recounted, which
+is why training does not slow down as the merges pile up.
 
 Special tokens ("<pad>", "<eos>") take the LAST ids, after the merges; they are whole tokens that
-the text never produces unless asked to (``allowed_special=True``).
+the text never produces unless asked to (``allowed_special=True``). When one special token starts
+another ("<|endoftext|>" and "<|endoftext|><|endoftext|>"), the LONGEST one is matched first.
+
+Published tokenizers (GPT-2, Llama 3, SmolLM) are the same algorithm, saved by Hugging Face as a
+``tokenizer.json``: a vocabulary {token: id}, the merges in order, the special tokens, and the
+chunk pattern. ``ByteBPE.from_tokenizer_json`` reads one. The only new idea is how the file
+writes bytes: see ``bytes_to_unicode``. Ids there are the file's: byte 97 is not necessarily id
+97, so the tokenizer keeps ``byte_ids`` (the id of each single byte).
 
 Ids are Python ints throughout; V is the vocabulary size (bytes + merges + special tokens).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
-CHUNK_PATTERN = re.compile(r" ?\w+| ?[^\w\s]+|\s+(?!\S)|\s+")  # word, punctuation, whitespace
+import regex  # like re, plus \p{L} (any letter) and \p{N} (any digit) in every script
 
+# GPT-2's chunk pattern, as Hugging Face's ByteLevel pre-tokenizer uses it: contractions, letters,
+# digits, other symbols (each with at most one space in front), whitespace not followed by text
+# (so "a  b" is "a", " ", " b": the last space stays with the word), any other whitespace.
+GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# The pattern before this stage followed the real one: words (\w: letters, digits and "_"),
+# punctuation, whitespace. Kept to show that the pattern is a choice: train(..., pattern=...).
+SIMPLE_PATTERN = r" ?\w+| ?[^\w\s]+|\s+(?!\S)|\s+"
+DIGITS_PATTERN = r"\p{N}|\P{N}+"  # each digit alone (SmolLM cuts with this first, then with GPT-2's)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's table from each byte value to one printable character, as tokenizer.json writes bytes.
+
+    A tokenizer.json stores tokens as strings, but a token is a run of BYTES, and bytes such as
+    the space (32), newline (10) or half of "é" (195) would be invisible, or not text at all. So
+    every byte gets a visible stand-in: the 188 bytes that are printable characters already ("!"
+    to "~", "¡" to "¬", "®" to "ÿ") stand for themselves; the other 68 (0-32, 127-160, 173), in
+    increasing order, take the characters 256, 257, ... (U+0100 "Ā" onwards). So byte 0 is "Ā",
+    byte 10 (newline) is "Ċ" (266), byte 32 (space) is "Ġ" (288): the token " the" is written
+    "Ġthe" in the file.
+
+    Example:
+        >>> table = bytes_to_unicode()
+        >>> table[ord("A")], table[32], table[10], table[0], table[173]
+        ('A', 'Ġ', 'Ċ', 'Ā', 'Ń')
+
+    Returns:
+        {byte: character} for all 256 bytes, every character different.
+    """
+    # TODO: write this (the docstring above is the contract).
+    raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
+
+
+# kata: given
+def supported_patterns(config: dict) -> list[str]:
+    """The chunk patterns of a tokenizer.json, or ValueError when it is not a byte-level BPE this stage reads.
+
+    Accepted: model type "BPE" without dropout, word prefixes/suffixes or byte fallback; no
+    normalizer; added tokens that are special and matched as written (no lstrip, rstrip,
+    single_word); and a pre-tokenizer that ends in ByteLevel, as the three families write it:
+        GPT-2:   ByteLevel(use_regex=True)                          -> [GPT2_PATTERN]
+        SmolLM:  Sequence[Digits(individual_digits=True), ByteLevel(use_regex=True)]
+                                                                    -> [DIGITS_PATTERN, GPT2_PATTERN]
+        Llama 3: Sequence[Split(Regex=P, behavior="Isolated"), ByteLevel(use_regex=False)] -> [P]
+    Anything else would cut text differently, so it is refused with one line naming what.
+
+    Args:
+        config: the parsed tokenizer.json.
+    Returns:
+        The regex sources, applied one after the other (see ByteBPE.chunks).
+    """
+    refusal = ("tokenizer.json: {} is not supported; this stage reads byte-level BPE tokenizers "
+               "(GPT-2, Llama 3, SmolLM style)")
+
+    model = config.get("model") or {}
+    if model.get("type") != "BPE":
+        raise ValueError(refusal.format(f"model type {model.get('type')!r}"))
+    for option in ("dropout", "continuing_subword_prefix", "end_of_word_suffix", "byte_fallback"):
+        if model.get(option):
+            raise ValueError(refusal.format(f"model option {option}={model[option]!r}"))
+    if config.get("normalizer") is not None:
+        raise ValueError(refusal.format(f"normalizer {config['normalizer'].get('type')!r}"))
+    for token in config.get("added_tokens") or []:
+        if not token.get("special") or any(token.get(key) for key in ("lstrip", "rstrip", "single_word")):
+            what = f"added token {token.get('content')!r} (not special, or with lstrip/rstrip/single_word)"
+            raise ValueError(refusal.format(what))
+    pre = config.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [step.get("type") for step in steps]
+    if kinds[-1:] != ["ByteLevel"] or steps[-1].get("add_prefix_space"):
+        raise ValueError(refusal.format(f"pre-tokenizer {kinds} (expected ByteLevel last, without add_prefix_space)"))
+    byte_level_regex = steps[-1].get("use_regex", True)
+    if kinds == ["ByteLevel"] and byte_level_regex:
+        return [GPT2_PATTERN]
+    first = steps[0]
+    if kinds == ["Digits", "ByteLevel"] and first.get("individual_digits") and byte_level_regex:
+        return [DIGITS_PATTERN, GPT2_PATTERN]
+    if (kinds == ["Split", "ByteLevel"] and not byte_level_regex and "Regex" in (first.get("pattern") or {})
+            and first.get("behavior") == "Isolated" and not first.get("invert")):
+        return [first["pattern"]["Regex"]]
+    raise ValueError(refusal.format(f"pre-tokenizer {kinds}"))
 
 def get_pair_counts(ids: list[int], counts: dict | None = None, weight: int = 1) -> dict[tuple[int, int], int]:
     """Count how often each pair of neighbouring ids occurs.
@@ -90,15 +185,54 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 class ByteBPE:
     """A byte-level BPE tokenizer: 256 byte ids, learned merges, then special tokens."""
 
-    def __init__(self) -> None:
-        """An untrained tokenizer: bytes only, no merges, no special tokens (vocab_size 256)."""
+    def __init__(self, pattern: str = GPT2_PATTERN) -> None:
+        """An untrained tokenizer: bytes only, no merges, no special tokens (vocab_size 256).
+
+        Args:
+            pattern: the regex that cuts text into chunks (compiled with the ``regex`` package).
+        """
         # TODO: write this (the docstring above is the contract).
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
-    def train(self, text: str, vocab_size: int, special_tokens: tuple[str, ...] = ("<pad>", "<eos>")) -> None:
+    @classmethod
+    def from_tokenizer_json(cls, path: str | Path) -> ByteBPE:
+        """Read a byte-level BPE saved by Hugging Face (GPT-2, Llama 3, SmolLM): the same ids, id for id.
+
+        The file (JSON) has ``model.vocab`` {token: id} with tokens written through
+        bytes_to_unicode ("Ġthe" is the bytes b" the"), ``model.merges`` in priority order, each
+        either "Ġ t" (two tokens and a space) or ["Ġ", "t"] (newer files), ``added_tokens``
+        [{"id", "content", "special"}, ...], and ``pre_tokenizer`` (see supported_patterns).
+
+        Steps: refuse what this stage does not implement (supported_patterns); vocab[id] = the
+        token's bytes (an added token's bytes are its content as UTF-8); byte_ids[b] = the id of
+        the token bytes_to_unicode()[b]; for each merge a b in order, merges[(id of a, id of b)] =
+        the id of the token a + b; each special added token into special_tokens. If the model
+        says ``"ignore_merges": true`` (Llama 3), a chunk whose bytes are a token is that token,
+        whatever the merges would do: whole_tokens maps those bytes to their id.
+
+        Encoding applies the present merge with the LOWEST new id first, so the file's merge
+        order must agree with its ids (it does in every file Hugging Face writes: a merge's
+        token is added after its parts); a file where it does not is refused.
+
+        Example (a merge in both forms): "Ġ t" and ["Ġ", "t"] both mean the pair (id of b" ",
+        id of b"t"), merged into the id of "Ġt" (b" t").
+
+        Args:
+            path: a tokenizer.json.
+        Returns:
+            A ByteBPE with the file's vocabulary, merges, special tokens and chunk patterns.
+        Raises:
+            ValueError: one line saying why, when the file is not JSON, not a byte-level BPE of
+                a supported kind, or lacks a token that a merge or a byte needs.
+        """
+        # TODO: write this (the docstring above is the contract).
+        raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
+
+    def train(self, text: str, vocab_size: int, special_tokens: tuple[str, ...] = ("<pad>", "<eos>"),
+              pattern: str = GPT2_PATTERN) -> None:
         """Learn merges from ``text`` until the vocabulary has ``vocab_size`` ids, specials included.
 
-        Steps: cut the text into chunks with CHUNK_PATTERN and count each different chunk; turn
+        Steps: cut the text into chunks with ``pattern`` (self.chunks) and count each different chunk; turn
         each into its UTF-8 bytes; count the pairs inside the chunks (each chunk's pairs weighted by
         how often the chunk occurs; pairs never span two chunks). Then for each new id 256, 257,
         ...: take the most frequent pair, on a tie the smallest pair (lowest first id, then lowest
@@ -114,6 +248,8 @@ class ByteBPE:
             vocab_size: V, the size of the finished vocabulary: 256 bytes + merges + specials.
             special_tokens: strings that get their own ids after the merges; ("<pad>", "<eos>")
                 gives pad_id = V - 2 and eos_id = V - 1.
+            pattern: the regex that cuts text into chunks, kept for encoding (GPT-2's by default;
+                SIMPLE_PATTERN is a simpler one).
         Raises:
             ValueError: vocab_size is smaller than 256 + len(special_tokens).
         """
@@ -123,8 +259,8 @@ class ByteBPE:
     # kata: given
     @property
     def vocab_size(self) -> int:
-        """V: 256 byte ids + the merges + the special tokens."""
-        return len(self.vocab)
+        """V: 256 byte ids + the merges + the special tokens (the largest id + 1)."""
+        return max(self.vocab) + 1
 
     # kata: given
     @property
@@ -138,13 +274,32 @@ class ByteBPE:
         """The id of "<eos>" (V - 1 after training with the default special tokens)."""
         return self.special_tokens["<eos>"]
 
+    def chunks(self, text: str) -> list[str]:
+        """Cut text into chunks: with the first pattern, then each piece with the next pattern, and so on.
+
+        After training there is one pattern (GPT-2's by default); a tokenizer.json may chain two
+        (SmolLM: every digit alone, then GPT-2's). The patterns match every character, so the
+        chunks joined are the text.
+
+        Example (GPT2_PATTERN):
+            >>> ByteBPE().chunks("I'll pay 1999 dollars!!  ok")
+            ['I', "'ll", ' pay', ' 1999', ' dollars', '!!', ' ', ' ok']
+
+        Args:
+            text: any string.
+        Returns:
+            The chunks, in order.
+        """
+        # TODO: write this (the docstring above is the contract).
+        raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
+
     def _encode_chunk(self, chunk: str) -> list[int]:
-        """Encode one chunk: its UTF-8 bytes, then the merges replayed in the order they were learned.
+        """Encode one chunk: its bytes as ids (byte_ids), then the merges, the lowest new id first.
 
         A helper for encode (which may also be written without it).
 
         Args:
-            chunk: one piece of text from CHUNK_PATTERN.
+            chunk: one piece of text from self.chunks.
         Returns:
             Its ids.
         """
@@ -154,16 +309,38 @@ class ByteBPE:
     def encode(self, text: str, allowed_special: bool = False) -> list[int]:
         """Turn text into token ids.
 
-        The text is cut into chunks with CHUNK_PATTERN; each chunk becomes its UTF-8 bytes and
-        the merges are applied in the order they were learned (merge 256 first, then 257, ...).
-        Text never seen in training still encodes: at worst one id per byte.
+        The text is cut into chunks (self.chunks); each chunk becomes its UTF-8 bytes and the
+        merges are applied in the order they were learned (the lowest new id first: 256, then
+        257, ...). Text never seen in training still encodes: at worst one id per byte.
 
         Args:
             text: any string.
             allowed_special: if True, a special token's string in the text (say "<eos>") becomes
-                its single id; if False it is ordinary text, encoded like the rest.
+                its single id, the LONGEST one first where two could start at the same place
+                ("<|endoftext|><|endoftext|>" before "<|endoftext|>"); if False it is ordinary
+                text, encoded like the rest.
         Returns:
             A list of ints in [0, V); decode(encode(text)) == text.
+        """
+        # TODO: write this (the docstring above is the contract).
+        raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
+
+    def encode_iterable(self, texts: Iterable[str], allowed_special: bool = False) -> Iterator[int]:
+        """Encode a long stream of text (say, the lines of an open file) piece by piece, lazily.
+
+        The same ids as encode("".join(texts)), but only a little text is held at a time. The
+        pieces cannot simply be encoded one by one: a chunk may continue into the next piece
+        ("don" + "'t", or "\n" + "\n" which is one chunk "\n\n"). So text is held back until a
+        SAFE CUT: a space right after a character that is not whitespace. No chunk of GPT-2's
+        or Llama 3's pattern holds such a pair (a space only ever starts a chunk, or sits in a
+        run of whitespace), so whatever follows, the text before the cut is cut the same way.
+        Everything before the last safe cut is encoded and yielded; the rest waits for more.
+
+        Args:
+            texts: any iterable of strings (a file object gives its lines).
+            allowed_special: as in encode (a special token never holds a safe cut).
+        Yields:
+            The ids, in order.
         """
         # TODO: write this (the docstring above is the contract).
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")

@@ -6,23 +6,31 @@ UTF-8; and a slow, obviously right BPE written in this file (SLOW_* below: recou
 every chunk after every merge, apply the merges one after another) to check training and encoding
 on a few kilobytes of the book. Nothing here calls your code to compute an expected value.
 
-The chunk pattern is part of the contract (CHUNK_PATTERN in the stub): it is repeated here so the
+The chunk pattern is part of the contract (GPT2_PATTERN in the stub): it is repeated here so the
 slow oracle cuts text exactly as the docstring says.
+
+Reading a tokenizer.json is checked on a small file written by hand in this file (HAND_*: its
+bytes in reverse order, three merges in both spellings, two overlapping special tokens), with
+every expected id worked out in the test's docstring. The project's own suite checks the same
+file, and tokenizers trained on the book, against Hugging Face's `tokenizers` (a test-only
+dependency that a learner does not need): tests/project/test_bpe_oracle.py.
 """
 
 from __future__ import annotations
 
-import re
+import itertools
+import json
 from pathlib import Path
 
 import pytest
+import regex
 
 from checks import assert_equal, assert_int_list, fail
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
 
-SLOW_CHUNKS = re.compile(r" ?\w+| ?[^\w\s]+|\s+(?!\S)|\s+")  # the docstring's CHUNK_PATTERN
+SLOW_CHUNKS = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")  # GPT-2's
 
 UNSEEN = [
     "",
@@ -35,6 +43,11 @@ UNSEEN = [
     "\x00\x01 control \x7f bytes",
     "<pad> and <eos> as plain text",
 ]
+
+# GPT-2's byte alphabet, spelled out: printable bytes stand for themselves, the 68 others (0-32,
+# 127-160, 173) take the characters 256, 257, ... in increasing order
+PRINTABLE = [*range(33, 127), *range(161, 173), *range(174, 256)]
+HAND_ALPHABET = {b: chr(b) for b in PRINTABLE} | {b: chr(256 + n) for n, b in enumerate(sorted(set(range(256)) - set(PRINTABLE)))}
 
 HINT_ROUND_TRIP = ("decode must join the BYTES of all the ids and decode them as UTF-8 once, at the end: one "
                    "character can be split across tokens, so decoding token by token breaks it.")
@@ -77,6 +90,16 @@ def slow_encode(text: str, merges: list[tuple[int, int]]) -> list[int]:
             ids = slow_merge(ids, pair, 256 + rank)
         out += ids
     return out
+
+
+def assert_same_ids(got, expected: list[int], what: str, hint: str) -> None:
+    """Two long id lists compared, reporting the first place they differ rather than both lists."""
+    got = assert_int_list(got, what, hint="A list of ints.")
+    if got != expected:
+        at = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+        fail(f"{what}: {len(got)} ids, expected {len(expected)}; first difference at index {at}: "
+             f"yours {got[max(at - 3, 0) : at + 5]}, expected {expected[max(at - 3, 0) : at + 5]} "
+             f"(from index {max(at - 3, 0)})", hint)
 
 
 def merges_in_order(bpe) -> list[tuple[tuple[int, int], int]]:
@@ -249,7 +272,7 @@ def test_training_and_encoding_match_a_slow_bpe(stage):
                  hint="Each step: count pairs inside chunks (weighted by chunk frequency), take the most frequent "
                       "(ties: smallest), merge it everywhere, repeat.")
     held_out = BOOK[50_000:52_000] + " 🦙 naïve"
-    assert_equal(bpe.encode(held_out), slow_encode(held_out, merges), "encode(2 000 other characters of the book)",
+    assert_same_ids(bpe.encode(held_out), slow_encode(held_out, merges), "encode(2 000 other characters of the book)",
                  hint="Encode each chunk separately: its UTF-8 bytes, then the merges in the order they were learned.")
 
 
@@ -369,3 +392,282 @@ def test_book_trains_to_512_and_compresses_better_than_bytes(stage):
              "and were pairs counted with each chunk's frequency?")
     if bpe.decode(ids) != BOOK:
         fail("decode(encode(book)) is not the book", HINT_ROUND_TRIP)
+
+
+def test_longest_special_token_is_matched_first(stage):
+    """Specials "<|endoftext|>" then "<|endoftext|><|endoftext|>" (the longer registered SECOND).
+
+    Trained on "ab" with vocab_size 256 + 1 merge + 2 = 259: "ab" is 256, the short special 257,
+    the long one 258. Three in a row: the longest match at the start is the double one (258),
+    then the single (257): [258, 257]. Trying the specials in the order given finds the short one
+    first every time and never produces 258.
+    """
+    short, double = "<|endoftext|>", "<|endoftext|><|endoftext|>"
+    bpe = trained(stage, "ab", 259, special_tokens=(short, double))
+    assert_equal(bpe.special_tokens, {short: 257, double: 258}, "special_tokens",
+                 hint="Each special token gets the next id after the merges, in the order given.")
+    text = short * 3 + "ab"
+    assert_equal(bpe.encode(text, allowed_special=True), [258, 257, 256], f"encode({text!r}, allowed_special=True)",
+                 hint="Where two special tokens start at the same place, the LONGEST wins: build the alternation "
+                      "from the specials sorted by length, longest first (a regex takes the first alternative "
+                      "that matches, not the longest).")
+
+
+# ---------------------------------------------------------------------------------------------
+# GPT-2's chunk pattern
+
+
+def test_chunks_follow_gpt2_pattern(stage):
+    """GPT-2's pattern, alternative by alternative (the first that matches wins, left to right):
+
+    "I'll"      -> "I", "'ll"             a contraction is its own chunk
+    " don't"    -> " don", "'t"
+    " 1999th"   -> " 1999", "th"          digits and letters never share a chunk
+    " naïve"    -> " naïve"               \\p{L}: a letter in any script, accents included
+    "!!"        -> "!!"                   a run of other symbols
+    "  ok"      -> " ", " ok"             whitespace before text keeps its last space for the word
+    "\\n\\n\\t"   -> "\\n\\n\\t"             whitespace at the end is one run
+    """
+    bpe = stage.ByteBPE()
+    text = "I'll don't 1999th naïve!!  ok\n\n\t"
+    expected = ["I", "'ll", " don", "'t", " 1999", "th", " naïve", "!!", " ", " ok", "\n\n\t"]
+    assert_equal(bpe.chunks(text), expected, f"ByteBPE().chunks({text!r})",
+                 hint="Cut with GPT2_PATTERN (regex.compile(GPT2_PATTERN).findall(text)), not the simple pattern: "
+                      "contractions, letters (\\p{L}+) and digits (\\p{N}+) are separate alternatives.")
+
+
+def test_the_chunk_pattern_is_a_choice_of_training(stage):
+    """train(..., pattern=SIMPLE_PATTERN) cuts "it's 42nd" as "it", "'", "s", " 42nd" (\\w+ takes digits
+    and letters together), GPT-2's as "it", "'s", " 42", "nd". One merge from "42nd 42nd":
+    SIMPLE: chunks "42nd", " 42nd": pairs (52,50):2 (50,110):2 (110,100):2 (32,52):1 -> a tie at 2,
+    the smallest pair (50, 110) ("2n") becomes 256.
+    GPT-2: chunks "42", "nd", " 42", "nd": (52,50):2 (110,100):2 (32,52):1 -> (52, 50) ("42") is 256.
+    """
+    simple = stage.ByteBPE()
+    simple.train("42nd 42nd", 257, special_tokens=(), pattern=stage.SIMPLE_PATTERN)
+    assert_equal(merges_in_order(simple), [((50, 110), 256)], "the merge learned from '42nd 42nd' with SIMPLE_PATTERN",
+                 hint="train(text, vocab_size, special_tokens, pattern) cuts the text with the pattern it is given.")
+    assert_equal(simple.chunks("it's 42nd"), ["it", "'", "s", " 42nd"], "chunks('it's 42nd') after training with SIMPLE_PATTERN",
+                 hint="The tokenizer keeps the pattern it was trained with and cuts with it when encoding.")
+    gpt2 = trained(stage, "42nd 42nd", 257, special_tokens=())
+    assert_equal(merges_in_order(gpt2), [((52, 50), 256)], "the merge learned from '42nd 42nd' with GPT2_PATTERN (the default)",
+                 hint="The default pattern is GPT-2's: digits and letters are different chunks, so '2n' never forms.")
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a tokenizer.json
+
+
+def test_bytes_to_unicode_is_gpt2s_byte_alphabet(stage):
+    """Printable bytes stand for themselves ("A" is "A"); the 68 others take chr(256), chr(257), ... in
+    order: byte 0 -> "Ā" (256), 10 -> "Ċ" (266), 32 (space) -> "Ġ" (288), 127 -> "ġ" (289), 173 -> "Ń" (323)."""
+    table = stage.bytes_to_unicode()
+    if type(table) is not dict or sorted(table) != list(range(256)):
+        fail(f"bytes_to_unicode(): expected a dict with the keys 0..255, got {type(table).__name__} "
+             f"with {len(table) if hasattr(table, '__len__') else '?'} entries",
+             "Map every byte value 0..255 to one character.")
+    for byte, char in [(65, "A"), (0, "Ā"), (10, "Ċ"), (32, "Ġ"), (127, "ġ"), (173, "Ń"), (255, "ÿ")]:
+        assert_equal(table[byte], char, f"bytes_to_unicode()[{byte}]",
+                     hint="Bytes '!'..'~', '¡'..'¬' and '®'..'ÿ' stand for themselves; the other 68, in increasing "
+                          "order, take chr(256), chr(257), ... (so the space, byte 32, is the 33rd: chr(288), 'Ġ').")
+    assert_equal(table, HAND_ALPHABET, "bytes_to_unicode() (all 256 entries)", hint="See the rule above.")
+
+
+HAND_SHORT, HAND_DOUBLE = "<|endoftext|>", "<|endoftext|><|endoftext|>"
+HAND_MERGES = [["Ġ", "t"], ["h", "e"], ["Ġt", "he"], ["e", "e"]]  # as newer files write them; GPT-2's: "Ġ t"
+HAND_MERGED = {"Ġt": 258, "he": 259, "Ġthe": 260, "ee": 261}
+
+
+def hand_byte_id(byte: int) -> int:
+    """In the hand-written file the byte tokens come in REVERSE order after the two specials: byte b is 257 - b."""
+    return 2 + (255 - byte)
+
+
+def hand_tokenizer_json(spelling: str = "pairs", **changes) -> dict:
+    """A tiny byte-level BPE as Hugging Face saves it: ids 0-1 specials, 2-257 bytes (reversed), 258-261 merges.
+
+    spelling "pairs" writes each merge as [a, b] (newer files), "strings" as "a b" (GPT-2's files);
+    changes replace top-level keys, or model keys when prefixed "model_".
+    """
+    vocab = {HAND_SHORT: 0, HAND_DOUBLE: 1} | {HAND_ALPHABET[b]: hand_byte_id(b) for b in range(256)} | HAND_MERGED
+    config = {
+        "version": "1.0",
+        "added_tokens": [{"id": i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for i, content in enumerate((HAND_SHORT, HAND_DOUBLE))],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": HAND_MERGES},
+    }
+    for key, value in changes.items():
+        target, name = (config["model"], key.removeprefix("model_")) if key.startswith("model_") else (config, key)
+        target[name] = value
+    if spelling == "strings":
+        config["model"]["merges"] = [" ".join(pair) for pair in config["model"]["merges"]]
+    return config
+
+
+def load_hand(stage, tmp_path, spelling: str = "pairs", **changes):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(hand_tokenizer_json(spelling, **changes), ensure_ascii=False), encoding="utf-8")
+    return stage.ByteBPE.from_tokenizer_json(path)
+
+
+HAND_CASES = [
+    # text, expected ids, what the docstring of the test works out
+    ("a", [hand_byte_id(97)], "byte 97 is id 257 - 97 = 160 in this file, not 97"),
+    ("é", [hand_byte_id(195), hand_byte_id(169)], "é is the bytes 195 169: ids 62 88"),
+    (" the", [260], "Ġ t h e: merge 258 (Ġ t), then 259 (h e), then 260 (Ġt he): one token"),
+    ("thee", [hand_byte_id(116), 259, hand_byte_id(101)], "t h e e: (h e) 259 before (e e) 261: t he e; no merge left"),
+    ("eee", [261, hand_byte_id(101)], "e e e: (e e) 261 from the left: ee e"),
+    (" the the", [260, 260], "chunks ' the' ' the'"),
+    (HAND_SHORT * 3, [1, 0], "the longest special first: double, then single"),
+]
+
+
+@pytest.mark.parametrize("spelling", ["pairs", "strings"])
+def test_from_tokenizer_json_reads_vocabulary_merges_and_specials(stage, tmp_path, spelling):
+    """The hand-written file: specials 0 "<|endoftext|>" and 1 "<|endoftext|><|endoftext|>"; the byte
+    tokens in REVERSE order, byte b at id 257 - b ("a" = 97 is 160, " " = 32 is "Ġ" at 225); merges
+    258 Ġ t -> "Ġt", 259 h e -> "he", 260 Ġt he -> "Ġthe", 261 e e -> "ee", written ["Ġ", "t"] in
+    newer files ("pairs") and "Ġ t" in GPT-2's ("strings").
+
+    " the"  = Ġ t h e = [225, 141, 153, 156]: merge 258 first -> [258, 153, 156]; 259 -> [258, 259];
+              260 -> [260].
+    "thee"  = t h e e: (h, e) is 259, (e, e) 261: 259 first -> [141, 259, 156], nothing left.
+    "eee"   = e e e -> (e, e) from the left: [261, 156].
+    """
+    bpe = load_hand(stage, tmp_path, spelling)
+    if not isinstance(bpe, stage.ByteBPE):
+        fail(f"ByteBPE.from_tokenizer_json returned {type(bpe).__name__}; expected a ByteBPE",
+             "It is a classmethod that builds and returns a new tokenizer (cls()).")
+    assert_equal(bpe.special_tokens, {HAND_SHORT: 0, HAND_DOUBLE: 1}, "special_tokens read from the file",
+                 hint="Every added token with \"special\": true goes into special_tokens under its content.")
+    assert_equal(bpe.vocab_size, 262, "vocab_size read from the file", hint="Ids 0..261: 2 specials, 256 bytes, 4 merges.")
+    assert_equal(bpe.vocab.get(225), b" ", "vocab[225] (the token 'Ġ')",
+                 hint="A token is written through bytes_to_unicode: map each character back to its byte ('Ġ' is 32).")
+    assert_equal(bpe.vocab.get(260), b" the", "vocab[260] (the token 'Ġthe')", hint="'Ġthe' is the bytes b' the'.")
+    assert_equal(bpe.vocab.get(1), HAND_DOUBLE.encode(), "vocab[1] (a special token)",
+                 hint="A special token is written as itself: its bytes are its content in UTF-8.")
+    assert_equal(merges_in_order(bpe), [((225, 141), 258), ((153, 156), 259), ((258, 259), 260), ((156, 156), 261)],
+                 f"merges read from the file (written as {spelling})",
+                 hint="Each merge is 'a b' (split at the space) or [a, b]; the pair is (id of a, id of b) and the "
+                      "new id is the id of the token a + b, in the file's order.")
+    for text, expected, why in HAND_CASES:
+        got = assert_int_list(bpe.encode(text, allowed_special=True), f"encode({text!r}, allowed_special=True)",
+                              hint="encode returns a list of ints.")
+        assert_equal(got, expected, f"encode({text!r}, allowed_special=True) with the hand-written tokenizer.json ({why})",
+                     hint="Bytes become the FILE's ids (byte_ids, not the byte values); then the present merge with the "
+                          "lowest new id, repeatedly; special tokens longest first.")
+        assert_equal(bpe.decode(got), text, f"decode(encode({text!r}))", hint=HINT_ROUND_TRIP)
+
+
+def test_from_tokenizer_json_uses_the_files_chunk_pattern(stage, tmp_path):
+    """A fifth merge "3 4" -> "34" (id 262). GPT-2's pattern keeps "12345" one chunk: 1 2 34 5.
+    Llama 3's (a Split before ByteLevel) cuts digits in threes, "123" "45": the pair 3 4 straddles the
+    cut, so no merge: five byte ids. SmolLM's Digits step cuts every digit alone: five byte ids too,
+    and "x 12" is "x", " ", "1", "2" (the space cannot join a digit)."""
+    merges = HAND_MERGES + [["3", "4"]]
+    vocab = hand_tokenizer_json()["model"]["vocab"] | {"34": 262}
+    digits = [hand_byte_id(ord(c)) for c in "12345"]
+    llama3 = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    smollm = {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+    for name, pre, expected in [("GPT-2", None, digits[:2] + [262, digits[4]]), ("Llama 3", llama3, digits),
+                                ("SmolLM", smollm, digits)]:
+        changes = {"model_merges": merges, "model_vocab": vocab} | ({"pre_tokenizer": pre} if pre else {})
+        bpe = load_hand(stage, tmp_path, **changes)
+        assert_equal(bpe.encode("12345"), expected, f"encode('12345') with a {name}-style pre_tokenizer",
+                     hint="Read the chunk pattern from the file's pre_tokenizer (supported_patterns gives it) and cut "
+                          "with it: merges never cross a chunk boundary.")
+    assert_equal(bpe.chunks("x 12"), ["x", " ", "1", "2"], "chunks('x 12') with SmolLM's pre_tokenizer",
+                 hint="With two patterns, cut with the first, then cut every piece with the second.")
+
+
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def test_ignore_merges_takes_a_known_chunk_whole(stage, tmp_path):
+    """Llama 3 files say "ignore_merges": true: a chunk whose bytes are a token is that token. Add the
+    token "eee" (262), which no merge makes: with the flag "eee" is [262]; without it [261, e]."""
+    vocab = hand_tokenizer_json()["model"]["vocab"] | {"eee": 262}
+    plain = load_hand(stage, tmp_path, model_vocab=vocab)
+    assert_equal(plain.encode("eee"), [261, hand_byte_id(101)], "encode('eee') without ignore_merges",
+                 hint="Without the flag the merges decide: (e e) from the left.")
+    whole = load_hand(stage, tmp_path, model_vocab=vocab, model_ignore_merges=True)
+    assert_equal(whole.encode("eee"), [262], "encode('eee') with \"ignore_merges\": true",
+                 hint="With ignore_merges a chunk whose bytes are a (non-special) token becomes that token directly "
+                      "(whole_tokens), before any merge.")
+    assert_equal(whole.encode(" thee"), [260, hand_byte_id(101)], "encode(' thee') with ignore_merges",
+                 hint="A chunk that is not a token is merged as usual: 258 (Ġ t), 259 (h e), 260 (Ġt he), then e.")
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"model_type": "WordPiece"}, "a WordPiece model"),
+    ({"normalizer": {"type": "NFC"}}, "a normalizer"),
+    ({"pre_tokenizer": {"type": "Metaspace", "replacement": "▁"}}, "a SentencePiece-style pre-tokenizer"),
+    ({"model_merges": HAND_MERGES + [["Ġ", "q"]]}, "a merge whose token 'Ġq' is not in the vocabulary"),
+    ({"model_vocab": {"Ġ": 0, "t": 1, "Ġt": 2}, "model_merges": [["Ġ", "t"]], "added_tokens": []},
+     "a vocabulary without the 256 byte tokens"),
+])
+def test_from_tokenizer_json_refuses_what_it_cannot_encode_exactly(stage, tmp_path, change, why):
+    with pytest.raises(ValueError) as caught:
+        load_hand(stage, tmp_path, **change)
+        fail(f"from_tokenizer_json accepted a file with {why}", "Refuse it with ValueError: it would encode differently "
+             "from the library that wrote it. supported_patterns checks the model, normalizer and pre-tokenizer.")
+    message = str(caught.value)
+    if "\n" in message or not message:
+        fail(f"the ValueError for {why} should be one line, got {message!r}", "Say in one line what is not supported.")
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming
+
+
+def test_encode_iterable_equals_encode_of_the_whole_file(stage, tmp_path):
+    """A file read line by line, and the same text in pieces cut in awkward places ("don" + "'t",
+    "\\n" + "\\n" which GPT-2 keeps as one chunk), give the ids of the whole text."""
+    bpe = book_tokenizer(stage)
+    text = BOOK[20_000:26_000] + "I don't know.\n\n\n  Spaces   \n" + " ".join(UNSEEN) + "<eos>x<pad>"
+    path = tmp_path / "text.txt"
+    path.write_text(text, encoding="utf-8")
+    whole = bpe.encode(text, allowed_special=True)
+    with path.open(encoding="utf-8", newline="") as lines:
+        got = bpe.encode_iterable(lines, allowed_special=True)
+        if isinstance(got, (list, tuple)):
+            fail(f"encode_iterable returned a {type(got).__name__}; expected a generator that yields ids",
+                 "Write it with yield: a large file must never be held whole, in text or in ids.")
+        got = list(got)
+    assert_same_ids(got, whole, "list(encode_iterable(the lines of a file)) vs encode(the whole file)",
+                 hint="Hold text back until a point no chunk can cross (a space after a non-space), encode what comes "
+                      "before it, keep the rest for the next piece.")
+    cut = [text[i : i + 7] for i in range(0, len(text), 7)]  # pieces that split words, contractions, newline runs
+    assert_same_ids(list(bpe.encode_iterable(cut, allowed_special=True)), whole,
+                 "list(encode_iterable(the text in pieces of 7 characters))",
+                 hint="A piece can end in the middle of a chunk ('don' + \"'t\"): never encode a piece on its own.")
+
+
+def test_encode_iterable_is_lazy(stage):
+    """Its first ids come out after the first few lines, long before a long stream is all read."""
+    bpe = book_tokenizer(stage)
+    line, read = "It was a dreary night of November.\n", []
+
+    def stream():
+        for number in range(50):
+            read.append(number)
+            yield line
+
+    first = list(itertools.islice(bpe.encode_iterable(stream()), 5))
+    assert_equal(first, bpe.encode(line)[:5], "the first 5 ids of encode_iterable on a stream of 50 lines",
+                 hint="The ids of each piece's text, up to its last safe cut, in order.")
+    if len(read) > 2:
+        fail(f"encode_iterable read {len(read)} of 50 lines before yielding its first 5 ids; expected at most 2",
+             "Yield the ids of the text before the last safe cut as soon as each piece arrives: a large file must "
+             "never be read whole.")
