@@ -46,6 +46,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         raise UsageError("--max-new-tokens and --temperature must not be negative")
     args.impl_path = resolve_impl(args.impl)
     args.directory = args.directory.expanduser()
+    import torch
+
+    kind = args.device.split(":")[0]
+    usable = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not usable.get(kind, False):
+        raise UsageError(f"--device {args.device}: {'not available here' if kind in usable else 'use cpu, cuda or mps'}")
     return args
 
 
@@ -138,15 +144,16 @@ def run(args: argparse.Namespace, out=sys.stdout) -> int:
                   file=sys.stderr)
         except Exception as error:  # noqa: BLE001 - one line, naming the learner's stage when it is theirs
             where = learner_frame(error, plan)
-            if not where and not isinstance(error, (OSError, ValueError, KeyError)):
+            if not where and not isinstance(error, (OSError, ValueError, KeyError, RuntimeError)):
                 raise  # neither the learner's code nor the checkpoint: a bug here, shown in full
             if args.verbose:
                 traceback.print_exc()
+            message = " ".join(str(error).split())[:300]  # one line, even for load_state_dict's list of keys
             if where:
-                print(f"python -m grader.generate: {where} raised {type(error).__name__}: {error} (-v: traceback)",
+                print(f"python -m grader.generate: {where} raised {type(error).__name__}: {message} (-v: traceback)",
                       file=sys.stderr)
                 return 1
-            print(f"python -m grader.generate: {args.directory}: cannot run this checkpoint: {error}", file=sys.stderr)
+            print(f"python -m grader.generate: {args.directory}: cannot run this checkpoint: {message}", file=sys.stderr)
             return 2
 
 
