@@ -114,16 +114,21 @@ def test_a_left_padded_batch_matches_transformers_with_its_position_ids(hf, llam
 # --- the command ------------------------------------------------------------------------------
 
 
-def write_tokenizer(directory) -> object:
-    """A byte-level BPE of 96 ids trained by `tokenizers` on the book, eos first (id 0), saved as tokenizer.json."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def write_tokenizer(directory, bos: bool = False) -> object:
+    """A byte-level BPE of 300 ids trained by `tokenizers` on the book, eos first (id 0), saved as tokenizer.json.
+
+    bos: a post-processor puts "<s>" (id 1) before every text, as Llama 3's tokenizer.json does.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=[EOS], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=[EOS, "<s>"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator([BOOK[:30_000]], trainer)
+    if bos:
+        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     tokenizer.save(str(directory / "tokenizer.json"))
     return tokenizer
 
@@ -136,22 +141,22 @@ def generate(*argv: str) -> subprocess.CompletedProcess:
 
 def hf_greedy_text(model, tokenizer, new_tokens: int) -> str:
     """transformers' generate (greedy, its own cache), decoded by `tokenizers`: the prompt and what follows."""
-    prompt = tokenizer.encode(PROMPT).ids
+    prompt = tokenizer.encode(PROMPT).ids  # with the post-processor's <s> first, when there is one
     with torch.no_grad():
         out = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, eos_token_id=0,
                              pad_token_id=0)[0, len(prompt):].tolist()
     new = out[:out.index(0)] if 0 in out else out
     assert len(new) >= 10, "the random model should write a few tokens before eos"
-    return tokenizer.decode(prompt + new)
+    return tokenizer.decode(prompt + new)  # special tokens (<s>) are not shown
 
 
 @pytest.fixture(scope="module")
 def checkpoints(hf, tmp_path_factory):
-    """Two checkpoint directories with a tokenizer.json: the 5.x layout (sharded) and the older one."""
+    """Two checkpoint directories with a tokenizer.json: the 5.x layout (sharded), and the older one with a <s> prefix."""
     made = {}
     for layout in ("5.x", "before-5.0"):
         directory = tmp_path_factory.mktemp(layout)
-        tokenizer = write_tokenizer(directory)
+        tokenizer = write_tokenizer(directory, bos=layout == "before-5.0")
         model = write_model(hf, directory, vocab=tokenizer.get_vocab_size(), base=500000.0, layout=layout,
                             shard=layout == "5.x", scaling=LLAMA3 if layout == "5.x" else None)
         made[layout] = (directory, hf_greedy_text(model, tokenizer, 24))
