@@ -493,7 +493,9 @@ def test_a_llama3_scaled_model_matches_the_oracle_past_its_original_context(stag
     with torch.no_grad():
         expected = oracle_logits(weights_by_attribute(model), tokens, L, H, HKV, base=500000.0, scaling=(8.0, 1.0, 4.0, 16))
         logits, _ = model(tokens)
-    assert_close(logits, expected, "logits with llama3 rope scaling", atol=1e-4, rtol=1e-5, hint=HINT_SCALING)
+    # 40 positions of float32 attention with large scores: the reference is up to 7e-5 off (5 seeds, 1 or 2
+    # threads), and unscaled frequencies are off by more than 5, so 1e-3 decides with margin both ways
+    assert_close(logits, expected, "logits with llama3 rope scaling", atol=1e-3, rtol=1e-5, hint=HINT_SCALING)
 
 
 # --- batches of prompts of different lengths --------------------------------------------------
