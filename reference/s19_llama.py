@@ -172,7 +172,8 @@ class Llama(nn.Module):
             attention_mask: None (every token is real), or (B, offset + S), 1 or True for a real
                 token and 0 or False for padding, covering the cached positions and the new ones
                 (see "Batches of prompts" above). Each row's positions then count its real
-                tokens only, and padding keys are blocked. It is not modified.
+                tokens only, and padding keys are blocked: padded_positions gives the RoPE rows
+                and the mask to use instead. It is not modified.
         Returns:
             (logits, aux_loss): logits (B, S, V) float32; aux_loss, a scalar tensor, the sum of the
             blocks' auxiliary (load-balancing) losses, zero for a dense model.
