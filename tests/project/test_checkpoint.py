@@ -222,5 +222,7 @@ def test_a_directory_that_is_not_a_usable_checkpoint_is_one_line_and_exit_2(chec
         lines = done.stderr.splitlines()
         assert len(lines) == 1 and phrase in lines[0], (path, done.stderr)
         assert done.stdout == "", "nothing is printed before the checkpoint is known to be usable"
-    done = generate(str(directory), "--impl", "reference")
-    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "--prompt" in done.stderr, done.stderr
+    for argv, phrase in (((), "--prompt"), (("--prompt", "x", "--device", "tpu"), "use cpu, cuda or mps"),
+                         (("--prompt", "x", "--max-new-tokens", "-1"), "must not be negative")):
+        done = generate(str(directory), "--impl", "reference", *argv)
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and phrase in done.stderr, done.stderr
