@@ -25,6 +25,10 @@ sequence is fed every step. Both give the same logits, so with the same seeded g
 give the same tokens. A row that has produced eos is finished: it gets eos from then on, and the
 loop stops when every row is finished.
 
+Prompts of different lengths go in one batch LEFT-padded, with an attention_mask (B, S) that is
+0 at the padding (stage 19): the mask grows by a column of ones with every generated token, and
+each row then generates exactly what it would generate alone.
+
 Shapes: B batch, S prompt length, V vocabulary size, n new tokens.
 """
 
@@ -121,6 +125,7 @@ def generate(
     eos_id: int | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Extend every prompt row by up to max_new_tokens sampled tokens.
 
@@ -132,12 +137,15 @@ def generate(
     finished the loop stops early. The model's mode is not changed (call model.eval() first).
 
     Args:
-        model: a Llama (forward(tokens, caches) -> (logits, aux), and new_caches()).
+        model: a Llama (forward(tokens, caches, attention_mask=...) -> (logits, aux), and new_caches()).
         prompt: (B, S) torch.long, S >= 1.
         max_new_tokens: n >= 0.
         temperature, top_k, top_p, generator: as in sample_next.
         eos_id: the end-of-sequence id, or None (then exactly n tokens are added).
         use_cache: feed only the new token each step through the KV cache.
+        attention_mask: None, or (B, S) with 0 at the left padding of each prompt and 1 at its
+            real tokens; passed to every model call as attention_mask, one column of ones longer
+            per generated token (None is passed as None). It is not modified.
     Returns:
         (B, S + m) torch.long: the prompt followed by the m <= n generated tokens; m < n only when
         every row has produced eos.

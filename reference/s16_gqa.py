@@ -16,7 +16,7 @@ The K and V projections shrink by the same factor: D -> Hkv * Dh instead of D ->
 attend, the K/V heads are repeated so that each query head finds its own copy -- with
 repeat_interleave semantics: heads [a, b] with n_rep = 2 become [a, a, b, b], never [a, b, a, b].
 
-Worked shape example (the course's quiz): d_model = 512, H = 4, so Dh = 128. A batch of one
+Worked shape example: d_model = 512, H = 4, so Dh = 128. A batch of one
 sequence of 10 tokens projects to q of shape (1, 10, 512) = (B, S, H * Dh); viewed as
 (1, 10, 4, 128) it is (batch, sequence, heads, head size), and transposed to (1, 4, 10, 128)
 it is ready for attention, one (10, 128) matrix per head.
@@ -148,9 +148,9 @@ class GroupedQueryAttention(nn.Module):
             x: (B, S, D).
             mask: None (attend everywhere), or an ADDITIVE float mask broadcastable to
                 (B, H, S, St): 0.0 where allowed, -inf where not (stage 15).
-            rope: None, or (cos, sin), each (S, Dh): the RoPE rows for the positions of x,
-                applied with apply_rope (stage 14) to queries and keys (not values), before the
-                keys enter the cache.
+            rope: None, or (cos, sin), each (S, Dh), or (B, S, Dh) when every sequence has its
+                own positions: the RoPE rows for the positions of x, applied with apply_rope
+                (stage 14) to queries and keys (not values), before the keys enter the cache.
             cache: None, or this layer's KVCache: x's keys and values are appended to it and
                 the queries attend to all St cached positions.
         Returns:

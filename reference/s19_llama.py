@@ -22,6 +22,17 @@ offset .. offset + S - 1, where offset = the number of cached positions, so
 
 Feed [t0, t1, t2] in one call, or t0, then t1, then t2 with caches: the logits are the same.
 
+Batches of prompts of different lengths. Prompts are LEFT-padded to one length, so that every
+row's next token is generated at the same column, and an attention_mask (B, offset + S) marks the
+real tokens (1) and the padding (0) of everything seen so far. Two things change:
+
+    positions  each row counts its own: position = (number of real tokens up to here) - 1, so a
+               row's first real token is at position 0 however much padding precedes it
+    mask       a key that is padding is blocked for every query (-inf); a padding query may see
+               itself only, so that no row of the softmax is all -inf (that would give NaN)
+
+With both, every row's logits at its real positions are those of the row run alone.
+
 Weight tying. The embedding matrix (V, D) and the head's weight (V, D) have the same shape; many
 small models share ONE Parameter between them, saving V * D parameters.
 
@@ -41,9 +52,19 @@ a state dict with Hugging Face names; this model's modules map onto them one to 
     norm.weight                     model.norm.weight                             (D,)
     lm_head.weight                  lm_head.weight                                (V, D)
 
-Hugging Face's Llama uses the same rotate-half RoPE as stage 14, so no weight is permuted. To run
-real weights: download config.json and the weights of a small Llama-architecture model, and call
-load_pretrained(directory).
+Hugging Face's Llama uses the same rotate-half RoPE as stage 14, so no weight is permuted (a
+checkpoint with interleaved pairs needs stage 14's half_split_order on q_proj and k_proj first).
+
+config.json comes in two layouts. Before transformers 5.0 the RoPE settings are top-level keys,
+"rope_theta": 500000.0 and "rope_scaling": {"rope_type": "llama3", "factor": 8.0, ...} or null;
+from 5.0 they move into one dict, "rope_parameters": {"rope_type": "default" or "llama3",
+"rope_theta": 500000.0, "factor": ...}. Read the base from wherever it is: a base silently left at
+10000 runs a 500000 model with every position wrong. "default" means no scaling; "llama3" is
+stage 14's RopeScaling; any other type (linear, dynamic, yarn, ...) is refused.
+
+To run real weights: download a small Llama-architecture model (config.json, tokenizer.json and
+model.safetensors, or its shards with model.safetensors.index.json, or pytorch_model.bin) into a
+directory, and call load_pretrained(directory).
 
 Shapes: B batch, S sequence length (new tokens in this call), D = d_model, H heads, Hkv key/value
 heads, Dh = D / H, F = d_ff, V vocabulary size, L layers.
@@ -58,7 +79,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .s14_rope import rope_tables
+from .s14_rope import RopeScaling, rope_tables
 from .s15_causal_mask import additive_causal_mask
 from .s16_gqa import KVCache
 from .s18_rmsnorm import DecoderBlock, RMSNorm
@@ -84,6 +105,7 @@ class LlamaConfig:
     d_ff: int = 172  # F, the SwiGLU hidden width (about 8/3 * D, as in Llama)
     max_seq_len: int = 256  # the most positions the RoPE tables (and so the model) can handle
     rope_base: float = 10000.0  # RoPE wavelength base ("rope_theta" in config.json)
+    rope_scaling: RopeScaling | None = None  # Llama 3's long-context stretch of the slow frequencies
     norm_eps: float = 1e-5  # RMSNorm epsilon ("rms_norm_eps")
     n_experts: int = 0  # 0: dense SwiGLU feed-forward; > 0: mixture of experts with E experts
     top_k: int = 2  # experts per token, when n_experts > 0
@@ -107,7 +129,7 @@ class Llama(nn.Module):
             lm_head: nn.Linear(D, V, bias=False); when config.tie_weights, its weight IS
                 embed_tokens.weight (one Parameter, not a copy).
             rope_cos, rope_sin: (max_seq_len, Dh) buffers from rope_tables(Dh, max_seq_len,
-                rope_base), registered with persistent=False (they are not weights: a state dict
+                rope_base, rope_scaling), registered with persistent=False (they are not weights: a state dict
                 does not hold them).
         Every nn.Linear and nn.Embedding weight is initialised from N(0, 0.02^2), as in Llama
         (nn.Embedding's default N(0, 1) would make the tied head's logits huge).
@@ -129,11 +151,17 @@ class Llama(nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if config.tie_weights:
             self.lm_head.weight = self.embed_tokens.weight  # one Parameter, two uses
-        cos, sin = rope_tables(config.d_model // config.n_heads, config.max_seq_len, config.rope_base)
+        head_size = config.d_model // config.n_heads
+        cos, sin = rope_tables(head_size, config.max_seq_len, config.rope_base, config.rope_scaling)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, tokens: torch.Tensor, caches: list[KVCache] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        caches: list[KVCache] | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Next-token logits for every position.
 
         Args:
@@ -141,6 +169,11 @@ class Llama(nn.Module):
             caches: None, or one KVCache per layer (from new_caches()); each layer appends the new
                 keys and values to its cache. The new tokens' first position is
                 offset = caches[0].length (0 without caches).
+            attention_mask: None (every token is real), or (B, offset + S), 1 or True for a real
+                token and 0 or False for padding, covering the cached positions and the new ones
+                (see "Batches of prompts" above). Each row's positions then count its real
+                tokens only, and padding keys are blocked: padded_positions gives the RoPE rows
+                and the mask to use instead. It is not modified.
         Returns:
             (logits, aux_loss): logits (B, S, V) float32; aux_loss, a scalar tensor, the sum of the
             blocks' auxiliary (load-balancing) losses, zero for a dense model.
@@ -158,6 +191,8 @@ class Llama(nn.Module):
         # 2) the rotation of the TRUE positions of these tokens, and S queries over offset + S keys
         rope = (self.rope_cos[offset : offset + length], self.rope_sin[offset : offset + length])  # (S, Dh) each
         mask = additive_causal_mask(length, offset + length, device=tokens.device, dtype=x.dtype)  # (S, offset + S)
+        if attention_mask is not None:
+            rope, mask = self.padded_positions(attention_mask, length, mask)
         # 3) the blocks, each with its own cache
         aux_loss = x.new_zeros(())
         for index, layer in enumerate(self.layers):
@@ -165,6 +200,34 @@ class Llama(nn.Module):
             aux_loss = aux_loss + layer_aux
         # 4) final norm, then one score per vocabulary entry
         return self.lm_head(self.norm(x)), aux_loss  # (B, S, V), ()
+
+    def padded_positions(
+        self, attention_mask: torch.Tensor, length: int, causal: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The RoPE rows and the additive mask of the last `length` positions of a padded batch.
+
+        Example, one row [pad, pad, a, b] (attention_mask [0, 0, 1, 1]): positions [0, 0, 0, 1]
+        (padding takes position 0; it is never seen), and query 2 (a) may see key 2 only.
+
+        Args:
+            attention_mask: (B, St), 1/True = real token; St = offset + length.
+            length: S, the new positions (the last S columns).
+            causal: (S, St) the additive causal mask of those positions.
+        Returns:
+            ((cos, sin), mask): cos and sin (B, S, Dh), rows of rope_cos/rope_sin at each token's
+            own position; mask (B, 1, S, St), additive: causal, plus -inf at padding keys, except
+            that a padding query keeps its own key.
+        """
+        real = attention_mask.bool()  # (B, St)
+        # 1) a token's position counts the real tokens before it; padding clamps to 0
+        positions = (real.long().cumsum(dim=-1) - 1).clamp(min=0)[:, -length:]  # (B, S)
+        rope = (self.rope_cos[positions], self.rope_sin[positions])  # (B, S, Dh) each
+        # 2) block padding keys; the diagonal stays open so that a padding query sees one key
+        total = real.size(-1)
+        own_key = torch.arange(total, device=real.device)[None, :] == torch.arange(total - length, total, device=real.device)[:, None]  # (S, St)
+        allowed = real[:, None, :] | own_key  # (B, S, St)
+        mask = causal.masked_fill(~allowed, float("-inf"))  # (B, S, St)
+        return rope, mask[:, None]  # (B, 1, S, St)
 
     def new_caches(self) -> list[KVCache]:
         """One empty KVCache per layer, for a fresh sequence.
@@ -240,22 +303,29 @@ def from_llama_state_dict(config: LlamaConfig, state_dict: dict[str, torch.Tenso
 
 
 def config_from_llama_json(d: dict) -> LlamaConfig:
-    """A LlamaConfig from the dict of a Hugging Face Llama config.json.
+    """A LlamaConfig from the dict of a Hugging Face Llama config.json, in either layout.
 
     Keys read: vocab_size, hidden_size (D), num_hidden_layers (L), num_attention_heads (H),
     num_key_value_heads (Hkv; default H), intermediate_size (F), max_position_embeddings,
-    rope_theta (default 10000.0), rms_norm_eps (default 1e-6), tie_word_embeddings (default False).
+    rms_norm_eps (default 1e-6), tie_word_embeddings (default False), and the RoPE settings:
+    "rope_parameters" (transformers >= 5.0) when present, else the top-level "rope_theta" and
+    "rope_scaling" (older). rope_theta defaults to 10000.0; rope_type "default" (or no scaling)
+    means none; "llama3" reads factor, low_freq_factor, high_freq_factor and
+    original_max_position_embeddings into a RopeScaling. An old file may say "type" for "rope_type".
 
     Args:
         d: the parsed config.json.
     Returns:
         The LlamaConfig (dense, no dropout).
     Raises:
-        ValueError: when the checkpoint needs something this model lacks: "head_dim" other than
-            hidden_size / num_attention_heads, attention_bias or mlp_bias true, a hidden_act other
-            than "silu", or a "rope_scaling" entry that is not null.
+        ValueError: when the checkpoint needs something this model lacks, in one line naming it:
+            "head_dim" other than hidden_size / num_attention_heads, attention_bias or mlp_bias
+            true, a hidden_act other than "silu", a rope_type other than "default" or "llama3".
     """
     hidden, heads = d["hidden_size"], d["num_attention_heads"]
+    # 1) the RoPE settings: one dict from 5.0 on, top-level keys before
+    rope = d.get("rope_parameters") or dict(d.get("rope_scaling") or {}, rope_theta=d.get("rope_theta", 10000.0))
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
     unsupported = []
     if d.get("head_dim", hidden // heads) != hidden // heads:
         unsupported.append(f"head_dim {d['head_dim']} != hidden_size / num_attention_heads")
@@ -263,10 +333,19 @@ def config_from_llama_json(d: dict) -> LlamaConfig:
         unsupported.append("biases in attention or MLP")
     if d.get("hidden_act", "silu") != "silu":
         unsupported.append(f"hidden_act {d['hidden_act']!r}")
-    if d.get("rope_scaling") is not None:
-        unsupported.append("rope_scaling")
+    if rope_type not in ("default", "llama3"):
+        unsupported.append(f"rope_type {rope_type!r} (only 'default' and 'llama3' are implemented)")
     if unsupported:
         raise ValueError(f"this checkpoint needs what the kata's Llama lacks: {', '.join(unsupported)}")
+    # 2) Llama 3's stretch of the slow frequencies
+    scaling = None
+    if rope_type == "llama3":
+        scaling = RopeScaling(
+            factor=float(rope["factor"]),
+            low_freq_factor=float(rope["low_freq_factor"]),
+            high_freq_factor=float(rope["high_freq_factor"]),
+            original_max_positions=int(rope["original_max_position_embeddings"]),
+        )
     return LlamaConfig(
         vocab_size=d["vocab_size"],
         d_model=hidden,
@@ -275,27 +354,56 @@ def config_from_llama_json(d: dict) -> LlamaConfig:
         n_kv_heads=d.get("num_key_value_heads", heads),
         d_ff=d["intermediate_size"],
         max_seq_len=d["max_position_embeddings"],
-        rope_base=float(d.get("rope_theta", 10000.0)),
+        rope_base=float(rope.get("rope_theta", 10000.0)),
+        rope_scaling=scaling,
         norm_eps=float(d.get("rms_norm_eps", 1e-6)),
         tie_weights=bool(d.get("tie_word_embeddings", False)),
     )
 
 
 # kata: given
-def load_pretrained(directory: str | Path, weights: str = "pytorch_model.bin") -> Llama:
-    """Load a Llama-architecture checkpoint directory: config.json plus a torch.save'd state dict.
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint directory, as float32, whatever file layout it uses.
 
-    For a model published as model.safetensors, convert it first (with the safetensors package:
-    torch.save(safetensors.torch.load_file(path), "pytorch_model.bin")).
+    Looked for in this order: model.safetensors; model.safetensors.index.json (its "weight_map"
+    names the shard of every tensor); pytorch_model.bin (read with torch.load(weights_only=True):
+    a pickle can run code, so never without it). bfloat16 and float16 are cast to float32.
 
     Args:
-        directory: holds config.json and the weights file.
-        weights: the weights file's name inside directory.
+        directory: the checkpoint directory.
+    Returns:
+        {name: float32 tensor}.
+    Raises:
+        FileNotFoundError: when none of the three is there (the message names them).
+    """
+    single, index, pickled = directory / "model.safetensors", directory / "model.safetensors.index.json", directory / "pytorch_model.bin"
+    if single.is_file() or index.is_file():
+        from safetensors.torch import load_file
+
+        shards = [single] if single.is_file() else sorted(
+            {directory / name for name in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()}
+        )
+        state_dict = {name: tensor for shard in shards for name, tensor in load_file(shard).items()}
+    elif pickled.is_file():
+        state_dict = torch.load(pickled, map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+    return {name: tensor.float() for name, tensor in state_dict.items()}
+
+
+# kata: given
+def load_pretrained(directory: str | Path) -> Llama:
+    """Load a Llama-architecture checkpoint directory: config.json plus its weights (read_weights).
+
+    Args:
+        directory: holds config.json and the weights.
     Returns:
         The Llama, in eval mode, float32.
+    Raises:
+        FileNotFoundError: no config.json or no weights; ValueError: a config the model cannot run.
     """
     directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory}: no config.json (is this a model directory?)")
     config = config_from_llama_json(json.loads((directory / "config.json").read_text(encoding="utf-8")))
-    state_dict = torch.load(directory / weights, map_location="cpu", weights_only=True)
-    model = from_llama_state_dict(config, {name: tensor.float() for name, tensor in state_dict.items()})
-    return model.eval()
+    return from_llama_state_dict(config, read_weights(directory)).eval()

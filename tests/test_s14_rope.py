@@ -4,6 +4,10 @@ Oracles: slow loops written here with math.cos / math.sin over every position p 
 (j, j + Dh/2); hand-worked rotations by 90 and 180 degrees whose arithmetic is in the docstrings;
 and the properties that make RoPE what it is (relative positions, identity at 0, norms kept).
 
+The interleaved pairing (2i, 2i + 1) has its own slow loop; half_split_order is checked against the
+order written out by hand; llama3_scale against the rule of Llama 3's published reference code,
+written here as a loop over pairs with math only.
+
 Several tests use as many heads as positions (H == S), so that a rotation broadcast along the
 head axis instead of the sequence axis gives wrong numbers instead of a shape error.
 """
@@ -29,6 +33,19 @@ HINT_HEAD_AXIS = ("The rotation depends on the position, never on the head: is c
 HINT_PAIRING = ("Half-split pairing rotates feature j together with feature j + Dh/2. Pairing neighbours "
                 "(2i, 2i + 1), the interleaved convention of GPT-J, is a different model: Llama checkpoints "
                 "would not load.")
+HINT_INTERLEAVED = ("With pairing='interleaved', pair i is the neighbours (2i, 2i + 1), turned by the angle of table "
+                    "column i: (a, b) -> (a cos - b sin, b cos + a sin). The half-split table holds pair i's angle in "
+                    "column i (and i + Dh/2), so each angle is needed twice in a row: angles 0, 0, 1, 1, ...")
+HINT_ORDER = ("half_split_order(Dh) lists the even features in order, then the odd ones: [0, 2, .., Dh - 2, 1, 3, .., "
+              "Dh - 1]. Slot i takes feature 2i and slot i + Dh/2 takes feature 2i + 1.")
+HINT_LLAMA3 = ("llama3_scale compares each pair's wavelength 2π / inv_freq with L = original_max_positions: below "
+               "L / high_freq_factor the inv_freq is kept, above L / low_freq_factor it is divided by factor, in "
+               "between it is blended with t = (L / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor). "
+               "Does rope_tables pass its inverse frequencies through llama3_scale when scaling is given?")
+HINT_BATCHED = ("Tables with a batch axis, (B, S, Dh), give every sequence its own positions: they need a head axis "
+                "inserted next to S (before it in BHSD, after it in BSHD), not two leading axes.")
+HINT_IN_PLACE = ("apply_rope must return a new tensor and leave x untouched: an operation in place (x *= cos, "
+                 "x.mul_, x[..., :half] = ...) changes the caller's queries and breaks autograd.")
 HINT_RELATIVE = ("After rotation q.k must depend only on the offset m - n. Do q and k use the same table, "
                  "and is the rotation a true rotation (x * cos + rotate_half(x) * sin)?")
 
@@ -53,6 +70,36 @@ def rope_loop(x: torch.Tensor, base: float = 10000.0, positions: list[int] | Non
                     a, c = float(x[b, h, s, j]), float(x[b, h, s, j + half])
                     out[b, h, s, j] = a * math.cos(theta) - c * math.sin(theta)
                     out[b, h, s, j + half] = c * math.cos(theta) + a * math.sin(theta)
+    return out
+
+
+def interleaved_loop(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Slow oracle on (B, H, S, Dh): rotate every neighbour pair (2i, 2i + 1) by p * base^(-2i / Dh)."""
+    batch, heads, length, head_size = x.shape
+    out = torch.empty(batch, heads, length, head_size)
+    for b in range(batch):
+        for h in range(heads):
+            for s in range(length):
+                for i in range(head_size // 2):
+                    theta = s * base ** (-2 * i / head_size)
+                    a, c = float(x[b, h, s, 2 * i]), float(x[b, h, s, 2 * i + 1])
+                    out[b, h, s, 2 * i] = a * math.cos(theta) - c * math.sin(theta)
+                    out[b, h, s, 2 * i + 1] = c * math.cos(theta) + a * math.sin(theta)
+    return out
+
+
+def llama3_loop(inv_freq: list[float], factor: float, low: float, high: float, original: int) -> list[float]:
+    """Llama 3's frequency rule, pair by pair (as in Meta's published apply_scaling)."""
+    out = []
+    for f in inv_freq:
+        wavelength = 2 * math.pi / f
+        if wavelength < original / high:
+            out.append(f)
+        elif wavelength > original / low:
+            out.append(f / factor)
+        else:
+            smooth = (original / wavelength - low) / (high - low)
+            out.append((1 - smooth) * f / factor + smooth * f)
     return out
 
 
@@ -230,10 +277,135 @@ def test_head_size_two_is_a_single_plane_rotation(stage):
     assert_close(stage.apply_rope(x, cos, sin), expected, "apply_rope, Dh = 2", atol=1e-6, hint=HINT_TABLE)
 
 
-def test_unknown_layout_and_odd_head_size_raise_value_error(stage):
+def test_unknown_layout_pairing_and_odd_head_size_raise_value_error(stage):
     cos, sin = tables_loop(4, 2, 10000.0)
     with pytest.raises(ValueError):
         stage.apply_rope(torch.randn(1, 2, 2, 4), cos, sin, layout="SBHD")
     with pytest.raises(ValueError):
+        stage.apply_rope(torch.randn(1, 2, 2, 4), cos, sin, pairing="adjacent")
+    with pytest.raises(ValueError):
         stage.rope_tables(5, 3)
     assert_equal(tuple(stage.rope_tables(6, 3)[0].shape), (3, 6), "rope_tables(6, 3) cos shape", hint=HINT_TABLE)
+
+
+# ----------------------------------------------------------------------------- in place
+
+@pytest.mark.parametrize("pairing", ["half", "interleaved"])
+def test_apply_rope_leaves_its_inputs_unchanged_and_backpropagates_twice(stage, pairing):
+    cos, sin = tables_loop(8, 5, 10000.0)
+    x = torch.randn(2, 3, 5, 8, requires_grad=True)
+    before = x.detach().clone()
+    for attempt in (1, 2):
+        try:
+            out = stage.apply_rope(x * 1.0, cos, sin, pairing=pairing)  # x * 1.0: an input autograd must keep
+            assert_tensor(out, "apply_rope", shape=x.shape, dtype=torch.float32, hint=HINT_APPLY)
+            out.square().sum().backward()
+        except RuntimeError as error:
+            if "inplace" not in str(error):
+                raise
+            fail(f"apply_rope (pairing={pairing!r}) modified a tensor in place that backward needs "
+                 f"(pass {attempt}): {str(error).splitlines()[0][:120]}", HINT_IN_PLACE)
+    direct = stage.apply_rope(x.detach(), cos, sin, pairing=pairing)
+    assert_close(x.detach(), before, f"x after apply_rope(x, pairing={pairing!r})", atol=0.0, hint=HINT_IN_PLACE)
+    assert_close(cos, tables_loop(8, 5, 10000.0)[0], "the cos table after apply_rope", atol=0.0, hint=HINT_IN_PLACE)
+    assert_tensor(direct, "apply_rope", shape=x.shape, dtype=torch.float32, hint=HINT_APPLY)
+
+
+# ----------------------------------------------------------------------------- tables per sequence
+
+@pytest.mark.parametrize("layout", ["BHSD", "BSHD"])
+def test_tables_with_a_batch_axis_rotate_each_sequence_by_its_own_positions(stage, layout):
+    """Row 0 at positions 0..3, row 1 at positions 3..6 (a left-padded batch); 4 heads = 4 positions."""
+    cos, sin = tables_loop(8, 8, 10000.0)
+    positions = torch.tensor([[0, 1, 2, 3], [3, 4, 5, 6]])
+    x = torch.randn(2, 4, 4, 8)  # (B, H, S, Dh)
+    expected = torch.cat([rope_loop(x[:1], positions=[0, 1, 2, 3]), rope_loop(x[1:], positions=[3, 4, 5, 6])])
+    given = x if layout == "BHSD" else x.transpose(1, 2).contiguous()
+    out = stage.apply_rope(given, cos[positions], sin[positions], layout=layout)
+    assert_tensor(out, f"apply_rope with (B, S, Dh) tables, {layout}", shape=given.shape, dtype=torch.float32,
+                  hint=HINT_BATCHED)
+    out = out if layout == "BHSD" else out.transpose(1, 2)
+    assert_close(out, expected, f"apply_rope with per-sequence positions, {layout}", atol=1e-5, hint=HINT_BATCHED)
+
+
+# ----------------------------------------------------------------------------- the interleaved pairing
+
+def test_interleaved_pairing_turns_neighbours_hand_worked(stage):
+    """Dh = 4, base = 100, position 1: pair 0 = (x0, x1) turns 1 rad, pair 1 = (x2, x3) turns 0.1 rad.
+
+    x = [1, 0, 0, 0] -> [cos 1, sin 1, 0, 0] = [0.540302, 0.841471, 0, 0]; x = [0, 0, 1, 0] ->
+    [0, 0, cos 0.1, sin 0.1] = [0, 0, 0.995004, 0.0998334]. (Half-split would give [0.5403, 0, 0.8415, 0].)
+    """
+    cos, sin = tables_loop(4, 2, 100.0)
+    x = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])[:, None, None, :].expand(2, 1, 2, 4)  # (2, 1, 2, 4)
+    out = stage.apply_rope(x, cos, sin, pairing="interleaved")
+    assert_tensor(out, "apply_rope(pairing='interleaved')", shape=(2, 1, 2, 4), dtype=torch.float32, hint=HINT_INTERLEAVED)
+    expected = torch.tensor([[0.5403023, 0.8414710, 0.0, 0.0], [0.0, 0.0, 0.9950042, 0.0998334]])
+    assert_close(out[:, 0, 1], expected, "interleaved rotation at position 1", atol=1e-6, hint=HINT_INTERLEAVED)
+    assert_close(out[:, 0, 0], x[:, 0, 0], "interleaved rotation at position 0", atol=1e-6, hint=HINT_INTERLEAVED)
+
+
+@pytest.mark.parametrize("layout", ["BHSD", "BSHD"])
+def test_interleaved_pairing_matches_a_loop_over_neighbour_pairs(stage, layout):
+    x = torch.randn(2, 5, 5, 8)  # (B, H, S, Dh) with H == S
+    cos, sin = tables_loop(8, 5, 10000.0)
+    given = x if layout == "BHSD" else x.transpose(1, 2).contiguous()
+    out = stage.apply_rope(given, cos, sin, layout=layout, pairing="interleaved")
+    assert_tensor(out, f"apply_rope(pairing='interleaved', layout={layout!r})", shape=given.shape, dtype=torch.float32,
+                  hint=HINT_INTERLEAVED)
+    out = out if layout == "BHSD" else out.transpose(1, 2)
+    assert_close(out, interleaved_loop(x), f"interleaved RoPE, {layout}", atol=1e-5, hint=HINT_INTERLEAVED)
+
+
+def test_half_split_order_lists_the_even_features_then_the_odd_ones(stage):
+    for head_size, expected in ((2, [0, 1]), (6, [0, 2, 4, 1, 3, 5]), (8, [0, 2, 4, 6, 1, 3, 5, 7])):
+        order = stage.half_split_order(head_size)
+        assert_tensor(order, f"half_split_order({head_size})", shape=(head_size,), dtype=torch.long, hint=HINT_ORDER)
+        assert_equal(order.tolist(), expected, f"half_split_order({head_size})", hint=HINT_ORDER)
+
+
+def test_permuting_features_turns_an_interleaved_rotation_into_a_half_split_one(stage):
+    """The module docstring's identity, checked with the two slow loops: rope_half(x[order]) = rope_inter(x)[order]."""
+    x = torch.randn(1, 2, 6, 8)
+    order = stage.half_split_order(8)
+    assert_tensor(order, "half_split_order(8)", shape=(8,), dtype=torch.long, hint=HINT_ORDER)
+    assert_close(rope_loop(x[..., order]), interleaved_loop(x)[..., order], "rope_half(x[order]) vs rope_inter(x)[order]",
+                 atol=1e-5, hint=HINT_ORDER)
+    cos, sin = tables_loop(8, 6, 10000.0)
+    converted = stage.apply_rope(x[..., order], cos, sin)[..., torch.argsort(order)]
+    assert_close(converted, interleaved_loop(x), "half-split RoPE on reordered features, put back", atol=1e-5,
+                 hint=HINT_ORDER)
+
+
+# ----------------------------------------------------------------------------- Llama 3 scaling
+
+def test_llama3_scale_keeps_fast_stretches_slow_and_blends_between(stage):
+    """factor 8, low 1, high 4, original 8192 (Llama 3.1's values): the docstring's three wavelengths.
+
+    wavelength 100 < 8192 / 4 = 2048: kept.  10000 > 8192 / 1: divided by 8.
+    4096: t = (8192 / 4096 - 1) / (4 - 1) = 1/3 -> (2/3) f / 8 + (1/3) f = 0.41667 f.
+    """
+    scaling = stage.RopeScaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_positions=8192)
+    inv_freq = torch.tensor([2 * math.pi / 100, 2 * math.pi / 10000, 2 * math.pi / 4096])
+    before = inv_freq.clone()
+    out = stage.llama3_scale(inv_freq, scaling)
+    expected = torch.tensor([2 * math.pi / 100, 2 * math.pi / 10000 / 8, (2 / 3 / 8 + 1 / 3) * 2 * math.pi / 4096])
+    assert_close(out, expected, "llama3_scale of wavelengths 100, 10000, 4096", atol=1e-9, rtol=1e-6, hint=HINT_LLAMA3)
+    assert_close(inv_freq, before, "inv_freq after llama3_scale", atol=0.0,
+                 hint="llama3_scale returns new frequencies; it must not change its input in place.")
+
+
+def test_scaled_tables_match_the_llama3_rule_applied_to_every_pair(stage):
+    """Dh = 16, base 500000, factor 8, low 1, high 4, original 64: slow pairs stretched, fast pairs kept."""
+    scaling = stage.RopeScaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_positions=64)
+    inv = [500000.0 ** (-2 * i / 16) for i in range(8)]
+    scaled = llama3_loop(inv, 8.0, 1.0, 4.0, 64)
+    assert scaled != inv and scaled[0] == inv[0], "the example must scale some pairs and keep others"
+    angles = [[p * scaled[j % 8] for j in range(16)] for p in range(40)]
+    cos, sin = stage.rope_tables(16, 40, base=500000.0, scaling=scaling)
+    assert_tensor(cos, "cos with scaling", shape=(40, 16), dtype=torch.float32, hint=HINT_LLAMA3)
+    # angles up to 39 rad in float32: 1e-5 allows for that, and the unscaled tables are off by more than 0.1
+    assert_close(cos, torch.tensor([[math.cos(a) for a in row] for row in angles]), "cos table with llama3 scaling",
+                 atol=1e-5, hint=HINT_LLAMA3)
+    assert_close(sin, torch.tensor([[math.sin(a) for a in row] for row in angles]), "sin table with llama3 scaling",
+                 atol=1e-5, hint=HINT_LLAMA3)

@@ -144,3 +144,18 @@ def test_single_query_over_a_long_cache_sees_every_key(stage):
 def test_fewer_keys_than_queries_is_a_value_error(stage):
     with pytest.raises(ValueError):
         stage.additive_causal_mask(4, 2)
+
+
+# ----------------------------------------------------------------------------- in place
+
+def test_conversions_leave_their_input_unchanged(stage):
+    allowed = torch.rand(2, 3, 4) > 0.5
+    additive = torch.zeros(2, 3, 4).masked_fill(~allowed, NEG_INF)
+    kept_allowed, kept_additive = allowed.clone(), additive.clone()
+    converted = stage.bool_to_additive(allowed)
+    back = stage.additive_to_bool(additive)
+    assert_additive(converted, kept_allowed, "bool_to_additive(mask)", hint=HINT_BOOL)
+    assert_tensor(back, "additive_to_bool(mask)", shape=(2, 3, 4), dtype=torch.bool, hint=HINT_BOOL)
+    hint = "Build a new tensor (torch.zeros(...).masked_fill(...), torch.isfinite(...)); never modify the mask in place."
+    assert_close(allowed, kept_allowed, "the boolean mask after bool_to_additive", atol=0.0, hint=hint)
+    assert_close(additive, kept_additive, "the additive mask after additive_to_bool", atol=0.0, hint=hint)

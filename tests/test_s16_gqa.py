@@ -32,8 +32,14 @@ HINT_REPEAT = ("Each group of n_rep = H / Hkv CONSECUTIVE query heads shares one
 HINT_ATTEND = ("Per query head: softmax(q kᵀ / sqrt(Dh) + mask) v, with Dh the head size (not D), the additive "
                "mask ADDED to the scores before the softmax, then heads merged as (B, S, H * Dh) and o_proj. "
                "Split heads with view(B, S, H, Dh).transpose(1, 2), not a direct view to (B, H, S, Dh).")
-HINT_ROPE = ("RoPE rotates queries and keys only, never values: apply_rope(q, cos, sin) and apply_rope(k, cos, sin) "
-             "in the (B, H, S, Dh) layout, before the keys go into the cache. Are the values rotated too?")
+HINT_ROPE = ("RoPE rotates queries and keys by the rows it is given: apply_rope(q, cos, sin) and apply_rope(k, cos, "
+             "sin) with the layout your tensors are in, before the keys go into the cache.")
+HINT_ROPE_VALUES = ("The output is what rotating the VALUES too would give: RoPE rotates queries and keys only; "
+                    "values carry content, not position.")
+HINT_FOLLOW_ON = ("This follows from an earlier failure: without RoPE, cache or dropout the output already differs "
+                  "from torch's attention (test_matches_torch_attention... names the cause). Fix that first.")
+HINT_IN_PLACE = ("forward must not change its inputs: an operation in place (x += ..., scores.masked_fill_(...), "
+                 "q.mul_(...), mask += ...) modifies the caller's tensors or ones autograd still needs.")
 HINT_DROPOUT = ("Attention dropout must be off in eval mode: F.dropout(weights, p, training=self.training) or an "
                 "nn.Dropout module. Is dropout left on in eval?")
 HINT_CACHE = ("With a cache, x holds only the new positions: project and rotate them, append k and v to the "
@@ -93,6 +99,23 @@ def oracle(module, x: torch.Tensor, n_heads: int = H, n_kv_heads: int = HKV, mas
     return out.transpose(1, 2).reshape(batch, length, -1) @ w_o.T
 
 
+def plain_attention_is_off(module, monkeypatch) -> bool:
+    """True when the module is already wrong without RoPE, cache or dropout: later failures follow from that."""
+    try:
+        probe = type(module)(module.q_proj.in_features, module.n_heads, module.n_kv_heads)  # no dropout
+        x, mask = torch.randn(B, S, module.q_proj.in_features), causal(S, S)
+        expected = oracle(probe, x, probe.n_heads, probe.n_kv_heads, mask=mask)
+        out = run(probe, x, monkeypatch, mask=mask)
+    except Exception:  # noqa: BLE001 - any failure here is the earlier failure
+        return True
+    return type(out) is not torch.Tensor or out.shape != expected.shape or not torch.allclose(out, expected, atol=1e-5)
+
+
+def cause(module, monkeypatch, hint: str) -> str:
+    """``hint``, unless the failure follows from plain attention being wrong."""
+    return HINT_FOLLOW_ON if plain_attention_is_off(module, monkeypatch) else hint
+
+
 def forbid_torch_attention(monkeypatch) -> None:
     def forbidden(*args, **kwargs):
         fail("your forward called torch.nn.functional.scaled_dot_product_attention", HINT_FORBIDDEN)
@@ -106,6 +129,8 @@ def run(module, x, monkeypatch, **kwargs) -> torch.Tensor:
     With a cache, a shape error inside forward (scores and mask of different lengths) is reported
     as a failure with the cache hint rather than as a bare traceback.
     """
+    cache = kwargs.get("cache")
+    before = cache.length if cache is not None else 0
     forbid_torch_attention(monkeypatch)
     try:
         with torch.no_grad():
@@ -113,12 +138,27 @@ def run(module, x, monkeypatch, **kwargs) -> torch.Tensor:
     except NotImplementedError:
         raise
     except RuntimeError as error:
-        if kwargs.get("cache") is None:
+        if cache is None:
             raise
-        fail(f"forward with a KVCache and x of shape {tuple(x.shape)} raised RuntimeError: {error}", HINT_CACHE)
+        check_growth(cache, before, x.size(1))
+        fail(f"forward with a KVCache and x of shape {tuple(x.shape)} raised RuntimeError: "
+             f"{str(error).splitlines()[0][:160]}", HINT_CACHE)
     finally:
         monkeypatch.undo()
+    if cache is not None:
+        check_growth(cache, before, x.size(1))
     return out
+
+
+def check_growth(cache, before: int, new: int) -> None:
+    """The cache must grow by exactly the new positions: more means the keys went in twice."""
+    grown = cache.length - before
+    if grown != new:
+        fail(f"the KVCache grew by {grown} positions during one forward with {new} new position(s) "
+             f"(length {before} -> {cache.length})",
+             "Call cache.update(k, v) exactly once per forward, with the new positions only, and attend over what "
+             "it returns; appending twice (or re-appending the returned keys) duplicates positions."
+             if grown > new else HINT_CACHE)
 
 
 # ----------------------------------------------------------------------------- shapes and parameters
@@ -144,33 +184,19 @@ def test_projection_shapes_and_key_value_parameter_count_shrink_by_the_group_siz
                  hint="bias=False by default (Llama has no projection biases); k_proj and v_proj map D -> Hkv * Dh.")
 
 
-def test_tensor_shape_quiz_a_1_10_4_128_tensor_is_batch_sequence_heads_head_size(stage, monkeypatch):
+def test_a_1_10_512_input_with_4_heads_is_split_into_heads_of_size_128(stage, monkeypatch):
     """d_model = 512, H = 4: Dh = 128, so one sequence of 10 tokens gives q = (1, 10, 4, 128) viewed as
-    (batch, sequence, heads, head size), or (1, 4, 10, 128) once the heads come first.
-
-    The test watches apply_rope (the stage-14 function the module imports) to see the q and k it is handed.
-    """
-    seen = []
-
-    def spy(x, cos, sin, layout="BHSD"):
-        seen.append((tuple(x.shape), layout))
-        return x
-
-    monkeypatch.setattr(stage, "apply_rope", spy)
+    (batch, sequence, heads, head size), or (1, 4, 10, 128) once the heads come first. With RoPE tables
+    for Dh = 128 the output must be torch's attention on q and k rotated in that layout."""
     module = stage.GroupedQueryAttention(512, 4, 2)
-    cos, sin = rope_tables(128, 10)
-    with torch.no_grad():
-        out = module(torch.randn(1, 10, 512), rope=(cos, sin))
+    x, rope, mask = torch.randn(1, 10, 512), rope_tables(128, 10), causal(10, 10)
+    expected = oracle(module, x, 4, 2, mask=mask, rope=rope)
+    out = run(module, x, monkeypatch, mask=mask, rope=rope)
     assert_tensor(out, "output for x of shape (1, 10, 512)", shape=(1, 10, 512), dtype=torch.float32, hint=HINT_SHAPES)
-    expected = {"BHSD": ((1, 4, 10, 128), (1, 2, 10, 128)), "BSHD": ((1, 10, 4, 128), (1, 10, 2, 128))}
-    if len(seen) != 2:
-        fail(f"apply_rope: expected 2 calls (queries, then keys), got {len(seen)}: {seen}", HINT_ROPE)
-    (q_shape, q_layout), (k_shape, k_layout) = seen
-    if q_layout not in expected or (q_shape, k_shape) != expected[q_layout] or k_layout != q_layout:
-        fail(f"apply_rope got q {q_shape} and k {k_shape} with layouts {q_layout!r}, {k_layout!r}; expected "
-             f"q (1, 4, 10, 128) and k (1, 2, 10, 128) as 'BHSD', or (1, 10, 4, 128) and (1, 10, 2, 128) as 'BSHD'",
-             "With D = 512 and H = 4 the head size is 128: a (1, 10, 4, 128) tensor is (batch, sequence, heads, "
-             "head size). Is the layout argument the one your tensors are in?")
+    assert_close(out, expected, "output with D = 512, H = 4, Hkv = 2 and RoPE", atol=1e-5,
+                 hint=cause(module, monkeypatch,
+                            "With D = 512 and H = 4 the head size is 128: view q as (1, 10, 4, 128) = (batch, sequence, "
+                            "heads, head size), and rotate it with the layout argument matching the tensor you pass."))
 
 
 def test_n_kv_heads_must_divide_n_heads_and_n_heads_must_divide_d_model(stage):
@@ -260,8 +286,15 @@ def test_rope_rotates_queries_and_keys_but_not_values(stage, monkeypatch):
     module = stage.GroupedQueryAttention(D, H, HKV)
     x, mask, rope = torch.randn(B, S, D), causal(S, S), rope_tables(DH, S)
     expected = oracle(module, x, mask=mask, rope=rope)
-    assert_close(run(module, x, monkeypatch, mask=mask, rope=rope), expected, "GQA output with RoPE", atol=1e-5,
-                 hint=HINT_ROPE)
+    out = run(module, x, monkeypatch, mask=mask, rope=rope)
+    if out.shape == expected.shape and not torch.allclose(out, expected, atol=1e-5):
+        q, k, v, w_o = projections(module, x, H, HKV, rope)
+        rotated = F.scaled_dot_product_attention(q, k, rotate(v, *rope), attn_mask=mask, enable_gqa=True)
+        values_too = rotated.transpose(1, 2).reshape(B, S, D) @ w_o.T
+        hint = HINT_ROPE_VALUES if torch.allclose(out, values_too, atol=1e-5) else cause(module, monkeypatch, HINT_ROPE)
+    else:
+        hint = HINT_ROPE
+    assert_close(out, expected, "GQA output with RoPE", atol=1e-5, hint=hint)
 
 
 def test_an_additive_padding_mask_broadcasts_over_heads_and_queries(stage, monkeypatch):
@@ -272,7 +305,8 @@ def test_an_additive_padding_mask_broadcasts_over_heads_and_queries(stage, monke
     mask[1, ..., -2:] = float("-inf")
     expected = oracle(module, x, mask=mask)
     assert_close(run(module, x, monkeypatch, mask=mask), expected, "GQA output with a (B, 1, 1, S) mask", atol=1e-5,
-                 hint="The additive mask is added to the (B, H, S, St) scores and broadcasts; do not reshape it.")
+                 hint=cause(module, monkeypatch,
+                            "The additive mask is added to the (B, H, S, St) scores and broadcasts; do not reshape it."))
 
 
 def test_attention_dropout_is_off_in_eval_mode(stage, monkeypatch):
@@ -280,7 +314,7 @@ def test_attention_dropout_is_off_in_eval_mode(stage, monkeypatch):
     x, mask = torch.randn(B, S, D), causal(S, S)
     expected = oracle(module, x, mask=mask)
     assert_close(run(module, x, monkeypatch, mask=mask), expected, "eval-mode output with dropout=0.5", atol=1e-5,
-                 hint=HINT_DROPOUT)
+                 hint=cause(module, monkeypatch, HINT_DROPOUT))
 
 
 def test_attention_dropout_is_on_in_training_mode(stage, monkeypatch):
@@ -311,7 +345,8 @@ def test_feeding_chunks_through_a_cache_equals_the_whole_sequence_at_once(stage,
                       dtype=torch.float32, hint=HINT_CACHE)
         outs.append(out)
         start += n
-    assert_close(torch.cat(outs, dim=1), expected, "chunked outputs vs all at once", atol=1e-5, hint=HINT_CACHE)
+    assert_close(torch.cat(outs, dim=1), expected, "chunked outputs vs all at once", atol=1e-5,
+                 hint=cause(module, monkeypatch, HINT_CACHE))
     assert_equal(cache.length, S, "cache.length after 5 positions", hint=HINT_CACHE)
     assert_close(cache.keys, k_all, "cached keys (rotated, Hkv heads)", atol=1e-5, hint=HINT_CACHE_HEADS)
     assert_close(cache.values, v_all, "cached values (not rotated, Hkv heads)", atol=1e-5, hint=HINT_CACHE_HEADS)
@@ -325,4 +360,27 @@ def test_one_token_step_after_a_prompt_equals_the_last_row_of_the_full_pass(stag
     cache = stage.KVCache()
     run(module, x[:, :4], monkeypatch, mask=causal(4, 4), rope=(cos[:4], sin[:4]), cache=cache)
     out = run(module, x[:, 4:], monkeypatch, mask=causal(1, 5), rope=(cos[4:], sin[4:]), cache=cache)
-    assert_close(out, expected, "the generation step's output", atol=1e-5, hint=HINT_CACHE)
+    assert_close(out, expected, "the generation step's output", atol=1e-5, hint=cause(module, monkeypatch, HINT_CACHE))
+
+
+# ----------------------------------------------------------------------------- in place
+
+def test_forward_leaves_its_inputs_unchanged_and_backpropagates_twice(stage):
+    module = stage.GroupedQueryAttention(D, H, HKV, dropout=0.1).train()  # training: dropout runs too
+    x = torch.randn(B, S, D, requires_grad=True)
+    mask, (cos, sin) = causal(S, S), rope_tables(DH, S)
+    kept = [t.detach().clone() for t in (x, mask, cos, sin)]
+    for attempt in (1, 2):
+        try:
+            out = module(x * 1.0, mask=mask, rope=(cos, sin))  # x * 1.0: an input autograd must keep
+            assert_tensor(out, "GroupedQueryAttention(x)", shape=(B, S, D), dtype=torch.float32, hint=HINT_SHAPES)
+            out.square().sum().backward()
+        except RuntimeError as error:
+            if "inplace" not in str(error):
+                raise
+            fail(f"forward, then backward (pass {attempt}): a tensor backward needs was modified in place: "
+                 f"{str(error).splitlines()[0][:120]}", HINT_IN_PLACE)
+    with torch.no_grad():
+        module(x.detach(), mask=mask, rope=(cos, sin))
+    for name, now, then in zip(("x", "mask", "cos", "sin"), (x, mask, cos, sin), kept):
+        assert_close(now.detach(), then, f"{name} after forward", atol=0.0, hint=HINT_IN_PLACE)

@@ -25,6 +25,9 @@ HINT_TOP_K = ("Find the k-th largest logit of each row (torch.topk(logits, k).va
 HINT_TOP_P = ("Sort the probabilities in decreasing order and keep a token when the probability of the tokens ranked "
               "ABOVE it (cumsum - itself) is still below p: the token that crosses p is kept. Then put the decision "
               "back in vocabulary order (scatter with the sort's indices).")
+HINT_MASK = ("Pass attention_mask to every model call (attention_mask=mask), and after each step append one column of "
+             "ones to it (torch.cat with mask.new_ones(B, 1)): the token just generated is real, so the mask always "
+             "covers every token so far.")
 HINT_EOS = ("A row that has produced eos is finished: from then on it gets eos_id, whatever the model says, and the "
             "loop stops as soon as every row is finished.")
 
@@ -32,7 +35,8 @@ HINT_EOS = ("A row that has produced eos is finished: from then on it gets eos_i
 class Successor(nn.Module):
     """A toy model written here: at every position it predicts (token + 1) mod V with a margin of 10.
 
-    It records every call (the tokens it was fed, and the caches), and its "cache" only counts positions.
+    It records every call (the tokens it was fed, and the caches; the attention masks in ``masks``), and
+    its "cache" only counts positions.
     """
 
     class Cache:
@@ -43,12 +47,14 @@ class Successor(nn.Module):
         super().__init__()
         self.vocab = vocab
         self.calls: list[tuple[torch.Tensor, object]] = []
+        self.masks: list[torch.Tensor | None] = []
 
     def new_caches(self):
         return [self.Cache()]
 
-    def forward(self, tokens, caches=None):
+    def forward(self, tokens, caches=None, attention_mask=None):
         self.calls.append((tokens.clone(), caches))
+        self.masks.append(None if attention_mask is None else attention_mask.clone())
         if caches is not None:
             caches[0].length += tokens.size(1)
         return 10.0 * F.one_hot((tokens + 1) % self.vocab, self.vocab).float(), torch.zeros(())
@@ -108,6 +114,9 @@ def test_top_p_keeps_the_token_that_crosses_p(stage):
     cases = {0.3: [1], 0.7: [1, 3], 0.85: [1, 2, 3], 1.0: [0, 1, 2, 3]}
     for p, kept in cases.items():
         got = stage.top_p_filter(logits, p)
+        assert_close(logits, torch.tensor([LOGITS]), f"the input logits after top_p_filter(logits, {p})", atol=0.0,
+                     hint="Return a new tensor (masked_fill, not masked_fill_): the caller's logits must not change "
+                          "in place.")
         assert_tensor(got, f"top_p_filter(logits, {p})", shape=(1, 4), dtype=torch.float32, hint=HINT_TOP_P)
         survivors = torch.isfinite(got[0]).nonzero().flatten().tolist()
         assert_equal(survivors, kept, f"indices kept by top_p_filter with p = {p} (probabilities {PROBS})", hint=HINT_TOP_P)
@@ -244,3 +253,55 @@ def test_cached_and_uncached_sampling_give_identical_tokens(stage):
                  hint="Both paths must give the same logits each step and draw with the same generator in the same order.")
     again = stage.generate(model, prompt, 15, use_cache=True, generator=torch.Generator().manual_seed(5), **options)
     assert_close(again, cached, "two cached runs with the same seed", atol=0, hint="Pass the generator to sample_next.")
+
+
+# --- left-padded batches ----------------------------------------------------------------------
+
+
+def test_generate_passes_the_attention_mask_one_column_longer_each_step(stage):
+    model = Successor(10)
+    prompt = torch.tensor([[0, 2, 3], [4, 5, 6]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    kept_prompt, kept_mask = prompt.clone(), mask.clone()
+    for use_cache in (True, False):
+        model.calls.clear()
+        model.masks.clear()
+        stage.generate(model, prompt, 3, temperature=0.0, use_cache=use_cache, attention_mask=mask)
+        expected = [torch.cat([mask, torch.ones(2, n, dtype=torch.long)], dim=1) for n in range(3)]
+        got = [None if m is None else tuple(m.shape) for m in model.masks]
+        assert_equal(got, [tuple(m.shape) for m in expected], f"attention_mask shapes passed (use_cache={use_cache})",
+                     hint=HINT_MASK)
+        for step, (seen, want) in enumerate(zip(model.masks, expected)):
+            assert_close(seen, want, f"attention_mask at step {step} (use_cache={use_cache})", atol=0, hint=HINT_MASK)
+    assert_close(prompt, kept_prompt, "the prompt after generate", atol=0,
+                 hint="generate must not write into its prompt: build new tensors with torch.cat.")
+    assert_close(mask, kept_mask, "the attention_mask after generate", atol=0,
+                 hint="Grow a new mask with torch.cat each step; never modify the caller's mask in place.")
+    model.masks.clear()
+    stage.generate(model, prompt, 2, temperature=0.0)
+    assert_equal(model.masks, [None, None], "attention_mask passed without one",
+                 hint="Without an attention_mask, pass attention_mask=None to the model.")
+
+
+def test_left_padded_prompts_generate_what_each_generates_alone(stage):
+    """Prompts of 6, 2 and 4 tokens, left-padded to 6; greedy; the oracle runs each prompt alone, by hand."""
+    model = tiny_llama(stage)
+    prompts = [torch.randint(1, 23, (n,)) for n in (6, 2, 4)]
+    batch, mask = torch.zeros(3, 6, dtype=torch.long), torch.zeros(3, 6, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        batch[row, 6 - len(prompt):], mask[row, 6 - len(prompt):] = prompt, 1
+    alone = []
+    with torch.no_grad():
+        for prompt in prompts:
+            tokens = prompt[None]
+            for _ in range(8):
+                logits, _ = model(tokens)
+                tokens = torch.cat([tokens, logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
+            alone.append(tokens[0, len(prompt):])
+    for use_cache in (True, False):
+        out = stage.generate(model, batch, 8, temperature=0.0, use_cache=use_cache, attention_mask=mask)
+        assert_tensor(out, f"generate of a padded batch (use_cache={use_cache})", shape=(3, 14), dtype=torch.long,
+                      hint="(B, S + n).")
+        for row in range(3):
+            assert_close(out[row, 6:], alone[row], f"row {row}'s new tokens (prompt of {len(prompts[row])}) vs alone, "
+                         f"use_cache={use_cache}", atol=0, hint=HINT_MASK)

@@ -1,0 +1,228 @@
+"""The kata's Llama against Hugging Face transformers, and `python -m grader.generate` run as a person would.
+
+transformers' LlamaForCausalLM, with random tiny configs, writes checkpoint directories with
+save_pretrained (config.json as transformers >= 5 writes it, or rewritten to the layout of older
+versions; one file or small shards; float32 or bfloat16); the reference stage 19 loads each and
+must give the same logits within 1e-4, for RoPE bases 10000 and 500000, Llama 3 scaling,
+grouped-query, multi-head and multi-query attention, tied and untied heads, and a left-padded
+batch. The command, given such a directory and a tokenizer.json trained here by `tokenizers`,
+must print exactly the text transformers' greedy generate gives, decoded by `tokenizers`.
+
+transformers and tokenizers are test-only dependencies (requirements-test.txt): a learner never
+needs them, and these tests FAIL, never skip, where they are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from grader import curriculum, loader
+
+ROOT = curriculum.ROOT
+BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
+PROMPT = "It was on a dreary night of November that I"
+EOS = "<|endoftext|>"
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 16}
+TOLERANCE = 1e-4  # the reference reaches about 1e-5 here (float32, 2 layers, weights of std 0.3)
+
+
+@pytest.fixture(scope="module")
+def hf():
+    try:
+        import tokenizers  # noqa: F401
+        import transformers
+    except ImportError:
+        pytest.fail("Hugging Face transformers (the oracle) is not installed: pip install -r requirements-test.txt",
+                    pytrace=False)
+    return transformers
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return loader.load_stage({stage.id: curriculum.REFERENCE for stage in curriculum.load()}, "s19_llama")
+
+
+def write_model(hf, directory, *, vocab=96, heads=4, kv_heads=2, base=10000.0, scaling=None, tie=False,
+                layout="5.x", shard=False, dtype=torch.float32):
+    """A random LlamaForCausalLM saved with save_pretrained; returns it as transformers loads it back, in float32."""
+    torch.manual_seed(0)
+    config = hf.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                            num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=64,
+                            rms_norm_eps=1e-6, tie_word_embeddings=tie, bos_token_id=None, eos_token_id=0,
+                            pad_token_id=None, rope_parameters=dict(scaling or {"rope_type": "default"}, rope_theta=base))
+    model = hf.LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # weights far from their init, so that a misplaced one shows
+        for parameter in model.parameters():
+            parameter.copy_(1.0 + 0.3 * torch.randn_like(parameter) if parameter.dim() == 1
+                            else 0.3 * torch.randn_like(parameter))
+    model.to(dtype).save_pretrained(directory, max_shard_size="20KB" if shard else "1GB")
+    saved = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    assert "rope_parameters" in saved and "rope_theta" not in saved, "transformers >= 5 writes rope_parameters"
+    if layout == "before-5.0":  # the layout of transformers < 5: top-level rope_theta and rope_scaling
+        rope = saved.pop("rope_parameters")
+        saved["rope_theta"] = rope.pop("rope_theta")
+        saved["rope_scaling"] = None if rope["rope_type"] == "default" else rope
+        (directory / "config.json").write_text(json.dumps(saved), encoding="utf-8")
+    assert any(directory.glob("*.safetensors.index.json")) == shard
+    return hf.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()  # as transformers reads it
+
+
+CASES = {  # name: write_model options
+    "gqa-5.x-base10000": dict(),
+    "mha-5.x-base500000-llama3-tied-sharded": dict(heads=4, kv_heads=4, base=500000.0, scaling=LLAMA3, tie=True, shard=True),
+    "mqa-old-base500000-sharded": dict(kv_heads=1, base=500000.0, layout="before-5.0", shard=True),
+    "gqa-old-base10000-llama3-tied": dict(scaling=LLAMA3, tie=True, layout="before-5.0"),
+    "gqa-5.x-base500000-bf16": dict(base=500000.0, dtype=torch.bfloat16),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_logits_match_transformers(hf, llama, tmp_path, case):
+    model = write_model(hf, tmp_path, **CASES[case])
+    ours = llama.load_pretrained(tmp_path)
+    tokens = torch.randint(0, 96, (2, 40))  # 40 positions: past the 16 that llama3 scaling keeps unstretched
+    with torch.no_grad():
+        expected = model(tokens).logits
+        logits, _ = ours(tokens)
+    diff = (logits - expected).abs().max().item()
+    assert diff < TOLERANCE, f"{case}: largest logit difference {diff:.3g} (allowed {TOLERANCE})"
+    assert expected.abs().max() > 1.0, "the logits must be large enough for the comparison to mean something"
+
+
+def test_a_left_padded_batch_matches_transformers_with_its_position_ids(hf, llama, tmp_path):
+    model = write_model(hf, tmp_path, base=500000.0, scaling=LLAMA3)
+    ours = llama.load_pretrained(tmp_path)
+    tokens = torch.randint(1, 96, (2, 30))
+    mask = torch.ones(2, 30, dtype=torch.long)
+    mask[1, :11] = 0  # row 1: 11 padding tokens on the left
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what transformers' generate computes for left padding
+    with torch.no_grad():
+        expected = model(tokens, attention_mask=mask, position_ids=positions).logits
+        logits, _ = ours(tokens, attention_mask=mask)
+    diff = (logits - expected)[mask.bool()].abs().max().item()
+    assert diff < TOLERANCE, f"largest logit difference at real tokens {diff:.3g} (allowed {TOLERANCE})"
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+def write_tokenizer(directory, bos: bool = False) -> object:
+    """A byte-level BPE of 300 ids trained by `tokenizers` on the book, eos first (id 0), saved as tokenizer.json.
+
+    bos: a post-processor puts "<s>" (id 1) before every text, as Llama 3's tokenizer.json does.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=[EOS, "<s>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([BOOK[:30_000]], trainer)
+    if bos:
+        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return tokenizer
+
+
+def generate(*argv: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([sys.executable, "-m", "grader.generate", *argv], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=240)
+
+
+def hf_greedy_text(model, tokenizer, new_tokens: int) -> str:
+    """transformers' generate (greedy, its own cache), decoded by `tokenizers`: the prompt and what follows."""
+    prompt = tokenizer.encode(PROMPT).ids  # with the post-processor's <s> first, when there is one
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, eos_token_id=0,
+                             pad_token_id=0)[0, len(prompt):].tolist()
+    new = out[:out.index(0)] if 0 in out else out
+    assert len(new) >= 10, "the random model should write a few tokens before eos"
+    return tokenizer.decode(prompt + new)  # special tokens (<s>) are not shown
+
+
+@pytest.fixture(scope="module")
+def checkpoints(hf, tmp_path_factory):
+    """Two checkpoint directories with a tokenizer.json: the 5.x layout (sharded), and the older one with a <s> prefix."""
+    made = {}
+    for layout in ("5.x", "before-5.0"):
+        directory = tmp_path_factory.mktemp(layout)
+        tokenizer = write_tokenizer(directory, bos=layout == "before-5.0")
+        model = write_model(hf, directory, vocab=tokenizer.get_vocab_size(), base=500000.0, layout=layout,
+                            shard=layout == "5.x", scaling=LLAMA3 if layout == "5.x" else None)
+        made[layout] = (directory, hf_greedy_text(model, tokenizer, 24))
+    return made
+
+
+@pytest.mark.parametrize("layout", ["5.x", "before-5.0"])
+def test_the_command_prints_what_transformers_generates(checkpoints, layout):
+    directory, expected = checkpoints[layout]
+    done = generate(str(directory), "--prompt", PROMPT, "--max-new-tokens", "24", "--impl", "reference")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected + "\n", f"ours:\n{done.stdout!r}\ntransformers:\n{expected!r}"
+    assert done.stderr == "", "nothing is substituted when --impl is the reference"
+
+
+def test_untouched_stubs_are_replaced_by_the_reference_and_named(checkpoints, stub_tree):
+    directory, expected = checkpoints["5.x"]
+    done = generate(str(directory), "--prompt", PROMPT, "--max-new-tokens", "24", "--impl", str(stub_tree))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected + "\n"
+    for stage_id in ("s13_bpe", "s14_rope", "s16_gqa", "s19_llama", "s21_generation"):
+        assert f"using reference/{stage_id}.py: yours is not started" in done.stderr, done.stderr
+    assert "s20_lm_training" not in done.stderr and "s12_corpus" not in done.stderr, "only the stages it runs"
+
+
+def test_sampling_is_reproducible_under_a_seed(checkpoints):
+    directory, _ = checkpoints["before-5.0"]
+    runs = [generate(str(directory), "--prompt", PROMPT, "--max-new-tokens", "12", "--temperature", "1.0",
+                     "--top-k", "20", "--top-p", "0.9", "--seed", str(seed), "--impl", "reference") for seed in (3, 3)]
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout and runs[0].stdout.startswith(PROMPT)
+
+
+def test_a_crash_in_the_learners_stage_is_one_line_naming_it(checkpoints, tmp_path):
+    directory, _ = checkpoints["5.x"]
+    impl = tmp_path / "mine"
+    shutil.copytree(curriculum.REFERENCE, impl)
+    source = (impl / "s21_generation.py").read_text(encoding="utf-8")
+    line = "        return logits.argmax(dim=-1)\n"
+    assert source.count(line) == 1
+    (impl / "s21_generation.py").write_text(source.replace(line, "        return logits.argmax(dim=-1) + None\n"),
+                                            encoding="utf-8")
+    done = generate(str(directory), "--prompt", PROMPT, "--impl", str(impl))
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "your s21_generation.py line" in lines[0] and "TypeError" in lines[0], done.stderr
+
+
+def test_a_directory_that_is_not_a_usable_checkpoint_is_one_line_and_exit_2(checkpoints, tmp_path):
+    directory, _ = checkpoints["before-5.0"]
+    no_tokenizer = tmp_path / "no_tokenizer"
+    shutil.copytree(directory, no_tokenizer)
+    (no_tokenizer / "tokenizer.json").unlink()
+    yarn = tmp_path / "yarn"
+    shutil.copytree(directory, yarn)
+    config = json.loads((yarn / "config.json").read_text(encoding="utf-8"))
+    config["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
+    (yarn / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    for path, phrase in ((tmp_path / "missing", "no such directory"), (tmp_path, "no config.json"),
+                         (no_tokenizer, "no tokenizer.json"), (yarn, "'yarn'")):
+        done = generate(str(path), "--prompt", PROMPT, "--impl", "reference")
+        assert done.returncode == 2, (path, done.stdout, done.stderr)
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and phrase in lines[0], (path, done.stderr)
+        assert done.stdout == "", "nothing is printed before the checkpoint is known to be usable"
+    for argv, phrase in (((), "--prompt"), (("--prompt", "x", "--device", "tpu"), "use cpu, cuda or mps"),
+                         (("--prompt", "x", "--max-new-tokens", "-1"), "must not be negative")):
+        done = generate(str(directory), "--impl", "reference", *argv)
+        assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and phrase in done.stderr, done.stderr
