@@ -41,7 +41,7 @@ def _cause(hint: str) -> str:
 def fail(message: str, hint: str = "", observed: str = "") -> None:
     """Fail the test with a message, what was observed, and a likely cause (the line learners read first)."""
     __tracebackhide__ = True
-    raise AssertionError(message + (f"\n  Observed: {observed}" if observed else "") + _cause(hint))
+    raise AssertionError(message + (f"\n  Observed: {observed}" if observed else "") + _cause(hint)) from None
 
 
 def _exact(value) -> bool:
@@ -102,7 +102,9 @@ def assert_tensor(value, what: str, *, shape=None, dtype=None, hint: str = "") -
             got, want = tuple(value.shape), tuple(shape)
             fail(f"{what}: expected shape {want}, got {got}", hint, _shape_observation(got, want))
         if dtype is not None and value.dtype != dtype:
-            fail(f"{what}: expected dtype {dtype}, got {value.dtype}", _dtype_cause(value.dtype, dtype))
+            typed = any(word in hint for word in ("dtype", "float", "long", "bool", "int"))  # a hint about types
+            fail(f"{what}: expected dtype {dtype}, got {value.dtype}",
+                 _dtype_cause(value.dtype, dtype) + (f". {hint}" if typed else ""))
     return value
 
 
@@ -339,9 +341,9 @@ def backward(loss: torch.Tensor, what: str, hint: str = "") -> None:
 def assert_backward_twice(forward: Callable[[], torch.Tensor], what: str, hint: str = "") -> None:
     """Two forward/backward passes in a row work, as in training, and give the same output both times.
 
-    ``forward`` builds fresh inputs (give it ones that require grad and are not leaves, as activations
-    inside a model are) and calls the learner's code, preferably through ``call``. It returns the output,
-    or a tuple whose first item is the output. Put dropout-bearing modules in eval mode first.
+    ``forward`` builds fresh inputs from the same data (ones that require grad and are not leaves, as
+    activations inside a model are) and calls the learner's code through ``call``. It returns the
+    output, or a tuple whose first item is the output. Put dropout-bearing modules in eval mode first.
     """
     __tracebackhide__ = True
     outputs = []
@@ -357,11 +359,24 @@ def assert_backward_twice(forward: Callable[[], torch.Tensor], what: str, hint: 
         backward(out.float().pow(2).sum(), f"{what} (pass {attempt})", hint)
     with torch._C.DisableTorchFunctionSubclass():
         if not torch.equal(outputs[0], outputs[1]):
-            fail(f"{what}: two identical calls in a row gave different outputs",
-                 "forward changes something in place between calls (a buffer, a parameter or a cached tensor); "
-                 "forward must only compute", "state modified in place between calls")
+            fail(f"{what}: two identical calls in a row (eval mode) gave different outputs",
+                 "something random or stateful in forward: dropout still active in eval mode, or a buffer, "
+                 "parameter or cached tensor modified in place between calls (forward must only compute)")
 
 
-def grad_input(*shape: int) -> torch.Tensor:
-    """A random float tensor that requires grad and is not a leaf, like an activation inside a model."""
-    return torch.randn(*shape).requires_grad_() * 1.0
+def assert_in_place_safe(fn: Callable, *inputs, what: str, hint: str = "", **kwargs) -> None:
+    """``fn(*inputs, **kwargs)`` leaves its inputs unchanged, and two forward/backward passes in a row work.
+
+    First with the inputs as given, then twice with every float input turned into a non-leaf that
+    requires grad (as activations inside a model are), backpropagating each time.
+    """
+    __tracebackhide__ = True
+    call(fn, *inputs, what=what, hint=hint, **kwargs)
+    with torch._C.DisableTorchFunctionSubclass():
+        leaves = [x.detach().clone().requires_grad_() if _exact(x) and x.is_floating_point() else x for x in inputs]
+
+    def forward():
+        args = [x * 1.0 if _exact(x) and x.requires_grad else x for x in leaves]
+        return call(fn, *args, what=what, hint=hint, **kwargs)
+
+    assert_backward_twice(forward, what, hint)
