@@ -125,9 +125,9 @@ def _where(over: torch.Tensor, axes) -> str:
             continue
         hit = over.movedim(dim, 0).reshape(size, -1).any(1).nonzero().flatten().tolist()
         if len(hit) < size:
-            name = axes[dim] if axes and dim < len(axes) else f"axis {dim}"
             shown = ", ".join(map(str, hit[:6])) + (", ..." if len(hit) > 6 else "")
-            parts.append(f"{name} {shown} (of 0..{size - 1})")
+            name = f"{axes[dim]} {shown}" if axes and dim < len(axes) else f"index {shown} of axis {dim}"
+            parts.append(f"{name} (of 0..{size - 1})")
     return "only at " + " and ".join(parts) if parts else ""
 
 
@@ -283,7 +283,7 @@ _ERROR_CAUSES = (  # (words in torch's message, what they mean); the first that 
 def explain_error(error: BaseException, what: str, hint: str = "") -> None:
     """Turn an exception from learner code into a failure that names the kind of error and its cause."""
     __tracebackhide__ = True
-    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    text = str(error).strip().splitlines()[0].split(" Hint:")[0][:300] if str(error).strip() else ""
     cause = next((c for words, c in _ERROR_CAUSES if words in str(error)), hint)
     observed = "a tensor was modified in place (autograd needed its old value)" if cause is IN_PLACE else ""
     fail(f"{what} raised {type(error).__name__}: {text}", cause, observed)
