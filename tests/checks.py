@@ -189,6 +189,10 @@ def assert_close(actual, expected: torch.Tensor, what: str, *, atol: float, rtol
             unequal = actual != expected
             if unequal.any():
                 where = tuple(int(i) for i in unequal.nonzero()[0])
+                for words, (wrong, cause) in (suspects or {}).items():
+                    if torch.equal(actual, wrong.to(actual.device, actual.dtype)):
+                        fail(f"{what}: {int(unequal.sum())} of {unequal.numel()} elements differ\n"
+                             f"  yours:    {_preview(actual)}\n  expected: {_preview(expected)}", cause, words)
                 observed = "every entry is inverted" if actual.dtype == torch.bool and (actual == ~expected).all() else ""
                 fail(
                     f"{what}: {int(unequal.sum())} of {unequal.numel()} elements differ, first at index {where}: "
