@@ -180,7 +180,6 @@ def test_decoder_parameters_are_registered_once_per_layer(stage):
              "[layer] * n shares one layer's weights.")
 
 
-# --- edge cases --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post_ln", "pre_ln"])
@@ -219,6 +218,9 @@ def test_decoder_matches_torch_transformer_decoder_with_final_norm(stage, norm_f
     out = run_layer(mine, x, memory, src_mask, tgt_mask)
     assert_close(out, expected, f"Decoder(norm_first={norm_first}) vs nn.TransformerDecoder(+ final norm)", atol=1e-5,
                  hint=HINT_STACK + " " + HINT_CROSS + " " + HINT_SRC_MASK)
+
+
+# --- edge cases --------------------------------------------------------------------------------------------
 
 
 def test_decoder_handles_one_target_token_and_batch_of_one(stage):
