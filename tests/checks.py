@@ -279,6 +279,8 @@ _ERROR_CAUSES = (  # (words in torch's message, what they mean); the first that 
                     "create tensors with the input's dtype"),
     ("same dtype", "tensors of different dtypes meet (float64 from numpy or Python data, or ids used as floats): "
                    "create tensors with the input's dtype"),
+)
+_WEAK_CAUSES = (  # known errors where the test's own hint, when it has one, says more
     ("index out of range", "an index past the end of a table or axis: ids must be < the vocabulary size, "
                            "positions < max_len"),
 )
@@ -288,7 +290,8 @@ def explain_error(error: BaseException, what: str, hint: str = "") -> None:
     """Turn an exception from learner code into a failure that names the kind of error and its cause."""
     __tracebackhide__ = True
     text = str(error).strip().splitlines()[0].split(" Hint:")[0][:300] if str(error).strip() else ""
-    cause = next((c for words, c in _ERROR_CAUSES if words in str(error)), hint)
+    weak = next((c for words, c in _WEAK_CAUSES if words in str(error)), "")
+    cause = next((c for words, c in _ERROR_CAUSES if words in str(error)), f"{weak}. {hint}" if weak and hint else weak or hint)
     observed = "a tensor was modified in place (autograd needed its old value)" if cause is IN_PLACE else ""
     fail(f"{what} raised {type(error).__name__}: {text}", cause, observed)
 
