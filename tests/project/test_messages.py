@@ -6,7 +6,8 @@ mutant's suite (what pytest prints on its ``E`` lines, the text a learner reads 
 - is short: at most MAX_LINES lines and MAX_CHARS characters;
 - pastes no line of the stage's reference code (the last hint is the near-solution; a message
   points at the idea). Lines shorter than MIN_CODE_CHARS (``return x``, ``super().__init__()``)
-  are too common to count as a leak.
+  are too common to count as a leak, and a line the stub itself shows (a formula in its
+  docstring, a given function) gives nothing away.
 """
 
 from __future__ import annotations
@@ -63,12 +64,15 @@ def code_lines(stage_id: str) -> set[str]:
             strings.update(range(body[0].lineno, body[0].end_lineno + 1))
     comments = {token.start[0]: token.start[1] for token in tokenize.generate_tokens(io.StringIO(source).readline)
                 if token.type == tokenize.COMMENT}
+    stub = curriculum.ROOT.joinpath("exercises", f"{stage_id}.py").read_text(encoding="utf-8")
     found = set()
     for number, line in enumerate(source.splitlines(), 1):
         if number in strings:
             continue
         code = line[:comments[number]] if number in comments else line
         code = code.strip().removeprefix("return ")  # the expression alone gives as much away
+        if code in stub:  # the stub already shows it (a formula in the docstring, a given function)
+            continue
         if len(code) >= MIN_CODE_CHARS and not code.startswith(("def ", "class ", "import ", "from ", "raise ", "@", "if ", "for ")):
             found.add(code)
     return found
