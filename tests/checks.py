@@ -21,6 +21,7 @@ does. Every in-place failure message says "in place".
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 
@@ -298,10 +299,19 @@ def explain_error(error: BaseException, what: str, hint: str = "") -> None:
     fail(f"{what} raised {type(error).__name__}: {text}", cause, observed)
 
 
+def _copy(value):
+    if _exact(value):
+        return value.detach().clone()
+    if type(value) in (list, tuple, dict) and all(type(v) in (int, float, str, bool, list, tuple) for v in
+                                                  (value.values() if type(value) is dict else value)):
+        return copy.deepcopy(value)  # plain data, such as lists of ids
+    return None
+
+
 def snapshot(*values) -> list:
-    """Copies of the tensors among ``values`` (None for anything else), to compare with afterwards."""
+    """Copies of the tensors and plain lists among ``values`` (None for anything else), to compare afterwards."""
     with torch._C.DisableTorchFunctionSubclass():
-        return [v.detach().clone() if _exact(v) else None for v in values]
+        return [_copy(v) for v in values]
 
 
 def assert_unchanged(before: list, after, what: str, names=None) -> None:
@@ -309,11 +319,17 @@ def assert_unchanged(before: list, after, what: str, names=None) -> None:
     __tracebackhide__ = True
     with torch._C.DisableTorchFunctionSubclass():
         for index, (old, new) in enumerate(zip(before, after)):
+            name = names[index] if names else f"argument {index + 1}"
+            if old is not None and not _exact(old):
+                if old != new:
+                    fail(f"{what} modified its input {name} in place: it was {old!r}, it is now {new!r}",
+                         "the function changes the list it was given (append, extend, +=, item assignment); "
+                         "build a new list or tensor instead", "an input was modified in place")
+                continue
             if old is None or not _exact(new):
                 continue
             same = old.shape == new.shape and (old == new.detach()) | (old != old) & (new.detach() != new.detach())
             if old.shape != new.shape or not bool(same.all()):
-                name = names[index] if names else f"argument {index + 1}"
                 changed = "its shape" if old.shape != new.shape else f"{int((~same).sum())} of {old.numel()} values"
                 fail(f"{what} modified its input {name} in place ({changed} changed)", IN_PLACE,
                      "an input was modified in place")
