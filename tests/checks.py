@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable, Mapping
 
 import torch
@@ -103,7 +104,7 @@ def assert_tensor(value, what: str, *, shape=None, dtype=None, hint: str = "") -
             got, want = tuple(value.shape), tuple(shape)
             fail(f"{what}: expected shape {want}, got {got}", hint, _shape_observation(got, want))
         if dtype is not None and value.dtype != dtype:
-            typed = any(word in hint for word in ("dtype", "float", "long", "bool", "int"))  # a hint about types
+            typed = re.search(r"\b(dtype|float(16|32|64)?|long|bool|int(32|64)?|integers?)\b", hint)  # about types
             fail(f"{what}: expected dtype {dtype}, got {value.dtype}",
                  _dtype_cause(value.dtype, dtype) + (f". {hint}" if typed else ""))
     return value

@@ -98,7 +98,8 @@ def test_lm_loss_pairs_each_position_with_its_own_target(stage):
     """Logits that put +20 on exactly the target of their own position: the loss is about 6 * e^-20 ≈ 1e-8."""
     targets = torch.randint(0, 7, (2, 6))
     logits = 20.0 * F.one_hot(targets, 7).float()
-    loss = stage.lm_loss(logits, targets)
+    loss = assert_tensor(call(stage.lm_loss, logits, targets, what="lm_loss(logits, targets)"), "lm_loss", shape=(),
+                         dtype=torch.float32, hint="Return the mean as a 0-dim tensor.")
     if not loss.item() < 1e-5:
         fail(f"lm_loss of logits that predict their own position's target perfectly: expected about 0, got {loss.item():.4f}",
              HINT_SHIFT_ONCE)

@@ -109,3 +109,82 @@ def test_first_message_names_the_cause_briefly_without_the_solution(mutant, firs
         f"(at most {MAX_LINES} / {MAX_CHARS}):\n{message}")
     leaked = sorted(line for line in code_lines(mutant.stage) if line in message)
     assert not leaked, f"{mutant.label}: the first message pastes the reference's code {leaked}:\n{message}"
+
+
+# --- the diagnosis in tests/checks.py, on hand-made wrong answers ------------------------------------------
+
+
+def failure(check, *args, **kwargs) -> str:
+    with pytest.raises(AssertionError) as caught:
+        check(*args, **kwargs)
+    return str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def checks():
+    sys.path.insert(0, str(curriculum.TESTS))
+    import checks as module  # tests/checks.py, the helpers the stage suites use
+
+    return module
+
+
+def test_a_parameter_subclass_that_lies_earns_nothing(checks):
+    import torch
+
+    class Liar(torch.nn.Parameter):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            return True
+
+    expected = torch.randn(3, 4)
+    message = failure(checks.assert_close, Liar(torch.zeros(3, 4)), expected, "out", atol=1e-6)
+    assert "subclass" in message
+    message = failure(checks.assert_tensor, Liar(torch.zeros(3, 4)), "out", shape=(3, 4))
+    assert "subclass" in message
+
+
+def test_values_off_are_classified_before_the_cause(checks):
+    import torch
+
+    x = torch.randn(4, 4)
+    assert "(= sqrt(8))" in failure(checks.assert_close, x * 8 ** 0.5, x, "out", atol=1e-6, hint="h")
+    assert "transposed: query and key are swapped" in failure(
+        checks.assert_close, x.t(), x, "out", atol=1e-6, axes=("query", "key"))
+    shuffled = x.flatten()[torch.randperm(16)].view(4, 4)
+    assert "the right values in the wrong places" in failure(checks.assert_close, shuffled, x, "out", atol=1e-6)
+    one_row = x.clone()
+    one_row[2] += 1.0
+    assert "only at query 2 (of 0..3)" in failure(checks.assert_close, one_row, x, "out", atol=1e-6,
+                                                  axes=("query", "key"))
+    assert "Likely cause: the known cause" in failure(checks.assert_close, x + 1.0, x, "out", atol=1e-6, hint="h",
+                                                     suspects={"it is x + 1": (x + 1.0, "the known cause")})
+
+
+def test_shape_and_dtype_get_causes_of_their_own(checks):
+    import torch
+
+    swapped = failure(checks.assert_tensor, torch.zeros(2, 4, 3), "out", shape=(2, 3, 4), hint="formula")
+    assert "axes are swapped" in swapped
+    dtype = failure(checks.assert_tensor, torch.zeros(2, dtype=torch.float64), "out", dtype=torch.float32,
+                    hint="a formula hint")
+    assert "float64 instead of torch.float32" in dtype and "formula" not in dtype
+
+
+def test_in_place_changes_and_known_errors_are_named(checks):
+    import torch
+
+    def adds_in_place(x):
+        x += 1
+        return x
+
+    assert "in place" in failure(checks.call, adds_in_place, torch.zeros(3), what="f(x)")
+    assert "in place" in failure(checks.call, lambda items: items.append(0), [1, 2], what="f(list)")
+    assert "not contiguous" in failure(checks.call, lambda x: x.t().view(-1), torch.zeros(2, 3), what="f(x)")
+
+    def zeroes_softmax_in_place(x):
+        weights = torch.softmax(x, dim=-1)
+        weights.masked_fill_(x > 0, 0.0)
+        return weights
+
+    assert "in place" in failure(checks.assert_in_place_safe, zeroes_softmax_in_place, torch.randn(3, 3), what="f")
+    checks.assert_in_place_safe(lambda x: torch.softmax(x, dim=-1), torch.randn(3, 3), what="softmax")
