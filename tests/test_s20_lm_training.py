@@ -167,9 +167,10 @@ def test_train_step_takes_one_sgd_step_along_the_gradient_of_loss_plus_aux(stage
     before = model.table.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
-    result = stage.train_step(model, x, y, optimizer, scheduler, clip=None, aux_weight=0.5)
+    result = call(stage.train_step, model, x, y, optimizer, scheduler, clip=None, aux_weight=0.5,
+                  what="train_step(model, x, y, optimizer, scheduler, clip=None, aux_weight=0.5)")
     if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(r, float) for r in result)):
-        fail(f"train_step returned {result!r}, expected (loss, grad_norm) as two floats", "Return (loss.item(), grad_norm.item()).")
+        fail(f"train_step returned {result!r}, expected (loss, grad_norm) as two floats", "Return the loss and the gradient norm as two Python floats (a tensor's .item() is one).")
     loss, norm = result
     lm_only = F.cross_entropy(before[x].reshape(-1, 6), y.reshape(-1)).item()
     if abs(loss - lm_only) > 1e-5:
