@@ -100,7 +100,8 @@ def first_messages(tmp_path_factory):
 @pytest.mark.parametrize("mutant", CATALOGUE, ids=[m.label for m in CATALOGUE])
 def test_first_message_names_the_cause_briefly_without_the_solution(mutant, first_messages):
     message = first_messages[mutant.label]
-    assert message, f"{mutant.label}: no failure message found (is the mutant caught?)"
+    assert message, (f"{mutant.label}: no first failure in the runner's output: either the mutant is not caught, or "
+                     "its first failure lacked the symptom and the runner re-ran the whole suite (whose output it cuts)")
     assert mutant.symptom.lower() in message.lower(), (
         f"{mutant.label}: the FIRST failure message does not say {mutant.symptom!r}:\n{message}")
     lines = message.count("\n") + 1
