@@ -96,14 +96,25 @@ def first_messages(tmp_path_factory):
     return {entry["label"]: first_message(entry["output"]) for entry in json.loads(report.read_text(encoding="utf-8"))}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mutant", CATALOGUE, ids=[m.label for m in CATALOGUE])
-def test_first_message_names_the_cause_briefly_without_the_solution(mutant, first_messages):
+def read(first_messages, mutant) -> str:
     message = first_messages[mutant.label]
     assert message, (f"{mutant.label}: no first failure in the runner's output: either the mutant is not caught, or "
                      "its first failure lacked the symptom and the runner re-ran the whole suite (whose output it cuts)")
+    return message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mutant", CATALOGUE, ids=[m.label for m in CATALOGUE])
+def test_first_message_names_the_cause(mutant, first_messages):
+    message = read(first_messages, mutant)
     assert mutant.symptom.lower() in message.lower(), (
         f"{mutant.label}: the FIRST failure message does not say {mutant.symptom!r}:\n{message}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mutant", CATALOGUE, ids=[m.label for m in CATALOGUE])
+def test_first_message_is_short_and_pastes_no_reference_code(mutant, first_messages):
+    message = read(first_messages, mutant)
     lines = message.count("\n") + 1
     assert lines <= MAX_LINES and len(message) <= MAX_CHARS, (
         f"{mutant.label}: the first message is {lines} lines / {len(message)} characters "
