@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from checks import assert_close, assert_equal, assert_int_list, assert_tensor, fail
+from checks import assert_close, assert_equal, assert_int_list, assert_tensor, call, fail
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 
@@ -147,6 +147,13 @@ def test_decode_accepts_a_tensor(stage):
 
 # ---------------------------------------------------------------------------------------------
 # pad_batch
+
+
+def test_encode_and_pad_batch_leave_their_inputs_unchanged(stage):
+    vocab = stage.Vocab(["a", "b"])
+    call(vocab.encode, ["a", "c", "b"], add_bos=True, add_eos=True, what="vocab.encode(['a', 'c', 'b'])")
+    call(vocab.decode, [4, 1, 5, 2], what="vocab.decode([4, 1, 5, 2])")
+    call(stage.pad_batch, [[4, 5, 6], [7], [8, 9]], 0, what="pad_batch([[4, 5, 6], [7], [8, 9]], 0)")
 
 
 def test_pad_batch_shape_dtype_and_values(stage):

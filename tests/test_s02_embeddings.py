@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from checks import assert_close, assert_equal, assert_tensor, fail
+from checks import assert_close, assert_equal, assert_in_place_safe, assert_tensor, call, fail
 
 HINT_SCALE = "The embedding is multiplied by sqrt(d_model) (section 3.4 of the paper): not by d_model, not left unscaled."
 HINT_TABLE = ("The angle is pos / 10000^(2i / d_model), with 2i the even column index (not i) and a negative "
@@ -40,15 +40,21 @@ def test_token_embedding_shape_and_attribute(stage):
     embedding = getattr(module, "embedding", None)
     if not isinstance(embedding, nn.Embedding):
         fail(f"TokenEmbedding.embedding: expected an nn.Embedding, got {type(embedding).__name__}",
-             "Create self.embedding = nn.Embedding(vocab_size, d_model); a later stage ties its weight.")
+             "Store the lookup table, an nn.Embedding of vocab_size rows and d_model columns, as self.embedding: "
+             "a later stage ties its weight.")
     assert_tensor(embedding.weight, "embedding.weight", shape=(11, 6), dtype=torch.float32,
                   hint="nn.Embedding(vocab_size, d_model): one row per token id.")
     names = sorted(name for name, _ in module.named_parameters())
     assert_equal(names, ["embedding.weight"], "TokenEmbedding's parameters",
                  hint="The only learned tensor is the embedding table; sqrt(d_model) is a constant.")
-    out = module(torch.randint(0, 11, (2, 5)))
+    out = call(module, torch.randint(0, 11, (2, 5)), what="TokenEmbedding(tokens (2, 5))")
     assert_tensor(out, "TokenEmbedding(tokens (2, 5))", shape=(2, 5, 6), dtype=torch.float32,
                   hint="(B, S) ids -> (B, S, D) vectors.")
+
+
+def test_token_embedding_leaves_its_input_unchanged_and_trains_twice_in_a_row(stage):
+    module = stage.TokenEmbedding(vocab_size=7, d_model=4)
+    assert_in_place_safe(module, torch.randint(0, 7, (2, 3)), what="TokenEmbedding(tokens)")
 
 
 def test_token_embedding_equals_lookup_times_sqrt_d_model(stage):
@@ -58,13 +64,13 @@ def test_token_embedding_equals_lookup_times_sqrt_d_model(stage):
         oracle.weight.copy_(module.embedding.weight)
     tokens = torch.randint(0, 13, (3, 4))
     expected = oracle(tokens) * math.sqrt(6)
-    got = module(tokens)
+    got = call(module, tokens, what="TokenEmbedding(tokens)")
     assert_close(got, expected, "TokenEmbedding(tokens)", atol=1e-6, hint=HINT_SCALE)
 
 
 def test_token_embedding_batch_one_length_one(stage):
     module = stage.TokenEmbedding(vocab_size=5, d_model=8)
-    got = module(torch.tensor([[3]]))
+    got = call(module, torch.tensor([[3]]), what="TokenEmbedding(tensor([[3]]))")
     assert_tensor(got, "TokenEmbedding(tensor([[3]]))", shape=(1, 1, 8), dtype=torch.float32,
                   hint="Keep the batch and sequence axes even when they are 1.")
     assert_close(got[0, 0], module.embedding.weight[3].detach() * math.sqrt(8), "TokenEmbedding(tensor([[3]]))[0, 0]",
@@ -145,7 +151,7 @@ def test_positional_encoding_table_is_a_buffer_not_a_parameter(stage):
     buffers = dict(module.named_buffers())
     if "table" not in buffers:
         fail(f"PositionalEncoding: expected a buffer named 'table', found buffers {sorted(buffers)}",
-             "register_buffer('table', sinusoidal_table(max_len, d_model), persistent=False).")
+             "Register the table as a buffer named 'table' (register_buffer, with persistent=False).")
     assert_tensor(buffers["table"], "PositionalEncoding.table", shape=(12, 6), dtype=torch.float32,
                   hint="The whole (max_len, d_model) table.")
     keys = sorted(module.state_dict())
@@ -155,10 +161,15 @@ def test_positional_encoding_table_is_a_buffer_not_a_parameter(stage):
     assert_close(buffers["table"], slow_table(12, 6), "PositionalEncoding.table", atol=2e-6, hint=HINT_TABLE)
 
 
+def test_positional_encoding_leaves_its_input_unchanged_and_trains_twice_in_a_row(stage):
+    module = stage.PositionalEncoding(d_model=8, max_len=10, dropout=0.1).eval()
+    assert_in_place_safe(module, torch.randn(2, 5, 8), what="PositionalEncoding(x)")
+
+
 def test_positional_encoding_adds_the_first_s_positions(stage):
     module = stage.PositionalEncoding(d_model=8, max_len=20, dropout=0.1).eval()
     x = torch.randn(2, 5, 8)
-    got = module(x)
+    got = call(module, x, what="PositionalEncoding(x (2, 5, 8))")
     assert_tensor(got, "PositionalEncoding(x (2, 5, 8))", shape=(2, 5, 8), dtype=torch.float32,
                   hint="The positions are added: the shape does not change.")
     assert_close(got, x + slow_table(20, 8)[:5], "PositionalEncoding(x) in eval mode", atol=1e-6,
@@ -169,7 +180,7 @@ def test_positional_encoding_adds_the_first_s_positions(stage):
 def test_positional_encoding_batch_one_length_one(stage):
     module = stage.PositionalEncoding(d_model=4, max_len=3, dropout=0.0)
     x = torch.randn(1, 1, 4)
-    got = module(x)
+    got = call(module, x, what="PositionalEncoding(x (1, 1, 4))")
     assert_tensor(got, "PositionalEncoding(x (1, 1, 4))", shape=(1, 1, 4), dtype=torch.float32,
                   hint="Batch 1, length 1 keeps its axes.")
     assert_close(got, x + torch.tensor([0.0, 1.0, 0.0, 1.0]), "PositionalEncoding(x (1, 1, 4))", atol=1e-6,
@@ -181,7 +192,7 @@ def test_positional_encoding_dropout_in_training_only(stage):
     x = torch.randn(4, 16, 8)
     summed = x + slow_table(16, 8)
     module.train()
-    got = module(x)
+    got = call(module, x, what="PositionalEncoding(x) in training")
     assert_tensor(got, "PositionalEncoding(x) in training", shape=(4, 16, 8), dtype=torch.float32,
                   hint="Dropout keeps the shape.")
     dropped = got == 0
@@ -196,5 +207,5 @@ def test_positional_encoding_dropout_in_training_only(stage):
         fail(f"PositionalEncoding with dropout=0.5 zeroed {fraction:.0%} of the elements, expected about 50%",
              "Pass the dropout probability to nn.Dropout.")
     module.eval()
-    assert_close(module(x), summed, "PositionalEncoding(x) in eval mode (dropout=0.5)", atol=1e-6,
+    assert_close(call(module, x, what="PositionalEncoding(x) in eval mode"), summed, "PositionalEncoding(x) in eval mode (dropout=0.5)", atol=1e-6,
                  hint="Use an nn.Dropout module (or pass training=self.training): dropout must be off in eval mode.")

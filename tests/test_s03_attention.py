@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from checks import assert_close, assert_tensor, fail
+from checks import assert_close, assert_in_place_safe, assert_tensor, backward, call as call_checked, fail
 
 HINT_SCALE = ("Divide the scores by sqrt(d_k), where d_k = query.size(-1) is the size of one query vector: "
               "not by d_k itself, not by the model width, and not left unscaled.")
@@ -25,19 +25,25 @@ HINT_SOFTMAX = "The softmax runs over the last dimension, the keys (dim=-1): eac
 def call(stage, query, key, value, mask=None, dropout=0.0):
     """Run the learner's function and check it returns a pair (output, weights)."""
     __tracebackhide__ = True
-    try:
-        result = stage.scaled_dot_product_attention(query, key, value, mask, dropout)
-    except NotImplementedError:
-        raise
-    except RuntimeError as error:
-        fail(f"scaled_dot_product_attention(q {tuple(query.shape)}, k {tuple(key.shape)}, v {tuple(value.shape)}, "
-             f"mask {None if mask is None else tuple(mask.shape)}) raised RuntimeError: {error}",
-             "A shape mismatch: scores = query @ key.transpose(-2, -1). Transpose the last two axes only "
-             "(.T reverses all of them), and let the mask broadcast to (..., Sq, Sk).")
+    result = call_checked(
+        stage.scaled_dot_product_attention, query, key, value, mask, dropout,
+        what=f"scaled_dot_product_attention(q {tuple(query.shape)}, k {tuple(key.shape)}, v {tuple(value.shape)}, "
+             f"mask {None if mask is None else tuple(mask.shape)})",
+        hint="A shape mismatch: the scores are the queries times the keys with their last two axes swapped. "
+             "Transpose the last two axes only (.T reverses all of them), and let the mask broadcast to (..., Sq, Sk).")
     if not isinstance(result, tuple) or len(result) != 2:
         fail(f"scaled_dot_product_attention returned {type(result).__name__}, expected a tuple (output, weights)",
-             "return output, weights")
+             "Return two tensors: the output and the attention weights.")
     return result
+
+
+def inverted(query, key, mask):
+    """The weights a mask read the wrong way round gives (True taken as 'blocked'), fully masked rows zeroed."""
+    return torch.nan_to_num(oracle(query, key, key, ~mask)[1].masked_fill(mask, 0.0))
+
+
+INVERTED = ("The mask is read inverted: True = may attend, so the scores to blank out with -inf are "
+            "where the mask is False.")
 
 
 def oracle(query, key, value, mask=None):
@@ -83,6 +89,14 @@ def test_batch_one_and_length_one(stage):
                  hint="With one key its weight is 1, so the output is that key's value.")
 
 
+def test_leaves_its_inputs_unchanged_and_trains_twice_in_a_row(stage):
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    mask[0, 2:] = False
+    assert_in_place_safe(lambda q, k, v, m: stage.scaled_dot_product_attention(q, k, v, m, 0.0),
+                         torch.randn(2, 3, 4), torch.randn(2, 4, 4), torch.randn(2, 4, 5), mask,
+                         what="scaled_dot_product_attention(q, k, v, mask)")
+
+
 # ---------------------------------------------------------------------------------------------
 # invariants
 
@@ -103,7 +117,8 @@ def test_rows_still_sum_to_one_with_a_mask(stage):
     _, weights = call(stage, q, k, v, mask)
     assert_tensor(weights, "weights with a (S, S) mask", shape=(2, 5, 5), dtype=torch.float32, hint="(B, Sq, Sk).")
     assert_close(weights.sum(-1), torch.ones(2, 5), "weights.sum(-1) with a causal mask", atol=1e-6,
-                 hint="The allowed weights of each row must sum to one. " + HINT_MASK)
+                 hint="The allowed weights of each row must sum to one. " + HINT_MASK,
+                 suspects={"the row sums are those of the inverted mask": (inverted(q, k, mask).sum(-1), INVERTED)})
 
 
 def test_masked_keys_get_exactly_zero_weight(stage):
@@ -114,7 +129,8 @@ def test_masked_keys_get_exactly_zero_weight(stage):
     assert_tensor(weights, "weights", shape=(2, 2, 4, 6), dtype=torch.float32, hint="(..., Sq, Sk).")
     blocked = ~mask.expand(2, 2, 4, 6)
     assert_close(weights[blocked], torch.zeros(int(blocked.sum())), "the weights of masked keys", atol=0,
-                 hint="Masked keys must get EXACTLY zero weight. " + HINT_MASK)
+                 hint="Masked keys must get EXACTLY zero weight. " + HINT_MASK,
+                 suspects={"the weights are those of the inverted mask": (inverted(q, k, mask)[blocked], INVERTED)})
 
 
 def test_changing_a_masked_key_or_value_changes_nothing(stage):
@@ -220,7 +236,7 @@ def test_gradients_flow_to_query_key_and_value(stage):
     mine = [t.clone().requires_grad_() for t in (q, k, v)]
     output, _ = call(stage, *mine, mask)
     assert_tensor(output, "output", shape=(2, 3, 6), dtype=torch.float32, hint="(B, Sq, Dv).")
-    (output * upstream).sum().backward()
+    backward((output * upstream).sum(), "scaled_dot_product_attention")
     for name, tensor, grad in zip(("query", "key", "value"), mine, expected):
         if tensor.grad is None:
             fail(f"{name}.grad is None after backward: no gradient reached the {name}",

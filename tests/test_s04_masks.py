@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from checks import assert_close, assert_tensor, fail
+from checks import assert_close, assert_tensor, call, fail
 
 HINT_CAUSAL = ("Query i may attend to key j exactly when j <= i: the diagonal is allowed (a position sees "
-               "itself), the future is not. torch.ones(S, S, dtype=torch.bool).tril() is that pattern.")
+               "itself), the future is not: the lower triangle of a square of True, diagonal included.")
 HINT_PADDING = ("The padding mask is True where the token is real, i.e. tokens != pad_id (not ==, and not a "
                 "comparison with 0 when pad_id is something else).")
 HINT_PADDING_SHAPE = ("Shape it (B, 1, 1, S): the key axis is the LAST one, so it broadcasts over heads and "
@@ -39,12 +39,22 @@ def slow_combined(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
 # causal_mask
 
 
-@pytest.mark.parametrize("size", [1, 2, 5])
+@pytest.mark.parametrize("size", [5, 2, 1])
 def test_causal_mask_shape_dtype_and_values(stage, size):
     mask = stage.causal_mask(size)
     assert_tensor(mask, f"causal_mask({size})", shape=(size, size), dtype=torch.bool,
                   hint="A square (S, S) torch.bool mask (not float, not int: masked_fill needs bool).")
-    assert_close(mask, slow_causal(size), f"causal_mask({size})", atol=0, hint=HINT_CAUSAL)
+    expected = slow_causal(size)
+    suspects = {
+        "the diagonal is blocked": (expected & ~torch.eye(size, dtype=torch.bool),
+                                    "A position sees itself: the diagonal is allowed, only j > i is blocked."),
+        "key i + 1 is allowed too": (expected | torch.ones(size, size, dtype=torch.bool).tril(1).triu(1),
+                                     "Query i sees key i + 1: the future leaks. " + HINT_CAUSAL),
+        "the mask is transposed": (expected.T, "Rows are queries and columns keys: the lower triangle (tril), "
+                                               "not the upper one (triu)."),
+        "every entry is inverted": (~expected, "True means MAY attend: True on and below the diagonal, False above it."),
+    }
+    assert_close(mask, expected, f"causal_mask({size})", atol=0, hint=HINT_CAUSAL, suspects=suspects)
 
 
 def test_causal_mask_hand_worked_size_3(stage):
@@ -52,10 +62,13 @@ def test_causal_mask_hand_worked_size_3(stage):
     expected = torch.tensor([[True, False, False], [True, True, False], [True, True, True]])
     mask = stage.causal_mask(3)
     assert_tensor(mask, "causal_mask(3)", shape=(3, 3), dtype=torch.bool, hint="(S, S) torch.bool.")
-    if torch.equal(mask, ~expected) or torch.equal(mask, expected.T):
+    if torch.equal(mask, ~expected):
+        fail(f"causal_mask(3) is the expected mask inverted: {mask.tolist()}",
+             "True means MAY attend: True on and below the diagonal, False above it.", "every entry is inverted")
+    if torch.equal(mask, expected.T):
         fail(f"causal_mask(3) is the mirror image of the expected mask: {mask.tolist()}",
-             "True means MAY attend, and rows are queries: the lower triangle (tril), not triu and not its "
-             "negation. " + HINT_CAUSAL)
+             "Rows are queries and columns keys: the lower triangle (tril), not the upper one (triu).",
+             "the mask is transposed")
     assert_close(mask, expected, "causal_mask(3)", atol=0, hint=HINT_CAUSAL)
 
 
@@ -72,7 +85,7 @@ def test_causal_mask_honours_the_device_argument(stage):
 
 def test_padding_mask_shape_and_dtype(stage):
     tokens = torch.tensor([[5, 6, 0, 0], [7, 8, 9, 0], [4, 0, 0, 0]])
-    mask = stage.padding_mask(tokens, pad_id=0)
+    mask = call(stage.padding_mask, tokens, pad_id=0, what="padding_mask(tokens, pad_id=0)")
     assert_tensor(mask, "padding_mask(tokens (3, 4))", shape=(3, 1, 1, 4), dtype=torch.bool, hint=HINT_PADDING_SHAPE)
 
 
@@ -109,7 +122,8 @@ def test_padding_mask_batch_one_length_one(stage):
 def test_combine_masks_shape_and_values(stage):
     tokens = torch.tensor([[5, 6, 7, 0], [1, 2, 0, 0]])
     padding = (tokens != 0).view(2, 1, 1, 4)  # built here, so this test does not depend on padding_mask
-    mask = stage.combine_masks(padding, slow_causal(4))
+    causal = slow_causal(4)
+    mask = call(stage.combine_masks, padding, causal, what="combine_masks(padding, causal)")
     assert_tensor(mask, "combine_masks((2, 1, 1, 4), (4, 4))", shape=(2, 1, 4, 4), dtype=torch.bool,
                   hint="(B, 1, 1, S) & (S, S) broadcasts to (B, 1, S, S).")
     assert_close(mask, slow_combined(tokens, 0), "combine_masks(padding, causal)", atol=0,

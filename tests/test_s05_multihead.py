@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from checks import assert_close, assert_equal, assert_tensor, fail
+from checks import assert_close, assert_equal, assert_in_place_safe, assert_tensor, call, fail
 
 HINT_SPLIT = ("split_heads: view (B, S, D) as (B, S, H, Dh), THEN transpose(1, 2) to (B, H, S, Dh). Viewing "
               "straight as (B, H, S, Dh), with no transpose, mixes positions between heads.")
@@ -37,29 +37,41 @@ def make(stage, d_model=8, n_heads=2, dropout=0.0, bias=True):
 def attend(module, query, key, value, mask=None):
     """Call the learner's module; a shape error inside it becomes a failure that says where to look."""
     __tracebackhide__ = True
-    try:
-        return module(query, key, value, mask)
-    except NotImplementedError:
-        raise
-    except RuntimeError as error:
-        fail(f"MultiHeadAttention(query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}) "
-             f"raised RuntimeError: {error}",
-             "A shape mismatch inside forward. Are keys and values projected from `key` and `value` "
-             "(k_proj(key), v_proj(value), not k_proj(query)), and do split_heads and merge_heads take the "
-             "length from the tensor they are given (Sq for queries, Sk for keys)?")
+    return call(module, query, key, value, mask,
+                what=f"MultiHeadAttention(query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)})",
+                hint="A shape mismatch inside forward. Are keys and values projected from `key` and `value` "
+                     "(k_proj(key), v_proj(value), not k_proj(query)), and do split_heads and merge_heads take the "
+                     "length from the tensor they are given (Sq for queries, Sk for keys)?")
 
 
-def torch_oracle(module, d_model, n_heads, bias=True):
+def torch_oracle(module, d_model, n_heads, bias=True, value_layer="v_proj", out_layer="out_proj"):
     """nn.MultiheadAttention with the learner's weights copied in (kept in train mode with dropout 0:
-    the slow, exact path; the fast path is an inference kernel with its own rounding)."""
+    the slow, exact path; the fast path is an inference kernel with its own rounding).
+
+    value_layer / out_layer pick other weights for the values and the output (None = identity),
+    to compute what a known mistake would give.
+    """
     mha = nn.MultiheadAttention(d_model, n_heads, dropout=0.0, bias=bias, batch_first=True)
+    value, out = getattr(module, value_layer), getattr(module, out_layer) if out_layer else None
     with torch.no_grad():
-        mha.in_proj_weight.copy_(torch.cat([module.q_proj.weight, module.k_proj.weight, module.v_proj.weight]))
-        mha.out_proj.weight.copy_(module.out_proj.weight)
+        mha.in_proj_weight.copy_(torch.cat([module.q_proj.weight, module.k_proj.weight, value.weight]))
+        mha.out_proj.weight.copy_(out.weight if out else torch.eye(d_model))
         if bias:
-            mha.in_proj_bias.copy_(torch.cat([module.q_proj.bias, module.k_proj.bias, module.v_proj.bias]))
-            mha.out_proj.bias.copy_(module.out_proj.bias)
+            mha.in_proj_bias.copy_(torch.cat([module.q_proj.bias, module.k_proj.bias, value.bias]))
+            mha.out_proj.bias.copy_(out.bias if out else torch.zeros(d_model))
     return mha.train()
+
+
+def known_mistakes(module, d_model, n_heads, query, key, value):
+    """What two classic mistakes give on these inputs, each with its cause (see checks.assert_close)."""
+    return {
+        "your output equals the merged heads before the output projection": (
+            run_oracle(torch_oracle(module, d_model, n_heads, out_layer=None), query, key, value),
+            "The merged heads must go through the output projection, out_proj, last."),
+        "your output equals attention with the values projected by k_proj": (
+            run_oracle(torch_oracle(module, d_model, n_heads, value_layer="k_proj"), query, key, value),
+            "The values are v_proj(value): each of the three inputs has its own projection."),
+    }
 
 
 def run_oracle(mha, query, key, value, attn_mask=None, key_padding_mask=None):
@@ -109,6 +121,13 @@ def test_output_shape(stage, batch, sq, sk):
                   hint="The output has one vector per QUERY position: (B, Sq, D). " + HINT_MERGE)
 
 
+def test_leaves_its_inputs_unchanged_and_trains_twice_in_a_row(stage):
+    module = make(stage, d_model=8, n_heads=2).eval()
+    query, memory = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
+    assert_in_place_safe(module, query, memory, memory, torch.ones(2, 1, 1, 4, dtype=torch.bool),
+                         what="MultiHeadAttention(query, key, value, mask)")
+
+
 # ---------------------------------------------------------------------------------------------
 # split and merge
 
@@ -117,7 +136,7 @@ def test_split_heads_matches_a_slow_loop(stage):
     """Head h of position s holds features h*Dh .. (h+1)*Dh - 1 of x[b, s]."""
     module = make(stage, d_model=6, n_heads=3)
     x = torch.randn(2, 4, 6)
-    got = module.split_heads(x)
+    got = call(module.split_heads, x, what="split_heads(x)")
     assert_tensor(got, "split_heads(x (2, 4, 6)) with 3 heads", shape=(2, 3, 4, 2), dtype=torch.float32,
                   hint="(B, S, D) -> (B, H, S, Dh).")
     expected = torch.zeros(2, 3, 4, 2)
@@ -132,7 +151,7 @@ def test_split_heads_matches_a_slow_loop(stage):
 def test_merge_heads_matches_a_slow_loop(stage):
     module = make(stage, d_model=6, n_heads=3)
     y = torch.randn(2, 3, 4, 2)
-    got = module.merge_heads(y)
+    got = call(module.merge_heads, y, what="merge_heads(y)")
     assert_tensor(got, "merge_heads(y (2, 3, 4, 2))", shape=(2, 4, 6), dtype=torch.float32,
                   hint="(B, H, S, Dh) -> (B, S, D).")
     expected = torch.zeros(2, 4, 6)
@@ -147,9 +166,9 @@ def test_merge_heads_matches_a_slow_loop(stage):
 def test_merge_is_the_inverse_of_split(stage):
     module = make(stage, d_model=8, n_heads=2)
     x = torch.randn(3, 5, 8)
-    split = module.split_heads(x)
+    split = call(module.split_heads, x, what="split_heads(x)")
     assert_tensor(split, "split_heads(x)", shape=(3, 2, 5, 4), dtype=torch.float32, hint="(B, H, S, Dh).")
-    assert_close(module.merge_heads(split), x, "merge_heads(split_heads(x))", atol=0,
+    assert_close(call(module.merge_heads, split, what="merge_heads(split_heads(x))"), x, "merge_heads(split_heads(x))", atol=0,
                  hint="merge_heads must undo split_heads exactly. " + HINT_MERGE)
 
 
@@ -164,7 +183,7 @@ def test_self_attention_matches_torch(stage):
     got = attend(module, x, x, x)
     # atol 1e-5: two matrix products, a softmax and two more matrix products in float32.
     assert_close(got, expected, "self-attention vs torch.nn.MultiheadAttention", atol=1e-5,
-                 hint=HINT_ORACLE + " " + HINT_SPLIT)
+                 hint=HINT_ORACLE + " " + HINT_SPLIT, suspects=known_mistakes(module, 8, 2, x, x, x))
 
 
 def test_self_attention_with_padding_mask_matches_torch(stage):
@@ -220,7 +239,7 @@ def test_output_projection_is_applied_last(stage):
     got = attend(module, x, x, x)
     assert_tensor(got, "output", shape=(2, 3, 8), dtype=torch.float32, hint="(B, Sq, D).")
     assert_close(got, torch.arange(8.0).expand(2, 3, 8), "output with a zero out_proj weight", atol=0,
-                 hint="The merged heads must go through the output projection: return self.out_proj(merged).")
+                 hint="The merged heads must go through the output projection, out_proj, last.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +264,7 @@ def test_gradients_reach_every_parameter_and_match_torch(stage):
         if layer.weight.grad is None or layer.bias.grad is None:
             fail(f"{name} got no gradient after backward", "Every projection must be used in forward "
                  "(q_proj on query, k_proj on key, v_proj on value, out_proj last), with differentiable "
-                 "operations only (no .detach(), no .data).")
+                 "operations only (no .detach(), no .data).", "v_proj(value) is never computed" if name == "v_proj" else "")
     for name, (weight_grad, bias_grad) in expected.items():
         layer = getattr(module, name)
         assert_close(layer.weight.grad, weight_grad, f"{name}.weight.grad", atol=1e-5, hint=HINT_ORACLE)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from checks import assert_close, assert_tensor, fail
+from checks import assert_close, assert_in_place_safe, assert_tensor, call, fail
 
 B, S, D, H, FF = 2, 5, 8, 2, 16
 EPS = 1e-5  # nn.LayerNorm's default epsilon
@@ -26,8 +26,9 @@ HINT_LAST_DIM = ("LayerNorm must normalise each position over its D features onl
                  "nn.LayerNorm(d_model), not a norm over (S, D) or over the sequence.")
 HINT_DROPOUT = ("Dropout belongs on the sub-layer's output, before it is added to the residual: "
                 "x + dropout(f(...)), never dropout(x + f(...)).")
-HINT_LAYER = ("An encoder layer is sublayers[0](x, lambda y: self_attn(y, y, y, mask)) then "
-              "sublayers[1](x, feed_forward). Is each sub-layer wrapped once, in that order?")
+HINT_LAYER = ("An encoder layer is two sub-layer connections: the first around self-attention (query, key and "
+              "value all the sub-layer's input, with the mask), the second around the feed-forward. Is each "
+              "sub-layer wrapped once, in that order?")
 HINT_MASK = ("Is the padding mask passed to self-attention? Padding keys must get zero weight, so no real "
              "position's output may depend on what sits at a padded position.")
 HINT_STACK = ("The encoder runs every layer in order (each with its own weights, in an nn.ModuleList) and then "
@@ -100,9 +101,16 @@ def padded_inputs():
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_sublayer_connection_keeps_the_shape(stage, norm_first):
     sub = stage.SublayerConnection(D, dropout=0.0, norm_first=norm_first)
-    out = sub(make_x(B, S, D), f_known)
+    out = call(sub, make_x(B, S, D), f_known, what=f"SublayerConnection(norm_first={norm_first})(x, f)")
     assert_tensor(out, f"SublayerConnection(norm_first={norm_first}) output", shape=(B, S, D), dtype=torch.float32,
                   hint="The residual x + f(...) has x's shape; the norm does not change it.")
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_sublayer_connection_leaves_its_input_unchanged_and_trains_twice_in_a_row(stage, norm_first):
+    sub = stage.SublayerConnection(D, dropout=0.0, norm_first=norm_first)
+    assert_in_place_safe(lambda x: sub(x, f_known), make_x(B, S, D),
+                         what=f"SublayerConnection(norm_first={norm_first})(x, f)")
 
 
 def test_post_ln_is_norm_of_x_plus_f_of_x(stage):
@@ -154,6 +162,15 @@ def test_dropout_falls_on_the_sublayer_output_not_the_residual(stage, norm_first
 
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post_ln", "pre_ln"])
+def test_layer_and_encoder_leave_their_input_unchanged_and_train_twice_in_a_row(stage, norm_first):
+    x, ours_mask, _ = padded_inputs()
+    layer = stage.EncoderLayer(D, H, FF, dropout=0.0, norm_first=norm_first).eval()
+    assert_in_place_safe(layer, x, ours_mask, what=f"EncoderLayer(norm_first={norm_first})(x, mask)")
+    encoder = stage.Encoder(2, D, H, FF, dropout=0.0, norm_first=norm_first).eval()
+    assert_in_place_safe(encoder, x, ours_mask, what=f"Encoder(norm_first={norm_first})(x, mask)")
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post_ln", "pre_ln"])
 def test_encoder_layer_matches_torch_transformer_encoder_layer(stage, norm_first):
     theirs = torch_encoder_layer(norm_first)
     mine = stage.EncoderLayer(D, H, FF, dropout=0.0, norm_first=norm_first).eval()
@@ -166,6 +183,18 @@ def test_encoder_layer_matches_torch_transformer_encoder_layer(stage, norm_first
                   hint="An encoder layer maps (B, S, D) to (B, S, D).")
     assert_close(out, expected, f"EncoderLayer(norm_first={norm_first}) vs nn.TransformerEncoderLayer", atol=1e-5,
                  hint=(HINT_PRE if norm_first else HINT_POST) + " " + HINT_LAYER + " " + HINT_MASK)
+
+
+def test_encoder_parameters_are_registered_once_per_layer(stage):
+    """Three layers with their own weights: the same count as torch's encoder of three layers plus a final norm."""
+    mine = stage.Encoder(3, D, H, FF, dropout=0.0)
+    theirs = nn.TransformerEncoder(nn.TransformerEncoderLayer(D, H, FF, 0.0, batch_first=True), 3,
+                                   norm=nn.LayerNorm(D), enable_nested_tensor=False)
+    expected = sum(p.numel() for p in theirs.parameters())
+    got = sum(p.numel() for p in mine.parameters())
+    if got != expected:
+        fail(f"Encoder(3 layers) parameter count: expected {expected}, got {got}",
+             HINT_STACK + " A plain Python list hides the layers from .parameters(); [layer] * n shares one layer's weights.")
 
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post_ln", "pre_ln"])
@@ -192,18 +221,6 @@ def test_encoder_matches_torch_transformer_encoder_with_final_norm(stage, norm_f
         out = mine(x, ours_mask)
     assert_close(out, expected, f"Encoder(norm_first={norm_first}) vs nn.TransformerEncoder(+ final norm)", atol=1e-5,
                  hint=HINT_STACK + " " + HINT_MASK)
-
-
-def test_encoder_parameters_are_registered_once_per_layer(stage):
-    """Three layers with their own weights: the same count as torch's encoder of three layers plus a final norm."""
-    mine = stage.Encoder(3, D, H, FF, dropout=0.0)
-    theirs = nn.TransformerEncoder(nn.TransformerEncoderLayer(D, H, FF, 0.0, batch_first=True), 3,
-                                   norm=nn.LayerNorm(D), enable_nested_tensor=False)
-    expected = sum(p.numel() for p in theirs.parameters())
-    got = sum(p.numel() for p in mine.parameters())
-    if got != expected:
-        fail(f"Encoder(3 layers) parameter count: expected {expected}, got {got}",
-             HINT_STACK + " A plain Python list hides the layers from .parameters(); [layer] * n shares one layer's weights.")
 
 
 # --- Invariants and edge cases -----------------------------------------------------------------------------

@@ -12,14 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from checks import assert_close, assert_tensor, fail
+from checks import assert_close, assert_in_place_safe, assert_tensor, call, fail
 
 B, S, T, D, H, FF = 2, 4, 6, 8, 2, 16
 
 HINT_CAUSAL = ("Self-attention must take the target mask (tgt_mask): with the causal mask, position t may only "
                "look at positions <= t. Is tgt_mask passed to self_attn?")
 HINT_CROSS = ("In cross-attention the queries come from the decoder (x, length T) and the keys and values from "
-              "the memory (length S): cross_attn(y, memory, memory, src_mask).")
+              "the memory (length S), with the source mask.")
 HINT_SRC_MASK = ("Cross-attention must take the SOURCE padding mask (src_mask, shape (B, 1, 1, S)): padded memory "
                  "positions get zero weight. Is src_mask passed to cross_attn, and tgt_mask only to self_attn?")
 HINT_ORDER = ("A decoder layer is three sub-layer connections in this order: masked self-attention, "
@@ -87,12 +87,10 @@ def inputs():
 
 def run_layer(layer, *args):
     """Call the learner's layer; a crash from mixing up S and T becomes a failure that says so."""
-    try:
-        with torch.no_grad():
-            return layer(*args)
-    except RuntimeError as error:
-        fail(f"the decoder with source length S={S} and target length T={T} raised: {error}",
-             HINT_CROSS + " The output length must follow the target (T), not the source.")
+    __tracebackhide__ = True
+    with torch.no_grad():
+        return call(layer, *args, what=f"the decoder with source length S={S} and target length T={T}",
+                    hint=HINT_CROSS + " The output length must follow the target (T), not the source.")
 
 
 def make_layer(stage, norm_first=False):
@@ -114,6 +112,16 @@ def test_decoder_stack_output_shape(stage):
     decoder = stage.Decoder(2, D, H, FF, dropout=0.0).eval()
     out = run_layer(decoder, x, memory, src_mask, tgt_mask)
     assert_tensor(out, "Decoder output", shape=(B, T, D), dtype=torch.float32, hint=HINT_STACK)
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post_ln", "pre_ln"])
+def test_layer_and_decoder_leave_their_inputs_unchanged_and_train_twice_in_a_row(stage, norm_first):
+    x, memory, src_mask, tgt_mask, _, _ = inputs()
+    assert_in_place_safe(make_layer(stage, norm_first), x, memory, src_mask, tgt_mask,
+                         what=f"DecoderLayer(norm_first={norm_first})(x, memory, src_mask, tgt_mask)")
+    decoder = stage.Decoder(2, D, H, FF, dropout=0.0, norm_first=norm_first).eval()
+    assert_in_place_safe(decoder, x, memory, src_mask, tgt_mask,
+                         what=f"Decoder(norm_first={norm_first})(x, memory, src_mask, tgt_mask)")
 
 
 # --- invariants --------------------------------------------------------------------------------------------
@@ -161,6 +169,19 @@ def test_padded_source_positions_are_ignored(stage):
 # --- the oracle: torch's decoder ---------------------------------------------------------------------------
 
 
+def test_decoder_parameters_are_registered_once_per_layer(stage):
+    mine = stage.Decoder(3, D, H, FF, dropout=0.0)
+    theirs = nn.TransformerDecoder(nn.TransformerDecoderLayer(D, H, FF, 0.0, batch_first=True), 3, norm=nn.LayerNorm(D))
+    expected = sum(p.numel() for p in theirs.parameters())
+    got = sum(p.numel() for p in mine.parameters())
+    if got != expected:
+        fail(f"Decoder(3 layers) parameter count: expected {expected}, got {got}",
+             HINT_STACK + " Self- and cross-attention need separate MultiHeadAttention modules; "
+             "[layer] * n shares one layer's weights.")
+
+
+
+
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post_ln", "pre_ln"])
 def test_decoder_layer_matches_torch_transformer_decoder_layer(stage, norm_first):
     theirs = torch_decoder_layer(norm_first)
@@ -197,17 +218,6 @@ def test_decoder_matches_torch_transformer_decoder_with_final_norm(stage, norm_f
     out = run_layer(mine, x, memory, src_mask, tgt_mask)
     assert_close(out, expected, f"Decoder(norm_first={norm_first}) vs nn.TransformerDecoder(+ final norm)", atol=1e-5,
                  hint=HINT_STACK + " " + HINT_CROSS + " " + HINT_SRC_MASK)
-
-
-def test_decoder_parameters_are_registered_once_per_layer(stage):
-    mine = stage.Decoder(3, D, H, FF, dropout=0.0)
-    theirs = nn.TransformerDecoder(nn.TransformerDecoderLayer(D, H, FF, 0.0, batch_first=True), 3, norm=nn.LayerNorm(D))
-    expected = sum(p.numel() for p in theirs.parameters())
-    got = sum(p.numel() for p in mine.parameters())
-    if got != expected:
-        fail(f"Decoder(3 layers) parameter count: expected {expected}, got {got}",
-             HINT_STACK + " Self- and cross-attention need separate MultiHeadAttention modules; "
-             "[layer] * n shares one layer's weights.")
 
 
 # --- edge cases --------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from checks import assert_close, assert_equal, assert_tensor, fail
+from checks import assert_close, assert_equal, assert_in_place_safe, assert_tensor, call, fail
 
 V_SRC, V_TGT, D, H, N, FF = 11, 13, 16, 2, 2, 32
 B, S, T = 2, 5, 4
@@ -23,8 +23,8 @@ PAD = 0
 
 HINT_FLOW = ("encode: src ids -> src_embed -> positional -> encoder(src_mask). decode: tgt ids -> tgt_embed -> "
              "positional -> decoder(memory, src_mask, tgt_mask). forward: generator(decode(encode(...))).")
-HINT_TIE = ("Weight tying shares ONE Parameter: self.generator.proj.weight = self.tgt_embed.embedding.weight. "
-            "A copy (nn.Parameter(w.clone()), weight.data.copy_) makes two Parameters that drift apart.")
+HINT_TIE = ("Weight tying shares ONE Parameter: the generator's projection gets the target embedding's weight "
+            "Parameter itself. A copy (nn.Parameter(w.clone()), weight.data.copy_) makes two Parameters that drift apart.")
 HINT_INIT = ("Call nn.init.xavier_uniform_ on every parameter with more than one dimension (embeddings and linear "
              "weights), once, in __init__; leave biases and layer norms as PyTorch made them.")
 
@@ -65,11 +65,9 @@ def masks(src, tgt):
 
 def run(what, fn, *args):
     """Call the learner's code; a crash becomes a failure that says which call and why it may be."""
-    try:
-        return fn(*args)
-    except (RuntimeError, IndexError) as error:
-        fail(f"{what} raised {type(error).__name__}: {error}",
-             HINT_FLOW + " Is each side embedded with its own vocabulary (src_embed for src, tgt_embed for tgt)?")
+    __tracebackhide__ = True
+    return call(fn, *args, what=what,
+                hint=HINT_FLOW + " Is each side embedded with its own vocabulary (src_embed for src, tgt_embed for tgt)?")
 
 
 def copy_attention(mine, theirs: nn.MultiheadAttention) -> None:
@@ -150,6 +148,12 @@ def test_batch_of_one_and_length_one(stage, batch, length):
 
 
 # --- weight tying ------------------------------------------------------------------------------------------
+
+
+def test_leaves_its_inputs_unchanged_and_trains_twice_in_a_row(stage):
+    model = stage.EncoderDecoder(config(stage)).eval()
+    src, tgt = tokens()
+    assert_in_place_safe(model, src, tgt, *masks(src, tgt), what="model(src, tgt, src_mask, tgt_mask)")
 
 
 def test_tied_generator_weight_is_the_target_embedding_parameter(stage):

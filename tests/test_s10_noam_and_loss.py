@@ -13,15 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from checks import assert_close, assert_tensor, fail
+from checks import assert_close, assert_in_place_safe, assert_tensor, call, fail
 
-HINT_FORMULA = "lr = factor * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)."
-HINT_WARMUP = ("During warm-up (step <= warmup) the second term, step * warmup**-1.5, is the smaller one: the rate "
-               "rises linearly. Is the min(...) with the warm-up term missing? " + HINT_FORMULA)
-HINT_DECAY = ("After warm-up the rate decays as step**-0.5: four times the step, half the rate. Is the exponent on "
+HINT_FORMULA = "lr = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), the formula of the docstring."
+HINT_WARMUP = ("During warm-up (step <= warmup) the second term, step * warmup^-1.5, is the smaller one: the rate "
+               "rises linearly. Is the min(...) with the warm-up term missing, or the exponent on warmup not -1.5? "
+               + HINT_FORMULA)
+HINT_DECAY = ("After warm-up the rate decays as step^-0.5: four times the step, half the rate. Is the exponent on "
               "step -0.5, and on warmup -1.5? " + HINT_FORMULA)
-HINT_STEP0 = ("LambdaLR asks for step 0 first, and 0**-0.5 divides by zero: treat step 0 as step 1 "
-              "(step = max(step, 1)).")
+HINT_STEP0 = "LambdaLR asks for step 0 first, and 0**-0.5 divides by zero: treat step 0 as step 1."
 HINT_SPREAD = ("The smoothing mass is spread over V - 2 classes: every class except the true one and padding. "
                "The padding column must be exactly 0.")
 HINT_PAD_ROWS = ("Positions whose target is padding do not count: their rows are all zero, and the loss is averaged "
@@ -169,6 +169,12 @@ def test_smoothed_target_rows_sum_to_one(stage):
     got = stage.LabelSmoothingLoss(V, 0, smoothing=0.2).smoothed_targets(target)
     got = assert_tensor(got, "smoothed_targets", shape=(6, V), dtype=torch.float32)
     assert_close(got.sum(dim=-1), torch.ones(6), "row sums of the smoothed targets", atol=1e-6, hint=HINT_SPREAD)
+
+
+def test_loss_leaves_its_inputs_unchanged_and_trains_twice_in_a_row(stage):
+    target = torch.tensor([[1, 2, 0], [5, 0, 3]])
+    assert_in_place_safe(stage.LabelSmoothingLoss(V, 0, smoothing=0.1), torch.randn(2, 3, V), target,
+                         what="LabelSmoothingLoss(logits, target)")
 
 
 def test_no_smoothing_is_cross_entropy_that_ignores_padding(stage):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checks import assert_close, assert_equal, assert_tensor, fail
+from checks import assert_close, assert_equal, assert_tensor, assert_unchanged, call, fail, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "data" / "frankenstein.txt"
@@ -259,6 +259,16 @@ def test_too_few_tokens_for_one_window_raises(stage):
 # split_tokens
 
 
+def test_windows_and_split_leave_the_tokens_unchanged(stage):
+    tokens = distinct_tokens(20)
+    before = snapshot(tokens)
+    dataset = call(stage.ShiftedWindows, tokens, 4, what="ShiftedWindows(tokens, 4)")
+    for index in range(len(dataset)):
+        call(dataset.__getitem__, index, what=f"ShiftedWindows(tokens, 4)[{index}]")
+    assert_unchanged(before, [tokens], "reading every window of ShiftedWindows(tokens, 4)", names=["tokens"])
+    call(stage.split_tokens, tokens, 0.25, what="split_tokens(tokens, 0.25)")
+
+
 def test_split_is_one_boundary_without_overlap(stage):
     """100 tokens, val_fraction 0.1: round(100 * 0.1) = 10 for validation -> train t0..t89, val t90..t99."""
     tokens = distinct_tokens(100)
@@ -266,12 +276,14 @@ def test_split_is_one_boundary_without_overlap(stage):
     if type(result) is not tuple or len(result) != 2:
         fail(f"split_tokens: expected a tuple (train, val), got {type(result).__name__}", "Return (train, val).")
     train, val = result
-    assert_tensor(train, "train", shape=(90,), dtype=torch.long, hint="train is tokens[:N - n_val], n_val = round(N * val_fraction).")
-    assert_tensor(val, "val", shape=(10,), dtype=torch.long, hint="val is the last round(N * val_fraction) tokens.")
+    assert_tensor(train, "train", dtype=torch.long, hint="train holds token ids.")
+    assert_tensor(val, "val", dtype=torch.long, hint="val holds token ids.")
     shared = set(train.tolist()) & set(val.tolist())
     if shared:
         fail(f"split_tokens: {len(shared)} token position(s) are in both train and val (an overlap at the boundary)",
              "Slice at one boundary b: train = tokens[:b], val = tokens[b:]; tokens[:b + 1] puts one in both.")
+    assert_tensor(train, "train", shape=(90,), hint="train is tokens[:N - n_val], n_val = round(N * val_fraction).")
+    assert_tensor(val, "val", shape=(10,), hint="val is the last round(N * val_fraction) tokens.")
     assert_close(torch.cat([train, val]), tokens, "torch.cat([train, val])", atol=0,
                  hint="Together the two parts are the whole sequence in order: no shuffling, nothing dropped.")
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from checks import assert_close, assert_equal, assert_tensor, fail
+from checks import assert_close, assert_equal, assert_in_place_safe, assert_tensor, call, fail
 
 B, S, D, FF, E, K = 2, 5, 8, 12, 4, 2
 
@@ -81,8 +81,9 @@ def aux_oracle(router_weight: torch.Tensor, x: torch.Tensor, n_experts: int, k: 
 
 
 def call_moe(module, x):
+    __tracebackhide__ = True
     with torch.no_grad():
-        result = module(x)
+        result = call(module, x, what="MixtureOfExperts(x)")
     if not isinstance(result, tuple) or len(result) != 2:
         fail(f"MixtureOfExperts.forward: expected a tuple (out, aux), got {type(result).__name__}", HINT_AUX)
     return result
@@ -98,7 +99,7 @@ def test_swiglu_has_three_bias_free_projections_and_keeps_the_shape(stage):
     assert_equal(sum(p.numel() for p in module.parameters()), 3 * D * FF, "SwiGLU parameter count",
                  hint="bias=False by default: three weight matrices and nothing else.")
     with torch.no_grad():
-        out = module(torch.randn(B, S, D))
+        out = call(module, torch.randn(B, S, D), what="SwiGLU(x)")
     assert_tensor(out, "SwiGLU(x)", shape=(B, S, D), dtype=torch.float32, hint=HINT_SWIGLU)
 
 
@@ -114,7 +115,7 @@ def test_swiglu_hand_worked_single_feature(stage):
         module.gate_proj.weight.fill_(2.0)
         module.up_proj.weight.fill_(3.0)
         module.down_proj.weight.fill_(1.0)
-        out = module(torch.tensor([[-1.0], [2.0]]))
+        out = call(module, torch.tensor([[-1.0], [2.0]]), what="SwiGLU([[-1], [2]])")
     assert_close(out, torch.tensor([[0.7152175], [23.568331]]), "SwiGLU on the hand-worked example", atol=1e-5,
                  hint=HINT_SILU + " " + HINT_SWIGLU)
 
@@ -124,8 +125,12 @@ def test_swiglu_matches_the_formula_with_copied_weights(stage):
     x = torch.randn(B, S, D)
     expected = swiglu_oracle(module, x)
     with torch.no_grad():
-        out = module(x)
+        out = call(module, x, what="SwiGLU(x)")
     assert_close(out, expected, "SwiGLU(x)", atol=1e-5, hint=HINT_SWIGLU)
+
+
+def test_swiglu_leaves_its_input_unchanged_and_trains_twice_in_a_row(stage):
+    assert_in_place_safe(stage.SwiGLU(D, FF), torch.randn(B, S, D), what="SwiGLU(x)")
 
 
 # ----------------------------------------------------------------------------- mixture of experts: shapes
@@ -153,6 +158,10 @@ def test_moe_returns_the_output_and_a_scalar_aux_loss(stage):
 
 # ----------------------------------------------------------------------------- mixture of experts: the oracle
 
+def test_moe_leaves_its_input_unchanged_and_trains_twice_in_a_row(stage):
+    assert_in_place_safe(stage.MixtureOfExperts(D, FF, E, K), torch.randn(B, S, D), what="MixtureOfExperts(x)")
+
+
 def test_routing_worked_example_weights_the_two_chosen_experts(stage):
     """E = 4, k = 2, one token with router logits [2, 0, 1, -1]: experts 0 and 2 are chosen.
 
@@ -166,9 +175,18 @@ def test_routing_worked_example_weights_the_two_chosen_experts(stage):
     with torch.no_grad():
         module.router.weight.zero_()
         module.router.weight[:, 0] = torch.tensor([2.0, 0.0, 1.0, -1.0])
-    expected = 0.7310586 * swiglu_oracle(module.experts[0], x) + 0.2689414 * swiglu_oracle(module.experts[2], x)
+    e0, e1, e2 = (swiglu_oracle(module.experts[i], x) for i in range(3))
+    expected = 0.7310586 * e0 + 0.2689414 * e2
+    every = [math.exp(v) / sum(math.exp(u) for u in (2, 0, 1, -1)) for v in (2, 0, 1)]  # softmax over all four
+    three = [math.exp(v) / sum(math.exp(u) for u in (2, 1, 0)) for v in (2, 0, 1)]  # softmax over the top 3
+    suspects = {
+        "your output is expert_0(x) + expert_2(x), unweighted": (e0 + e2, HINT_MIX),
+        "your output is the plain mean of expert_0(x) and expert_2(x)": ((e0 + e2) / 2, HINT_MIX),
+        "your weights are a softmax over all four logits (0.6439, 0.2369)": (every[0] * e0 + every[2] * e2, HINT_ROUTE),
+        "your output mixes three experts, not k = 2": (three[0] * e0 + three[1] * e1 + three[2] * e2, HINT_ROUTE),
+    }
     out, _ = call_moe(module, x)
-    assert_close(out, expected, "MoE output for logits [2, 0, 1, -1]", atol=1e-5, hint=HINT_ROUTE)
+    assert_close(out, expected, "MoE output for logits [2, 0, 1, -1]", atol=1e-5, hint=HINT_ROUTE, suspects=suspects)
 
 
 @pytest.mark.parametrize("top_k", [1, 2, 3])

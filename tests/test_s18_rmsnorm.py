@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from checks import assert_close, assert_tensor, fail
+from checks import assert_close, assert_in_place_safe, assert_tensor, call, fail
 
 B, S, D, H, HKV, FF = 2, 5, 16, 4, 2, 24
 DH = D // H
@@ -21,8 +21,8 @@ DH = D // H
 HINT_RMS = ("RMSNorm is x / sqrt(mean(x²) + eps) * weight over the last axis: no mean is subtracted (that "
             "would be LayerNorm) and there is no bias.")
 HINT_EPS = "eps goes INSIDE the square root: sqrt(mean(x²) + eps), not sqrt(mean(x²)) + eps."
-HINT_PRE_NORM = ("Pre-norm: h = x + attn(attn_norm(x), mask, rope, cache); out = h + ffn(ffn_norm(h)). The norm "
-                 "is applied to each sub-layer's INPUT, the skip adds the raw, un-normalised x (and h), and there "
+HINT_PRE_NORM = ("Pre-norm: each sub-layer reads its NORMALISED input (attn_norm before attention, ffn_norm "
+                 "before the feed-forward), the skip adds the raw, un-normalised x (and then h), and there "
                  "is no norm after the sum.")
 HINT_NORMS = ("Two different RMSNorms: attn_norm before attention and ffn_norm before the feed-forward; "
               "each has its own weight.")
@@ -90,8 +90,9 @@ def block_oracle(block, x, mask=None, rope=None, eps=1e-5, ffn=None) -> torch.Te
 
 
 def call_block(block, x, **kwargs):
+    __tracebackhide__ = True
     with torch.no_grad():
-        result = block(x, **kwargs)
+        result = call(block, x, what="DecoderBlock(x)", **kwargs)
     if not isinstance(result, tuple) or len(result) != 2:
         fail(f"DecoderBlock.forward: expected a tuple (out, aux), got {type(result).__name__}", HINT_AUX)
     return result
@@ -103,10 +104,10 @@ def test_rmsnorm_has_a_ones_weight_and_keeps_the_shape(stage):
     norm = stage.RMSNorm(D)
     if not isinstance(norm.weight, nn.Parameter):
         fail(f"RMSNorm.weight: expected an nn.Parameter, got {type(norm.weight).__name__}",
-             "nn.Parameter(torch.ones(d_model)) makes the gain learnable.")
+             "The gain is a learnable nn.Parameter of d_model ones.")
     assert_close(norm.weight.detach(), torch.ones(D), "RMSNorm.weight at initialisation", atol=0.0, hint=HINT_RMS)
     with torch.no_grad():
-        out = norm(torch.randn(B, S, D))
+        out = call(norm, torch.randn(B, S, D), what="RMSNorm(x)")
     assert_tensor(out, "RMSNorm(x)", shape=(B, S, D), dtype=torch.float32, hint=HINT_RMS)
 
 
@@ -118,7 +119,7 @@ def test_rmsnorm_hand_worked_example(stage):
     """
     norm = stage.RMSNorm(4, eps=0.0)
     with torch.no_grad():
-        out = norm(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+        out = call(norm, torch.tensor([1.0, 2.0, 3.0, 4.0]), what="RMSNorm([1, 2, 3, 4])")
     assert_close(out, torch.tensor([0.3651484, 0.7302967, 1.0954451, 1.4605935]), "RMSNorm([1, 2, 3, 4])",
                  atol=1e-6, hint=HINT_RMS)
 
@@ -136,8 +137,12 @@ def test_rmsnorm_equals_torch_rmsnorm_with_the_same_weight(stage, monkeypatch, e
         expected = theirs(x)
     forbid_torch_rms_norm(monkeypatch)
     with torch.no_grad():
-        out = mine(x)
+        out = call(mine, x, what="RMSNorm(x)")
     assert_close(out, expected, f"RMSNorm(x), eps={eps}", atol=1e-6, hint=HINT_RMS + " " + HINT_EPS)
+
+
+def test_rmsnorm_leaves_its_input_unchanged_and_trains_twice_in_a_row(stage):
+    assert_in_place_safe(stage.RMSNorm(D), torch.randn(B, S, D), what="RMSNorm(x)")
 
 
 # ----------------------------------------------------------------------------- DecoderBlock: structure
@@ -162,6 +167,14 @@ def test_dense_block_returns_the_output_and_a_zero_scalar_aux(stage):
     assert_tensor(out, "block output", shape=(B, S, D), dtype=torch.float32, hint=HINT_PRE_NORM)
     assert_tensor(aux, "aux of a dense block", shape=(), dtype=torch.float32, hint=HINT_AUX)
     assert_close(aux, torch.tensor(0.0), "aux of a dense block", atol=0.0, hint=HINT_AUX)
+
+
+def test_block_leaves_its_input_unchanged_and_trains_twice_in_a_row(stage):
+    """As in training: the block's input is an activation that requires grad, used by the norm AND the skip,
+    so adding into it in place (x += ...) breaks the backward pass (or changes the caller's tensor)."""
+    block = stage.DecoderBlock(D, H, HKV, FF).eval()
+    assert_in_place_safe(lambda x: block(x, mask=causal(S), rope=rope_tables(DH, S)), torch.randn(B, S, D),
+                         what="DecoderBlock(x, mask, rope)")
 
 
 # ----------------------------------------------------------------------------- DecoderBlock: invariants

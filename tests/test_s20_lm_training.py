@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from checks import assert_close, assert_equal, assert_tensor, fail
+from checks import assert_close, assert_equal, assert_in_place_safe, assert_tensor, call, fail
 
 BOOK = Path(__file__).resolve().parent.parent / "data" / "frankenstein.txt"
 
@@ -67,16 +67,23 @@ def test_warmup_cosine_without_warmup_starts_at_the_peak(stage):
 # --- the loss ---------------------------------------------------------------------------------
 
 
+def test_lm_loss_leaves_its_inputs_unchanged_and_trains_twice_in_a_row(stage):
+    targets = torch.tensor([[3, 0, 6, 0, 1], [2, 2, 0, 5, 4]])
+    assert_in_place_safe(stage.lm_loss, torch.randn(2, 5, 7), targets, pad_id=0, what="lm_loss(logits, targets, pad_id=0)")
+
+
 def test_lm_loss_equals_cross_entropy_ignoring_padding(stage):
     logits = torch.randn(2, 5, 7)
     targets = torch.tensor([[3, 0, 6, 0, 1], [2, 2, 0, 5, 4]])
-    loss = stage.lm_loss(logits, targets, pad_id=0)
+    loss = call(stage.lm_loss, logits, targets, pad_id=0, what="lm_loss(logits, targets, pad_id=0)")
     assert_tensor(loss, "lm_loss", shape=(), dtype=torch.float32, hint="Return the mean as a 0-dim tensor.")
     expected = F.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1), ignore_index=0)
+    shifted_again = F.cross_entropy(logits[:, :-1].reshape(-1, 7), targets[:, 1:].reshape(-1), ignore_index=0)
     assert_close(loss, expected, "lm_loss with pad_id=0", atol=1e-6,
-                 hint="Flatten to (B*S, V) and (B*S,), and leave the positions whose target is pad_id out of the mean.")
+                 hint="Flatten to (B*S, V) and (B*S,), and leave the positions whose target is pad_id out of the mean.",
+                 suspects={"your loss pairs logits[:, t] with targets[:, t + 1]": (shifted_again, HINT_SHIFT_ONCE)})
     everything = F.cross_entropy(logits.reshape(-1, 7), targets.reshape(-1))
-    assert_close(stage.lm_loss(logits, targets), everything, "lm_loss with pad_id=None", atol=1e-6,
+    assert_close(call(stage.lm_loss, logits, targets, what="lm_loss(logits, targets)"), everything, "lm_loss with pad_id=None", atol=1e-6,
                  hint="With pad_id=None every position counts, id 0 included.")
 
 
@@ -91,7 +98,8 @@ def test_lm_loss_pairs_each_position_with_its_own_target(stage):
     """Logits that put +20 on exactly the target of their own position: the loss is about 6 * e^-20 ≈ 1e-8."""
     targets = torch.randint(0, 7, (2, 6))
     logits = 20.0 * F.one_hot(targets, 7).float()
-    loss = stage.lm_loss(logits, targets)
+    loss = assert_tensor(call(stage.lm_loss, logits, targets, what="lm_loss(logits, targets)"), "lm_loss", shape=(),
+                         dtype=torch.float32, hint="Return the mean as a 0-dim tensor.")
     if not loss.item() < 1e-5:
         fail(f"lm_loss of logits that predict their own position's target perfectly: expected about 0, got {loss.item():.4f}",
              HINT_SHIFT_ONCE)
@@ -103,7 +111,7 @@ def test_lm_loss_pairs_each_position_with_its_own_target(stage):
 def test_random_batch_targets_are_the_inputs_shifted_by_one(stage):
     tokens = torch.arange(100, 112)  # token value - 100 = its index, so a window shows where it starts
     generator = torch.Generator().manual_seed(1)
-    x, y = stage.random_batch(tokens, 400, 4, generator)
+    x, y = call(stage.random_batch, tokens, 400, 4, generator, what="random_batch(tokens, 400, 4, generator)")
     assert_tensor(x, "x", shape=(400, 4), dtype=torch.long, hint="x is (B, S) token ids.")
     assert_tensor(y, "y", shape=(400, 4), dtype=torch.long, hint="y is (B, S) token ids.")
     starts = x[:, :1]
@@ -131,7 +139,8 @@ def test_unigram_baseline_matches_the_hand_worked_examples(stage):
     """V = 3, train [0, 0, 1]: counts + 1 = [3, 2, 1] over 6 -> p = [1/2, 1/3, 1/6];
     val [0, 2] -> (ln 2 + ln 6) / 2 = ln(12) / 2 ≈ 1.242453.
     V = 4, train [1, 1, 1, 2]: counts + 1 = [1, 4, 2, 1] over 8; val [3] (never seen) -> ln 8 ≈ 2.079442."""
-    got = stage.unigram_baseline(torch.tensor([0, 0, 1]), torch.tensor([0, 2]), 3)
+    got = call(stage.unigram_baseline, torch.tensor([0, 0, 1]), torch.tensor([0, 2]), 3,
+               what="unigram_baseline([0, 0, 1], [0, 2], 3)")
     if not isinstance(got, float) or abs(got - math.log(12) / 2) > 1e-6:
         fail(f"unigram_baseline(V=3, train [0, 0, 1], val [0, 2]): expected {math.log(12) / 2:.6f} (a float), got {got!r}",
              "p(v) = (count(v) + 1) / (N + V), and the baseline is the mean of -ln p over the validation tokens.")
@@ -158,9 +167,10 @@ def test_train_step_takes_one_sgd_step_along_the_gradient_of_loss_plus_aux(stage
     before = model.table.detach().clone()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
-    result = stage.train_step(model, x, y, optimizer, scheduler, clip=None, aux_weight=0.5)
+    result = call(stage.train_step, model, x, y, optimizer, scheduler, clip=None, aux_weight=0.5,
+                  what="train_step(model, x, y, optimizer, scheduler, clip=None, aux_weight=0.5)")
     if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(r, float) for r in result)):
-        fail(f"train_step returned {result!r}, expected (loss, grad_norm) as two floats", "Return (loss.item(), grad_norm.item()).")
+        fail(f"train_step returned {result!r}, expected (loss, grad_norm) as two floats", "Return the loss and the gradient norm as two Python floats (a tensor's .item() is one).")
     loss, norm = result
     lm_only = F.cross_entropy(before[x].reshape(-1, 6), y.reshape(-1)).item()
     if abs(loss - lm_only) > 1e-5:
