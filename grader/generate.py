@@ -23,14 +23,16 @@ import traceback
 from pathlib import Path
 
 from . import curriculum, loader
-from .train import NOT_WRITTEN, UsageError, _Parser, make_plan, resolve_impl
+from .curriculum import UsageError
+from .train import Progress, make_plan, run_plan
 
+PROG = "python -m grader.generate"
 STAGES = ("s13_bpe", "s21_generation")  # the stages called here; s21's dependencies come along
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="python -m grader.generate", description=__doc__.split("\n\n")[0])
+    parser = curriculum.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path, help="a local checkpoint directory (config.json, tokenizer.json, weights)")
     parser.add_argument("--prompt", required=True, help="the text to continue")
     parser.add_argument("--max-new-tokens", type=int, default=40, help="at most this many new tokens (default 40)")
@@ -44,7 +46,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.max_new_tokens < 0 or args.temperature < 0:
         raise UsageError("--max-new-tokens and --temperature must not be negative")
-    args.impl_path = resolve_impl(args.impl)
+    args.impl_path = curriculum.resolve_impl(args.impl, curriculum.load())
     args.directory = args.directory.expanduser()
     import torch
 
@@ -85,13 +87,19 @@ def special_ids(directory: Path) -> tuple[list[int], set[int]]:
     return prefix, set(eos if isinstance(eos, list) else [] if eos is None else [eos])
 
 
-def generate(modules, args: argparse.Namespace, out) -> int:
+def generate(modules, args: argparse.Namespace, out, plan) -> int:
     """Load, then print the prompt and each new piece of text as soon as it decodes."""
     import torch
 
     llama, bpe, sampling = modules("s19_llama"), modules("s13_bpe"), modules("s21_generation")
-    tokenizer = bpe.ByteBPE.from_tokenizer_json(args.directory / "tokenizer.json")
-    model = llama.load_pretrained(args.directory).to(args.device)
+    try:
+        tokenizer = bpe.ByteBPE.from_tokenizer_json(args.directory / "tokenizer.json")
+        model = llama.load_pretrained(args.directory).to(args.device)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        if in_learner_code(error, plan):
+            raise
+        message = " ".join(str(error).split())[:300]  # one line, even for load_state_dict's list of keys
+        raise UsageError(f"{args.directory}: cannot run this checkpoint: {message}") from error
     prefix, eos = special_ids(args.directory)
     tokens = torch.tensor([prefix + tokenizer.encode(args.prompt, allowed_special=True)], dtype=torch.long, device=args.device)
     generator = torch.Generator(args.device).manual_seed(args.seed)
@@ -113,58 +121,28 @@ def generate(modules, args: argparse.Namespace, out) -> int:
     return 0
 
 
-def learner_frame(error: BaseException, plan) -> str:
-    """'sNN_name.py line N' for the innermost frame of the traceback that is in one of the learner's files."""
-    mine = {str(Path(directory) / f"{stage_id}.py") for stage_id, directory in plan.sources.items()
-            if Path(directory) != curriculum.REFERENCE}
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename in mine]
-    return f"your {Path(frames[-1].filename).name} line {frames[-1].lineno}" if frames else ""
+def in_learner_code(error: BaseException, plan) -> bool:
+    """Whether the traceback passes through one of the learner's stage files."""
+    mine = {(plan.impl / f"{stage_id}.py").resolve() for stage_id in plan.yours()}
+    return any(Path(frame.filename).resolve() in mine for frame in traceback.extract_tb(error.__traceback__))
 
 
 def run(args: argparse.Namespace, out=sys.stdout) -> int:
     problem = checkpoint_problem(args.directory)
     if problem:
-        print(f"python -m grader.generate: {args.directory}: {problem}", file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.directory}: {problem}")
     stages = curriculum.load()
-    by_id = {stage.id: stage for stage in stages}
-    wanted = {*STAGES, *by_id["s21_generation"].depends}
+    wanted = {*STAGES, *next(s for s in stages if s.id == "s21_generation").depends}
     plan = make_plan(args.impl_path, [stage.id for stage in stages if stage.id in wanted], stages)
-    for stage_id, reason in plan.substituted.items():
-        print(f"using reference/{stage_id}.py: yours is {reason}", file=sys.stderr)
-    while True:
-        try:
-            return generate(lambda stage_id: loader.load_stage(plan.sources, stage_id), args, out)
-        except NotImplementedError as error:
-            match = NOT_WRITTEN.search(str(error))
-            if match is None or plan.sources.get(match.group(1)) == curriculum.REFERENCE:
-                raise
-            plan.substitute(match.group(1), "not finished (it raises NotImplementedError)")
-            print(f"using reference/{match.group(1)}.py: yours is {plan.substituted[match.group(1)]}; starting again",
-                  file=sys.stderr)
-        except Exception as error:  # noqa: BLE001 - one line, naming the learner's stage when it is theirs
-            where = learner_frame(error, plan)
-            if not where and not isinstance(error, (OSError, ValueError, KeyError, RuntimeError)):
-                raise  # neither the learner's code nor the checkpoint: a bug here, shown in full
-            if args.verbose:
-                traceback.print_exc()
-            message = " ".join(str(error).split())[:300]  # one line, even for load_state_dict's list of keys
-            if where:
-                print(f"python -m grader.generate: {where} raised {type(error).__name__}: {message} (-v: traceback)",
-                      file=sys.stderr)
-                return 1
-            print(f"python -m grader.generate: {args.directory}: cannot run this checkpoint: {message}", file=sys.stderr)
-            return 2
+    for line in plan.describe():
+        print(line, file=sys.stderr)
+    code, _ = run_plan(plan, lambda modules, _: generate(modules, args, out, plan), lambda: Progress(False),
+                       args.verbose, prog=PROG, out=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = parse_args(argv)
-    except UsageError as error:
-        print(f"python -m grader.generate: {error}", file=sys.stderr)
-        return 2
-    return run(args)
+    return curriculum.run_main(PROG, lambda: run(parse_args(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

@@ -267,6 +267,9 @@ def run_plan(plan: Plan, work: Callable, progress: Callable[[], Progress], verbo
                 return report_crash(prog, error, plan, verbose), None
             plan.substitute(stage_id, "not finished (it raises NotImplementedError)")
             print(f"using reference/{stage_id}.py: yours is {plan.substituted[stage_id]}; starting again", file=out)
+        except curriculum.UsageError:
+            bar.close()
+            raise  # bad input (a checkpoint that cannot be run): one line, exit 2, from run_main
         except Exception as error:  # noqa: BLE001 - the learner's code may raise anything
             bar.close()
             return report_crash(prog, error, plan, verbose, lambda: work(modules, Progress(False))), None
