@@ -342,7 +342,9 @@ def _start(unit: Unit, part: str, settings: Settings, learner: list[str], workdi
         hidden += (unit.stage.source(reference), reference / "__pycache__") if reference else ()
     jail = sandbox.Jail(sandbox.private_home(workdir / "homes"), hidden, seal=untrusted)
     if not settings.fork:
-        return sandbox.start([sys.executable, "-m", "grader.child"], limits, jail=jail, job=job)
+        package = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # the stage starts in its own folder
+        return sandbox.start([sys.executable, "-m", "grader.child"], limits, jail=jail, job=job, env=package,
+                             output=None if job["verbose"] else output)
     from . import child
 
     return sandbox.start(lambda writer: child.run(job, writer), limits, jail=jail,

@@ -30,6 +30,7 @@ import json
 import os
 import resource
 import secrets
+import select
 import signal
 import socket
 import sys
@@ -95,15 +96,12 @@ class Stage:
         return self.sock.fileno()
 
     def pump(self) -> bool:
-        """Read what is waiting on the channel; False at end of file."""
+        """Read what is waiting on the channel; False when nothing is."""
         try:
             chunk = self.sock.recv(1 << 16)
-        except (BlockingIOError, InterruptedError):
-            return True
         except OSError:
-            chunk = b""
-        if len(self.data) < CAP_OUTPUT:
-            self.data += chunk[: CAP_OUTPUT - len(self.data)]
+            return False
+        self.data += chunk[: max(0, CAP_OUTPUT - len(self.data))]
         return bool(chunk)
 
     def _reap(self, block: bool = False) -> int | None:
@@ -117,44 +115,31 @@ class Stage:
         if self.done:
             return True
         if self._reap() is None:
-            if self.limits.wall and time.monotonic() - self.started > self.limits.wall:
-                self.stop("wall")
-            else:
+            if not self.limits.wall or time.monotonic() - self.started <= self.limits.wall:
                 return False
-        while self.pump():
+            self.stop("wall")
+        while self.pump():  # all the stage wrote is waiting: its writers are dead
             pass
         self.sock.close()
         self.done = True
-        ended = next((e for by, e in verified(bytes(self.data), self.key, strict=False)[0]
-                      if by == "keeper" and e.get("event") == "exit"), None)
-        if ended is not None:
-            self.exitcode, self.cpu = int(ended["code"]), float(ended["cpu"])
-        else:
-            status = self._status
-            self.exitcode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        ends = {by: e for by, e in verified(bytes(self.data), self.key, strict=False)[0] if e.get("event") == "exit"}
+        ended = ends.get("init", ends.get("keeper", {"code": decode(self._status), "cpu": 0.0}))
+        self.exitcode, self.cpu = int(ended["code"]), float(ended["cpu"])
         return True
 
     def stop(self, why: str) -> None:
         """Have the keeper kill the stage and all it started; kill the keeper if it does not."""
         self.stopped = self.stopped or why
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
+        os.kill(self.pid, signal.SIGTERM)  # a zombie until reaped: never another process
         deadline = time.monotonic() + 5
         while self._reap() is None and time.monotonic() < deadline:
             self.pump()
             time.sleep(0.01)
         if self._status is None:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+            os.killpg(self.pid, signal.SIGKILL)
             self._reap(block=True)
 
     def wait(self) -> None:
-        import select
-
         while not self.poll():
             select.select([self], [], [], 0.05)
             self.pump()
@@ -171,6 +156,11 @@ class Stage:
                 return handle.read(size).decode("utf-8", errors="replace")
         except (OSError, TypeError):
             return ""
+
+
+def decode(status: int) -> int:
+    """A wait status as an exit code, negative for the signal that killed the process."""
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
 # ---------------------------------------------------------------- the signed channel
@@ -254,34 +244,33 @@ def start(target: Callable[[Writer], int] | list[str], limits: Limits, *, output
 
 
 class _Popen(Stage):
+    """Where there is no fork (Windows): a plain process, its output read by a thread."""
+
     def _reap(self, block: bool = False) -> int | None:
         code = self.process.wait() if block else self.process.poll()
+        if code is not None:
+            self.reader.join()
         return None if code is None else (code & 0xFF) << 8
 
     def pump(self) -> bool:
-        if self._status is not None:
-            self.reader.join()
         return False
 
     def stop(self, why: str) -> None:
         self.stopped = self.stopped or why
         self.process.kill()
-        self._status = self._reap(block=True)
 
 
 def _popen(target, limits: Limits, key: bytes, output: Path | None, stdin: bytes, env: dict | None) -> Stage:
     import subprocess
+    import threading
 
     with open(output or os.devnull, "wb") as err:
         process = subprocess.Popen(target, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                                    env=dict(os.environ, **(env or {})))
     process.stdin.write(stdin)
     process.stdin.close()
-    import threading
-
     stage = _Popen(process.pid, socket.socket(), key, limits, output)
-    stage.process = process
-    stage.reader = threading.Thread(target=lambda: stage.data.extend(process.stdout.read(CAP_OUTPUT)), daemon=True)
+    stage.process, stage.reader = process, threading.Thread(target=lambda: stage.data.extend(process.stdout.read()))
     stage.reader.start()
     return stage
 
@@ -319,8 +308,7 @@ def _keeper(target, limits: Limits, channel: int, key: bytes, output: Path | Non
     _, status, usage = os.wait4(pid, 0)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     kill_descendants()
-    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    writer.send({"event": "exit", "code": code, "cpu": usage.ru_utime + usage.ru_stime})
+    writer.send({"event": "exit", "code": decode(status), "cpu": usage.ru_utime + usage.ru_stime})
     return 0
 
 
@@ -352,8 +340,18 @@ def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, 
     libc = _libc()
     if libc is not None:
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the stage dies with its keeper
-        if level in (NAMESPACES, USER_NAMESPACES):
-            libc.mount(b"proc", b"/proc", b"proc", 2 | 4 | 8, None)  # this namespace's processes only
+    if level in (NAMESPACES, USER_NAMESPACES):  # this is process 1 of the namespace: stay a plain init
+        libc.mount(b"proc", b"/proc", b"proc", 2 | 4 | 8, None)  # this namespace's processes only
+        pid = os.fork()
+        if pid:
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+            while True:  # reap every orphan until the stage itself ends; then the kernel kills the rest
+                ended, status, usage = os.wait4(-1, 0)
+                if ended == pid:
+                    Writer(channel, key, "init").send({"event": "exit", "code": decode(status),
+                                                       "cpu": usage.ru_utime + usage.ru_stime})
+                    return 0
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
     if limits.cpu:
         seconds = max(1, int(limits.cpu + 0.999))
         resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))  # at the limit: SIGKILL
@@ -437,35 +435,22 @@ def limit_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
 
 
-def children(pid: int | None = None) -> list[int]:
-    """The direct children of ``pid`` (default: this process), zombies included."""
-    pid = pid or os.getpid()
-    try:
-        return [int(c) for task in os.listdir(f"/proc/{pid}/task")
-                for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    except OSError:
-        found = []
-        for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-            try:
-                if entry.isdigit() and int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
-        return found
-
-
 def kill_descendants() -> None:
     """Kill every process this one started until none is left (orphans come back to a subreaper)."""
     for _ in range(10000):
-        found = children()
+        try:
+            found = [int(c) for c in Path(f"/proc/self/task/{os.getpid()}/children").read_text().split()]
+        except OSError:  # no /proc (not Linux): the caller kills the process group
+            return
         if not found:
             return
         for pid in found:
             try:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
+            except OSError:
                 pass
+
 
 
 def private_home(parent: Path) -> Path:
