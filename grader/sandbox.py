@@ -286,6 +286,7 @@ def _keeper(target, limits: Limits, channel: int, key: bytes, output: Path | Non
         out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(out, 1)
         os.dup2(out, 2)
+        sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
     read, write = os.pipe()
     os.write(write, stdin)  # a job is small: it fits in the pipe
     os.close(write)
@@ -302,7 +303,13 @@ def _keeper(target, limits: Limits, channel: int, key: bytes, output: Path | Non
         code = 70
         try:
             code = _stage(target, limits, channel, key, jail, env, level)
+        except BaseException:  # noqa: BLE001 - say why in the stage's output, then exit
+            import traceback
+
+            traceback.print_exc()
         finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
             os._exit(code)
     signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
     _, status, usage = os.wait4(pid, 0)
