@@ -57,7 +57,7 @@ NOT_GRADABLE = "not gradable"  # no stage files: nothing to grade
 SUBMISSION_TIMED_OUT = "timed out"  # the whole submission ran past --submission-timeout
 GRADER_FAILED = "grader failed"  # the grader exited without a valid result
 
-FLAGS = ("tampered_tests", "imports_reference", "timed_out", "errors", "grader_problem")
+FLAGS = ("tampered_tests", "imports_reference", "forged_results", "timed_out", "errors", "grader_problem")
 
 
 @dataclass
@@ -156,7 +156,9 @@ def row_from_document(student: str, doc: dict) -> Row:
         column = column_of(stage)
         row.stages[column] = {key: stage.get(key) for key in ("status", "score", "max_score", "reason")}
         status, reason = stage.get("status"), str(stage.get("reason", ""))
-        if status == ERROR and reason.startswith("no credit"):
+        if status == ERROR and "result channel" in reason:
+            row.flags["forged_results"].append(column)
+        elif status == ERROR and reason.startswith("no credit"):
             row.flags["imports_reference"].append(column)
         elif status == ERROR:
             row.flags["errors"].append(column)

@@ -160,6 +160,7 @@ def main() -> int:
 
     gc.freeze()
     job = json.loads(sys.stdin.buffer.read())
+    sandbox.limit_memory(job["memory_mb"]) if job["memory_mb"] else None
     channel = os.dup(1)
     if job.get("output"):
         out = os.open(job["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

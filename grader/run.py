@@ -323,6 +323,7 @@ def _job(unit: Unit, part: str, settings: Settings, learner: list[str], out: Pat
         "learner_stages": learner,
         "timeout": settings.timeout,
         "device": settings.device,
+        "memory_mb": settings.memory_mb if memory_limit_available() else 0,
         "verbose": settings.verbose == unit.key,
         "block_reference": settings.block_reference and not impl_is_reference,
         "output": "" if settings.verbose == unit.key else str(out),

@@ -367,7 +367,7 @@ def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, 
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
     if limits.processes and os.getuid() != 0:
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-    if limits.memory_mb:
+    if limits.memory_mb and not isinstance(target, list):  # a fresh interpreter sets it once torch is in
         limit_memory(limits.memory_mb)
     os.environ.update(env or {})
     if jail is not None:

@@ -543,3 +543,24 @@ def test_batch_columns_put_hidden_suites_after_the_stages():
     stages = curriculum.load()[:1]
     row = batch.Row("ann", batch.GRADED, stages={stages[0].id: {}, f"{stages[0].id} + test_x.py": {}})
     assert batch.columns_of([row], stages) == [stages[0].id, f"{stages[0].id} + test_x.py"]
+
+
+def test_a_suite_with_both_capstones_runs_as_three_parts_merged_into_one_result(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_s01_add.py").write_text(
+        "def test_capstone_x(reverse):  # ids copy, reverse\n    pass\n", encoding="utf-8")
+    unit = run.units_for([STAGE], tmp_path)[0]
+    assert unit.parts == ("not capstone", "capstone and copy", "capstone and reverse")
+    passed = _result_of(PASSED, ["test_a"])
+    failed = _result_of(FAILING, ["test_capstone[copy]"], reason="first failure: test_capstone[copy]")
+    merged = run.merge([passed, failed, _result_of(PASSED, ["test_capstone[reverse]"])])
+    assert (merged.status, merged.score, merged.reason) == (FAILING, 0.0, "first failure: test_capstone[copy]")
+    assert [t.name for t in merged.tests] == ["test_a", "test_capstone[copy]", "test_capstone[reverse]"]
+    assert run.merge([passed, passed]).score == STAGE.points
+
+
+def _result_of(status: str, names: list[str], reason: str = "") -> StageResult:
+    outcome = "passed" if status == PASSED else "failed"
+    return StageResult(id=STAGE.id, number=1, title="", status=status, score=2.0 if status == PASSED else 0.0,
+                       max_score=2.0, suite="tests/test_s01_add.py", reason=reason,
+                       tests=[Outcome(name, outcome) for name in names])
