@@ -26,21 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import curriculum, sandbox, stubgen
-from .results import (
-    ERROR,
-    FAILING,
-    MISSING,
-    NOT_STARTED,
-    PASSED,
-    TEST_ERROR,
-    TEST_FAILED,
-    TEST_NOT_RUN,
-    TEST_PASSED,
-    TEST_SKIPPED,
-    TIMED_OUT,
-    StageResult,
-    TestResult,
-)
+from .results import (ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TEST_ERROR, TEST_FAILED, TEST_NOT_RUN,
+                      TEST_PASSED, TEST_SKIPPED, TIMED_OUT, StageResult, TestResult)
 
 MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
 MEMORY_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory", "std::bad_alloc")

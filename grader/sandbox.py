@@ -1,24 +1,19 @@
 """The one stage runner: start a stage, limit it, collect what it reports, kill everything it started.
 
-Every stage (the grader's units, a whole submission in ``batch`` and on Gradescope, a mutant) runs as
+    caller ── keeper ── [init ──] stage      (keeper and init are trusted; the stage may run learner code)
 
-    caller ── keeper ── stage            (the keeper is trusted; the stage may run learner code)
+The keeper, a fork of the caller, becomes a child subreaper and, on Linux where the kernel lets it,
+enters new PID, mount, IPC and network namespaces (a user namespace first when not root): when the
+stage ends, its namespace's init ends and the kernel kills every process left. Elsewhere the keeper
+kills every descendant itself. The stage gets CPU-time, file-size, process and memory limits and a
+private folder and bytecode cache; once sealed (``seal``, called before learner code runs) every
+mount but that folder is read-only, the hidden paths are emptied and no capability is left. The
+caller keeps a wall-clock backstop. ``LEVELS`` names what was reached; every result says which.
 
-The keeper is a fork of the caller. It becomes a child subreaper and, on Linux where the kernel lets
-it, enters new PID, mount and network namespaces (a user namespace too when not root), so the stage
-is process 1 of its own PID namespace: when the stage ends, the kernel kills every process it left.
-Where namespaces are refused the keeper kills every descendant itself (orphans come back to it).
-The stage gets RLIMIT_CPU (CPU time, so a busy machine does not fail correct code), RLIMIT_FSIZE,
-RLIMIT_NPROC, RLIMIT_AS, a private working folder and bytecode cache, and, once sealed (``seal``,
-called by grader/child.py after pytest collected the tests), a read-only filesystem except that
-folder, the hidden paths replaced by empty ones, and an unprivileged user when the caller is root.
-The caller keeps a generous wall-clock backstop. ``LEVELS`` names what was reached; every result says.
-
-Results come back on a socket pair (a socket cannot be reopened through /proc, and what the stage
-wrote cannot be read back from its end), one line an event, each line signed with HMAC-SHA256 under a
-key that exists only in memory and numbered per writer: a forged, dropped or reordered line is
-detected. Code running inside the stage's own Python process can still find the key in memory; that
-is documented (docs/grader.md) and flagged, not claimed prevented.
+Results come back on a socket pair (not reopenable through /proc, not readable back from the stage's
+end), one event a line, each line numbered per writer and signed (HMAC-SHA256) with a key that exists
+only in memory: a forged, dropped or reordered line is detected. Code inside the stage's own Python
+process can find the key in memory: documented and flagged (docs/grader.md), not claimed prevented.
 """
 
 from __future__ import annotations

@@ -198,25 +198,19 @@ for root in ROOTS:
     "forged_score_files_and_cmdline_scraping": "FORGE",  # course_fixtures/forge_score.py, as it is
     "a_symlinked_stage_file_to_the_reference": "SYMLINK",
     "patch_the_test_helpers_in_memory": """
-import checks
-checks.assert_close = lambda *args, **kwargs: None
-sys.modules['checks'].assert_close = checks.assert_close
+def _pass(*args, **kwargs):
+    return None
+for module in list(sys.modules.values()):
+    if getattr(module, '__name__', '').startswith('test_s02') and hasattr(module, 'assert_close'):
+        module.assert_close = _pass
 """,
-    "forge_with_the_key_found_in_memory": """
+    "patch_the_tests_found_through_the_garbage_collector": """
 import gc
 for thing in gc.get_objects():
-    if type(thing).__name__ == 'Recorder':
-        recorder = thing
-        def forge(*args, **kwargs):
-            return None
-        import checks
-        checks.assert_close = forge
+    if isinstance(thing, dict) and 'test_scale_matches_torch' in thing and 'assert_close' in thing:
+        thing['assert_close'] = lambda *args, **kwargs: None
 """,
     "lying_tensor_subclass": "LIAR",
-    "sdpa_taken_at_import_time": """
-import torch.nn.functional as F
-ATTENTION = F.scaled_dot_product_attention  # kept for later, out of reach of a monkeypatch
-""",
 }
 LIAR = """import torch
 
@@ -231,10 +225,10 @@ class Liar(torch.Tensor):
 def scale(x, factor):
     return (x + factor).as_subclass(Liar)
 """
-# Cases that wait for other parts of issue 10 (or that one Python process cannot prevent: flagged).
+# What one Python process cannot prevent: asserted as flagged for the instructor, not as prevented.
+IN_MEMORY = ("patch_the_test_helpers_in_memory", "patch_the_tests_found_through_the_garbage_collector")
+# Cases whose defence is another part of issue 10, not merged on this branch.
 PENDING = {
-    "patch_the_test_helpers_in_memory": "in-process patching: flagged by the static scan (grader/integrity.py)",
-    "forge_with_the_key_found_in_memory": "in-process patching: flagged by the static scan (grader/integrity.py)",
     "lying_tensor_subclass": "exact tensor types in tests/checks.py",
 }
 HONEST = ("aaron_honest", "zoe_honest")  # sorted around the attackers: graded before and after them
@@ -280,6 +274,7 @@ def kata(tmp_path_factory) -> Path:
     from test_courses import run_grader
 
     kata = build_kata(tmp_path_factory.mktemp("hostile") / "kata")
+    shutil.copytree(Path(__file__).resolve().parents[2] / "courses", kata / "courses")
     assert run_grader(kata, "--refresh-hashes").returncode == 0
     return kata
 
@@ -327,7 +322,7 @@ def stage_score(row: dict, stage: str) -> float:
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=PENDING[n], strict=False))
-                                  if n in PENDING else n for n in ATTACKS])
+                                  if n in PENDING else n for n in ATTACKS if n not in IN_MEMORY])
 def test_an_attacker_gets_no_point_it_did_not_earn(name, hostile_batch):
     done, rows, *_ = hostile_batch
     row = rows[name]
@@ -336,12 +331,14 @@ def test_an_attacker_gets_no_point_it_did_not_earn(name, hostile_batch):
     assert row["score"] == 0, f"{name} submitted only s02_scale, which is wrong: {row}"
 
 
-def test_attacks_in_memory_are_flagged_for_the_instructor(hostile_batch):
+@pytest.mark.xfail(reason="the static scan that flags sys.modules and gc (grader/integrity.py) is not merged here",
+                   strict=False)
+@pytest.mark.parametrize("name", IN_MEMORY)
+def test_an_attack_in_memory_is_flagged_for_the_instructor_when_it_scores(name, hostile_batch):
     _, rows, *_ = hostile_batch
-    for name in PENDING:
-        row = rows[name]
-        if stage_score(row, "s02_scale") > 0:
-            pytest.xfail(f"{name}: {PENDING[name]} (not merged on this branch)")
+    row = rows[name]
+    flagged = [flag for flag, columns in row["flags"].items() if any("s02_scale" in c for c in columns)]
+    assert stage_score(row, "s02_scale") == 0 or flagged, f"{name} scored unflagged: {row}"
 
 
 def test_honest_students_keep_full_marks_whoever_was_graded_beside_them(hostile_batch):
@@ -444,3 +441,24 @@ def test_a_stage_file_symlinked_out_of_the_submission_is_not_collected_on_grades
     (upload / "exercises" / "s02_scale.py").symlink_to(kata / "reference" / "s02_scale.py")
     (upload / "deep").symlink_to(kata / "reference", target_is_directory=True)
     assert gradescope.find_stage_file(upload, "s02_scale") is None
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="forbidden calls blocked by a torch function mode (tests/conftest.py) is not merged here",
+                   strict=False)
+def test_the_forbidden_attention_taken_at_import_time_earns_nothing(tmp_path):
+    """The real kata's stage 3, written with F.scaled_dot_product_attention kept from import time."""
+    from grader import curriculum
+
+    tree = tmp_path / "tree"
+    shutil.copytree(curriculum.REFERENCE, tree, ignore=shutil.ignore_patterns("__pycache__"))
+    source = (tree / "s03_attention.py").read_text(encoding="utf-8")
+    line = "    output = F.dropout(weights, p=dropout) @ value if dropout > 0 else weights @ value\n"
+    assert line in source, "the reference changed: update this test's edit"
+    source = source.replace(line, "    output = torch.nan_to_num(_SDPA(query, key, value, attn_mask=mask, dropout_p=dropout))\n")
+    source = source.replace("import torch.nn.functional as F\n", "import torch.nn.functional as F\n\n_SDPA = F.scaled_dot_product_attention\n")
+    (tree / "s03_attention.py").write_text(source, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "grader", "3", "--impl", str(tree), "--format", "json"],
+                          cwd=curriculum.ROOT, env=environment(), capture_output=True, text=True, timeout=1800)
+    attention = next(s for s in json.loads(done.stdout)["stages"] if s["id"] == "s03_attention")
+    assert attention["score"] == 0, f"the forbidden call earned the stage's points: {attention['status']}"
