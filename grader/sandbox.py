@@ -22,6 +22,7 @@ import ctypes
 import hashlib
 import hmac
 import json
+import linecache
 import os
 import resource
 import secrets
@@ -392,6 +393,7 @@ def seal() -> str:
         return ""
     jail, level = _SEAL
     libc, note = _libc(), ""
+    linecache.clearcache()  # the tests' source, read while they were collected, is not left in memory
     if level in (NAMESPACES, USER_NAMESPACES):
         for path in jail.hidden:
             if path.is_dir():

@@ -422,6 +422,8 @@ def test_gradescope_shows_a_hidden_suite_as_its_name_and_outcome_only(kata, tmp_
     attacker = tmp_path / "s02_scale.py"
     attacker.write_text(PRELUDE + PEEK, encoding="utf-8")
     autograder = gradescope_layout(tmp_path / "gs", bundle, {"s02_scale.py": attacker})
+    shutil.rmtree(hidden)  # as on Gradescope: the bundle's kata/hidden is the only copy on the machine
+    bundle.unlink()
     env = environment(KATA_AUTOGRADER_ROOT=str(autograder), KATA_PYTHON=sys.executable)
     done = subprocess.run(["bash", str(autograder / "run_autograder")], env=env, capture_output=True, text=True,
                           timeout=1800)
