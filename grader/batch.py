@@ -259,27 +259,30 @@ def grade_all(submissions: list[Submission], options: Options, private: Path, pr
     """Grade every submission, ``options.jobs`` at a time; stop everything if the kata changes."""
     before = fingerprint(options.root)
     queue, running, rows = list(submissions), {}, []
+
+    def record(row: Row) -> None:
+        rows.append(row)
+        changed = [name for name, digest in fingerprint(options.root).items() if before.get(name) != digest]
+        if changed:
+            raise TreeChanged(f"the kata changed while {row.student} was graded ({changed[0]}): "
+                              "batch stopped, no gradebook written")
+        progress.update(row)
+
     try:
         while queue or running:
             while queue and len(running) < options.jobs:
                 submission = queue.pop(0)
                 stage = start_one(submission, options, private / f"{len(rows) + len(running)}.log")
                 if stage is None:
-                    rows.append(finish_one(submission, options, None))
-                    progress.update(rows[-1])
-                    continue
-                running[stage] = submission
+                    record(finish_one(submission, options, None))
+                else:
+                    running[stage] = submission
             ready = select.select(list(running), [], [], 0.1)[0] if running else []
             for stage in list(running):
                 if stage in ready:
                     stage.pump()
                 if stage.poll():
-                    rows.append(finish_one(running.pop(stage), options, stage))
-                    changed = [name for name, digest in fingerprint(options.root).items() if before.get(name) != digest]
-                    if changed:
-                        raise TreeChanged(f"the kata changed while {rows[-1].student} was graded "
-                                                       f"({changed[0]}): batch stopped, no gradebook written")
-                    progress.update(rows[-1])
+                    record(finish_one(running.pop(stage), options, stage))
     finally:
         for stage in running:
             stage.stop("batch stopped")

@@ -564,3 +564,25 @@ def _result_of(status: str, names: list[str], reason: str = "") -> StageResult:
     return StageResult(id=STAGE.id, number=1, title="", status=status, score=2.0 if status == PASSED else 0.0,
                        max_score=2.0, suite="tests/test_s01_add.py", reason=reason,
                        tests=[Outcome(name, outcome) for name in names])
+
+
+def test_a_batch_stops_when_the_kata_changes_between_two_submissions(tmp_path):
+    from grader import batch
+
+    for folder in ("grader", "reference", "tests"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "grader" / "run.py").write_text("GOOD = 1\n", encoding="utf-8")
+    (tmp_path / "reference" / "s01_add.py").write_text("def add(a, b):\n    return a + b\n", encoding="utf-8")
+    options = batch.Options(root=tmp_path, jobs=1, stage_jobs=1, submission_timeout=10, timeout=5, stage_timeout=9,
+                            memory_limit=0, extra_tests=None, no_fallback=False)
+    subs = [batch.Submission(name, tmp_path, tmp_path, "no stage files") for name in ("ann", "bob", "cid")]
+
+    class Tamper:
+        def update(self, row):  # what a submission that escaped would do to the next one's grader
+            (tmp_path / "grader" / "run.py").write_text("GOOD = 0\n", encoding="utf-8")
+
+    with pytest.raises(batch.TreeChanged, match="the kata changed while bob was graded"):
+        batch.grade_all(subs, options, tmp_path, Tamper())
+    before = batch.fingerprint(tmp_path)
+    (tmp_path / "reference" / "s01_add.py").write_text("def add(a, b):\n    return a - b\n", encoding="utf-8")
+    assert batch.fingerprint(tmp_path) != before, "the reference is part of what is checked"
