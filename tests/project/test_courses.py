@@ -150,7 +150,7 @@ def test_gradebook_csv_has_a_row_a_student_a_column_a_stage_and_the_flags(batch)
     lines = (out / "gradebook.csv").read_text(encoding="utf-8").splitlines()
     header = lines[0].split(",")
     assert header == ["student", "status", "score", "max_score", "percent", "s01_add", "s02_scale", "s03_combo",
-                      "tampered_tests", "imports_reference", "timed_out", "errors", "grader_problem"]
+                      "tampered_tests", "imports_reference", "forged_results", "timed_out", "errors", "grader_problem"]
     rows = {row["student"]: row for row in csv.DictReader(lines)}
     assert list(rows) == sorted(EXPECTED)
     assert (rows["alice"]["score"], rows["alice"]["percent"], rows["alice"]["s03_combo"]) == ("20", "100.0", "10")
