@@ -203,7 +203,8 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
         return finish(ERROR, settings.no_credit[unit.stage.id])
     if blocked:
         return finish(ERROR, f"no credit: your code imports {blocked[0]} (the answer key) while it is graded")
-    if killed_for_time is True or (exitcode == -signal.SIGKILL and cpu >= settings.stage_timeout - 1):
+    if killed_for_time is True or exitcode == -signal.SIGXCPU or (exitcode == -signal.SIGKILL
+                                                                 and cpu >= settings.stage_timeout / 2):
         killed_for_time = "cpu"
     if killed_for_time == "budget":
         return finish(TIMED_OUT, f"stopped{running}: the run's time budget ({settings.budget:g} s) ran out")

@@ -357,7 +357,7 @@ def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, 
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)
     if limits.cpu:
         seconds = max(1, int(limits.cpu + 0.999))
-        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds))  # at the limit: SIGKILL
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 5))  # SIGXCPU, then SIGKILL if ignored
     if limits.file_mb:
         size = limits.file_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))

@@ -586,3 +586,14 @@ def test_a_batch_stops_when_the_kata_changes_between_two_submissions(tmp_path):
     before = batch.fingerprint(tmp_path)
     (tmp_path / "reference" / "s01_add.py").write_text("def add(a, b):\n    return a - b\n", encoding="utf-8")
     assert batch.fingerprint(tmp_path) != before, "the reference is part of what is checked"
+
+
+def test_a_stage_stopped_by_its_cpu_limit_is_timed_out_whatever_the_wall_clock_said(tmp_path):
+    import signal
+
+    events = [_collected("test_a"), {"event": "start", "test": "tests/test_s01_add.py::test_a"}]
+    result = _interpret(tmp_path, events, exitcode=-signal.SIGXCPU)
+    _expect(result, TIMED_OUT, "300 s of CPU time", "in test_a")
+    budget = run.interpret(_unit(), events, exitcode=-9, killed_for_time="budget", substituted=[], duration=1.0,
+                           settings=_settings(tmp_path, budget=30.0))
+    _expect(budget, TIMED_OUT, "the run's time budget (30 s) ran out")
