@@ -126,6 +126,8 @@ class Stage:
     def stop(self, why: str) -> None:
         """Have the keeper kill the stage and all it started; kill the keeper if it does not."""
         self.stopped = self.stopped or why
+        if self._reap() is not None:
+            return
         os.kill(self.pid, signal.SIGTERM)  # a zombie until reaped: never another process
         deadline = time.monotonic() + 5
         while self._reap() is None and time.monotonic() < deadline:
