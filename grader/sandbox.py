@@ -402,13 +402,18 @@ def seal() -> str:
                 libc.mount(b"tmpfs", str(path).encode(), b"tmpfs", _RDONLY, b"size=4k")
             elif path.exists():
                 libc.mount(b"/dev/null", str(path).encode(), None, _BIND, None)
-        for point in _mount_points():
-            if point in (str(jail.home), "/dev", "/dev/pts") or point.startswith(("/proc", "/sys")):
+        for name in ("null", "zero", "full", "random", "urandom", "tty", "proc/sys"):  # kept usable / sealed below
+            path = f"/{'dev/' * (name != 'proc/sys')}{name}".encode()
+            libc.mount(path, path, None, _BIND, None)
+        libc.mount(b"/dev/null", b"/proc/sysrq-trigger", None, _BIND, None)
+        for point in _mount_points():  # read-only; /dev also without devices (but the few above)
+            if point in (str(jail.home), "/proc", "/dev/pts") or point.startswith("/dev/") and point != "/dev/shm":
                 continue
             try:
                 kept = sum(ms for st, ms in _KEPT_FLAGS.items() if os.statvfs(point).f_flag & st)
             except OSError:
                 continue
+            kept |= 4 | 2 if point == "/dev" else 0  # MS_NODEV | MS_NOSUID: no disk, no memory device
             if libc.mount(None, point.encode(), None, _REMOUNT | _BIND | _RDONLY | kept, None) != 0 and point == "/":
                 note = f" (but the filesystem could not be made read-only: errno {ctypes.get_errno()})"
     if level in (NAMESPACES, USER_NAMESPACES):  # no capability left: the mounts above cannot be undone

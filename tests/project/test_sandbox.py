@@ -136,6 +136,15 @@ def test_a_sealed_stage_cannot_write_the_checkout_nor_read_what_is_hidden(tmp_pa
         except OSError:
             seen["wrote"] = False
         seen["home"] = Path("mine.txt").write_text("ok") == 2
+        disks = [f"/dev/{d}" for d in os.listdir("/sys/block") if os.path.exists(f"/dev/{d}")]
+        for path, flags in [("/proc/sys/kernel/core_pattern", os.O_WRONLY), ("/sys/kernel/uevent_helper", os.O_WRONLY),
+                            *[(disk, os.O_RDONLY) for disk in disks[:1]]]:
+            try:
+                os.close(os.open(path, flags))  # opened, never written
+                seen["opened"] = seen.get("opened", []) + [path]
+            except OSError:
+                pass
+        seen["null"] = Path("/dev/null").write_text("fine") == 4
         writer.send({"event": "seen", **seen})
         return 0
 
@@ -144,7 +153,7 @@ def test_a_sealed_stage_cannot_write_the_checkout_nor_read_what_is_hidden(tmp_pa
     sealed, seen = events(stage)
     if not sealed["level"].startswith(("namespaces", "user-namespaces")):
         pytest.skip(f"this system refuses namespaces: {sealed['level']}")
-    assert seen == {"event": "seen", "answer": "", "hidden": [], "wrote": False, "home": True}, seen
+    assert seen == {"event": "seen", "answer": "", "hidden": [], "wrote": False, "home": True, "null": True}, seen
     assert not (checkout / "planted.py").exists()
 
 
