@@ -550,7 +550,7 @@ def test_a_suite_with_both_capstones_runs_as_three_parts_merged_into_one_result(
     (tmp_path / "tests" / "test_s01_add.py").write_text(
         "def test_capstone_x(reverse):  # ids copy, reverse\n    pass\n", encoding="utf-8")
     unit = run.units_for([STAGE], tmp_path)[0]
-    assert unit.parts == ("not capstone", "capstone and copy", "capstone and reverse")
+    assert unit.parts == ("not capstone", "capstone and not reverse", "capstone and reverse")
     passed = _result_of(PASSED, ["test_a"])
     failed = _result_of(FAILING, ["test_capstone[copy]"], reason="first failure: test_capstone[copy]")
     merged = run.merge([passed, failed, _result_of(PASSED, ["test_capstone[reverse]"])])
