@@ -396,7 +396,7 @@ def test_printing_hundreds_of_megabytes_does_not_swell_the_grader(kata, tmp_path
 
 
 HIDDEN_MARKER = "SECRET_HIDDEN_ASSERTION_4242"
-PEEK = f"""
+PEEK = """
 import inspect
 found = []
 for path in list(each_file('hidden/*.py')) + list(each_file('**/test_s02_scale*hidden*.py')):
