@@ -343,7 +343,8 @@ def _start(unit: Unit, part: str, settings: Settings, learner: list[str], workdi
 def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: list[str]) -> StageResult:
     signed, tampered = sandbox.verified(bytes(stage.data), stage.key)
     events = [event for by, event in signed if by == "stage"]
-    isolation = next((e.get("level", "") for by, e in signed if by == "keeper" and e.get("event") == "sandbox"), "")
+    isolation = next((e.get("level", "") for by, e in signed if by == "keeper" and e.get("event") == "sandbox"),
+                     sandbox.GROUP)  # no keeper (Windows): a plain process
     if settings.reference is not None and settings.impl == settings.reference or not settings.block_reference:
         isolation = ""  # a trusted run is not sealed: nothing to report
     return interpret(unit, events, exitcode=stage.exitcode, killed_for_time=stage.stopped, settings=settings,
