@@ -3,35 +3,36 @@
 Every directory inside SUBMISSIONS_DIR is one student (the directory's name): either shaped like
 exercises/ (the stage files at its top) or a clone of the kata with an exercises/ folder inside.
 Each is graded by its own ``python -m grader --impl SUB --format json --ci`` process, run from this
-(trusted) copy of the kata with this copy's tests, under a wall-clock limit, up to --jobs at a time.
-A submission that crashes, hangs or cheats costs its own row only.
+(trusted) copy of the kata with this copy's tests, through the one stage runner (grader/sandbox.py),
+up to --jobs at a time, with a time budget: when it runs out, the stages already graded keep their
+points and the others say they were not reached. A submission that crashes, hangs or cheats costs
+its own row only. After every submission the kata's own files (tests, grader, reference, manifest)
+are hashed again: a tree that changed stops the batch (exit 2) before anyone is graded with it.
 
 The gradebook (gradebook.csv and gradebook.json in --out) has one row a student, one column a
 stage (its points), the total, and the integrity flags a reviewer should look at: the student's own
 copy of the test files differs from the shipped one, a stage imports the answer key, a stage timed
 out, a stage crashed, the grader could not grade the submission at all.
 
-The result of each submission is read from a file the grader writes after every stage is graded
-(never from what the submission prints), in a directory private to this batch.
+The result of each submission is read from the grader's standard output, a socket only this batch
+holds (never from a file, nor from what the submission prints). The gradebook is written whole, at
+once (a temporary file renamed), after every submission is graded.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import os
-import signal
-import subprocess
+import select
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import curriculum, integrity
+from . import curriculum, integrity, sandbox
 from .results import ERROR, MISSING, TIMED_OUT
 
 SCHEMA = "transformer-kata/gradebook/1"
@@ -42,9 +43,9 @@ HELP = {
     "jobs": "submissions graded at the same time (default: the number of CPU cores)",
     "out": "where gradebook.csv and gradebook.json are written (default: gradebook)",
     "stage_jobs": "stages of one submission graded at the same time (default 1)",
-    "submission_timeout": "seconds one submission may take in all before it is stopped (default 1800)",
-    "timeout": "seconds one test may run (default 60)",
-    "stage_timeout": "seconds one stage's suite may run (default 300)",
+    "submission_timeout": "seconds one submission may take in all; graded stages keep their points (default 1800)",
+    "timeout": "CPU seconds one test may use (default 60)",
+    "stage_timeout": "CPU seconds one stage's suite may use (default 300)",
     "memory": "MiB of memory one stage may use on top of what it starts with; 0 = no limit (default 4096)",
     "extra": "a directory of hidden instructor tests (test_<stage id>*.py), graded with their own points",
     "no_fallback": "grade each student's own code all the way down: never load a stage from reference/",
@@ -56,7 +57,7 @@ NOT_GRADABLE = "not gradable"  # no stage files: nothing to grade
 SUBMISSION_TIMED_OUT = "timed out"  # the whole submission ran past --submission-timeout
 GRADER_FAILED = "grader failed"  # the grader exited without a valid result
 
-FLAGS = ("tampered_tests", "imports_reference", "timed_out", "errors", "grader_problem")
+FLAGS = ("tampered_tests", "imports_reference", "forged_results", "timed_out", "errors", "grader_problem")
 
 
 @dataclass
@@ -89,16 +90,25 @@ class Row:
 def find_submissions(directory: Path, stages: tuple[curriculum.Stage, ...]) -> list[Submission]:
     """One Submission a visible sub-directory, sorted by name."""
     found = []
-    for child in sorted(Path(directory).iterdir(), key=lambda p: p.name):
+    for child in sorted(Path(directory).absolute().iterdir(), key=lambda p: p.name):
         if not child.is_dir() or child.name.startswith((".", "_")):
             continue
+        name = child.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         impl = child / "exercises" if (child / "exercises").is_dir() else child
         problem = ""
-        if not any(stage.source(impl).is_file() for stage in stages):
-            problem = (f"no stage files: expected {stages[0].id}.py ... at the top of {child.name}/ "
-                       f"or in {child.name}/exercises/")
-        found.append(Submission(child.name, child.resolve(), impl.resolve(), problem))
+        if child.is_symlink() or impl.is_symlink():
+            problem = f"{name}/ is a symbolic link: a submission must be a real folder (not followed)"
+        elif not any(stage.source(impl).is_file() for stage in stages):
+            problem = f"no stage files: expected {stages[0].id}.py ... at the top of {name}/ or in {name}/exercises/"
+        found.append(Submission(name, child, impl, problem))
     return found
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    """The digest of every file of the kata that decides a grade: tests, manifest, grader, reference."""
+    files = integrity.hashed_files(root) + sorted((root / "grader").glob("*.py")) + [root / "grader" / "test_hashes.json"]
+    files += sorted((root / "reference").glob("*.py"))
+    return {str(f.relative_to(root)): integrity.digest(f) if f.is_file() else "missing" for f in files}
 
 
 def tampered_copies(submission: Path, manifest: Path = integrity.HASHES) -> list[str]:
@@ -146,7 +156,9 @@ def row_from_document(student: str, doc: dict) -> Row:
         column = column_of(stage)
         row.stages[column] = {key: stage.get(key) for key in ("status", "score", "max_score", "reason")}
         status, reason = stage.get("status"), str(stage.get("reason", ""))
-        if status == ERROR and reason.startswith("no credit"):
+        if status == ERROR and "result channel" in reason:
+            row.flags["forged_results"].append(column)
+        elif status == ERROR and reason.startswith("no credit"):
             row.flags["imports_reference"].append(column)
         elif status == ERROR:
             row.flags["errors"].append(column)
@@ -181,9 +193,9 @@ class Options:
     no_fallback: bool
 
 
-def grader_command(impl: Path, output: Path, options: Options) -> list[str]:
+def grader_command(impl: Path, options: Options) -> list[str]:
     command = [sys.executable, "-m", "grader", "--impl", str(impl), "--format", "json", "--ci",
-               "--output", str(output), "--color", "never", "--jobs", str(options.stage_jobs),
+               "--color", "never", "--jobs", str(options.stage_jobs), "--budget", f"{options.submission_timeout:g}",
                "--timeout", f"{options.timeout:g}", "--stage-timeout", f"{options.stage_timeout:g}",
                "--memory-limit", str(options.memory_limit)]
     if options.extra_tests:
@@ -193,60 +205,88 @@ def grader_command(impl: Path, output: Path, options: Options) -> list[str]:
     return command
 
 
-def _kill_group(process: subprocess.Popen) -> None:
-    try:
-        if os.name == "posix":
-            os.killpg(process.pid, signal.SIGKILL)
-        else:
-            process.kill()
-    except (ProcessLookupError, PermissionError):
-        pass
+def start_one(submission: Submission, options: Options, log: Path) -> sandbox.Stage | None:
+    """Start grading one submission (None when there is nothing to grade)."""
+    if submission.problem:
+        return None
+    limits = sandbox.Limits(wall=options.submission_timeout + 120, file_mb=0, processes=0)
+    return sandbox.start(grader_command(submission.impl, options), limits, output=log,
+                         env={"NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"})
 
 
-def grade_one(submission: Submission, options: Options, private: Path) -> Row:
-    """Grade one submission in its own grader process; never raises."""
-    started = time.monotonic()
+def finish_one(submission: Submission, options: Options, stage: sandbox.Stage | None) -> Row:
+    """The row of a submission whose grading ended (never raises)."""
     try:
-        row = _grade_one(submission, options, private)
+        row = _row(submission, options, stage)
     except Exception as error:  # noqa: BLE001 - one submission never stops the batch
         row = failed_row(submission.student, GRADER_FAILED, f"{type(error).__name__}: {error}")
-    row.duration = round(time.monotonic() - started, 3)
+    row.duration = round(time.monotonic() - stage.started, 3) if stage else 0.0
     tampered = tampered_copies(submission.path, options.root / "grader" / "test_hashes.json")
     row.flags["tampered_tests"] += [f"{name} (the student's copy) differs from the shipped version" for name in tampered]
     return row
 
 
-def _grade_one(submission: Submission, options: Options, private: Path) -> Row:
-    if submission.problem:
+def _row(submission: Submission, options: Options, stage: sandbox.Stage | None) -> Row:
+    if stage is None:
         return failed_row(submission.student, NOT_GRADABLE, submission.problem)
-    home = Path(tempfile.mkdtemp(prefix="sub-", dir=private))
-    output, log = home / "result.json", home / "grader.log"
-    kwargs = {"start_new_session": True} if os.name == "posix" else {}
-    env = dict(os.environ, NO_COLOR="1", PYTHONDONTWRITEBYTECODE="1")
-    with open(log, "wb") as handle:
-        process = subprocess.Popen(grader_command(submission.impl, output, options), cwd=options.root, env=env,
-                                   stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, **kwargs)
-        try:
-            code = process.wait(timeout=options.submission_timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
-            process.wait()
-            return failed_row(submission.student, SUBMISSION_TIMED_OUT,
-                              f"stopped after {options.submission_timeout:g} s (--submission-timeout)")
-        _kill_group(process)  # anything the submission left running in the grader's session goes too
-    if code not in (0, 1) or not output.is_file():
-        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+    if stage.stopped:
+        return failed_row(submission.student, SUBMISSION_TIMED_OUT,
+                          f"stopped after {stage.limits.wall:g} s (--submission-timeout and a grace period)")
+    if stage.exitcode not in (0, 1):
+        tail = stage.tail(400).strip().splitlines()[-1:]
         return failed_row(submission.student, GRADER_FAILED,
-                          f"the grader exited with code {code}" + (f": {tail[0][:200]}" if tail else ""))
+                          f"the grader exited with code {stage.exitcode}" + (f": {tail[0][:200]}" if tail else ""))
     try:
-        doc = json.loads(output.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        doc = json.loads(stage.unsigned())
+    except ValueError as error:
         return failed_row(submission.student, GRADER_FAILED, f"the grader's result cannot be read ({error})")
     problem = valid_document(doc) or ("" if doc.get("impl") == str(submission.impl)
                                       else "the result names another submission")
     if problem:
         return failed_row(submission.student, GRADER_FAILED, problem)
-    return row_from_document(submission.student, doc)
+    row = row_from_document(submission.student, doc)
+    if any(str(s.get("reason", "")).startswith("not graded: the run's time budget") for s in doc["stages"]):
+        row.notes.append(f"the time budget ({options.submission_timeout:g} s) ran out: the stages graded keep "
+                         "their points, the others say they were not reached")
+    return row
+
+
+class TreeChanged(Exception):
+    """The kata's own files changed during the batch."""
+
+
+def grade_all(submissions: list[Submission], options: Options, private: Path, progress) -> list[Row]:
+    """Grade every submission, ``options.jobs`` at a time; stop everything if the kata changes."""
+    before = fingerprint(options.root)
+    queue, running, rows = list(submissions), {}, []
+
+    def record(row: Row) -> None:
+        rows.append(row)
+        changed = [name for name, digest in fingerprint(options.root).items() if before.get(name) != digest]
+        if changed:
+            raise TreeChanged(f"the kata changed while {row.student} was graded ({changed[0]}): "
+                              "batch stopped, no gradebook written")
+        progress.update(row)
+
+    try:
+        while queue or running:
+            while queue and len(running) < options.jobs:
+                submission = queue.pop(0)
+                stage = start_one(submission, options, private / f"{len(rows) + len(running)}.log")
+                if stage is None:
+                    record(finish_one(submission, options, None))
+                else:
+                    running[stage] = submission
+            ready = select.select(list(running), [], [], 0.1)[0] if running else []
+            for stage in list(running):
+                if stage in ready:
+                    stage.pump()
+                if stage.poll():
+                    record(finish_one(running.pop(stage), options, stage))
+    finally:
+        for stage in running:
+            stage.stop("batch stopped")
+    return rows
 
 
 # ---------------------------------------------------------------- progress
@@ -351,6 +391,13 @@ def build_parser():
     return p
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Write ``path`` at once: a temporary file beside it, then renamed over it."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part.write_text(text, encoding="utf-8")
+    os.replace(part, path)
+
+
 def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     """Exit 0: every submission graded; 1: some could not be (their rows say why); 2: bad input."""
     from .cli import UsageError
@@ -367,33 +414,34 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     submissions = find_submissions(directory, stages)
     if not submissions:
         raise UsageError(f"batch {args.submissions}: no submission directories inside")
-    out = Path(args.out)
-    if out.resolve() == directory.resolve() or directory.resolve() in out.resolve().parents:
+    out = Path(args.out).absolute()
+    if out == directory.absolute() or directory.absolute() in out.parents:
         raise UsageError("--out must not be inside the submissions directory")
+    blocking = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UsageError(f"--out {args.out}: {blocking} is a file, not a folder")
     options = Options(root=root, jobs=args.jobs, stage_jobs=args.stage_jobs,
                       submission_timeout=args.submission_timeout, timeout=args.timeout,
                       stage_timeout=args.stage_timeout, memory_limit=args.memory_limit,
                       extra_tests=str(Path(args.extra_tests).resolve()) if args.extra_tests else None,
                       no_fallback=args.no_fallback)
-    progress = Progress(len(submissions))
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="kata-batch-") as private:
-        os.chmod(private, 0o700)
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads wait; each grades in its own process
-            futures = [pool.submit(grade_one, sub, options, Path(private)) for sub in submissions]
-            for future in as_completed(futures):
-                row = future.result()
-                rows.append(row)
-                progress.update(row)
+    with tempfile.TemporaryDirectory(prefix="kata-batch-", ignore_cleanup_errors=True) as private:
+        try:
+            rows = grade_all(submissions, options, Path(private), Progress(len(submissions)))
+        except TreeChanged as error:
+            raise UsageError(str(error)) from None
     rows.sort(key=lambda r: r.student)
     top = max((r.max_score for r in rows if r.status == GRADED), default=0.0)
     for row in rows:
         if row.status != GRADED:
             row.max_score = top  # the same denominator for everyone; they scored nothing
     columns = columns_of(rows, stages)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gradebook.csv").write_text(to_csv(rows, columns), encoding="utf-8")
-    (out / "gradebook.json").write_text(to_json(rows, columns), encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_whole(out / "gradebook.csv", to_csv(rows, columns))
+        write_whole(out / "gradebook.json", to_json(rows, columns))
+    except OSError as error:
+        raise UsageError(f"--out {args.out}: the gradebook cannot be written ({error.strerror})") from None
     ungraded = [r.student for r in rows if r.status != GRADED]
     flagged = [r.student for r in rows if r.flagged]
     print(f"Gradebook: {out / 'gradebook.csv'} and {out / 'gradebook.json'} ({len(rows)} students)")

@@ -1,12 +1,16 @@
-"""The child side of grading one stage: run pytest in this process and report each test's outcome.
+"""The stage side of grading one unit: run pytest in this process and report each test's outcome.
 
-The outcomes travel to the grader on a private channel: a file descriptor the parent opened before
-any learner code ran, one line an event, each line prefixed with a random per-run nonce. What the
-learner's code prints goes to stdout/stderr and is never read as a result. A test the channel does
-not report as passed did not pass.
+The outcomes travel to the grader on the stage's channel (grader/sandbox.py): a socket the grader
+holds the other end of, one event a line, each line numbered and signed with a key that exists only
+in memory. What the learner's code prints goes to a file and is never read as a result. A test the
+channel does not report as passed did not pass. Once pytest has collected the tests (before any
+learner code runs) the stage is sealed: read-only filesystem, hidden tests and the stage's own
+reference emptied, an unprivileged user where the grader runs as root.
 
-Forked by the grader (grader/run.py) with torch and pytest already imported, or, where fork is not
-available, started as ``python -m grader.child JOB.json``.
+Each test may use ``timeout`` seconds of CPU time (not wall time: a busy machine does not fail it).
+
+Run in a fork of the grader (grader/run.py) with torch and pytest already imported, or, with
+KATA_NO_FORK=1 or where fork is missing, as ``python -m grader.child`` with the job on standard input.
 """
 
 from __future__ import annotations
@@ -14,20 +18,16 @@ from __future__ import annotations
 import importlib.abc
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
 
 import pytest
 
+from . import sandbox
+
 BLOCKED_PACKAGES = ("reference",)  # a learner's stage may not import the answer key
-
-
-def _write(fd: int, nonce: str, event: dict) -> None:
-    data = (nonce + " " + json.dumps(event) + "\n").encode()
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
 
 
 class ReferenceBlocker(importlib.abc.MetaPathFinder):
@@ -47,16 +47,29 @@ class ReferenceBlocker(importlib.abc.MetaPathFinder):
 class Recorder:
     """A pytest plugin that sends collection, the start of each test and each test's outcome."""
 
-    def __init__(self, fd: int, nonce: str, impl: str):
-        self._fd = fd
-        self._nonce = nonce
+    def __init__(self, writer: sandbox.Writer, impl: str, timeout: float):
+        self.send = writer.send
         self._impl = str(Path(impl).resolve())
-
-    def send(self, event: dict) -> None:
-        _write(self._fd, self._nonce, event)
+        self._timeout = timeout
 
     def pytest_collection_finish(self, session):
         self.send({"event": "collected", "tests": [item.nodeid for item in session.items]})
+        level = sandbox.seal()  # from here on learner code may run
+        if level:
+            self.send({"event": "sealed", "level": level})
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        def out_of_time(*_):
+            pytest.fail(f"Timeout: used more than {self._timeout:g} s of CPU time", pytrace=False)
+
+        if self._timeout:
+            signal.signal(signal.SIGPROF, out_of_time)
+            signal.setitimer(signal.ITIMER_PROF, self._timeout)
+        try:
+            return (yield)
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
 
     def pytest_runtest_logstart(self, nodeid, location):
         self.send({"event": "start", "test": nodeid})
@@ -101,27 +114,15 @@ def _message(value: BaseException) -> str:
     return text[:4000]
 
 
-def _limit_memory(megabytes: int) -> None:
-    """Cap this process's address space at what it uses now plus ``megabytes`` (Linux only)."""
-    import resource
-
-    with open("/proc/self/statm") as handle:
-        pages = int(handle.read().split()[0])
-    now = pages * os.sysconf("SC_PAGE_SIZE")
-    limit = now + megabytes * 1024 * 1024
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-
-
 def pytest_args(job: dict) -> list[str]:
     """The pytest command line for one unit (see grader/run.py: Job.to_dict)."""
     args = [*job["files"], "--impl", job["impl"], "-p", "no:cacheprovider", "-p", "pytest_timeout", "-p", "no:unraisableexception",
-            "--timeout", str(job["timeout"]),
+            "--timeout", "0",
             "--device", job["device"], "-o", "console_output_style=classic"]
     if job.get("rootdir"):
         args += ["--rootdir", job["rootdir"], "-c", os.devnull]
+    if job.get("select"):
+        args += ["-k", job["select"]]
     if job["no_fallback"]:
         args.append("--no-fallback")
     elif job["learner_stages"]:
@@ -130,18 +131,9 @@ def pytest_args(job: dict) -> list[str]:
     return args
 
 
-def run(job: dict, result_fd: int) -> int:
+def run(job: dict, writer: sandbox.Writer) -> int:
     """Grade one unit in this process; the caller exits right after. Returns pytest's exit code."""
-    os.chdir(job["root"])
-    if job["memory_mb"] and sys.platform.startswith("linux"):
-        _limit_memory(job["memory_mb"])
-    if not job["verbose"]:
-        out = os.open(job["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        os.close(out)
-    nonce = job.pop("nonce")
-    recorder = Recorder(result_fd, nonce, job["impl"])
+    recorder = Recorder(writer, job["impl"], job["timeout"])
     if job["block_reference"]:
         sys.meta_path.insert(0, ReferenceBlocker(recorder.send))
         for name in [m for m in sys.modules if m.split(".")[0] in BLOCKED_PACKAGES]:
@@ -160,18 +152,24 @@ def run(job: dict, result_fd: int) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m grader.child JOB.json``: the no-fork path (a fresh interpreter per stage)."""
-    argv = sys.argv[1:] if argv is None else argv
+def main() -> int:
+    """``python -m grader.child``: the job (with the channel's key) arrives on standard input."""
     import gc
 
     import torch  # noqa: F401 - imported before the freeze, as the fork server does
 
     gc.freeze()
-    job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    fd = os.open(job.pop("result_path"), os.O_WRONLY | os.O_APPEND)
-    Path(argv[0]).unlink()  # the nonce is not left lying around for learner code to read
-    return run(job, fd)
+    job = json.loads(sys.stdin.buffer.read())
+    sandbox.limit_memory(job["memory_mb"]) if job["memory_mb"] else None
+    channel = os.dup(1)
+    if job.get("output"):
+        out = os.open(job["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+    seal = json.loads(os.environ.pop("KATA_SEAL", "null"))
+    if seal:
+        sandbox._SEAL = (sandbox.Jail(Path(seal[0]), tuple(map(Path, seal[1]))), seal[2])
+    return run(job, sandbox.Writer(channel, bytes.fromhex(job.pop("key")), "stage"))
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ HELP = {
     "output": "write the report to this file instead of standard output",
     "watch": "re-grade the stage you are editing every time you save it (Ctrl-C stops)",
     "jobs": "stages graded at the same time (default: the number of CPU cores)",
-    "timeout": "seconds one test may run (default 60)",
-    "stage_timeout": "seconds one stage's suite may run (default 300)",
+    "timeout": "CPU seconds one test may use (default 60)",
+    "stage_timeout": "CPU seconds one stage's suite may use (default 300; the wall-clock backstop is 3x + 60 s)",
     "memory": "MiB of memory one stage may use on top of what it starts with; 0 = no limit (default 4096)",
     "device": "torch device for the suites: cpu (default), cuda or mps",
     "no_fork": "start a fresh interpreter per stage instead of forking (also: KATA_NO_FORK=1)",
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-visibility", default="after_published",
                    choices=("hidden", "after_due_date", "after_published", "visible"), help=HELP["visibility"])
     p.add_argument("--max-regrades", type=int, default=0, help=argparse.SUPPRESS)  # watch mode stops after N (tests)
+    p.add_argument("--budget", type=float, default=0.0, help=argparse.SUPPRESS)  # seconds for the run (batch, Gradescope)
     return p
 
 
@@ -243,7 +244,8 @@ def settings_for(command: Command, root: Path) -> tuple[run.Settings, list[str]]
                 no_credit[stage.id] = verdict
     settings = run.Settings(root=root, impl=command.impl, reference=command.reference, fallback=fallback,
                             timeout=args.timeout, stage_timeout=args.stage_timeout, memory_mb=memory,
-                            device=args.device, jobs=args.jobs, fork=fork, no_credit=no_credit)
+                            device=args.device, jobs=args.jobs, fork=fork, no_credit=no_credit, budget=args.budget,
+                            hide=(Path(args.extra_tests).resolve(),) if args.extra_tests else ())
     return settings, notes
 
 
@@ -290,7 +292,8 @@ def grade(command: Command, stages, root: Path, units: list[run.Unit], on_result
     more, failed = integrity_notes(command, root)
     results = run.grade(units, settings, stages, on_result=on_result, known_passed=known_passed)
     return Report(impl=command.args.impl, impl_path=str(command.impl), fallback=settings.fallback,
-                  fallback_note=fallback_note(command, settings), stages=results, notes=notes + more,
+                  fallback_note=fallback_note(command, settings), stages=results,
+                  notes=notes + more + run.isolation_notes(results),
                   integrity_failed=failed, pass_threshold=command.args.pass_threshold)
 
 

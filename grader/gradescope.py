@@ -12,10 +12,13 @@ Gradescope unpacks the bundle in /autograder/source. For each submission ``run_a
 
 1. copies the stage files out of /autograder/submission (an exercises/ folder, the files at the top,
    or anywhere below) into a private directory; a stage not submitted is graded as the untouched stub;
-2. runs ``python -m grader --impl THAT --format gradescope --ci`` from the bundled kata, under a
-   wall-clock limit, writing to a private file;
+2. runs ``python -m grader --impl THAT --format gradescope --ci`` from the bundled kata through the
+   one stage runner (grader/sandbox.py), with a time budget (stages graded keep their points), its
+   result read from a socket only this process holds;
 3. writes /autograder/results/results.json: that document, with the bundle's visibility settings and
    a leaderboard (score and stages passed) added. It always writes one, even when grading fails.
+   A hidden suite shows the student its name and outcome only; its messages go to the instructor
+   (``extra_data`` and the autograder's log, whose visibility is --stdout-visibility).
 
 The results file is written last, after every stage ran, so anything a submission writes there is
 overwritten. KATA_AUTOGRADER_ROOT stands in for /autograder (tests).
@@ -26,14 +29,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from . import curriculum, integrity, stubgen
+from . import curriculum, integrity, sandbox, stubgen
 
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 TEMPLATES = ("setup.sh", "run_autograder")
@@ -45,9 +46,10 @@ HELP = {
     "visibility": "when students see their results (default visible)",
     "hidden_visibility": "when students see the hidden suites' results (default after_published)",
     "stdout": "when students see the autograder's log (default hidden)",
-    "timeout": "seconds one test may run (default 60)",
-    "stage_timeout": "seconds one stage's suite may run (default 300)",
-    "submission_timeout": "seconds the whole grading may take, below Gradescope's own limit (default 1500)",
+    "timeout": "CPU seconds one test may use (default 60)",
+    "stage_timeout": "CPU seconds one stage's suite may use (default 300)",
+    "submission_timeout": "seconds the whole grading may take, below Gradescope's own limit; graded stages keep "
+                          "their points (default 1500)",
     "jobs": "stages graded at the same time inside the container (default 2)",
     "memory": "MiB one stage may use on top of what it starts with; 0 = no limit (default 4096)",
     "no_leaderboard": "leave the leaderboard out of results.json",
@@ -155,6 +157,11 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     }
     files = bundle_files(root, hidden)
     out = Path(args.out)
+    blocking = next((p for p in [out.absolute(), *out.absolute().parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None and blocking != out.absolute():
+        raise UsageError(f"--out {args.out}: {blocking} is a file, not a folder")
+    if out.is_dir():
+        raise UsageError(f"--out {args.out}: a folder, not a .zip file")
     write_zip(out, files, settings)
     hidden_count = sum(name.startswith("kata/hidden/test_") for name in files)
     print(f"wrote {out} ({len(files) + 1} files, {len(stages)} stages, {hidden_count} hidden suites): "
@@ -166,12 +173,17 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
 
 
 def find_stage_file(submission: Path, stage_id: str) -> Path | None:
-    """Where a stage's file is in a submission: exercises/, the top, or the shallowest match below."""
+    """Where a stage's file is in a submission: exercises/, the top, or the shallowest match below.
+    Only a regular file whose real path is inside the submission counts (no symlink leads out)."""
+    inside = submission.resolve()
+
+    def real(path: Path) -> bool:
+        return path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(inside)
+
     for candidate in (submission / "exercises" / f"{stage_id}.py", submission / f"{stage_id}.py"):
-        if candidate.is_file() and not candidate.is_symlink():
+        if real(candidate):
             return candidate
-    found = [p for p in submission.rglob(f"{stage_id}.py")
-             if p.is_file() and not p.is_symlink() and "reference" not in p.relative_to(submission).parts]
+    found = [p for p in submission.rglob(f"{stage_id}.py") if real(p) and "reference" not in p.relative_to(submission).parts]
     return min(found, key=lambda p: (len(p.parts), str(p))) if found else None
 
 
@@ -201,7 +213,13 @@ def failure_results(message: str, settings: dict) -> dict:
 
 
 def finish_results(doc: dict, settings: dict, absent: list[str]) -> dict:
-    """The grader's Gradescope document with the bundle's visibility settings and a leaderboard."""
+    """The grader's Gradescope document with the bundle's visibility settings and a leaderboard;
+    a hidden suite's messages moved out of the student's sight (into extra_data and the log)."""
+    for test in doc.get("tests", []):
+        if " + " in str(test.get("name", "")):  # "07 s07_encoder + test_s07_hidden.py: ..."
+            test["extra_data"] = {"output": test.get("output", "")}
+            print(f"hidden suite {test['name']}:\n{test.get('output', '')}")
+            test["output"] = test.get("status", "")
     doc["visibility"] = settings.get("visibility", "visible")
     doc["stdout_visibility"] = settings.get("stdout_visibility", "hidden")
     if absent:
@@ -230,33 +248,24 @@ def grade_submission(autograder: Path) -> dict:
             if not found:
                 return failure_results(f"no stage files found (expected {stages[0].id}.py ... at the top of the "
                                        "upload or in an exercises/ folder)", settings)
-            output = Path(private) / "results.json"
             command = [sys.executable, "-m", "grader", "--impl", str(impl), "--format", "gradescope", "--ci",
-                       "--output", str(output), "--color", "never", "--jobs", str(settings.get("jobs", 2)),
+                       "--color", "never", "--jobs", str(settings.get("jobs", 2)),
+                       "--budget", f"{settings.get('submission_timeout', 1500):g}",
                        "--timeout", f"{settings.get('timeout', 60):g}",
                        "--stage-timeout", f"{settings.get('stage_timeout', 300):g}",
                        "--memory-limit", str(settings.get("memory_limit", 4096)),
                        "--hidden-visibility", settings.get("hidden_visibility", "after_published")]
             if (kata / "hidden").is_dir():
+                os.chmod(kata / "hidden", 0o700)
                 command += ["--extra-tests", str(kata / "hidden")]
-            kwargs = {"start_new_session": True} if os.name == "posix" else {}
-            process = subprocess.Popen(command, cwd=kata, stdin=subprocess.DEVNULL, **kwargs)
-            try:
-                code = process.wait(timeout=float(settings.get("submission_timeout", 1500)))
-            except subprocess.TimeoutExpired:
-                code = None
-            if os.name == "posix":
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            if code is None:
-                process.wait()
-                return failure_results(f"grading took longer than {settings.get('submission_timeout', 1500):g} s",
-                                       settings)
-            if code not in (0, 1) or not output.is_file():
-                return failure_results(f"the grader exited with code {code}", settings)
-            doc = json.loads(output.read_text(encoding="utf-8"))
+            limits = sandbox.Limits(wall=float(settings.get("submission_timeout", 1500)) + 60, file_mb=0, processes=0)
+            stage = sandbox.start(command, limits, output=Path(private) / "grader.log")
+            stage.wait()
+            if stage.stopped:
+                return failure_results(f"grading took longer than {limits.wall:g} s", settings)
+            if stage.exitcode not in (0, 1):
+                return failure_results(f"the grader exited with code {stage.exitcode}", settings)
+            doc = json.loads(stage.unsigned())
             if not isinstance(doc, dict) or not isinstance(doc.get("tests"), list):
                 return failure_results("the grader's result is not a results document", settings)
             return finish_results(doc, settings, absent)

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
-import subprocess
 import sys
 import tempfile
 import tomllib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import curriculum
+from . import curriculum, sandbox
 
 CATALOGUE = curriculum.TESTS / "mutants"
 
@@ -92,7 +91,7 @@ def build_tree(mutant: Mutant, directory: Path) -> Path:
 def suite_args(mutant: Mutant, tree: Path, stop_early: bool) -> list[str]:
     """pytest's arguments for one mutant: its stage's suite on its tree, only the plugins grading needs."""
     args = [str(curriculum.TESTS / f"test_{mutant.stage}.py"), "--impl", str(tree), "-q", "--tb=short",
-            "-p", "no:cacheprovider", "-p", "pytest_timeout", "--timeout", "120"]
+            "-p", "no:cacheprovider", "-p", "pytest_timeout", "--timeout", "600"]
     return args + ["-x"] if stop_early else args
 
 
@@ -101,80 +100,68 @@ def _verdict(mutant: Mutant, code: int, output: str) -> Verdict:
     return Verdict(mutant, caught, caught and mutant.symptom.lower() in output.lower(), output)
 
 
-def check(mutant: Mutant, workdir: Path, stop_early: bool = False) -> Verdict:
-    """Run the stage's suite on the mutant in a fresh interpreter (the portable path)."""
-    tree = build_tree(mutant, workdir / mutant.label.replace(":", "__"))
-    command = [sys.executable, "-m", "pytest", *suite_args(mutant, tree, stop_early)]
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
-    done = subprocess.run(command, capture_output=True, text=True, cwd=curriculum.ROOT, env=env)
-    return _verdict(mutant, done.returncode, done.stdout + done.stderr)
+LIMITS = sandbox.Limits(cpu=900, wall=3600)  # generous: a mutant that loops is caught by its suite's timeout
+ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
-def _fork_suite(mutant: Mutant, tree: Path, output: Path, stop_early: bool) -> int:
-    """Start the suite in a forked child of this (torch-warm) process; return the child's pid."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 3
-    try:  # the child: never return into the parent's code
+def _start(mutant: Mutant, tree: Path, stop_early: bool, fork: bool) -> sandbox.Stage:
+    """The stage's suite on the mutant, through the one stage runner: forked from this (torch-warm)
+    process, or a fresh interpreter where fork is not available."""
+    args = suite_args(mutant, tree, stop_early)
+    if not fork:
+        return sandbox.start([sys.executable, "-m", "pytest", *args], LIMITS, output=tree / "pytest.out", env=ENV)
+
+    def suite(_writer) -> int:
         import pytest
 
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
         os.chdir(curriculum.ROOT)
-        os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-        code = int(pytest.main(suite_args(mutant, tree, stop_early)))
+        os.environ.update(ENV)
+        code = int(pytest.main(args))
         sys.stdout.flush()
         sys.stderr.flush()
-    finally:
-        os._exit(code)
+        return code
+
+    return sandbox.start(suite, LIMITS, output=tree / "pytest.out")
 
 
-def _check_forked(mutants: list[Mutant], workdir: Path, jobs: int, stop_early: bool) -> list[Verdict]:
-    """Every mutant in a forked child, ``jobs`` at a time: torch is imported once, not once per mutant."""
-    from .run import warm_up
+def check_each(mutants: list[Mutant], workdir: Path, jobs: int, stop_early: bool) -> list[Verdict]:
+    """Every mutant's suite, ``jobs`` at a time."""
+    fork = hasattr(os, "fork") and os.environ.get("KATA_NO_FORK") != "1"
+    if fork:
+        from .run import warm_up
 
-    warm_up()
+        warm_up()
     verdicts: dict[int, Verdict] = {}
-    running: dict[int, tuple[int, Path]] = {}  # pid -> (index, output file)
+    running: dict[sandbox.Stage, int] = {}
     queue = list(enumerate(mutants))
     while queue or running:
         while queue and len(running) < jobs:
             index, mutant = queue.pop(0)
-            tree = build_tree(mutant, workdir / mutant.label.replace(":", "__"))
-            output = tree / "pytest.out"
-            running[_fork_suite(mutant, tree, output, stop_early)] = (index, output)
-        pid, status = os.wait()
-        if pid not in running:
-            continue
-        index, output = running.pop(pid)
-        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1
-        verdicts[index] = _verdict(mutants[index], code, output.read_text(encoding="utf-8", errors="replace"))
+            running[_start(mutant, build_tree(mutant, workdir / mutant.label.replace(":", "__")), stop_early, fork)] = index
+        ready = select.select(list(running), [], [], 0.05)[0]
+        for stage in list(running):
+            if stage in ready:
+                stage.pump()
+            if stage.poll():
+                index = running.pop(stage)
+                output = stage.unsigned().decode("utf-8", "replace") + stage.tail(1 << 20)
+                verdicts[index] = _verdict(mutants[index], stage.exitcode, output)
     return [verdicts[i] for i in range(len(mutants))]
 
 
 def check_all(mutants: list[Mutant], jobs: int | None = None) -> list[Verdict]:
-    """Check every mutant; in parallel, forked from a warm process where the platform allows.
-
-    Each suite first runs with -x (stop at the first failure): most mistakes are caught by an early
-    test. Only a mutant whose first failure does not name its symptom runs the whole suite again.
+    """Check every mutant in parallel. Each suite first runs with -x (stop at the first failure): most
+    mistakes are caught by an early test. Only a mutant whose first failure does not name its
+    symptom runs the whole suite again.
     """
     jobs = jobs or max(1, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="kata-mutants-") as tmp:
-        workdir = Path(tmp)
-        if hasattr(os, "fork") and os.environ.get("KATA_NO_FORK") != "1":
-            verdicts = _check_forked(mutants, workdir / "fast", jobs, stop_early=True)
-            again = [i for i, v in enumerate(verdicts) if not v.ok]
-            if again:
-                slow = _check_forked([mutants[i] for i in again], workdir / "full", jobs, stop_early=False)
-                for i, verdict in zip(again, slow):
-                    verdicts[i] = verdict
-            return verdicts
-        with ThreadPoolExecutor(jobs) as pool:
-            return list(pool.map(lambda m: check(m, workdir), mutants))
+        verdicts = check_each(mutants, Path(tmp) / "fast", jobs, stop_early=True)
+        again = [i for i, v in enumerate(verdicts) if not v.ok]
+        if again:
+            for i, verdict in zip(again, check_each([mutants[i] for i in again], Path(tmp) / "full", jobs, False)):
+                verdicts[i] = verdict
+        return verdicts
 
 
 def main(argv: list[str] | None = None) -> int:

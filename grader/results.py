@@ -50,6 +50,7 @@ class StageResult:
     substituted: list[str] = field(default_factory=list)  # stages loaded from reference/ for this run
     tests: list[TestResult] = field(default_factory=list)
     duration: float = 0.0  # wall seconds of the child process
+    isolation: str = ""  # what the stage's sandbox reached (grader/sandbox.py LEVELS)
 
     @property
     def passed_count(self) -> int:
@@ -129,6 +130,7 @@ class Report:
                     "tests_passed": s.passed_count,
                     "tests_total": len(s.tests),
                     "duration": round(s.duration, 3),
+                    "isolation": s.isolation,
                     "tests": [asdict(t) | {"duration": round(t.duration, 4)} for t in s.tests],
                 }
                 for s in self.stages

@@ -3,21 +3,21 @@
 Planning (pure functions): which units to run, which of a stage's dependencies come from the
 learner and which from reference/ (the learner's, where that dependency passed in this run).
 
-Running: a fork server. This process imports torch and pytest once, then forks one child per unit
-(grader/child.py), each in its own process group with a memory limit, so a stage that crashes,
-loops forever, exhausts memory or exits early costs that stage only. Where fork is missing (Windows)
-or KATA_NO_FORK=1 is set, each unit runs in a fresh ``python -m grader.child`` instead (slower).
-Units run side by side up to ``jobs`` at a time; a stage starts as soon as its dependencies are graded.
+Running: a fork server. This process imports torch and pytest once, then starts one stage per unit
+(grader/child.py) through the one stage runner (grader/sandbox.py: limits, isolation, a signed result
+channel, nothing left running), so a stage that crashes, loops forever, exhausts memory or exits early
+costs that stage only. Where fork is missing (Windows) or KATA_NO_FORK=1 is set, each unit runs in a
+fresh ``python -m grader.child`` instead (slower). Units run side by side up to ``jobs`` at a time; a
+stage starts as soon as its dependencies are graded. A stage whose suite has capstone trainings
+(``SPLIT``) runs as several units in parallel, merged back into its one result.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
-import secrets
+import select
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,25 +25,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import curriculum, stubgen
-from .results import (
-    ERROR,
-    FAILING,
-    MISSING,
-    NOT_STARTED,
-    PASSED,
-    TEST_ERROR,
-    TEST_FAILED,
-    TEST_NOT_RUN,
-    TEST_PASSED,
-    TEST_SKIPPED,
-    TIMED_OUT,
-    StageResult,
-    TestResult,
-)
+from . import curriculum, sandbox, stubgen
+from .results import (ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TEST_ERROR, TEST_FAILED, TEST_NOT_RUN,
+                      TEST_PASSED, TEST_SKIPPED, TIMED_OUT, StageResult, TestResult)
 
 MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
 MEMORY_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory", "std::bad_alloc")
+SPLIT = ("capstone and not reverse", "capstone and reverse")  # pytest -k parts run side by side (the copy, the reverse capstone)
 
 
 @dataclass(frozen=True)
@@ -56,6 +44,7 @@ class Unit:
     points: float
     extra: bool = False
     rootdir: str | None = None  # for hidden tests, which live outside tests/
+    parts: tuple[str, ...] = ("",)  # pytest -k expressions run as separate stages ('' = everything)
 
     @property
     def key(self) -> str:
@@ -68,8 +57,8 @@ class Settings:
     impl: Path  # the tree graded
     reference: Path | None  # the fallback tree; None when absent
     fallback: bool  # take unfinished dependencies from reference/
-    timeout: float = 60.0  # per test, seconds (pytest-timeout)
-    stage_timeout: float = 300.0  # per unit, seconds, enforced by killing the child
+    timeout: float = 60.0  # per test, CPU seconds
+    stage_timeout: float = 300.0  # per unit, CPU seconds (RLIMIT_CPU); the wall backstop is 3x + 60 s
     memory_mb: int = 4096  # address space a child may add to what it starts with; 0 = no limit
     device: str = "cpu"
     jobs: int = 2
@@ -77,6 +66,12 @@ class Settings:
     verbose: str | None = None  # key of the one unit whose pytest output goes to the terminal
     block_reference: bool = True
     no_credit: dict[str, str] = field(default_factory=dict)  # stage id -> why (static integrity scan)
+    budget: float = 0.0  # seconds for the whole run (batch, Gradescope); 0 = none
+    hide: tuple[Path, ...] = ()  # more paths learner code must not read (hidden tests)
+
+    @property
+    def wall(self) -> float:
+        return 3 * self.stage_timeout + 60
 
 
 def fork_available() -> bool:
@@ -118,7 +113,11 @@ def units_for(stages: Iterable[curriculum.Stage], root: Path, extra_dir: Path | 
     extra_points = extra_points or {}
     for stage in stages:
         suite = Path(root) / "tests" / f"test_{stage.id}.py"
-        units.append(Unit(stage, (str(suite),), f"tests/{suite.name}", float(stage.points)))
+        text = suite.read_text(encoding="utf-8", errors="replace") if suite.is_file() else ""
+        parts = ("",)
+        if all(word in text for word in ("test_capstone", "copy", "reverse")):
+            parts = ("not capstone", *SPLIT)
+        units.append(Unit(stage, (str(suite),), f"tests/{suite.name}", float(stage.points), parts=parts))
         if extra_dir is not None:
             for path in sorted(Path(extra_dir).glob(f"test_{stage.id}*.py")):
                 points = extra_points.get(path.name, float(stage.points))
@@ -146,21 +145,6 @@ def _result(unit: Unit, status: str, reason: str = "", max_score: float | None =
 # ---------------------------------------------------------------- reading a child's report (pure)
 
 
-def parse_channel(data: bytes, nonce: str) -> list[dict]:
-    """The events a child sent: lines that start with this run's nonce; anything else is ignored."""
-    events = []
-    prefix = nonce + " "
-    for line in data.decode("utf-8", errors="replace").splitlines():
-        if line.startswith(prefix):
-            try:
-                event = json.loads(line[len(prefix):])
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                events.append(event)
-    return events
-
-
 def _short(nodeid: str) -> str:
     return nodeid.split("::")[-1]
 
@@ -170,9 +154,12 @@ def _first_line(text: str, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_for_time: bool,
-              settings: Settings, substituted: list[str], duration: float, output_tail: str = "") -> StageResult:
-    """Turn a child's events and how it ended into the unit's StageResult."""
+def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_for_time: str | bool,
+              settings: Settings, substituted: list[str], duration: float, output_tail: str = "",
+              tampered: str = "", isolation: str = "", cpu: float = 0.0) -> StageResult:
+    """Turn a stage's events and how it ended into the unit's StageResult.
+
+    ``killed_for_time``: '' or why the stage was stopped: "cpu", "wall" or "budget"."""
     collected: list[str] = []
     tests: dict[str, TestResult] = {}
     started = ""
@@ -197,8 +184,11 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
             crash = str(event.get("message", ""))
         elif kind == "done":
             done = event.get("exitstatus")
+        elif kind == "sealed":
+            isolation = str(event.get("level", isolation))
     results = list(tests.values())
-    result = _result(unit, FAILING, substituted=list(substituted), tests=results, duration=duration)
+    result = _result(unit, FAILING, substituted=list(substituted), tests=results, duration=duration,
+                     isolation=isolation)
     running = f" in {_short(started)}" if started else ""
     not_passed = [t for t in results if not t.passed]
 
@@ -207,12 +197,21 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
         result.score = result.max_score if status == PASSED else 0.0
         return result
 
+    if tampered:
+        return finish(ERROR, f"no credit: {tampered}")
     if unit.stage.id in settings.no_credit:
         return finish(ERROR, settings.no_credit[unit.stage.id])
     if blocked:
         return finish(ERROR, f"no credit: your code imports {blocked[0]} (the answer key) while it is graded")
+    if killed_for_time is True or exitcode == -signal.SIGXCPU or (exitcode == -signal.SIGKILL
+                                                                 and cpu >= settings.stage_timeout / 2):
+        killed_for_time = "cpu"
+    if killed_for_time == "budget":
+        return finish(TIMED_OUT, f"stopped{running}: the run's time budget ({settings.budget:g} s) ran out")
     if killed_for_time:
-        return finish(TIMED_OUT, f"stopped after {settings.stage_timeout:g} s{running} (an endless loop?)")
+        what = (f"{settings.stage_timeout:g} s of CPU time" if killed_for_time == "cpu"
+                else f"{settings.wall:g} s of wall-clock time (waiting, not computing?)")
+        return finish(TIMED_OUT, f"stopped after {what}{running} (an endless loop?)")
     if exitcode is not None and exitcode < 0:
         name = _signal_name(-exitcode)
         if -exitcode == getattr(signal, "SIGKILL", 9):
@@ -235,7 +234,7 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     first = not_passed[0] if not_passed else None
     timed = next((t for t in not_passed if t.exc_type == "Failed" and t.message.startswith("Timeout")), None)
     if timed:
-        return finish(TIMED_OUT, f"{timed.name} took longer than {settings.timeout:g} s (an endless loop?)")
+        return finish(TIMED_OUT, f"{timed.name} used more than {settings.timeout:g} s of CPU time (an endless loop?)")
     memory = next((t for t in not_passed if t.exc_type in MEMORY_ERRORS
                    or any(w in t.message.lower() for w in MEMORY_WORDS)), None)
     if memory:
@@ -289,18 +288,6 @@ def _signal_name(number: int) -> str:
 # ---------------------------------------------------------------- running
 
 
-@dataclass
-class _Running:
-    unit: Unit
-    started: float
-    substituted: list[str]
-    result_path: Path
-    output_path: Path
-    nonce: str
-    pid: int = 0
-    process: subprocess.Popen | None = None
-
-
 def warm_up() -> None:
     """Import what every child needs once, before forking (the point of the fork server)."""
     import pytest  # noqa: F401
@@ -312,10 +299,11 @@ def warm_up() -> None:
     gc.freeze()  # children skip the torch objects in every collection (pytest collects at exit)
 
 
-def _job(unit: Unit, settings: Settings, learner: list[str], out: Path, nonce: str) -> dict:
+def _job(unit: Unit, part: str, settings: Settings, learner: list[str], out: Path) -> dict:
     impl_is_reference = settings.reference is not None and settings.impl == settings.reference
     return {
         "files": list(unit.files),
+        "select": part,
         "root": str(settings.root),
         "rootdir": unit.rootdir,
         "impl": str(settings.impl),
@@ -326,77 +314,57 @@ def _job(unit: Unit, settings: Settings, learner: list[str], out: Path, nonce: s
         "memory_mb": settings.memory_mb if memory_limit_available() else 0,
         "verbose": settings.verbose == unit.key,
         "block_reference": settings.block_reference and not impl_is_reference,
-        "output": str(out),
-        "nonce": nonce,
+        "output": "" if settings.verbose == unit.key else str(out),
     }
 
 
-def _start(unit: Unit, settings: Settings, passed: set[str], deps: tuple[str, ...], workdir: Path) -> _Running:
-    learner, substituted = split_dependencies(deps, passed, settings.fallback)
-    if settings.reference is not None and settings.impl == settings.reference:
-        learner, substituted = list(deps), []
-    index = len(list(workdir.iterdir()))
-    result_path = workdir / f"{index}.results"
-    output_path = workdir / f"{index}.out"
-    nonce = secrets.token_hex(16)
-    job = _job(unit, settings, learner, output_path, nonce)
-    running = _Running(unit, time.monotonic(), substituted, result_path, output_path, nonce)
-    if settings.fork:
-        fd = os.open(result_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        pid = os.fork()
-        if pid == 0:  # the child: never return into the parent's code
-            code = 3
-            try:
-                os.setpgid(0, 0)
-                from . import child
+def _start(unit: Unit, part: str, settings: Settings, learner: list[str], workdir: Path,
+           hidden: tuple[Path, ...]) -> sandbox.Stage:
+    output = workdir / f"{len(list(workdir.iterdir()))}.out"
+    job = _job(unit, part, settings, learner, output)
+    limits = sandbox.Limits(cpu=settings.stage_timeout, wall=settings.wall, memory_mb=settings.memory_mb)
+    untrusted = job["block_reference"]
+    root, reference = settings.root, settings.reference
+    hidden = hidden if untrusted else ()
+    if untrusted:  # what could give the answer away: the stage's reference, its bytecode, history, mutants
+        hidden += (root / ".git", root / "tests" / "mutants", root / "tests" / "project", root / "benchmarks")
+        hidden += (unit.stage.source(reference), reference / "__pycache__") if reference else ()
+    jail = sandbox.Jail(sandbox.private_home(workdir / "homes"), hidden, seal=untrusted)
+    if not settings.fork:
+        package = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # the stage starts in its own folder
+        return sandbox.start([sys.executable, "-m", "grader.child"], limits, jail=jail, job=job, env=package,
+                             output=None if job["verbose"] else output)
+    from . import child
 
-                code = child.run(job, fd)
-            finally:
-                os._exit(code)
-        os.close(fd)
-        running.pid = pid
-    else:
-        result_path.touch(mode=0o600)
-        job_path = workdir / f"{index}.job.json"
-        job_path.write_text(json.dumps(job | {"result_path": str(result_path)}), encoding="utf-8")
-        kwargs = {"start_new_session": True} if os.name == "posix" else {}
-        quiet = not job["verbose"]
-        running.process = subprocess.Popen(
-            [sys.executable, "-m", "grader.child", str(job_path)], cwd=settings.root,
-            stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.DEVNULL if quiet else None, **kwargs)
-        running.pid = running.process.pid
-    return running
+    return sandbox.start(lambda writer: child.run(job, writer), limits, jail=jail,
+                         output=None if job["verbose"] else output)
 
 
-def _poll(running: _Running) -> int | None:
-    """The child's exit code (negative: killed by that signal), or None while it runs."""
-    if running.process is not None:
-        return running.process.poll()
-    pid, status = os.waitpid(running.pid, os.WNOHANG)
-    if pid == 0:
-        return None
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: list[str]) -> StageResult:
+    signed, tampered = sandbox.verified(bytes(stage.data), stage.key)
+    events = [event for by, event in signed if by == "stage"]
+    isolation = next((e.get("level", "") for by, e in signed if by == "keeper" and e.get("event") == "sandbox"),
+                     sandbox.GROUP)  # no keeper (Windows): a plain process
+    if settings.reference is not None and settings.impl == settings.reference or not settings.block_reference:
+        isolation = ""  # a trusted run is not sealed: nothing to report
+    return interpret(unit, events, exitcode=stage.exitcode, killed_for_time=stage.stopped, settings=settings,
+                     substituted=substituted, duration=time.monotonic() - stage.started, output_tail=stage.tail(),
+                     tampered=tampered, isolation=isolation, cpu=stage.cpu)
 
 
-def _kill(running: _Running) -> None:
-    try:
-        if os.name == "posix":
-            os.killpg(running.pid, signal.SIGKILL)
-        elif running.process is not None:
-            running.process.kill()
-    except (ProcessLookupError, PermissionError):
-        pass
+def merge(parts: list[StageResult]) -> StageResult:
+    """One stage's result from the results of its parts (SPLIT): it passes when every part passes."""
+    first = next((r for r in parts if r.status != PASSED), parts[0])
+    merged = StageResult(**{**vars(first), "tests": [t for r in parts for t in r.tests],
+                            "duration": max(r.duration for r in parts)})
+    merged.score = merged.max_score if merged.status == PASSED else 0.0
+    return merged
 
 
-def _finish(running: _Running, exitcode: int | None, killed: bool, settings: Settings) -> StageResult:
-    _kill(running)  # anything the stage left behind in its process group goes too
-    data = running.result_path.read_bytes() if running.result_path.is_file() else b""
-    tail = ""
-    if running.output_path.is_file():
-        tail = running.output_path.read_bytes()[-4000:].decode("utf-8", errors="replace")
-    return interpret(running.unit, parse_channel(data, running.nonce), exitcode=exitcode, killed_for_time=killed,
-                     settings=settings, substituted=running.substituted,
-                     duration=time.monotonic() - running.started, output_tail=tail)
+def isolation_notes(results: list[StageResult]) -> list[str]:
+    """One report line a distinct isolation level reached by the stages that ran."""
+    levels = sorted({r.isolation for r in results if r.isolation})
+    return [f"isolation: {sandbox.LEVELS.get(level.split(' (')[0], level)}" for level in levels]
 
 
 def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage, ...],
@@ -406,7 +374,8 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
 
     With the fallback on, a unit starts once every dependency of its stage has a result, so that
     the dependencies that passed can be taken from the learner. ``known_passed`` seeds that set
-    for stages not being graded now (watch mode).
+    for stages not being graded now (watch mode). Past ``settings.budget`` seconds, what runs is
+    stopped and what has not started is reported as not reached; what was graded keeps its points.
     """
     deps_of = closure(stages)
     graded_ids = {u.stage.id for u in units if not u.extra}
@@ -414,13 +383,19 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
     passed = set(known_passed or ())
     finished: set[str] = set()  # stage ids whose main suite has a result
     results: dict[str, StageResult] = {}
-    pending = list(units)
-    running: list[_Running] = []
+    parts: dict[str, list] = {u.key: [None] * len(u.parts) for u in units}
+    pending = [(u, i) for u in units for i in range(len(u.parts))]
+    running: dict[sandbox.Stage, tuple[Unit, int, list[str]]] = {}
+    began = time.monotonic()
+    hidden = tuple(settings.hide) + tuple({Path(u.rootdir).parent for u in units if u.rootdir})
     if settings.fork and any(precheck(u, settings) is None for u in units):
         warm_up()
 
-    def record(unit: Unit, result: StageResult) -> None:
-        results[unit.key] = result
+    def record(unit: Unit, index: int, result: StageResult) -> None:
+        parts[unit.key][index] = result
+        if any(r is None for r in parts[unit.key]):
+            return
+        results[unit.key] = result = merge(parts[unit.key])
         if not unit.extra:
             finished.add(unit.stage.id)
             if result.status == PASSED:
@@ -430,47 +405,52 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
         if on_result:
             on_result(result)
 
-    with tempfile.TemporaryDirectory(prefix="kata-grade-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kata-grade-", ignore_cleanup_errors=True) as tmp:
         workdir = Path(tmp)
-        while pending or running:
-            progress = False
-            for unit in list(pending):
-                if len(running) >= max(1, settings.jobs):
-                    break
-                deps = deps_of.get(unit.stage.id, ())
-                if waves and any(d in graded_ids and d not in finished for d in deps):
-                    continue
-                if unit.extra and unit.stage.id in graded_ids and unit.stage.id not in finished:
-                    continue
-                pending.remove(unit)
-                progress = True
-                early = precheck(unit, settings)
-                if early is not None:
-                    record(unit, early)
-                    continue
-                running.append(_start(unit, settings, passed, deps, workdir))
-            if not running:
-                if progress:
-                    continue
-                for unit in pending:  # cannot happen with a valid manifest; never hang on it
-                    record(unit, _result(unit, ERROR, "its dependencies were never graded"))
-                break
-            time.sleep(0.005)
-            for item in list(running):
-                code = _poll(item)
-                killed = False
-                if code is None:
-                    if time.monotonic() - item.started <= settings.stage_timeout:
+        (workdir / "homes").mkdir()
+        try:
+            while pending or running:
+                if settings.budget and time.monotonic() - began > settings.budget:
+                    for stage in running:
+                        stage.stop("budget")
+                    for unit, index in pending:
+                        record(unit, index, _result(unit, TIMED_OUT, f"not graded: the run's time budget "
+                                                                     f"({settings.budget:g} s) ran out before it"))
+                    pending = []
+                progress = False
+                for unit, index in list(pending):
+                    if len(running) >= max(1, settings.jobs):
+                        break
+                    deps = deps_of.get(unit.stage.id, ())
+                    if waves and any(d in graded_ids and d not in finished for d in deps):
                         continue
-                    _kill(item)
-                    code, killed = _wait(item), True
-                running.remove(item)
-                record(item.unit, _finish(item, code, killed, settings))
+                    if unit.extra and unit.stage.id in graded_ids and unit.stage.id not in finished:
+                        continue
+                    pending.remove((unit, index))
+                    progress = True
+                    early = precheck(unit, settings)
+                    if early is not None:
+                        record(unit, index, early)
+                        continue
+                    learner, substituted = split_dependencies(deps, passed, settings.fallback)
+                    if settings.reference is not None and settings.impl == settings.reference:
+                        learner, substituted = list(deps), []
+                    started = _start(unit, unit.parts[index], settings, learner, workdir, hidden)
+                    running[started] = (unit, index, substituted)
+                if not running:
+                    if progress:
+                        continue
+                    for unit, index in pending:  # cannot happen with a valid manifest; never hang on it
+                        record(unit, index, _result(unit, ERROR, "its dependencies were never graded"))
+                    break
+                ready = select.select(list(running), [], [], 0.05)[0]
+                for stage in list(running):
+                    if stage in ready:
+                        stage.pump()
+                    if stage.poll():
+                        unit, index, substituted = running.pop(stage)
+                        record(unit, index, _finish(stage, unit, settings, substituted))
+        finally:
+            for stage in running:
+                stage.stop("interrupted")
     return [results[u.key] for u in units]
-
-
-def _wait(running: _Running) -> int:
-    if running.process is not None:
-        return running.process.wait()
-    _, status = os.waitpid(running.pid, 0)
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)

@@ -48,7 +48,7 @@ EXPECTED = {
     "dave": (20, {"s01_add": "passed", "s02_scale": "passed", "s03_combo": "passed"}, {"tampered_tests"}, "graded"),
     "erin": (15, {"s01_add": "passed", "s02_scale": "error", "s03_combo": "passed"}, {"imports_reference"}, "graded"),
     "frank": (15, {"s01_add": "passed", "s02_scale": "timed out", "s03_combo": "passed"}, {"timed_out"}, "graded"),
-    "mallory": (15, {"s01_add": "passed", "s02_scale": "failing", "s03_combo": "passed"}, set(), "graded"),
+    "mallory": (15, {"s01_add": "passed", "s02_scale": "error", "s03_combo": "passed"}, {"forged_results"}, "graded"),
     "nobody": (0, {}, {"grader_problem"}, "not gradable"),
 }
 
@@ -140,9 +140,9 @@ def test_a_submission_that_forges_its_score_gets_only_what_it_earned(batch, kata
     rows = {row["student"]: row for row in json.loads((out / "gradebook.json").read_text(encoding="utf-8"))["students"]}
     mallory = rows["mallory"]
     assert mallory["score"] == 15 and mallory["stages"]["s02_scale"]["score"] == 0
-    forged = kata / "results.json"
-    assert forged.is_file(), "the forging fixture did run (it writes results.json where it runs)"
-    assert json.loads(forged.read_text(encoding="utf-8"))["score"] == 999
+    assert not (kata / "results.json").exists(), "a stage cannot write into the checkout"
+    reason = mallory["stages"]["s02_scale"]["reason"]
+    assert "not written by the grader" in reason, f"the forging fixture did run and was caught: {reason}"
 
 
 def test_gradebook_csv_has_a_row_a_student_a_column_a_stage_and_the_flags(batch):
@@ -150,7 +150,7 @@ def test_gradebook_csv_has_a_row_a_student_a_column_a_stage_and_the_flags(batch)
     lines = (out / "gradebook.csv").read_text(encoding="utf-8").splitlines()
     header = lines[0].split(",")
     assert header == ["student", "status", "score", "max_score", "percent", "s01_add", "s02_scale", "s03_combo",
-                      "tampered_tests", "imports_reference", "timed_out", "errors", "grader_problem"]
+                      "tampered_tests", "imports_reference", "forged_results", "timed_out", "errors", "grader_problem"]
     rows = {row["student"]: row for row in csv.DictReader(lines)}
     assert list(rows) == sorted(EXPECTED)
     assert (rows["alice"]["score"], rows["alice"]["percent"], rows["alice"]["s03_combo"]) == ("20", "100.0", "10")
@@ -180,6 +180,44 @@ def test_course_commands_report_bad_input_in_one_line_and_exit_two(kata, tmp_pat
     done = run_grader(kata, *[a.format(empty=tmp_path / "empty", kata=kata) for a in args])
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert words in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_batch_and_bundle_refuse_an_out_path_through_a_file_in_one_line(kata, tmp_path):
+    blocker = tmp_path / "FILE"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    submission(kata, tmp_path / "class" / "alice")
+    for args in (["batch", str(tmp_path / "class"), "--out", str(blocker)],
+                 ["batch", str(tmp_path / "class"), "--out", str(blocker / "gradebook")],
+                 ["gradescope-bundle", "--out", str(blocker / "x.zip")]):
+        done = run_grader(kata, *args)
+        assert done.returncode == 2 and "is a file" in done.stderr, (args, done.stdout, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert blocker.read_text(encoding="utf-8") == "not a folder\n"
+
+
+def test_a_submission_past_its_budget_keeps_the_points_of_the_stages_already_graded(kata, tmp_path):
+    """Also in this batch: a folder whose name is not UTF-8, and a symlink to another student's folder."""
+    klass = tmp_path / "class"
+    slow = submission(kata, klass / "slow")
+    (slow / "s02_scale.py").write_text("def scale(x, factor):\n    while True:\n        pass\n", encoding="utf-8")
+    submission(kata, Path(os.fsdecode(bytes(klass) + b"/caf\xe9")))
+    (klass / "linked").symlink_to(klass / "slow", target_is_directory=True)
+    out = tmp_path / "book"
+    done = run_grader(kata, "batch", str(klass), "--out", str(out), "--jobs", "2", "--submission-timeout", "60",
+                      "--stage-timeout", "600", timeout=1800)
+    assert done.returncode == 1, done.stdout + done.stderr  # the symlink is not graded
+    rows = {row["student"]: row for row in json.loads((out / "gradebook.json").read_text(encoding="utf-8"))["students"]}
+    assert set(rows) == {"slow", "caf\\xe9", "linked"}, set(rows)
+    row = rows["slow"]
+    assert row["status"] == "graded" and row["score"] == 5, row
+    assert row["stages"]["s01_add"]["status"] == "passed"
+    assert row["stages"]["s02_scale"]["reason"].startswith("stopped"), row["stages"]["s02_scale"]
+    assert "not graded: the run's time budget" in row["stages"]["s03_combo"]["reason"]
+    assert any("time budget" in note for note in row["notes"]), row["notes"]
+    assert rows["caf\\xe9"]["score"] == 20, "a folder name that is not UTF-8 is graded like any other"
+    assert rows["linked"]["status"] == "not gradable" and "symbolic link" in rows["linked"]["flags"]["grader_problem"][0]
+    with open(out / "gradebook.csv", encoding="utf-8") as handle:
+        assert len(list(csv.reader(handle))) == 4, "a header and a row a student, written whole"
 
 
 # ---------------------------------------------------------------- Gradescope
@@ -431,7 +469,8 @@ def test_release_without_reference_ships_stubs_tests_and_grader_but_no_answers(k
         assert "return x * factor" not in path.read_text(encoding="utf-8"), f"{path} quotes the answer"
     run = run_grader(out, "--format", "json")
     doc = json.loads(run.stdout)
-    assert doc["fallback"] is False and doc["notes"] == [], "no integrity finding in a fresh release"
+    notes = [n for n in doc["notes"] if not n.startswith("isolation: ")]
+    assert doc["fallback"] is False and notes == [], "no integrity finding in a fresh release"
     assert [s["status"] for s in doc["stages"]] == ["not started"] * 3
     text = run_grader(out).stdout
     assert "fallback: off (this copy has no reference/)" in text

@@ -21,14 +21,14 @@ from grader_kata import BROKEN, build_kata, finish, grade, start, submission  # 
 FAILURE_KINDS = {
     "syntax_error": ("syntax_error.py.txt", "error", "SyntaxError"),
     "import_error": ("import_error.py", "error", "No module named 'a_module_that_does_not_exist'"),
-    "infinite_loop": ("infinite_loop.py", "timed out", "took longer than 2 s"),
+    "infinite_loop": ("infinite_loop.py", "timed out", "used more than 2 s of CPU time"),
     "crash": ("crash.py", "error", "crashed (SIGABRT)"),
     "memory_blowup": ("memory_blowup.py", "error", "ran out of memory"),
     "sys_exit": ("sys_exit.py", "error", "sys.exit()"),
     "os_exit": ("os_exit.py", "error", "os._exit"),
     "imports_reference": ("imports_reference.py", "error", "no credit"),
     "imports_reference_at_run_time": ("imports_reference_hidden.py", "error", "no credit"),
-    "forged_output": ("forged_output.py", "failing", ""),
+    "forged_output": ("forged_output.py", "error", "not written by the grader"),
     "always_equal": ("always_equal.py", "failing", ""),
 }
 # Generous per-test time (a busy 2-core machine is slow), except where a timeout is the point.
@@ -113,10 +113,10 @@ def test_each_failure_kind_costs_that_stage_only_with_a_one_line_reason(kind, br
     assert doc["score"] == 15
 
 
-def test_forged_output_is_never_read_as_a_result(broken_runs):
+def test_forged_output_is_never_read_as_a_result_and_a_forged_line_costs_the_stage(broken_runs):
     scale = broken_runs["forged_output"].stage("s02_scale")
-    assert [t["outcome"] for t in scale["tests"]] == ["failed"] * 3
-    assert "values differ" in scale["tests"][0]["message"]
+    assert scale["score"] == 0 and not any(t["outcome"] == "passed" for t in scale["tests"]), scale
+    assert scale["reason"].startswith("no credit: a line on the result channel was not written by the grader")
 
 
 def test_no_fallback_grades_the_learners_code_all_the_way_down(kata):
@@ -197,7 +197,8 @@ def test_pass_threshold_gives_partial_credit(kata, tmp_path):
 
 
 def test_one_stage_in_detail_by_number_or_topic(kata, tmp_path):
-    tree = submission(kata, tmp_path / "sub", {"s02_scale": "forged_output.py"})
+    tree = submission(kata, tmp_path / "sub")
+    (tree / "s02_scale.py").write_text("def scale(x, factor):\n    return x + factor\n", encoding="utf-8")
     run = grade(kata, "scale", "--impl", str(tree))
     assert run.code == 1
     assert "s02_scale: failing 3 of 3" in run.stdout

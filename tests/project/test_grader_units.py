@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import cli, curriculum, hints, loader, mutants, report, run
+from grader import cli, curriculum, hints, loader, mutants, report, run, sandbox
 from grader.results import (
     ERROR,
     FAILING,
@@ -28,7 +28,6 @@ from grader.results import (
 from grader.results import TestResult as Outcome  # not Test*: pytest would try to collect it
 
 STAGE = curriculum.Stage("s01_add", 1, 1, "Add two tensors", 2, (), ("first nudge", "second, nearer"))
-NONCE = "0123abcd"
 
 
 def _unit(stage: curriculum.Stage = STAGE, suite: str = "missing.py") -> run.Unit:
@@ -59,21 +58,20 @@ def _expect(result: StageResult, status: str, *words: str) -> None:
         assert word in result.reason, f"expected {word!r} in the reason, got {result.reason!r}"
 
 
-# ---------------------------------------------------------------- run.parse_channel / run.interpret
+# ---------------------------------------------------------------- the channel / run.interpret
 
 
-def test_channel_keeps_only_this_runs_well_formed_json_objects():
-    data = "\n".join([
-        f'{NONCE} {{"event": "start", "test": "a"}}',
-        f"{NONCE} {{not json",  # a line cut short by a crash
-        f"{NONCE} [1, 2]",  # JSON, but not an event
-        'ffff0000 {"event": "done", "exitstatus": 0}',  # forged by the learner's code: wrong nonce
-        f'print {NONCE} {{"event": "done"}}',  # the nonce not at the start of the line
-        f'{NONCE} {{"event": "done", "exitstatus": 1}}',
-    ]).encode() + b"\n\xff\n"  # invalid UTF-8 must not raise
-    events = run.parse_channel(data, NONCE)
-    assert events == [{"event": "start", "test": "a"}, {"event": "done", "exitstatus": 1}], \
-        f"expected only the two well-formed events with this nonce, got {events}"
+def test_channel_keeps_signed_events_in_order_and_names_a_forged_or_missing_line():
+    key, other = b"k" * 32, b"o" * 32
+    lines = [sandbox._sign(key, "stage", n, {"event": "start", "test": str(n)}) for n in range(3)]
+    assert sandbox.verified(b"".join(lines) + lines[0][:20], key) == (
+        [("stage", {"event": "start", "test": str(n)}) for n in range(3)], ""), "a last line cut short is ignored"
+    forged = sandbox._sign(other, "stage", 1, {"event": "done", "exitstatus": 0})
+    events, problem = sandbox.verified(lines[0] + forged + lines[1], key)
+    assert events == [("stage", {"event": "start", "test": "0"})] and "not written by the grader" in problem
+    events, problem = sandbox.verified(lines[0] + lines[2], key)
+    assert "lost or repeated" in problem, "a line taken off the channel is noticed"
+    assert sandbox.verified(lines[0] + b"\xff not json\n" + lines[1], key, strict=False)[1] == ""
 
 
 def test_killed_by_sigkill_is_an_error_that_suggests_memory_and_names_the_running_test(tmp_path):
@@ -494,8 +492,9 @@ def test_batch_grader_command_passes_hidden_tests_and_no_fallback(tmp_path):
 
     options = batch.Options(root=tmp_path, jobs=1, stage_jobs=1, submission_timeout=10, timeout=5, stage_timeout=9,
                             memory_limit=0, extra_tests="hidden", no_fallback=True)
-    command = batch.grader_command(tmp_path / "impl", tmp_path / "out.json", options)
+    command = batch.grader_command(tmp_path / "impl", options)
     assert command[-3:] == ["--extra-tests", "hidden", "--no-fallback"], f"got {command}"
+    assert command[command.index("--budget") + 1] == "10", "the submission's time budget goes to its grader"
 
 
 def test_batch_reports_an_ungradable_submission_without_running_the_grader(tmp_path):
@@ -505,7 +504,7 @@ def test_batch_reports_an_ungradable_submission_without_running_the_grader(tmp_p
     student.mkdir()
     options = batch.Options(root=tmp_path, jobs=1, stage_jobs=1, submission_timeout=10, timeout=5, stage_timeout=9,
                             memory_limit=0, extra_tests=None, no_fallback=False)
-    row = batch.grade_one(batch.Submission("bob", student, student, "no stage files"), options, tmp_path)
+    row = batch.finish_one(batch.Submission("bob", student, student, "no stage files"), options, None)
     assert (row.status, row.flags["grader_problem"]) == (batch.NOT_GRADABLE, ["no stage files"]), \
         f"got {row.status}, {row.flags}"
     assert batch.tampered_copies(student, tmp_path / "no-manifest.json") == [], "no manifest: nothing to compare"
@@ -544,3 +543,57 @@ def test_batch_columns_put_hidden_suites_after_the_stages():
     stages = curriculum.load()[:1]
     row = batch.Row("ann", batch.GRADED, stages={stages[0].id: {}, f"{stages[0].id} + test_x.py": {}})
     assert batch.columns_of([row], stages) == [stages[0].id, f"{stages[0].id} + test_x.py"]
+
+
+def test_a_suite_with_both_capstones_runs_as_three_parts_merged_into_one_result(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_s01_add.py").write_text(
+        "def test_capstone_x(reverse):  # ids copy, reverse\n    pass\n", encoding="utf-8")
+    unit = run.units_for([STAGE], tmp_path)[0]
+    assert unit.parts == ("not capstone", "capstone and not reverse", "capstone and reverse")
+    passed = _result_of(PASSED, ["test_a"])
+    failed = _result_of(FAILING, ["test_capstone[copy]"], reason="first failure: test_capstone[copy]")
+    merged = run.merge([passed, failed, _result_of(PASSED, ["test_capstone[reverse]"])])
+    assert (merged.status, merged.score, merged.reason) == (FAILING, 0.0, "first failure: test_capstone[copy]")
+    assert [t.name for t in merged.tests] == ["test_a", "test_capstone[copy]", "test_capstone[reverse]"]
+    assert run.merge([passed, passed]).score == STAGE.points
+
+
+def _result_of(status: str, names: list[str], reason: str = "") -> StageResult:
+    outcome = "passed" if status == PASSED else "failed"
+    return StageResult(id=STAGE.id, number=1, title="", status=status, score=2.0 if status == PASSED else 0.0,
+                       max_score=2.0, suite="tests/test_s01_add.py", reason=reason,
+                       tests=[Outcome(name, outcome) for name in names])
+
+
+def test_a_batch_stops_when_the_kata_changes_between_two_submissions(tmp_path):
+    from grader import batch
+
+    for folder in ("grader", "reference", "tests"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "grader" / "run.py").write_text("GOOD = 1\n", encoding="utf-8")
+    (tmp_path / "reference" / "s01_add.py").write_text("def add(a, b):\n    return a + b\n", encoding="utf-8")
+    options = batch.Options(root=tmp_path, jobs=1, stage_jobs=1, submission_timeout=10, timeout=5, stage_timeout=9,
+                            memory_limit=0, extra_tests=None, no_fallback=False)
+    subs = [batch.Submission(name, tmp_path, tmp_path, "no stage files") for name in ("ann", "bob", "cid")]
+
+    class Tamper:
+        def update(self, row):  # what a submission that escaped would do to the next one's grader
+            (tmp_path / "grader" / "run.py").write_text("GOOD = 0\n", encoding="utf-8")
+
+    with pytest.raises(batch.TreeChanged, match="the kata changed while bob was graded"):
+        batch.grade_all(subs, options, tmp_path, Tamper())
+    before = batch.fingerprint(tmp_path)
+    (tmp_path / "reference" / "s01_add.py").write_text("def add(a, b):\n    return a - b\n", encoding="utf-8")
+    assert batch.fingerprint(tmp_path) != before, "the reference is part of what is checked"
+
+
+def test_a_stage_stopped_by_its_cpu_limit_is_timed_out_whatever_the_wall_clock_said(tmp_path):
+    import signal
+
+    events = [_collected("test_a"), {"event": "start", "test": "tests/test_s01_add.py::test_a"}]
+    result = _interpret(tmp_path, events, exitcode=-signal.SIGXCPU)
+    _expect(result, TIMED_OUT, "300 s of CPU time", "in test_a")
+    budget = run.interpret(_unit(), events, exitcode=-9, killed_for_time="budget", substituted=[], duration=1.0,
+                           settings=_settings(tmp_path, budget=30.0))
+    _expect(budget, TIMED_OUT, "the run's time budget (30 s) ran out")
