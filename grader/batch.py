@@ -57,7 +57,7 @@ NOT_GRADABLE = "not gradable"  # no stage files: nothing to grade
 SUBMISSION_TIMED_OUT = "timed out"  # the whole submission ran past --submission-timeout
 GRADER_FAILED = "grader failed"  # the grader exited without a valid result
 
-FLAGS = ("tampered_tests", "imports_reference", "forged_results", "timed_out", "errors", "grader_problem")
+FLAGS = ("tampered_tests", "imports_reference", "forged_results", "patching", "timed_out", "errors", "grader_problem")
 
 
 @dataclass
@@ -102,13 +102,6 @@ def find_submissions(directory: Path, stages: tuple[curriculum.Stage, ...]) -> l
             problem = f"no stage files: expected {stages[0].id}.py ... at the top of {name}/ or in {name}/exercises/"
         found.append(Submission(name, child, impl, problem))
     return found
-
-
-def fingerprint(root: Path) -> dict[str, str]:
-    """The digest of every file of the kata that decides a grade: tests, manifest, grader, reference."""
-    files = integrity.hashed_files(root) + sorted((root / "grader").glob("*.py")) + [root / "grader" / "test_hashes.json"]
-    files += sorted((root / "reference").glob("*.py"))
-    return {str(f.relative_to(root)): integrity.digest(f) if f.is_file() else "missing" for f in files}
 
 
 def tampered_copies(submission: Path, manifest: Path = integrity.HASHES) -> list[str]:
@@ -165,7 +158,9 @@ def row_from_document(student: str, doc: dict) -> Row:
         elif status == TIMED_OUT:
             row.flags["timed_out"].append(column)
     for note in doc.get("notes", []):
-        if str(note).startswith("integrity:"):
+        if str(note).startswith(integrity.FLAG_NOTE):
+            row.flags["patching"].append(str(note).removeprefix(integrity.FLAG_NOTE).strip())  # see integrity.flags
+        elif str(note).startswith("integrity:"):
             row.flags["tampered_tests"].append(str(note))  # this (trusted) copy's own test files
         row.notes.append(str(note))
     return row
@@ -257,12 +252,12 @@ class TreeChanged(Exception):
 
 def grade_all(submissions: list[Submission], options: Options, private: Path, progress) -> list[Row]:
     """Grade every submission, ``options.jobs`` at a time; stop everything if the kata changes."""
-    before = fingerprint(options.root)
+    before = integrity.snapshot(options.root)  # tests, manifest, grader, reference
     queue, running, rows = list(submissions), {}, []
 
     def record(row: Row) -> None:
         rows.append(row)
-        changed = [name for name, digest in fingerprint(options.root).items() if before.get(name) != digest]
+        changed = integrity.changed_since(before, options.root)
         if changed:
             raise TreeChanged(f"the kata changed while {row.student} was graded ({changed[0]}): "
                               "batch stopped, no gradebook written")

@@ -225,6 +225,7 @@ def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.
 # ---------------------------------------------------------------- grading
 
 
+
 def settings_for(command: Command, root: Path) -> tuple[run.Settings, list[str]]:
     args = command.args
     notes = []
@@ -238,10 +239,13 @@ def settings_for(command: Command, root: Path) -> tuple[run.Settings, list[str]]
         notes.append("no memory limit: this platform cannot set one")
     no_credit = {}
     if command.reference is None or command.impl != command.reference:
-        for stage in curriculum.load(root / "curriculum.toml"):
+        stages = curriculum.load(root / "curriculum.toml")
+        for stage in stages:
             verdict = integrity.scan_stage(stage, command.impl)
             if verdict:
                 no_credit[stage.id] = verdict
+        # what one process cannot prevent (patching the tests in memory) is flagged for a reviewer
+        notes += [f"{integrity.FLAG_NOTE} {stage_id}: {why}" for stage_id, why in integrity.flag_stages(stages, command.impl)]
     settings = run.Settings(root=root, impl=command.impl, reference=command.reference, fallback=fallback,
                             timeout=args.timeout, stage_timeout=args.stage_timeout, memory_mb=memory,
                             device=args.device, jobs=args.jobs, fork=fork, no_credit=no_credit, budget=args.budget,

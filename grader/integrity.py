@@ -196,6 +196,9 @@ def _flag_of(name: str) -> tuple[str, str] | None:
     return None
 
 
+FLAG_NOTE = "flagged for review:"  # the report note for a flag; the gradebook's patching column reads it
+
+
 def flags(source: str) -> list[str]:
     """What in this stage file can tamper with grading from inside the process, one line each:
     ``line 4: sys.modules (can patch the tests or the grader in memory)``. Empty when clean."""

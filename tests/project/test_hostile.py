@@ -8,10 +8,8 @@ students keep full marks, the checkout, the other submissions and the gradebook 
 process an attacker started is still running, nothing a hidden suite holds reaches a student.
 
 What one Python process cannot prevent (patching the test helpers in memory, reading the channel's
-key out of memory) is asserted as flagged for the instructor, not as prevented: those cases, and the
-ones that depend on the loader's symlink refusal, the forbidden-call mode and exact tensor types
-(other parts of issue 10), are marked ``xfail(strict=False)`` until that work is merged, so that they
-report instead of hiding. The sandbox's own guarantees are asserted for every case.
+key out of memory) is asserted as flagged for the instructor (the gradebook's ``patching`` column),
+not as prevented. The sandbox's own guarantees are asserted for every case.
 """
 
 from __future__ import annotations
@@ -228,9 +226,7 @@ def scale(x, factor):
 # What one Python process cannot prevent: asserted as flagged for the instructor, not as prevented.
 IN_MEMORY = ("patch_the_test_helpers_in_memory", "patch_the_tests_found_through_the_garbage_collector")
 # Cases whose defence is another part of issue 10, not merged on this branch.
-PENDING = {
-    "lying_tensor_subclass": "exact tensor types in tests/checks.py",
-}
+PENDING: dict[str, str] = {}  # attack -> the defence it waits for (none now)
 HONEST = ("aaron_honest", "zoe_honest")  # sorted around the attackers: graded before and after them
 FROM_STUBS = "zz_untouched_stub"  # an honest student who has not started s02: must not gain from a forged pyc
 
@@ -331,8 +327,6 @@ def test_an_attacker_gets_no_point_it_did_not_earn(name, hostile_batch):
     assert row["score"] == 0, f"{name} submitted only s02_scale, which is wrong: {row}"
 
 
-@pytest.mark.xfail(reason="the static scan that flags sys.modules and gc (grader/integrity.py) is not merged here",
-                   strict=False)
 @pytest.mark.parametrize("name", IN_MEMORY)
 def test_an_attack_in_memory_is_flagged_for_the_instructor_when_it_scores(name, hostile_batch):
     _, rows, *_ = hostile_batch
@@ -446,8 +440,6 @@ def test_a_stage_file_symlinked_out_of_the_submission_is_not_collected_on_grades
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="forbidden calls blocked by a torch function mode (tests/conftest.py) is not merged here",
-                   strict=False)
 def test_the_forbidden_attention_taken_at_import_time_earns_nothing(tmp_path):
     """The real kata's stage 3, written with F.scaled_dot_product_attention kept from import time."""
     from grader import curriculum
