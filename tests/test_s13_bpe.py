@@ -63,6 +63,15 @@ def slow_merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return out
 
 
+def overlapping_merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """A known mistake, for the messages: after a match step ONE id on, so the pair's second id is read again."""
+    out, i = [], 0
+    while i < len(ids):
+        out.append(new_id if ids[i : i + 2] == list(pair) else ids[i])
+        i += 1
+    return out
+
+
 def slow_train(text: str, n_merges: int) -> list[tuple[int, int]]:
     """The merges, recounting every pair of every chunk occurrence each time; ties to the smallest pair."""
     chunks = [list(chunk.encode("utf-8")) for chunk in SLOW_CHUNKS.findall(text)]
@@ -136,6 +145,64 @@ def assert_same_ids(got, expected: list[int], what: str, hint: str) -> None:
              f"(from index {max(at - 3, 0)})", hint)
 
 
+def assert_merged(got, expected: list[int], ids: list[int], pair: tuple[int, int], new_id: int, hint: str) -> None:
+    """merge_pair's result against the hand-worked one; a result that lets occurrences overlap is named as such."""
+    __tracebackhide__ = True
+    what = f"merge_pair({ids}, {pair}, {new_id})"
+    got = assert_int_list(got, what, hint="Return a new list of ints.")
+    if got != expected and got == overlapping_merge(ids, pair, new_id):
+        fail(f"{what}: expected {expected!r}, got {got!r}",
+             "a match consumes BOTH ids of the pair: step past the two of them, so occurrences cannot overlap.",
+             "the second id of each matched pair is read again, as if occurrences could overlap")
+    assert_equal(got, expected, what, hint=hint)
+
+
+def pair_counts_after(text: str, merges: list[tuple[tuple[int, int], int]]) -> dict[tuple[int, int], int]:
+    """The pair counts training sees after these merges: every pair inside every chunk occurrence of ``text``."""
+    counts: dict[tuple[int, int], int] = {}
+    for chunk in SLOW_CHUNKS.findall(text):
+        ids = list(chunk.encode("utf-8"))
+        for pair, new_id in merges:
+            ids = slow_merge(ids, pair, new_id)
+        for pair in zip(ids, ids[1:]):
+            counts[pair] = counts.get(pair, 0) + 1
+    return counts
+
+
+def assert_merges(bpe, text: str, expected: list[tuple[tuple[int, int], int]], what: str, hint: str,
+                  special_tokens=("<pad>", "<eos>")) -> None:
+    """The merges learned from ``text``, in order; when they differ, say how: too many merges (vocab_size), or
+    at the first wrong merge, whether the pair taken was tied with the right one (the tie rule) or rarer."""
+    __tracebackhide__ = True
+    got = merges_in_order(bpe)
+    if got == expected:
+        return
+    message = f"{what}: expected {expected}, got {got}"
+    extra = len(got) - len(expected)
+    if extra > 0 and got[:len(expected)] == expected:
+        if special_tokens and extra == len(special_tokens):
+            fail(message, f"vocab_size counts every id of the finished vocabulary: the 256 bytes, the merges AND the "
+                          f"{len(special_tokens)} special tokens, so fewer merges are learned than vocab_size - 256.",
+                 f"the {len(expected)} expected merges, then {extra} more: one per special token")
+        fail(message, hint, f"the {len(expected)} expected merges, then {extra} more")
+    at = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), None)
+    if at is not None and got[at][1] == expected[at][1]:
+        counts = pair_counts_after(text, expected[:at])
+        mine, right = got[at][0], expected[at][0]
+        if counts.get(mine, 0) == 0:
+            fail(message, "pairs are counted inside each chunk only (the pieces the chunk pattern cuts the text into), "
+                          "never across the boundary between two chunks.",
+                 f"merge {at} (id {expected[at][1]}) took {mine}, which never occurs inside a chunk of the text")
+        if counts[mine] == counts.get(right, 0):
+            fail(message, "a tie goes to the smallest pair (lowest first id, then lowest second id), whatever order "
+                          "the pairs were counted or stored in: the key of the max must rank the pairs themselves too.",
+                 f"merge {at} (id {expected[at][1]}) took {mine}, which is tied with {right} in the chunks: both "
+                 f"occur {counts[right]} times")
+        fail(message, hint, f"merge {at} (id {expected[at][1]}) took {mine}, which occurs {counts.get(mine, 0)} "
+                            f"times in the chunks, rather than {right}, which occurs {counts.get(right, 0)} times")
+    fail(message, hint)
+
+
 def merges_in_order(bpe) -> list[tuple[tuple[int, int], int]]:
     merges = bpe.merges
     if type(merges) is not dict:
@@ -195,9 +262,8 @@ def test_merge_pair_on_small_lists(stage):
     """[5, 6, 6, 7, 9, 1] with (6, 7) -> 99: only the 6 followed by 7 goes: [5, 6, 99, 9, 1]."""
     ids = [5, 6, 6, 7, 9, 1]
     got = stage.merge_pair(ids, (6, 7), 99)
-    assert_int_list(got, "merge_pair([5, 6, 6, 7, 9, 1], (6, 7), 99)", hint="Return a new list of ints.")
-    assert_equal(got, [5, 6, 99, 9, 1], "merge_pair([5, 6, 6, 7, 9, 1], (6, 7), 99)",
-                 hint="Replace the two neighbours (6, 7) by 99; a 6 that is not followed by 7 stays.")
+    assert_merged(got, [5, 6, 99, 9, 1], [5, 6, 6, 7, 9, 1], (6, 7), 99,
+                  hint="Replace the two neighbours (6, 7) by 99; a 6 that is not followed by 7 stays.")
     assert_equal(ids, [5, 6, 6, 7, 9, 1], "the list passed to merge_pair, afterwards",
                  hint="merge_pair must not modify its input: build a new list.")
     assert_equal(stage.merge_pair([1, 2, 3, 1, 2], (1, 2), 256), [256, 3, 256], "merge_pair([1, 2, 3, 1, 2], (1, 2), 256)",
@@ -209,8 +275,8 @@ def test_merge_pair_on_small_lists(stage):
 def test_merge_pair_occurrences_do_not_overlap(stage):
     """[7, 7, 7] with (7, 7) -> 256: the first two are merged and consumed, the third 7 is left: [256, 7]."""
     for ids, expected in [([7, 7, 7], [256, 7]), ([7, 7, 7, 7], [256, 256])]:
-        assert_equal(stage.merge_pair(ids, (7, 7), 256), expected, f"merge_pair({ids}, (7, 7), 256)",
-                     hint="Scan left to right; after a match skip BOTH ids (i += 2), so occurrences do not overlap.")
+        assert_merged(stage.merge_pair(ids, (7, 7), 256), expected, ids, (7, 7), 256,
+                      hint="Scan left to right; after a match skip BOTH ids, so occurrences do not overlap.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,10 +292,10 @@ def test_training_on_the_wikipedia_example(stage):
     ids [258,100,258,97,99] ("XdXac" on Wikipedia). Specials: <pad> 259, <eos> 260.
     """
     bpe = trained(stage, "aaabdaaabac", 261)
-    assert_equal(merges_in_order(bpe), [((97, 97), 256), ((97, 98), 257), ((256, 257), 258)],
-                 "the merges learned from 'aaabdaaabac', in order",
-                 hint="Most frequent pair first; on a tie the smallest pair (lowest first id, then second id); "
-                      "each new pair gets the next id from 256 on.")
+    assert_merges(bpe, "aaabdaaabac", [((97, 97), 256), ((97, 98), 257), ((256, 257), 258)],
+                  "the merges learned from 'aaabdaaabac', in order",
+                  hint="Most frequent pair first; on a tie the smallest pair (lowest first id, then second id); "
+                       "each new pair gets the next id from 256 on.")
     assert_equal(bpe.encode("aaabdaaabac"), [258, 100, 258, 97, 99], "encode('aaabdaaabac')",
                  hint="Encoding replays the merges in the order they were learned.")
     assert_equal((bpe.vocab_size, bpe.pad_id, bpe.eos_id), (261, 259, 260), "(vocab_size, pad_id, eos_id)",
@@ -240,22 +306,9 @@ def test_ties_go_to_the_smallest_pair(stage):
     """"bcab": pairs (98,99):1 (99,97):1 (97,98):1, all tied. The smallest is (97, 98) ("ab"),
     though (98, 99) is seen first and (99, 97) is the largest."""
     bpe = trained(stage, "bcab", 257, special_tokens=())
-    assert_equal(merges_in_order(bpe), [((97, 98), 256)], "the merge learned from 'bcab'",
-                 hint="A tie goes to the smallest pair, whatever order the pairs were counted in: "
-                      "max(counts, key=lambda p: (counts[p], -p[0], -p[1])). Plain max(counts, key=counts.get) "
-                      "depends on dict order.")
-
-
-def test_chunk_frequencies_weight_the_pair_counts(stage):
-    """"yzyz ab ab ab" is the chunks "yzyz" once and " ab" three times.
-
-    Counted with frequencies: (121,122):2 (122,121):1 (32,97):3 (97,98):3 -> tie at 3, smallest
-    (32, 97) becomes 256. Counting each different chunk once would wrongly pick (121, 122) (2 > 1).
-    """
-    bpe = trained(stage, "yzyz ab ab ab", 257, special_tokens=())
-    assert_equal(merges_in_order(bpe), [((32, 97), 256)], "the merge learned from 'yzyz ab ab ab'",
-                 hint="Each different chunk's pairs count as many times as the chunk occurs in the text: "
-                      "weight them by how often the chunk occurs.")
+    assert_merges(bpe, "bcab", [((97, 98), 256)], "the merge learned from 'bcab'", special_tokens=(),
+                  hint="A tie goes to the smallest pair, whatever order the pairs were counted in: a max over the "
+                       "counts alone returns whichever tied pair the dict holds first.")
 
 
 def test_pairs_never_cross_a_chunk_boundary_and_training_stops_when_nothing_is_left(stage):
@@ -267,12 +320,24 @@ def test_pairs_never_cross_a_chunk_boundary_and_training_stops_when_nothing_is_l
     Counting over the whole byte string would have merged (105, 32), "i ", across two chunks.
     """
     bpe = trained(stage, "hi hi hi", 263)
-    assert_equal(merges_in_order(bpe), [((104, 105), 256), ((32, 256), 257)], "the merges learned from 'hi hi hi'",
-                 hint="Count pairs inside each chunk of CHUNK_PATTERN only, never across the chunk boundary "
-                      "(a word keeps its leading space, never a trailing one).")
+    assert_merges(bpe, "hi hi hi", [((104, 105), 256), ((32, 256), 257)], "the merges learned from 'hi hi hi'",
+                  hint="Count pairs inside each chunk of the chunk pattern only, never across the chunk boundary "
+                       "(a word keeps its leading space, never a trailing one).")
     assert_equal((bpe.vocab_size, bpe.pad_id, bpe.eos_id), (260, 258, 259), "(vocab_size, pad_id, eos_id) after stopping early",
                  hint="Stop when no chunk has two ids left; the specials then follow the last merge.")
     assert_equal(bpe.encode("hi hi"), [256, 257], "encode('hi hi')", hint="'hi' is 256, ' hi' is 257.")
+
+
+def test_chunk_frequencies_weight_the_pair_counts(stage):
+    """"yzyz ab ab ab" is the chunks "yzyz" once and " ab" three times.
+
+    Counted with frequencies: (121,122):2 (122,121):1 (32,97):3 (97,98):3 -> tie at 3, smallest
+    (32, 97) becomes 256. Counting each different chunk once would wrongly pick (121, 122) (2 > 1).
+    """
+    bpe = trained(stage, "yzyz ab ab ab", 257, special_tokens=())
+    assert_merges(bpe, "yzyz ab ab ab", [((32, 97), 256)], "the merge learned from 'yzyz ab ab ab'", special_tokens=(),
+                   hint="Each different chunk's pairs count as many times as the chunk occurs in the text: "
+                       "weight them by how often the chunk occurs.")
 
 
 def test_encode_replays_merges_in_the_order_learned(stage):
@@ -284,8 +349,8 @@ def test_encode_replays_merges_in_the_order_learned(stage):
     give [97, 257, 257, 257] instead.
     """
     bpe = trained(stage, "abab.bc", 258, special_tokens=())
-    assert_equal(merges_in_order(bpe), [((97, 98), 256), ((98, 99), 257)], "the merges learned from 'abab.bc'",
-                 hint="Chunks 'abab', '.', 'bc'; the tie at count 1 goes to the smaller pair (98, 99).")
+    assert_merges(bpe, "abab.bc", [((97, 98), 256), ((98, 99), 257)], "the merges learned from 'abab.bc'",
+                  special_tokens=(), hint="Chunks 'abab', '.', 'bc'; the tie at count 1 goes to the smaller pair (98, 99).")
     assert_equal(bpe.encode("abcbcbc"), [256, 99, 257, 257], "encode('abcbcbc')",
                  hint="Apply merges in the order they were learned (lowest new id first), not the pair most "
                       "frequent in the text being encoded.")
@@ -300,11 +365,10 @@ def test_training_and_encoding_match_a_slow_bpe(stage):
     text = BOOK[:3000]
     merges = slow_train(text, 40)
     bpe = trained(stage, text, 256 + 40, special_tokens=())
-    got = merges_in_order(bpe)
-    assert_equal(got, [(pair, 256 + rank) for rank, pair in enumerate(merges)],
-                 "the 40 merges learned from the first 3 000 characters of the book",
-                 hint="Each step: count pairs inside chunks (weighted by chunk frequency), take the most frequent "
-                      "(ties: smallest), merge it everywhere, repeat.")
+    assert_merges(bpe, text, [(pair, 256 + rank) for rank, pair in enumerate(merges)],
+                  "the 40 merges learned from the first 3 000 characters of the book", special_tokens=(),
+                  hint="Each step: count pairs inside chunks (weighted by chunk frequency), take the most frequent "
+                       "(ties: smallest), merge it everywhere, repeat.")
     held_out = BOOK[50_000:52_000] + " 🦙 naïve"
     assert_same_ids(bpe.encode(held_out), slow_encode(held_out, merges), "encode(2 000 other characters of the book)",
                  hint="Encode each chunk separately: its UTF-8 bytes, then the merges in the order they were learned.")

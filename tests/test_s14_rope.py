@@ -19,7 +19,7 @@ import math
 import pytest
 import torch
 
-from checks import assert_close, assert_equal, assert_tensor, fail
+from checks import assert_close, assert_equal, assert_in_place_safe, assert_tensor, call, fail
 
 HINT_TABLE = ("Column j of row p holds the angle p * base^(-2 * (j mod Dh/2) / Dh): positions start at 0, "
               "there are Dh/2 frequencies base^(-2i/Dh) for i = 0 .. Dh/2 - 1, and the half-split layout "
@@ -46,6 +46,13 @@ HINT_BATCHED = ("Tables with a batch axis, (B, S, Dh), give every sequence its o
                 "inserted next to S (before it in BHSD, after it in BSHD), not two leading axes.")
 HINT_IN_PLACE = ("apply_rope must return a new tensor and leave x untouched: an operation in place (x *= cos, "
                  "x.mul_, x[..., :half] = ...) changes the caller's queries and breaks autograd.")
+HINT_BROADCAST = ("x and the tables do not broadcast together: the rotation depends on the position, never on the head, "
+                  "so the (S, Dh) tables must line up with x's SEQUENCE axis (axis 2 of (B, H, S, Dh), axis 1 of "
+                  "(B, S, H, Dh)) and have size 1 on the head axis. Which axis of x is the sequence depends on layout.")
+HINT_NO_COS = ("rope(x) = x * cos + rotate_half(x) * sin: x itself is scaled by cos before the turned copy is added. "
+               "Adding x unscaled makes every vector longer, and a 180-degree turn (cos -1, sin 0) leaves x unchanged.")
+HINT_POSITIONS = ("Row p of the tables is position p, and positions start at 0: row 0 is the angle 0 (cos 1, sin 0, "
+                  "no rotation). Do positions start at 0?")
 HINT_RELATIVE = ("After rotation q.k must depend only on the offset m - n. Do q and k use the same table, "
                  "and is the rotation a true rotation (x * cos + rotate_half(x) * sin)?")
 
@@ -109,6 +116,19 @@ def tables_loop(head_size: int, max_positions: int, base: float) -> tuple[torch.
     return cos, sin
 
 
+def rope(stage, x, cos, sin, layout="BHSD", pairing="half", hint=HINT_BROADCAST):
+    """The learner's apply_rope through checks.call: x and the tables must come back unchanged, and an error it
+    raises (a broadcast between x and the tables that fails) is explained instead of shown raw."""
+    __tracebackhide__ = True
+    what = f"apply_rope(x {tuple(x.shape)}, cos {tuple(cos.shape)}, layout={layout!r}, pairing={pairing!r})"
+    return call(stage.apply_rope, x, cos, sin, layout=layout, pairing=pairing, what=what, hint=hint)
+
+
+def rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
+    """(a, b) -> (-b, a) for every neighbour pair (2i, 2i + 1): what a learner pairing neighbours computes."""
+    return torch.stack([-x[..., 1::2], x[..., 0::2]], dim=-1).flatten(-2)
+
+
 # ----------------------------------------------------------------------------- shapes
 
 def test_rope_tables_are_a_pair_of_float32_position_by_head_size_tables(stage):
@@ -122,7 +142,7 @@ def test_rope_tables_are_a_pair_of_float32_position_by_head_size_tables(stage):
 @pytest.mark.parametrize("layout, shape", [("BHSD", (2, 3, 5, 8)), ("BSHD", (2, 5, 3, 8))])
 def test_apply_rope_keeps_shape_and_dtype_in_both_layouts(stage, layout, shape):
     cos, sin = tables_loop(8, 5, 10000.0)
-    out = stage.apply_rope(torch.randn(*shape), cos, sin, layout=layout)
+    out = rope(stage, torch.randn(*shape), cos, sin, layout=layout)
     assert_tensor(out, f"apply_rope(layout={layout!r})", shape=shape, dtype=torch.float32, hint=HINT_APPLY)
 
 
@@ -151,8 +171,11 @@ def test_rope_tables_exact_values_for_head_size_4_base_100(stage):
     expected_sin = torch.tensor([[0.0, 0.0, 0.0, 0.0],
                                  [math.sin(1), math.sin(0.1), math.sin(1), math.sin(0.1)],
                                  [0.9092974, 0.1986693, 0.9092974, 0.1986693]])
-    assert_close(cos, expected_cos, "cos table (Dh=4, base=100)", atol=1e-6, hint=HINT_TABLE)
-    assert_close(sin, expected_sin, "sin table (Dh=4, base=100)", atol=1e-6, hint=HINT_TABLE)
+    late = [[angle(p + 1, j, 4, 100.0) for j in range(4)] for p in range(3)]  # rows one position late
+    assert_close(cos, expected_cos, "cos table (Dh=4, base=100)", atol=1e-6, hint=HINT_TABLE,
+                 suspects={"row p of your table holds position p + 1": (torch.tensor(late).cos(), HINT_POSITIONS)})
+    assert_close(sin, expected_sin, "sin table (Dh=4, base=100)", atol=1e-6, hint=HINT_TABLE,
+                 suspects={"row p of your table holds position p + 1": (torch.tensor(late).sin(), HINT_POSITIONS)})
 
 
 def test_rope_tables_match_a_loop_over_positions_and_columns(stage):
@@ -176,8 +199,15 @@ def test_apply_rope_turns_the_half_split_pair_by_90_and_180_degrees(stage):
     sin = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
     x = torch.tensor([1.0, 2.0, 3.0, 4.0]).expand(1, 1, 2, 4)  # (B, H, S, Dh)
     expected = torch.tensor([[[[-3.0, 2.0, 1.0, 4.0], [-1.0, 2.0, -3.0, 4.0]]]])
-    out = stage.apply_rope(x, cos, sin, layout="BHSD")
-    assert_close(out, expected, "apply_rope with 90- and 180-degree tables", atol=1e-6, hint=HINT_PAIRING)
+    out = rope(stage, x, cos, sin, layout="BHSD")
+    turned = torch.cat([-x[..., 2:], x[..., :2]], dim=-1)  # rotate_half, written out for Dh = 4
+    known = {
+        "your output equals x + rotate_half(x) * sin (x not scaled by cos)": (x + turned * sin, HINT_NO_COS),
+        "your output pairs neighbours (x0, x1), (x2, x3)": (x * cos + rotate_half_interleaved(x) * sin, HINT_PAIRING),
+        "your output turns every pair backwards (by minus the angle)": (x * cos - turned * sin, HINT_ROTATE_HALF),
+    }
+    assert_close(out, expected, "apply_rope with 90- and 180-degree tables", atol=1e-6, suspects=known,
+                 hint="rope(x) = x * cos + rotate_half(x) * sin, with half-split pairs (j, j + Dh/2).")
 
 
 # ----------------------------------------------------------------------------- invariants
@@ -191,7 +221,7 @@ def test_the_rotation_depends_on_the_position_not_on_the_head(stage, layout):
     x = per_position.expand(1, heads, length, 6)  # (B, H, S, Dh), identical heads
     if layout == "BSHD":
         x = x.transpose(1, 2)
-    out = stage.apply_rope(x.contiguous(), cos, sin, layout=layout)
+    out = rope(stage, x.contiguous(), cos, sin, layout=layout, hint=HINT_HEAD_AXIS)
     assert_tensor(out, "apply_rope", shape=x.shape, dtype=torch.float32, hint=HINT_HEAD_AXIS)
     if layout == "BSHD":
         out = out.transpose(1, 2)  # back to (B, H, S, Dh) for comparison
@@ -205,14 +235,13 @@ def test_the_rotation_depends_on_the_position_not_on_the_head(stage, layout):
 def test_position_zero_is_the_identity(stage):
     cos, sin = stage.rope_tables(8, 1)
     x = torch.randn(2, 3, 1, 8)
-    assert_close(stage.apply_rope(x, cos, sin), x, "apply_rope at position 0", atol=0.0,
-                 hint="At position 0 every angle is 0 (cos 1, sin 0), so nothing turns. Do positions start at 0?")
+    assert_close(rope(stage, x, cos, sin), x, "apply_rope at position 0", atol=0.0, hint=HINT_POSITIONS)
 
 
 def test_rotation_preserves_every_vector_length(stage):
     cos, sin = stage.rope_tables(8, 7)
     x = torch.randn(2, 3, 7, 8)
-    out = stage.apply_rope(x, cos, sin)
+    out = rope(stage, x, cos, sin)
     assert_tensor(out, "apply_rope", shape=x.shape, dtype=torch.float32, hint=HINT_APPLY)
     assert_close(out.norm(dim=-1), x.norm(dim=-1), "|rope(x)| vs |x|", atol=1e-5,
                  hint="A rotation never changes a vector's length: is each pair (a, c) mapped to "
@@ -225,8 +254,8 @@ def test_query_key_score_depends_only_on_the_offset(stage):
     q, k = torch.randn(8), torch.randn(8)
 
     def score(m: int, n: int) -> torch.Tensor:
-        q_rot = stage.apply_rope(q.expand(1, 1, 16, 8), cos, sin)[0, 0, m]
-        k_rot = stage.apply_rope(k.expand(1, 1, 16, 8), cos, sin)[0, 0, n]
+        q_rot = rope(stage, q.expand(1, 1, 16, 8), cos, sin)[0, 0, m]
+        k_rot = rope(stage, k.expand(1, 1, 16, 8), cos, sin)[0, 0, n]
         assert_tensor(q_rot, "rotated q", shape=(8,), dtype=torch.float32, hint=HINT_APPLY)
         return (q_rot * k_rot).sum().reshape(1)
 
@@ -244,14 +273,14 @@ def test_query_key_score_depends_only_on_the_offset(stage):
 def test_apply_rope_matches_a_loop_over_positions_and_pairs_in_BHSD(stage):
     x = torch.randn(2, 3, 6, 8)
     cos, sin = stage.rope_tables(8, 6)
-    out = stage.apply_rope(x, cos, sin, layout="BHSD")
+    out = rope(stage, x, cos, sin, layout="BHSD")
     assert_close(out, rope_loop(x), "apply_rope (B, H, S, Dh)", atol=1e-5, hint=HINT_APPLY)
 
 
 def test_apply_rope_matches_a_loop_over_positions_and_pairs_in_BSHD(stage):
     x = torch.randn(2, 6, 6, 8)  # (B, S, H, Dh) with H == S
     cos, sin = stage.rope_tables(8, 6)
-    out = stage.apply_rope(x, cos, sin, layout="BSHD")
+    out = rope(stage, x, cos, sin, layout="BSHD", hint=HINT_HEAD_AXIS)
     assert_tensor(out, "apply_rope (B, S, H, Dh)", shape=x.shape, dtype=torch.float32, hint=HINT_HEAD_AXIS)
     assert_close(out.transpose(1, 2), rope_loop(x.transpose(1, 2)), "apply_rope (B, S, H, Dh), as (B, H, S, Dh)",
                  atol=1e-5, hint=HINT_HEAD_AXIS)
@@ -261,7 +290,7 @@ def test_apply_rope_with_an_offset_slice_rotates_by_the_later_positions(stage):
     """A cache feeds positions 5, 6, 7 with cos[5:8]: the result is the loop at those positions."""
     cos, sin = stage.rope_tables(8, 10, base=500.0)
     x = torch.randn(1, 2, 3, 8)
-    out = stage.apply_rope(x, cos[5:8], sin[5:8])
+    out = rope(stage, x, cos[5:8], sin[5:8])
     assert_close(out, rope_loop(x, base=500.0, positions=[5, 6, 7]), "apply_rope at positions 5..7", atol=1e-5,
                  hint="Row p of the tables is absolute position p and the caller slices them: apply_rope must use the rows "
                       "it is given as positions 0 .. S-1 of x, and rope_tables must use its base argument.")
@@ -274,7 +303,7 @@ def test_head_size_two_is_a_single_plane_rotation(stage):
     cos, sin = stage.rope_tables(2, 4)
     x = torch.tensor([1.0, 0.0]).expand(1, 1, 4, 2)
     expected = torch.tensor([[[[math.cos(p), math.sin(p)] for p in range(4)]]])
-    assert_close(stage.apply_rope(x, cos, sin), expected, "apply_rope, Dh = 2", atol=1e-6, hint=HINT_TABLE)
+    assert_close(rope(stage, x, cos, sin), expected, "apply_rope, Dh = 2", atol=1e-6, hint=HINT_TABLE)
 
 
 def test_unknown_layout_pairing_and_odd_head_size_raise_value_error(stage):
@@ -292,23 +321,10 @@ def test_unknown_layout_pairing_and_odd_head_size_raise_value_error(stage):
 
 @pytest.mark.parametrize("pairing", ["half", "interleaved"])
 def test_apply_rope_leaves_its_inputs_unchanged_and_backpropagates_twice(stage, pairing):
+    """x and the tables come back unchanged, and two forward/backward passes in a row work (as in training)."""
     cos, sin = tables_loop(8, 5, 10000.0)
-    x = torch.randn(2, 3, 5, 8, requires_grad=True)
-    before = x.detach().clone()
-    for attempt in (1, 2):
-        try:
-            out = stage.apply_rope(x * 1.0, cos, sin, pairing=pairing)  # x * 1.0: an input autograd must keep
-            assert_tensor(out, "apply_rope", shape=x.shape, dtype=torch.float32, hint=HINT_APPLY)
-            out.square().sum().backward()
-        except RuntimeError as error:
-            if "inplace" not in str(error):
-                raise
-            fail(f"apply_rope (pairing={pairing!r}) modified a tensor in place that backward needs "
-                 f"(pass {attempt}): {str(error).splitlines()[0][:120]}", HINT_IN_PLACE)
-    direct = stage.apply_rope(x.detach(), cos, sin, pairing=pairing)
-    assert_close(x.detach(), before, f"x after apply_rope(x, pairing={pairing!r})", atol=0.0, hint=HINT_IN_PLACE)
-    assert_close(cos, tables_loop(8, 5, 10000.0)[0], "the cos table after apply_rope", atol=0.0, hint=HINT_IN_PLACE)
-    assert_tensor(direct, "apply_rope", shape=x.shape, dtype=torch.float32, hint=HINT_APPLY)
+    assert_in_place_safe(stage.apply_rope, torch.randn(2, 3, 5, 8), cos, sin, pairing=pairing,
+                         what=f"apply_rope(x (2, 3, 5, 8), cos (5, 8), pairing={pairing!r})", hint=HINT_IN_PLACE)
 
 
 # ----------------------------------------------------------------------------- tables per sequence
@@ -321,7 +337,7 @@ def test_tables_with_a_batch_axis_rotate_each_sequence_by_its_own_positions(stag
     x = torch.randn(2, 4, 4, 8)  # (B, H, S, Dh)
     expected = torch.cat([rope_loop(x[:1], positions=[0, 1, 2, 3]), rope_loop(x[1:], positions=[3, 4, 5, 6])])
     given = x if layout == "BHSD" else x.transpose(1, 2).contiguous()
-    out = stage.apply_rope(given, cos[positions], sin[positions], layout=layout)
+    out = rope(stage, given, cos[positions], sin[positions], layout=layout, hint=HINT_BATCHED)
     assert_tensor(out, f"apply_rope with (B, S, Dh) tables, {layout}", shape=given.shape, dtype=torch.float32,
                   hint=HINT_BATCHED)
     out = out if layout == "BHSD" else out.transpose(1, 2)
@@ -338,7 +354,7 @@ def test_interleaved_pairing_turns_neighbours_hand_worked(stage):
     """
     cos, sin = tables_loop(4, 2, 100.0)
     x = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])[:, None, None, :].expand(2, 1, 2, 4)  # (2, 1, 2, 4)
-    out = stage.apply_rope(x, cos, sin, pairing="interleaved")
+    out = rope(stage, x, cos, sin, pairing="interleaved", hint=HINT_INTERLEAVED)
     assert_tensor(out, "apply_rope(pairing='interleaved')", shape=(2, 1, 2, 4), dtype=torch.float32, hint=HINT_INTERLEAVED)
     expected = torch.tensor([[0.5403023, 0.8414710, 0.0, 0.0], [0.0, 0.0, 0.9950042, 0.0998334]])
     assert_close(out[:, 0, 1], expected, "interleaved rotation at position 1", atol=1e-6, hint=HINT_INTERLEAVED)
@@ -350,7 +366,7 @@ def test_interleaved_pairing_matches_a_loop_over_neighbour_pairs(stage, layout):
     x = torch.randn(2, 5, 5, 8)  # (B, H, S, Dh) with H == S
     cos, sin = tables_loop(8, 5, 10000.0)
     given = x if layout == "BHSD" else x.transpose(1, 2).contiguous()
-    out = stage.apply_rope(given, cos, sin, layout=layout, pairing="interleaved")
+    out = rope(stage, given, cos, sin, layout=layout, pairing="interleaved", hint=HINT_INTERLEAVED)
     assert_tensor(out, f"apply_rope(pairing='interleaved', layout={layout!r})", shape=given.shape, dtype=torch.float32,
                   hint=HINT_INTERLEAVED)
     out = out if layout == "BHSD" else out.transpose(1, 2)
@@ -372,7 +388,7 @@ def test_permuting_features_turns_an_interleaved_rotation_into_a_half_split_one(
     assert_close(rope_loop(x[..., order]), interleaved_loop(x)[..., order], "rope_half(x[order]) vs rope_inter(x)[order]",
                  atol=1e-5, hint=HINT_ORDER)
     cos, sin = tables_loop(8, 6, 10000.0)
-    converted = stage.apply_rope(x[..., order], cos, sin)[..., torch.argsort(order)]
+    converted = rope(stage, x[..., order], cos, sin)[..., torch.argsort(order)]
     assert_close(converted, interleaved_loop(x), "half-split RoPE on reordered features, put back", atol=1e-5,
                  hint=HINT_ORDER)
 

@@ -36,6 +36,12 @@ HINT_ROPE = ("RoPE rotates queries and keys by the rows it is given: apply_rope(
              "sin) with the layout your tensors are in, before the keys go into the cache.")
 HINT_ROPE_VALUES = ("The output is what rotating the VALUES too would give: RoPE rotates queries and keys only; "
                     "values carry content, not position.")
+HINT_SCALE = ("The scores are divided by sqrt(Dh), with Dh the head size (not D): D is the model width, and each score "
+              "is the dot product of one query head with one key head, two Dh-long vectors.")
+HINT_MASK = ("The mask never reaches the scores: the additive mask ADDED to the scores before the softmax (0 where "
+             "allowed, -inf where blocked) is what keeps a query from its future keys.")
+HINT_NO_ROPE = ("The output is attention without any rotation: when rope = (cos, sin) is given, queries and keys are "
+                "rotated by those rows (stage 14's apply_rope) before the scores.")
 HINT_FOLLOW_ON = ("This follows from an earlier failure: without RoPE, cache or dropout the output already differs "
                   "from torch's attention (test_matches_torch_attention... names the cause). Fix that first.")
 HINT_IN_PLACE = ("forward must not change its inputs: an operation in place (x += ..., scores.masked_fill_(...), "
@@ -97,6 +103,45 @@ def oracle(module, x: torch.Tensor, n_heads: int = H, n_kv_heads: int = HKV, mas
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)  # (B, H, S, Dh)
     batch, _, length, _ = out.shape
     return out.transpose(1, 2).reshape(batch, length, -1) @ w_o.T
+
+
+def attention(q, k, v, w_o, mask=None, scale=None, tile=False) -> torch.Tensor:
+    """torch's attention on q (B, H, S, Dh) and k, v (B, Hkv, St, Dh), heads merged and projected by w_o.
+
+    tile=True pairs the query heads with the K/V heads as torch.repeat would ([a, b] -> [a, b, a, b]): a known mistake.
+    """
+    n_rep = q.size(1) // k.size(1)
+    k, v = (k.repeat(1, n_rep, 1, 1), v.repeat(1, n_rep, 1, 1)) if tile else (
+        k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1))
+    with torch.no_grad():
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)  # (B, H, S, Dh)
+    batch, _, length, _ = out.shape
+    return out.transpose(1, 2).reshape(batch, length, -1) @ w_o.T
+
+
+def known_mistakes(module, x, n_heads: int = H, n_kv_heads: int = HKV, mask=None, rope=None) -> dict:
+    """What classic mistakes output on these inputs, each with its cause (checks.assert_close's ``suspects``).
+
+    A mistake that makes no difference on these inputs (tiling with one K/V head, a mask of zeros) is left out.
+    """
+    q, k, v, w_o = projections(module, x, n_heads, n_kv_heads, rope)
+    right = attention(q, k, v, w_o, mask)
+    d_model = x.size(-1)
+    mistakes = {
+        "your output equals attention with the K/V heads tiled [a, b, a, b]":
+            (attention(q, k, v, w_o, mask, tile=True), HINT_REPEAT),
+        f"your output equals attention with the scores divided by sqrt(D) = sqrt({d_model})":
+            (attention(q, k, v, w_o, mask, scale=1 / math.sqrt(d_model)), HINT_SCALE),
+    }
+    if mask is not None:
+        mistakes["your output equals attention without the mask"] = (attention(q, k, v, w_o), HINT_MASK)
+    if rope is not None:
+        mistakes["your output equals attention with the values rotated too"] = (
+            attention(q, k, rotate(v, *rope), w_o, mask), HINT_ROPE_VALUES)
+        plain_q, plain_k, _, _ = projections(module, x, n_heads, n_kv_heads)
+        mistakes["your output equals attention with no RoPE at all"] = (attention(plain_q, plain_k, v, w_o, mask),
+                                                                         HINT_NO_ROPE)
+    return {words: (wrong, why) for words, (wrong, why) in mistakes.items() if not torch.allclose(wrong, right, atol=1e-3)}
 
 
 def plain_attention_is_off(module, monkeypatch) -> bool:
@@ -184,21 +229,6 @@ def test_projection_shapes_and_key_value_parameter_count_shrink_by_the_group_siz
                  hint="bias=False by default (Llama has no projection biases); k_proj and v_proj map D -> Hkv * Dh.")
 
 
-def test_a_1_10_512_input_with_4_heads_is_split_into_heads_of_size_128(stage, monkeypatch):
-    """d_model = 512, H = 4: Dh = 128, so one sequence of 10 tokens gives q = (1, 10, 4, 128) viewed as
-    (batch, sequence, heads, head size), or (1, 4, 10, 128) once the heads come first. With RoPE tables
-    for Dh = 128 the output must be torch's attention on q and k rotated in that layout."""
-    module = stage.GroupedQueryAttention(512, 4, 2)
-    x, rope, mask = torch.randn(1, 10, 512), rope_tables(128, 10), causal(10, 10)
-    expected = oracle(module, x, 4, 2, mask=mask, rope=rope)
-    out = run(module, x, monkeypatch, mask=mask, rope=rope)
-    assert_tensor(out, "output for x of shape (1, 10, 512)", shape=(1, 10, 512), dtype=torch.float32, hint=HINT_SHAPES)
-    assert_close(out, expected, "output with D = 512, H = 4, Hkv = 2 and RoPE", atol=1e-5,
-                 hint=cause(module, monkeypatch,
-                            "With D = 512 and H = 4 the head size is 128: view q as (1, 10, 4, 128) = (batch, sequence, "
-                            "heads, head size), and rotate it with the layout argument matching the tensor you pass."))
-
-
 def test_n_kv_heads_must_divide_n_heads_and_n_heads_must_divide_d_model(stage):
     for args, why in (((D, 4, 3), "n_kv_heads=3 does not divide n_heads=4"),
                       ((D, 6, 4), "n_kv_heads=4 does not divide n_heads=6"),
@@ -244,6 +274,7 @@ def test_matches_torch_attention_with_enable_gqa_and_a_causal_mask(stage, monkey
     expected = oracle(module, x, H, n_kv_heads, mask=mask)
     out = run(module, x, monkeypatch, mask=mask)
     assert_close(out, expected, f"GQA output (Hkv={n_kv_heads}) vs torch enable_gqa", atol=1e-5,
+                 suspects=known_mistakes(module, x, H, n_kv_heads, mask=mask),
                  hint=HINT_REPEAT if n_kv_heads == 2 else HINT_ATTEND)
 
 
@@ -251,7 +282,8 @@ def test_without_a_mask_every_position_attends_everywhere(stage, monkeypatch):
     module = stage.GroupedQueryAttention(D, H, HKV)
     x = torch.randn(B, S, D)
     expected = oracle(module, x)
-    assert_close(run(module, x, monkeypatch), expected, "GQA output, mask=None", atol=1e-5, hint=HINT_REPEAT)
+    assert_close(run(module, x, monkeypatch), expected, "GQA output, mask=None", atol=1e-5,
+                 suspects=known_mistakes(module, x), hint=HINT_REPEAT)
 
 
 def test_with_as_many_kv_heads_as_heads_it_is_torch_multi_head_attention(stage, monkeypatch):
@@ -267,7 +299,7 @@ def test_with_as_many_kv_heads_as_heads_it_is_torch_multi_head_attention(stage, 
         x, mask = torch.randn(B, S, D), causal(S, S)
         expected, _ = torch_mha(x, x, x, attn_mask=mask, need_weights=False)
     assert_close(run(module, x, monkeypatch, mask=mask), expected, "GQA(Hkv=H) vs nn.MultiheadAttention",
-                 atol=1e-5, hint=HINT_ATTEND)
+                 atol=1e-5, suspects=known_mistakes(module, x, H, H, mask=mask), hint=HINT_ATTEND)
 
 
 def test_with_one_kv_head_every_query_head_reads_the_same_keys_and_values(stage, monkeypatch):
@@ -279,7 +311,7 @@ def test_with_one_kv_head_every_query_head_reads_the_same_keys_and_values(stage,
              for h in range(H)]  # each (B, S, Dh)
     expected = torch.cat(heads, dim=-1) @ w_o.T
     assert_close(run(module, x, monkeypatch, mask=mask), expected, "MQA output vs per-head loop", atol=1e-5,
-                 hint=HINT_ATTEND)
+                 suspects=known_mistakes(module, x, H, 1, mask=mask), hint=HINT_ATTEND)
 
 
 def test_rope_rotates_queries_and_keys_but_not_values(stage, monkeypatch):
@@ -287,14 +319,23 @@ def test_rope_rotates_queries_and_keys_but_not_values(stage, monkeypatch):
     x, mask, rope = torch.randn(B, S, D), causal(S, S), rope_tables(DH, S)
     expected = oracle(module, x, mask=mask, rope=rope)
     out = run(module, x, monkeypatch, mask=mask, rope=rope)
-    if out.shape == expected.shape and not torch.allclose(out, expected, atol=1e-5):
-        q, k, v, w_o = projections(module, x, H, HKV, rope)
-        rotated = F.scaled_dot_product_attention(q, k, rotate(v, *rope), attn_mask=mask, enable_gqa=True)
-        values_too = rotated.transpose(1, 2).reshape(B, S, D) @ w_o.T
-        hint = HINT_ROPE_VALUES if torch.allclose(out, values_too, atol=1e-5) else cause(module, monkeypatch, HINT_ROPE)
-    else:
-        hint = HINT_ROPE
-    assert_close(out, expected, "GQA output with RoPE", atol=1e-5, hint=hint)
+    assert_close(out, expected, "GQA output with RoPE", atol=1e-5, suspects=known_mistakes(module, x, mask=mask, rope=rope),
+                 hint=cause(module, monkeypatch, HINT_ROPE))
+
+
+def test_a_1_10_512_input_with_4_heads_is_split_into_heads_of_size_128(stage, monkeypatch):
+    """d_model = 512, H = 4: Dh = 128, so one sequence of 10 tokens gives q = (1, 10, 4, 128) viewed as
+    (batch, sequence, heads, head size), or (1, 4, 10, 128) once the heads come first. With RoPE tables
+    for Dh = 128 the output must be torch's attention on q and k rotated in that layout."""
+    module = stage.GroupedQueryAttention(512, 4, 2)
+    x, rope, mask = torch.randn(1, 10, 512), rope_tables(128, 10), causal(10, 10)
+    expected = oracle(module, x, 4, 2, mask=mask, rope=rope)
+    out = run(module, x, monkeypatch, mask=mask, rope=rope)
+    assert_tensor(out, "output for x of shape (1, 10, 512)", shape=(1, 10, 512), dtype=torch.float32, hint=HINT_SHAPES)
+    assert_close(out, expected, "output with D = 512, H = 4, Hkv = 2 and RoPE", atol=1e-5,
+                 suspects=known_mistakes(module, x, 4, 2, mask=mask, rope=rope), hint=cause(module, monkeypatch,
+                            "With D = 512 and H = 4 the head size is 128: view q as (1, 10, 4, 128) = (batch, sequence, "
+                            "heads, head size), and rotate it with the layout argument matching the tensor you pass."))
 
 
 def test_an_additive_padding_mask_broadcasts_over_heads_and_queries(stage, monkeypatch):
@@ -305,7 +346,7 @@ def test_an_additive_padding_mask_broadcasts_over_heads_and_queries(stage, monke
     mask[1, ..., -2:] = float("-inf")
     expected = oracle(module, x, mask=mask)
     assert_close(run(module, x, monkeypatch, mask=mask), expected, "GQA output with a (B, 1, 1, S) mask", atol=1e-5,
-                 hint=cause(module, monkeypatch,
+                 suspects=known_mistakes(module, x, mask=mask), hint=cause(module, monkeypatch,
                             "The additive mask is added to the (B, H, S, St) scores and broadcasts; do not reshape it."))
 
 

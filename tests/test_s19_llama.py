@@ -277,8 +277,8 @@ def test_weight_tying_shares_one_parameter_and_saves_V_times_D(stage):
              "Tie only when config.tie_weights is True.")
     if tied.lm_head.weight is not tied.embed_tokens.weight:
         fail("with tie_weights=True, lm_head.weight is not the same Parameter as embed_tokens.weight",
-             "Assign the Parameter itself: self.lm_head.weight = self.embed_tokens.weight (a copy drifts apart in "
-             "training), and do it AFTER initialising the weights.")
+             "lm_head's weight must BE the embedding's Parameter, the one object shared by both layers, not a "
+             "copy of its values (a copy drifts apart in training); tie after initialising the weights.")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731 - parameters() counts a shared one once
     assert_equal(count(untied) - count(tied), V * D, "parameters saved by tying",
                  hint="Tying shares one (V, D) matrix, so the tied model has exactly V * D fewer parameters.")
