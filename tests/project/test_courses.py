@@ -48,7 +48,7 @@ EXPECTED = {
     "dave": (20, {"s01_add": "passed", "s02_scale": "passed", "s03_combo": "passed"}, {"tampered_tests"}, "graded"),
     "erin": (15, {"s01_add": "passed", "s02_scale": "error", "s03_combo": "passed"}, {"imports_reference"}, "graded"),
     "frank": (15, {"s01_add": "passed", "s02_scale": "timed out", "s03_combo": "passed"}, {"timed_out"}, "graded"),
-    "mallory": (15, {"s01_add": "passed", "s02_scale": "error", "s03_combo": "passed"}, {"forged_results"}, "graded"),
+    "mallory": (15, {"s01_add": "passed", "s02_scale": "error", "s03_combo": "passed"}, {"forged_results", "patching"}, "graded"),  # mallory: forged lines, and the tools for it flagged
     "nobody": (0, {}, {"grader_problem"}, "not gradable"),
 }
 
@@ -150,7 +150,7 @@ def test_gradebook_csv_has_a_row_a_student_a_column_a_stage_and_the_flags(batch)
     lines = (out / "gradebook.csv").read_text(encoding="utf-8").splitlines()
     header = lines[0].split(",")
     assert header == ["student", "status", "score", "max_score", "percent", "s01_add", "s02_scale", "s03_combo",
-                      "tampered_tests", "imports_reference", "forged_results", "timed_out", "errors", "grader_problem"]
+                      "tampered_tests", "imports_reference", "forged_results", "patching", "timed_out", "errors", "grader_problem"]
     rows = {row["student"]: row for row in csv.DictReader(lines)}
     assert list(rows) == sorted(EXPECTED)
     assert (rows["alice"]["score"], rows["alice"]["percent"], rows["alice"]["s03_combo"]) == ("20", "100.0", "10")
