@@ -10,6 +10,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import __main__ as command
 from grader import curriculum
 
@@ -17,6 +19,7 @@ ROOT = curriculum.ROOT
 ROW_IDS = ["convergence", "builtin", "attention", "grader", "part2"]
 
 
+@pytest.mark.slow
 def test_quick_run_prints_every_row_and_writes_them_as_json(tmp_path):
     report = tmp_path / "b.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(report)],

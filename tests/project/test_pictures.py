@@ -44,6 +44,7 @@ def trained():
     return copy_task, schedule, config, result
 
 
+@pytest.mark.slow
 def test_command_writes_five_valid_pngs(tmp_path):
     out = tmp_path / "pictures"
     done = subprocess.run([sys.executable, "-m", "grader.pictures", "--out", str(out), "--steps", "20",
@@ -118,6 +119,7 @@ def test_recorded_weights_reproduce_each_attention_modules_output():
         "padding keys of the short source must get exactly zero weight"
 
 
+@pytest.mark.slow
 def test_trained_copy_model_attends_along_the_diagonal(trained, tmp_path):
     """Output position t writes source token t, so its cross-attention (averaged over heads) should
     peak at source position t. Checked on the drawn example and on ten more strings."""
