@@ -18,13 +18,14 @@ from pathlib import Path
 from .common import ROOT, Row, machine
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results.json"
-ROWS = ("convergence", "builtin", "attention", "grader", "part2")
+ROWS = ("convergence", "builtin", "attention", "grader", "part2", "robustness")
 TITLES = {
     "convergence": "Capstone convergence",
     "builtin": "Reference vs torch.nn.Transformer",
     "attention": "Attention vs torch's fused attention",
     "grader": "Grader wall time",
     "part2": "Part II decoding and training",
+    "robustness": "Capstone robustness",
 }
 HELP_QUICK = "a tiny version of every row (one seed, a few steps): checks that the command works, measures nothing useful"
 HELP_JSON = f"where to write the JSON (default: {DEFAULT_JSON.relative_to(ROOT)} for a full run, none for --quick)"

@@ -92,7 +92,7 @@ def build_tree(mutant: Mutant, directory: Path) -> Path:
 def suite_args(mutant: Mutant, tree: Path, stop_early: bool) -> list[str]:
     """pytest's arguments for one mutant: its stage's suite on its tree, only the plugins grading needs."""
     args = [str(curriculum.TESTS / f"test_{mutant.stage}.py"), "--impl", str(tree), "-q", "--tb=short",
-            "-p", "no:cacheprovider", "-p", "pytest_timeout", "--timeout", "120"]
+            "-p", "no:cacheprovider", "-p", "pytest_timeout", "--timeout", "600"]
     return args + ["-x"] if stop_early else args
 
 

@@ -16,7 +16,7 @@ from benchmarks import __main__ as command
 from grader import curriculum
 
 ROOT = curriculum.ROOT
-ROW_IDS = ["convergence", "builtin", "attention", "grader", "part2"]
+ROW_IDS = ["convergence", "builtin", "attention", "grader", "part2", "robustness"]
 
 
 @pytest.mark.slow
