@@ -265,7 +265,7 @@ def test_exact_match_hand_worked(stage, predictions, targets, expected):
 # `python -m benchmarks --only robustness` re-measures that; it judges with the functions below.
 
 JUDGED = 500  # fresh strings, lengths 1 to 10, judged by greedy decoding written here
-PASS_MARK = 0.95  # exact-match accuracy needed to pass
+PASS_MARK = 0.90  # exact-match accuracy needed to pass
 REFERENCE_LOWEST = 0.99  # the reference's lowest judged accuracy over REFERENCE_RUNS perturbed runs
 REFERENCE_RUNS = 120
 
