@@ -250,7 +250,7 @@ def summarize(row: Row, runs: list[dict], planned: int, quick: bool) -> Row:
         cpu = sorted(r["cpu_s"] for r in mine if r["perturbation"] != "threads-2")
         row.add(f"{task}: steps (median)", steps[len(steps) // 2], "steps", note=f"max {steps[-1]}")
         row.add(f"{task}: CPU seconds per run (median)", cpu[len(cpu) // 2], "s",
-                note=f"max {cpu[-1]}; one thread, held-out checks and judging included")
+                note=f"max {cpu[-1]}; one thread, held-out checks included, judging not")
     return row
 
 
