@@ -18,13 +18,14 @@ from pathlib import Path
 from .common import ROOT, Row, machine
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results.json"
-ROWS = ("convergence", "builtin", "attention", "grader", "part2", "bpe")
+ROWS = ("convergence", "robustness", "builtin", "attention", "grader", "part2", "bpe")
 TITLES = {
     "convergence": "Capstone convergence",
     "builtin": "Reference vs torch.nn.Transformer",
     "attention": "Attention vs torch's fused attention",
     "grader": "Grader wall time",
     "part2": "Part II decoding and training",
+    "robustness": "Capstone robustness",
     "bpe": "BPE training vs tokenizers",
 }
 HELP_QUICK = "a tiny version of every row (one seed, a few steps): checks that the command works, measures nothing useful"

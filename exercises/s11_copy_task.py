@@ -33,9 +33,12 @@ SYMBOLS = tuple("abcdefghij")  # the alphabet of the toy tasks
 class CopyTaskConfig:
     """One training run of the copy (or reverse) task.
 
-    The defaults reach 100% held-out exact match in about 300-500 steps (seed 0: copy 325, reverse
-    475), a few seconds on one CPU core. The Noam peak is lr_factor * (d_model * warmup)**-0.5 =
-    0.3 / 40 = 0.0075, reached at step 50.
+    The learning rate is the Noam schedule times a linear decay that reaches zero at max_steps:
+    it warms up, peaks at lr_factor * (d_model * warmup)**-0.5 = 1.2 / 40 = 0.03 at step 50, and
+    then settles, so the last steps polish the model instead of shaking it. Training stops early
+    once held-out exact match is 100% at ``patience`` checks in a row (one lucky check is not
+    enough). The defaults train for at most 300 steps (several seconds on one CPU core) and get
+    98-100% of fresh strings exactly right, copy or reverse, whatever the seed.
     """
 
     reverse: bool = False  # False: target = source; True: target = source reversed
@@ -49,11 +52,12 @@ class CopyTaskConfig:
     norm_first: bool = True  # pre-LN: steadier than post-LN at this learning rate, so fewer steps
     batch_size: int = 128  # strings per training step
     warmup: int = 50  # Noam warm-up steps
-    lr_factor: float = 0.3  # Noam factor
+    lr_factor: float = 1.2  # Noam factor
     smoothing: float = 0.0  # label smoothing
-    max_steps: int = 1000  # give up after this many steps
-    eval_every: int = 25  # check held-out exact match this often; stop at 100%
+    max_steps: int = 300  # the schedule reaches zero here; training stops here at the latest
+    eval_every: int = 25  # check held-out exact match this often
     n_eval: int = 200  # held-out strings
+    patience: int = 2  # stop after this many checks in a row at 100% held-out exact match
     seed: int = 0  # seeds the model, the data and the held-out set
 
 
@@ -160,14 +164,16 @@ def exact_match(predictions: torch.Tensor, targets: torch.Tensor, pad_id: int) -
 
 
 def train_copy_task(config: CopyTaskConfig = CopyTaskConfig(), log: Callable[[str], None] | None = None) -> TrainingResult:
-    """Train an EncoderDecoder on the copy (or reverse) task until held-out exact match is 100%.
+    """Train an EncoderDecoder on the copy (or reverse) task until it is reliably right on held-out strings.
 
     Steps: seed torch and a random.Random with config.seed; build the vocabulary from SYMBOLS;
-    draw a fixed held-out set of n_eval strings; build the model (tie_weights=True, norm_first as configured);
-    Adam(lr=1.0, betas=(0.9, 0.98), eps=1e-9) driven by LambdaLR(noam_lambda(d_model, warmup,
-    lr_factor)); LabelSmoothingLoss(len(vocab), pad_id, smoothing). Then, for each step, draw a
-    fresh batch and train_step; every eval_every steps greedy-decode the held-out set and stop
-    once exact match is 1.0 (or after max_steps). ``log``, if given, receives one line per check.
+    draw a fixed held-out set of n_eval strings; build the model (tie_weights=True, norm_first as
+    configured); Adam(lr=1.0, betas=(0.9, 0.98), eps=1e-9) driven by a LambdaLR whose factor at
+    step s is noam_lambda(d_model, warmup, lr_factor)(s) * max(0, 1 - s / max_steps);
+    LabelSmoothingLoss(len(vocab), pad_id, smoothing). Then, for each step, draw a fresh batch
+    and train_step; every eval_every steps (and at max_steps) greedy-decode the held-out set and
+    record its exact match; stop once ``patience`` checks in a row are 1.0, or after max_steps.
+    ``log``, if given, receives one line per check.
     """
     # TODO: write this (the docstring above is the contract).
     raise NotImplementedError("s11_copy_task: not written yet — python -m grader hint s11_copy_task")

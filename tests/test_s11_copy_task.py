@@ -256,9 +256,21 @@ def test_exact_match_hand_worked(stage, predictions, targets, expected):
 
 
 # --- the capstone: the model learns to copy, and to reverse ------------------------------------------------
+#
+# The verdict must not depend on rounding: a correct implementation rounds differently from ours (another
+# CPU, another thread count, an equivalent rewrite), and its training takes another path. So the model is
+# judged on JUDGED fresh strings against a pass mark well below what the reference reaches: in every one of
+# REFERENCE_RUNS perturbed runs (seeds 0-9, two thread counts, initial weights moved by 1e-6, attention and
+# loss written another way, other CPU kernels) its lowest judged accuracy was REFERENCE_LOWEST.
+# `python -m benchmarks --only robustness` re-measures that; it judges with the functions below.
+
+JUDGED = 500  # fresh strings, lengths 1 to 10, judged by greedy decoding written here
+PASS_MARK = 0.90  # exact-match accuracy needed to pass
+REFERENCE_LOWEST = 0.978  # the reference's lowest judged accuracy over REFERENCE_RUNS perturbed runs
+REFERENCE_RUNS = 72  # (median 99.6%; measured with torch 2.13.0, December 2026)
 
 
-def judge(stage, model, reverse: bool, n: int = 100, seed: int = 12345) -> tuple[float, list[str]]:
+def judge(stage, model, reverse: bool, n: int = JUDGED, seed: int = 12345) -> tuple[float, list[str]]:
     """Greedy-decode fresh random strings with a decoder written here; return accuracy and a few misses."""
     rng = random.Random(seed)
     letters = stage.SYMBOLS
@@ -287,28 +299,41 @@ def judge(stage, model, reverse: bool, n: int = 100, seed: int = 12345) -> tuple
     return right / n, misses
 
 
-@pytest.mark.parametrize("reverse", [False, True], ids=["copy", "reverse"])
-def test_capstone_the_model_learns_the_task_to_full_accuracy(stage, reverse):
-    """The defaults (2 layers, d_model 32) reach 100% held-out exact match within 1000 steps on CPU."""
+def check_capstone(stage, reverse: bool):
+    """Train with the default recipe, then judge on fresh strings; every failure states the margin."""
     config = stage.CopyTaskConfig(reverse=reverse)
     result = stage.train_copy_task(config)
     if not isinstance(result, stage.TrainingResult):
         fail(f"train_copy_task: expected a TrainingResult, got {type(result).__name__}", "Return TrainingResult(...).")
     if not 0 < result.steps <= min(config.max_steps, 1000):
         fail(f"train_copy_task took {result.steps} steps, expected between 1 and {min(config.max_steps, 1000)}",
-             "Count the training steps taken; stop once held-out exact match is 1.0.")
+             "Count the training steps taken; stop after `patience` perfect held-out checks in a row, or at max_steps.")
     if len(result.losses) != result.steps or not all(isinstance(x, float) for x in result.losses):
         fail(f"result.losses: expected {result.steps} floats (one per step), got {len(result.losses)} values",
              "Append train_step's return value at every step.")
     task = "reverse" if reverse else "copy"
     accuracy, misses = judge(stage, result.model, reverse)
-    if accuracy != 1.0:
-        fail(f"after {result.steps} steps of the {task} task the model gets {accuracy:.0%} of 100 unseen strings "
-             f"exactly right, expected 100% (your own check said {result.accuracy:.0%}); e.g. {misses}",
+    if accuracy < PASS_MARK:
+        fail(f"after {result.steps} steps of the {task} task the model gets {accuracy:.1%} of {JUDGED} unseen strings "
+             f"exactly right; the pass mark is {PASS_MARK:.0%} (the reference gets at least {REFERENCE_LOWEST:.1%} in "
+             f"each of {REFERENCE_RUNS} perturbed runs); your own held-out check said {result.accuracy:.1%}; "
+             f"e.g. {misses}",
              "Does training use teacher forcing with the right shift (tgt_in = bos + target, tgt_out = target + eos), "
-             "the target mask from tgt_in, Adam with the Noam schedule, and a fresh batch each step? Does your "
-             "greedy_decode feed back the last position's argmax? " + HINT_STEP)
-    if result.accuracy != 1.0:
-        fail(f"train_copy_task reports accuracy {result.accuracy}, but the model is perfect on unseen strings",
+             "the target mask from tgt_in, Adam with the decayed Noam schedule, and a fresh batch each step? Does "
+             "your greedy_decode feed back the last position's argmax? "
+             + ("For the reverse task, is every target the source reversed (s[::-1])? " if reverse else "") + HINT_STEP)
+    if result.accuracy < PASS_MARK:
+        fail(f"train_copy_task reports held-out accuracy {result.accuracy}, but the model gets {accuracy:.1%} of "
+             f"{JUDGED} unseen strings right",
              "result.accuracy is the last held-out exact match: is exact_match computed on greedy_decode's output "
              "against tgt_out?")
+
+
+def test_capstone_the_model_learns_to_copy(stage):
+    """The default recipe (2 layers, d_model 32) copies unseen strings of 1 to 10 symbols."""
+    check_capstone(stage, reverse=False)
+
+
+def test_capstone_the_model_learns_to_reverse(stage):
+    """The same recipe learns to write unseen strings backwards (it must find each string's length)."""
+    check_capstone(stage, reverse=True)

@@ -10,13 +10,16 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import __main__ as command
 from grader import curriculum
 
 ROOT = curriculum.ROOT
-ROW_IDS = ["convergence", "builtin", "attention", "grader", "part2", "bpe"]
+ROW_IDS = ["convergence", "robustness", "builtin", "attention", "grader", "part2", "bpe"]
 
 
+@pytest.mark.slow
 def test_quick_run_prints_every_row_and_writes_them_as_json(tmp_path):
     report = tmp_path / "b.json"
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(report)],

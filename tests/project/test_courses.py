@@ -423,7 +423,9 @@ def run_classroom_grading(kata: Path, workspace: Path, exercises: Path | None) -
     output, summary = workspace / "output.txt", workspace / "summary.md"
     python_bin = workspace / "bin"
     python_bin.mkdir()
-    (python_bin / "python").symlink_to(sys.executable)
+    # a script, not a symlink: a venv's interpreter started through a link elsewhere loses the venv
+    (python_bin / "python").write_text(f"#!/bin/sh\nexec '{sys.executable}' \"$@\"\n", encoding="utf-8")
+    (python_bin / "python").chmod(0o755)
     env = environment(GITHUB_WORKSPACE=str(workspace), RUNNER_TEMP=str(temp), GITHUB_OUTPUT=str(output),
                       GITHUB_STEP_SUMMARY=str(summary), PATH=f"{python_bin}{os.pathsep}{os.environ['PATH']}")
     done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=workspace / step["working-directory"], env=env,

@@ -48,6 +48,8 @@ def verdicts(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(0)  # the first of these runs the catalogue (minutes when busy); each suite has its own limit
 @pytest.mark.parametrize("mutant", CATALOGUE, ids=[m.label for m in CATALOGUE])
 def test_mutant_is_caught_by_its_stage_with_the_symptom_named(mutant, verdicts):
     verdict = verdicts[mutant.label]
@@ -56,6 +58,8 @@ def test_mutant_is_caught_by_its_stage_with_the_symptom_named(mutant, verdicts):
     assert verdict.symptom_shown, f"{mutant.label}: caught, but no failure message says {mutant.symptom!r}\n{tail}"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(0)
 def test_mutation_score_is_reported(verdicts, capsys):
     caught = sum(v.ok for v in verdicts.values())
     with capsys.disabled():
@@ -63,6 +67,7 @@ def test_mutation_score_is_reported(verdicts, capsys):
     assert caught == len(verdicts)
 
 
+@pytest.mark.slow
 def test_through_the_grader_a_mutant_fails_only_its_own_stage(tmp_path):
     """The whole scorecard on reference/ with one mistake in multi-head attention (stage 5).
 

@@ -21,6 +21,7 @@ def train(*argv: str) -> subprocess.CompletedProcess:
                           env=env, timeout=240)
 
 
+@pytest.mark.slow
 def test_copy_trains_the_reference_and_reports_accuracy_and_examples():
     done = train("copy", "--impl", "reference", "--steps", "3", "--quiet")
     assert done.returncode == 0, done.stderr
@@ -31,6 +32,7 @@ def test_copy_trains_the_reference_and_reports_accuracy_and_examples():
     assert "using reference" not in done.stdout, "nothing is substituted when --impl is the reference"
 
 
+@pytest.mark.slow
 def test_lm_trains_and_prints_a_generated_sample_of_the_book():
     done = train("lm", "--impl", "reference", "--steps", "2", "--seed", "1")
     assert done.returncode == 0, done.stderr
@@ -39,6 +41,7 @@ def test_lm_trains_and_prints_a_generated_sample_of_the_book():
     assert "\r" not in done.stdout, "no progress line when the output is not a terminal"
 
 
+@pytest.mark.slow
 def test_untouched_stubs_are_replaced_by_the_reference_and_named(stub_tree):
     done = train("reverse", "--impl", str(stub_tree), "--steps", "2")
     assert done.returncode == 0, done.stderr
@@ -48,6 +51,7 @@ def test_untouched_stubs_are_replaced_by_the_reference_and_named(stub_tree):
     assert "reverse: held-out exact match" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_stage_that_raises_not_implemented_while_training_is_substituted(tmp_path):
     impl = tmp_path / "mine"
     shutil.copytree(curriculum.REFERENCE, impl)
