@@ -41,7 +41,7 @@ WARMUPS = (50, 100, 200, 400)  # the Noam curves drawn, in steps
 PROG = "python -m grader.pictures"
 HELP_OUT = "folder for the PNG files (created if missing; default: pictures)"
 HELP_IMPL = "whose code to train: exercises (yours, the default), reference, or a folder of stage files"
-HELP_STEPS = "train at most this many steps (default: until 100%% held-out exact match, at most 1000)"
+HELP_STEPS = "train at most this many steps (default 300; it stops early after two held-out checks in a row at 100%%)"
 HELP_EXAMPLE = f"the source string whose attention is drawn, over the symbols a-j (default: {EXAMPLE})"
 
 
