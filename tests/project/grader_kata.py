@@ -83,3 +83,17 @@ def finish(process: subprocess.Popen, timeout: float = 120) -> Run:
 
 def grade(kata: Path, *args: str, timeout: float = 120, **env: str) -> Run:
     return finish(start(kata, *args, **env), timeout)
+
+
+def require_oracle(*names: str):
+    """Import the test-only oracle packages (requirements-test.txt), returning the last; a missing one
+    fails the test in one line, never skips it."""
+    import importlib
+
+    import pytest
+
+    try:
+        return [importlib.import_module(name) for name in names][-1]
+    except ImportError as error:
+        pytest.fail(f"{error.name} (an oracle of this test) is not installed: pip install -r requirements-test.txt",
+                    pytrace=False)

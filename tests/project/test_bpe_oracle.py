@@ -19,6 +19,7 @@ import sys
 import pytest
 
 from grader import curriculum, loader
+from grader_kata import require_oracle
 
 ROOT = curriculum.ROOT
 BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
@@ -42,12 +43,7 @@ VARIED = [
 
 @pytest.fixture(scope="module")
 def hf():
-    try:
-        import tokenizers
-    except ImportError:
-        pytest.fail("Hugging Face tokenizers (the oracle) is not installed: pip install -r requirements-test.txt",
-                    pytrace=False)
-    return tokenizers
+    return require_oracle("tokenizers")
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from grader import curriculum, loader
+from grader_kata import require_oracle
 
 ROOT = curriculum.ROOT
 BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
@@ -36,13 +37,7 @@ TOLERANCE = 1e-4  # the reference reaches about 1e-5 here (float32, 2 layers, we
 
 @pytest.fixture(scope="module")
 def hf():
-    try:
-        import tokenizers  # noqa: F401
-        import transformers
-    except ImportError:
-        pytest.fail("Hugging Face transformers (the oracle) is not installed: pip install -r requirements-test.txt",
-                    pytrace=False)
-    return transformers
+    return require_oracle("tokenizers", "transformers")
 
 
 @pytest.fixture(scope="module")
