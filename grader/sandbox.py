@@ -161,6 +161,31 @@ def decode(status: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
+def run_all(items: list, start: Callable, finish: Callable, jobs: int) -> None:
+    """Start ``start(item)`` for each item, ``jobs`` at a time, and call ``finish(item, stage)`` as each
+    stage ends (``stage`` is None where ``start`` returned None: nothing to run). Leaving early stops
+    whatever still runs."""
+    queue, running = list(items), {}
+    try:
+        while queue or running:
+            while queue and len(running) < max(1, jobs):
+                item = queue.pop(0)
+                stage = start(item)
+                if stage is None:
+                    finish(item, None)
+                else:
+                    running[stage] = item
+            ready = select.select(list(running), [], [], 0.05)[0] if running else []
+            for stage in list(running):
+                if stage in ready:
+                    stage.pump()
+                if stage.poll():
+                    finish(running.pop(stage), stage)
+    finally:
+        for stage in running:
+            stage.stop("interrupted")
+
+
 # ---------------------------------------------------------------- the signed channel
 
 
