@@ -329,7 +329,7 @@ def _start(unit: Unit, part: str, settings: Settings, learner: list[str], workdi
     if untrusted:  # what could give the answer away: the stage's reference, its bytecode, history, mutants
         hidden += (root / ".git", root / "tests" / "mutants", root / "tests" / "project", root / "benchmarks")
         hidden += (unit.stage.source(reference), reference / "__pycache__") if reference else ()
-    jail = sandbox.Jail(sandbox.private_home(workdir / "homes"), hidden, seal=untrusted)
+    jail = sandbox.Jail(sandbox.private_home(workdir / "homes"), hidden, (root, settings.impl), seal=untrusted)
     if not settings.fork:
         package = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # the stage starts in its own folder
         return sandbox.start([sys.executable, "-m", "grader.child"], limits, jail=jail, job=job, env=package,

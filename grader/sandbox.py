@@ -41,7 +41,8 @@ USER_NAMESPACES = "user-namespaces"  # not root: the same inside a user namespac
 SUBREAPER = "subreaper"  # no namespaces: every descendant is hunted down and killed, the filesystem is yours
 GROUP = "process group"  # no Linux: the stage's process group is killed
 _SEALED = ("read-only filesystem but the stage's own folder, hidden tests and the stage's reference emptied, "
-           "no network, no capabilities")
+           "/tmp, /root, /home and the like empty but for the checkout and Python, "
+           "no network, no capabilities, and as root: user nobody")
 LEVELS = {NAMESPACES: f"PID, mount, IPC and network namespaces: {_SEALED}",
           USER_NAMESPACES: f"a user namespace with PID, mount, IPC and network namespaces: {_SEALED}",
           SUBREAPER: "no namespaces (refused by this system): descendants killed through a child subreaper; "
@@ -51,6 +52,8 @@ CAP_OUTPUT = 32 * 1024 * 1024  # bytes of channel data kept per stage (a flood i
 _NEWNS, _NEWIPC, _NEWUSER, _NEWPID, _NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
 _RDONLY, _BIND, _REMOUNT, _REC, _PRIVATE = 1, 4096, 32, 16384, 1 << 18
 _KEPT_FLAGS = {2: 2, 4: 4, 8: 8, 1024: 1024, 2048: 2048, 4096: 1 << 21}  # statvfs ST_* -> MS_* (locked in a userns)
+EMPTIED = ("/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/mnt", "/media", "/srv", "/opt")  # others' files live here
+NOBODY = 65534
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Jail:
 
     home: Path  # the private working folder (cwd, TMPDIR, HOME, bytecode cache)
     hidden: tuple[Path, ...] = ()
+    keep: tuple[Path, ...] = ()  # what must stay readable in the emptied folders (the checkout, the graded tree)
     seal: bool = True  # False: a trusted stage (the reference, a mutant) keeps its folder, nothing more
 
 
@@ -348,6 +352,8 @@ def _enter_namespaces() -> str:
         return GROUP
     libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come back to the keeper
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if os.environ.get("KATA_ISOLATION") == SUBREAPER:  # as where namespaces are refused (tests, docs/grader.md)
+        return SUBREAPER
     flags = _NEWPID | _NEWNS | _NEWNET | _NEWIPC
     uid, gid = os.getuid(), os.getgid()
     if libc.unshare(flags) == 0:
@@ -401,55 +407,114 @@ def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, 
         sys.pycache_prefix = str(jail.home / "pycache")  # never read tests/__pycache__ (nor write there)
         tempfile.tempdir = str(jail.home)
         global _SEAL
-        _SEAL = (jail, level) if jail.seal else None
+        _SEAL = (jail, level, limits.processes) if jail.seal else None
     if isinstance(target, list):
         if jail is not None and jail.seal:
-            os.environ["KATA_SEAL"] = json.dumps([str(jail.home), [str(p) for p in jail.hidden], level])
+            os.environ["KATA_SEAL"] = json.dumps([str(jail.home), [str(p) for p in jail.hidden], level,
+                                                  [str(p) for p in jail.keep], limits.processes])
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.execvp(target[0], target)
     return target(Writer(channel, key, "stage"))
 
 
-_SEAL: tuple[Jail, str] | None = None
+def _seal_from_environment() -> tuple[Jail, str, int] | None:
+    """In a command started as a stage (a fresh interpreter): the seal its keeper prepared."""
+    found = json.loads(os.environ.pop("KATA_SEAL", "null"))
+    if not found:
+        return None
+    home, hidden, level, keep, processes = found
+    return Jail(Path(home), tuple(map(Path, hidden)), tuple(map(Path, keep))), level, processes
+
+
+_SEAL = _seal_from_environment()
 
 
 def seal() -> str:
     """Called in the stage once the tests are loaded, before learner code runs: make everything
-    read-only but the stage's folder, empty the hidden paths, give up privileges. Returns the level."""
+    read-only but the stage's folder, empty the hidden paths and ``EMPTIED`` (but for what the stage
+    needs), give up privileges and, as root, become user nobody. Returns the level reached."""
     if _SEAL is None:
         return ""
-    jail, level = _SEAL
+    jail, level, processes = _SEAL
     libc, note = _libc(), ""
     linecache.clearcache()  # the tests' source, read while they were collected, is not left in memory
-    if level in (NAMESPACES, USER_NAMESPACES):
-        for path in jail.hidden:
-            if path.is_dir():
-                libc.mount(b"tmpfs", str(path).encode(), b"tmpfs", _RDONLY, b"size=4k")
-            elif path.exists():
-                libc.mount(b"/dev/null", str(path).encode(), None, _BIND, None)
-        for name in ("null", "zero", "full", "random", "urandom", "tty", "proc/sys"):  # kept usable / sealed below
-            path = f"/{'dev/' * (name != 'proc/sys')}{name}".encode()
-            libc.mount(path, path, None, _BIND, None)
-        libc.mount(b"/dev/null", b"/proc/sysrq-trigger", None, _BIND, None)
-        for point in _mount_points():  # read-only; /dev also without devices (but the few above)
-            if point in (str(jail.home), "/proc", "/dev/pts") or point.startswith("/dev/") and point != "/dev/shm":
-                continue
-            try:
-                kept = sum(ms for st, ms in _KEPT_FLAGS.items() if os.statvfs(point).f_flag & st)
-            except OSError:
-                continue
-            kept |= 4 | 2 if point == "/dev" else 0  # MS_NODEV | MS_NOSUID: no disk, no memory device
-            if libc.mount(None, point.encode(), None, _REMOUNT | _BIND | _RDONLY | kept, None) != 0 and point == "/":
-                note = f" (but the filesystem could not be made read-only: errno {ctypes.get_errno()})"
-    if level in (NAMESPACES, USER_NAMESPACES):  # no capability left: the mounts above cannot be undone
-        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: exec cannot give any back
-        libc.prctl(28, 0x2F, 0, 0, 0)  # PR_SET_SECUREBITS: root gets no capabilities for being root
-        for capability in range(64):
-            libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP
-        header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
-        if libc.syscall(126 if os.uname().machine == "x86_64" else 91, header, data) != 0:  # capset: none
-            note += " (but its capabilities could not be dropped)"
+    if level not in (NAMESPACES, USER_NAMESPACES):
+        return level
+    for path in jail.hidden:
+        if path.is_dir():
+            libc.mount(b"tmpfs", str(path).encode(), b"tmpfs", _RDONLY, b"size=4k")
+        elif path.exists():
+            libc.mount(b"/dev/null", str(path).encode(), None, _BIND, None)
+    for name in ("null", "zero", "full", "random", "urandom", "tty", "proc/sys"):  # kept usable / sealed below
+        path = f"/{'dev/' * (name != 'proc/sys')}{name}".encode()
+        libc.mount(path, path, None, _BIND, None)
+    libc.mount(b"/dev/null", b"/proc/sysrq-trigger", None, _BIND, None)
+    needed = (jail.home, *jail.keep, sys.prefix, sys.base_prefix, sys.exec_prefix, *filter(None, sys.path))
+    needed = [os.path.realpath(path) for path in needed if os.path.exists(path)]
+    _empty(libc, needed)
+    for point in _mount_points():  # read-only; /dev also without devices (but the few above)
+        if point in (str(jail.home), "/proc", "/dev/pts") or point.startswith("/dev/") and point != "/dev/shm":
+            continue
+        try:
+            kept = sum(ms for st, ms in _KEPT_FLAGS.items() if os.statvfs(point).f_flag & st)
+        except OSError:
+            continue
+        kept |= 4 | 2 if point == "/dev" else 0  # MS_NODEV | MS_NOSUID: no disk, no memory device
+        if libc.mount(None, point.encode(), None, _REMOUNT | _BIND | _RDONLY | kept, None) != 0 and point == "/":
+            note = f" (but the filesystem could not be made read-only: errno {ctypes.get_errno()})"
+    libc.prctl(28, 0x2F, 0, 0, 0)  # PR_SET_SECUREBITS: root gets no capabilities for being root
+    for capability in range(64):
+        libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP
+    if level == NAMESPACES:
+        closed = [p for p in needed if not _open_to_all(p, mine=p == str(jail.home))]
+        if closed:
+            note += f" (but as root without capabilities: {closed[0]} is not readable by other users)"
+        else:
+            for folder, _, files in os.walk(jail.home):
+                for name in [folder, *(os.path.join(folder, f) for f in files)]:
+                    os.lchown(name, NOBODY, NOBODY)
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # a change of user clears PR_SET_PDEATHSIG
+            if processes:  # counts every process and thread of the user: only now that it is nobody
+                resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: exec cannot give any back
+    header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
+    if libc.syscall(126 if os.uname().machine == "x86_64" else 91, header, data) != 0:  # capset: none
+        note += " (but its capabilities could not be dropped)"
     return level + note
+
+
+def _empty(libc, keep: list[str]) -> None:
+    """Mount an empty folder over each of ``EMPTIED`` (other students' files, copies of hidden tests),
+    each path of ``keep`` inside it mounted back in its place from a handle opened before."""
+    keep = [p for p in keep if any(p.startswith(top + "/") for top in EMPTIED)]
+    keep = [p for p in keep if not any(p.startswith(q + "/") for q in keep)]  # the outermost of nested paths
+    for top in EMPTIED:
+        if not os.path.isdir(top) or os.path.islink(top):
+            continue
+        inside = [(p, os.open(p, os.O_PATH)) for p in keep if p.startswith(top + "/")]
+        libc.mount(b"tmpfs", top.encode(), b"tmpfs", 0, b"mode=755,size=64k")
+        for path, handle in inside:
+            source = f"/proc/self/fd/{handle}"
+            if os.path.isdir(source):
+                os.makedirs(path, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                Path(path).touch()
+            libc.mount(source.encode(), path.encode(), None, _BIND | _REC, None)
+            os.close(handle)
+
+
+def _open_to_all(path, mine: bool = False) -> bool:
+    """Whether a user with no rights of its own reaches ``path`` (every folder on the way searchable)
+    and reads it (``mine``: it will own it)."""
+    try:
+        return all(os.stat(p).st_mode & 0o001 for p in Path(path).parents) and (
+            mine or os.stat(path).st_mode & 0o004)
+    except OSError:
+        return False
 
 
 def _mount_points() -> list[str]:

@@ -418,10 +418,8 @@ def test_gradescope_shows_a_hidden_suite_as_its_name_and_outcome_only(kata, tmp_
     autograder = gradescope_layout(tmp_path / "gs", bundle, {"s02_scale.py": attacker})
     shutil.rmtree(hidden)  # as on Gradescope: the bundle's kata/hidden is the only copy on the machine
     bundle.unlink()
-    # Gradescope's machine holds no other copy of the hidden suite: a private TMPDIR keeps the copies
-    # earlier test runs left under /tmp out of the attacker's reach (that gap is documented, not tested here)
-    (tmp_path / "tmp").mkdir()
-    env = environment(KATA_AUTOGRADER_ROOT=str(autograder), KATA_PYTHON=sys.executable, TMPDIR=str(tmp_path / "tmp"))
+    # the copies of the hidden suite that earlier test runs left under /tmp stay out of reach: /tmp is emptied
+    env = environment(KATA_AUTOGRADER_ROOT=str(autograder), KATA_PYTHON=sys.executable)
     done = subprocess.run(["bash", str(autograder / "run_autograder")], env=env, capture_output=True, text=True,
                           timeout=1800)
     assert done.returncode == 0, done.stderr

@@ -62,7 +62,9 @@ def test_a_stage_reports_signed_events_and_its_exit_code(tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process handling beyond a process group is Linux's")
-def test_a_double_forked_setsid_process_does_not_outlive_its_stage(tmp_path):
+@pytest.mark.parametrize("forced", ["", sandbox.SUBREAPER], ids=["strongest", "subreaper-fallback"])
+def test_a_double_forked_setsid_process_does_not_outlive_its_stage(tmp_path, monkeypatch, forced):
+    monkeypatch.setenv("KATA_ISOLATION", forced)  # subreaper: as on a system that refuses namespaces
     def target(writer):
         if os.fork() == 0:
             os.setsid()
@@ -76,6 +78,7 @@ def test_a_double_forked_setsid_process_does_not_outlive_its_stage(tmp_path):
 
     stage = run(target, tmp_path)
     assert events(stage)[0]["count"] >= 1 or level_of(stage) in (sandbox.NAMESPACES, sandbox.USER_NAMESPACES)
+    assert level_of(stage) == sandbox.SUBREAPER or not forced
     assert not alive(), f"left running after the stage ({level_of(stage)}): {alive()}"
 
 
@@ -126,6 +129,7 @@ def test_a_sealed_stage_cannot_write_the_checkout_nor_read_what_is_hidden(tmp_pa
     (checkout / "answer.py").write_text("ANSWER = 42\n", encoding="utf-8")
     (checkout / "hidden").mkdir()
     (checkout / "hidden" / "test_secret.py").write_text("SECRET\n", encoding="utf-8")
+    (tmp_path / "left_in_tmp.py").write_text("a copy of a hidden test\n", encoding="utf-8")  # not the checkout
 
     def target(writer):
         writer.send({"event": "sealed", "level": sandbox.seal()})
@@ -145,15 +149,21 @@ def test_a_sealed_stage_cannot_write_the_checkout_nor_read_what_is_hidden(tmp_pa
             except OSError:
                 pass
         seen["null"] = Path("/dev/null").write_text("fine") == 4
+        seen["elsewhere"] = [p for p in (tmp_path / "left_in_tmp.py", Path.home() / ".bash_history") if p.exists()]
+        seen["uid"] = os.getuid()
         writer.send({"event": "seen", **seen})
         return 0
 
-    jail = sandbox.Jail(sandbox.private_home(tmp_path / "homes"), (checkout / "answer.py", checkout / "hidden"))
+    jail = sandbox.Jail(sandbox.private_home(tmp_path / "homes"), (checkout / "answer.py", checkout / "hidden"),
+                        keep=(checkout,))
     stage = run(target, tmp_path, jail=jail)
     sealed, seen = events(stage)
     if not sealed["level"].startswith(("namespaces", "user-namespaces")):
         pytest.skip(f"this system refuses namespaces: {sealed['level']}")
-    assert seen == {"event": "seen", "answer": "", "hidden": [], "wrote": False, "home": True, "null": True}, seen
+    uid = seen.pop("uid")
+    assert seen == {"event": "seen", "answer": "", "hidden": [], "wrote": False, "home": True, "null": True,
+                    "elsewhere": []}, seen
+    assert sealed["level"] == sandbox.NAMESPACES and uid == sandbox.NOBODY or os.getuid() != 0, (sealed, uid)
     assert not (checkout / "planted.py").exists()
 
 
