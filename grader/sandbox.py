@@ -489,7 +489,7 @@ def seal() -> str:
 def _empty(libc, keep: list[str]) -> None:
     """Mount an empty folder over each of ``EMPTIED`` (other students' files, copies of hidden tests),
     each path of ``keep`` inside it mounted back in its place from a handle opened before."""
-    keep = [p for p in keep if any(p.startswith(top + "/") for top in EMPTIED)]
+    keep = [p for p in keep if os.path.isdir(p) and any(p.startswith(top + "/") for top in EMPTIED)]
     keep = [p for p in keep if not any(p.startswith(q + "/") for q in keep)]  # the outermost of nested paths
     for top in EMPTIED:
         if not os.path.isdir(top) or os.path.islink(top):
@@ -497,13 +497,8 @@ def _empty(libc, keep: list[str]) -> None:
         inside = [(p, os.open(p, os.O_PATH)) for p in keep if p.startswith(top + "/")]
         libc.mount(b"tmpfs", top.encode(), b"tmpfs", 0, b"mode=755,size=64k")
         for path, handle in inside:
-            source = f"/proc/self/fd/{handle}"
-            if os.path.isdir(source):
-                os.makedirs(path, exist_ok=True)
-            else:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                Path(path).touch()
-            libc.mount(source.encode(), path.encode(), None, _BIND | _REC, None)
+            os.makedirs(path, exist_ok=True)
+            libc.mount(f"/proc/self/fd/{handle}".encode(), path.encode(), None, _BIND | _REC, None)
             os.close(handle)
 
 
