@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from checks import assert_close, assert_equal, assert_raises, assert_tensor, fail
+from test_s14_rope import llama3_loop  # the same hand-written oracle as stage 14's
 
 try:
     from safetensors.torch import save_file
@@ -124,21 +125,6 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
-def llama3_inv_freq(inv_freq: torch.Tensor, factor, low, high, original) -> torch.Tensor:
-    """Llama 3's frequency rule, pair by pair (as in Meta's published apply_scaling)."""
-    out = []
-    for f in inv_freq.tolist():
-        wavelength = 2 * math.pi / f
-        if wavelength < original / high:
-            out.append(f)
-        elif wavelength > original / low:
-            out.append(f / factor)
-        else:
-            smooth = (original / wavelength - low) / (high - low)
-            out.append((1 - smooth) * f / factor + smooth * f)
-    return torch.tensor(out)
-
-
 def oracle_logits(w, tokens, n_layers, n_heads, n_kv_heads, base=10000.0, eps=1e-5, scaling=None) -> torch.Tensor:
     """Llama's forward from torch ops, on Hugging Face-named weights ``w``; scaling: llama3 (factor, low, high, original)."""
     batch, length = tokens.shape
@@ -146,7 +132,7 @@ def oracle_logits(w, tokens, n_layers, n_heads, n_kv_heads, base=10000.0, eps=1e
     head = d_model // n_heads
     inv_freq = 1.0 / (base ** (torch.arange(0, head, 2, dtype=torch.float32) / head))  # (Dh/2,)
     if scaling is not None:
-        inv_freq = llama3_inv_freq(inv_freq, *scaling)
+        inv_freq = torch.tensor(llama3_loop(inv_freq.tolist(), *scaling))
     angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)  # (S, Dh/2)
     angles = torch.cat([angles, angles], dim=-1)  # (S, Dh): half-split pairing
     cos, sin = angles.cos(), angles.sin()
