@@ -42,7 +42,7 @@ SUBREAPER = "subreaper"  # no namespaces: every descendant is hunted down and ki
 GROUP = "process group"  # no Linux: the stage's process group is killed
 _SEALED = ("read-only filesystem but the stage's own folder, hidden tests and the stage's reference emptied, "
            "/tmp, /root, /home and the like empty but for the checkout and Python, "
-           "no network, no capabilities, and as root: user nobody")
+           "no network, no capabilities, and as root: a user of its own")
 LEVELS = {NAMESPACES: f"PID, mount, IPC and network namespaces: {_SEALED}",
           USER_NAMESPACES: f"a user namespace with PID, mount, IPC and network namespaces: {_SEALED}",
           SUBREAPER: "no namespaces (refused by this system): descendants killed through a child subreaper; "
@@ -53,7 +53,7 @@ _NEWNS, _NEWIPC, _NEWUSER, _NEWPID, _NEWNET = 0x20000, 0x8000000, 0x10000000, 0x
 _RDONLY, _BIND, _REMOUNT, _REC, _PRIVATE = 1, 4096, 32, 16384, 1 << 18
 _KEPT_FLAGS = {2: 2, 4: 4, 8: 8, 1024: 1024, 2048: 2048, 4096: 1 << 21}  # statvfs ST_* -> MS_* (locked in a userns)
 EMPTIED = ("/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/mnt", "/media", "/srv", "/opt")  # others' files live here
-NOBODY = 65534
+STAGE_UIDS = 1_000_000  # as root, a stage becomes uid STAGE_UIDS + its keeper's pid: a user of its own, owning no file
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Limits:
     wall: float = 0.0  # wall-clock backstop, seconds; 0 = none
     memory_mb: int = 0  # address space the stage may add to what it starts with; 0 = none
     file_mb: int = 256  # the largest file the stage may write (RLIMIT_FSIZE)
-    processes: int = 256  # RLIMIT_NPROC (counts every process of the user; ignored for root)
+    processes: int = max(256, 8 * (os.cpu_count() or 1))  # RLIMIT_NPROC once the stage is a user of its own
 
 
 @dataclass
@@ -325,11 +325,12 @@ def _keeper(target, limits: Limits, channel: int, key: bytes, output: Path | Non
     writer = Writer(channel, key, "keeper")
     level = _enter_namespaces()
     writer.send({"event": "sandbox", "level": level})
+    owner = STAGE_UIDS + os.getpid()  # unique while this keeper lives
     pid = os.fork()
     if pid == 0:
         code = 70
         try:
-            code = _stage(target, limits, channel, key, jail, env, level)
+            code = _stage(target, limits, channel, key, jail, env, level, owner)
         except BaseException:  # noqa: BLE001 - say why in the stage's output, then exit
             import traceback
 
@@ -372,7 +373,8 @@ def _enter_namespaces() -> str:
     return level
 
 
-def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, env: dict | None, level: str) -> int:
+def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, env: dict | None, level: str,
+           owner: int) -> int:
     libc = _libc()
     if libc is not None:
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the stage dies with its keeper
@@ -394,8 +396,6 @@ def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, 
     if limits.file_mb:
         size = limits.file_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-    if limits.processes and os.getuid() != 0:
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
     if limits.memory_mb and not isinstance(target, list):  # a fresh interpreter sets it once torch is in
         limit_memory(limits.memory_mb)
     os.environ.update(env or {})
@@ -407,23 +407,23 @@ def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, 
         sys.pycache_prefix = str(jail.home / "pycache")  # never read tests/__pycache__ (nor write there)
         tempfile.tempdir = str(jail.home)
         global _SEAL
-        _SEAL = (jail, level, limits.processes) if jail.seal else None
+        _SEAL = (jail, level, limits.processes, owner) if jail.seal else None
     if isinstance(target, list):
         if jail is not None and jail.seal:
             os.environ["KATA_SEAL"] = json.dumps([str(jail.home), [str(p) for p in jail.hidden], level,
-                                                  [str(p) for p in jail.keep], limits.processes])
+                                                  [str(p) for p in jail.keep], limits.processes, owner])
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.execvp(target[0], target)
     return target(Writer(channel, key, "stage"))
 
 
-def _seal_from_environment() -> tuple[Jail, str, int] | None:
+def _seal_from_environment() -> tuple[Jail, str, int, int] | None:
     """In a command started as a stage (a fresh interpreter): the seal its keeper prepared."""
     found = json.loads(os.environ.pop("KATA_SEAL", "null"))
     if not found:
         return None
-    home, hidden, level, keep, processes = found
-    return Jail(Path(home), tuple(map(Path, hidden)), tuple(map(Path, keep))), level, processes
+    home, hidden, level, keep, processes, owner = found
+    return Jail(Path(home), tuple(map(Path, hidden)), tuple(map(Path, keep))), level, processes, owner
 
 
 _SEAL = _seal_from_environment()
@@ -432,10 +432,10 @@ _SEAL = _seal_from_environment()
 def seal() -> str:
     """Called in the stage once the tests are loaded, before learner code runs: make everything
     read-only but the stage's folder, empty the hidden paths and ``EMPTIED`` (but for what the stage
-    needs), give up privileges and, as root, become user nobody. Returns the level reached."""
+    needs), give up privileges and, as root, become a user of its own. Returns the level reached."""
     if _SEAL is None:
         return ""
-    jail, level, processes = _SEAL
+    jail, level, processes, owner = _SEAL
     libc, note = _libc(), ""
     linecache.clearcache()  # the tests' source, read while they were collected, is not left in memory
     if level not in (NAMESPACES, USER_NAMESPACES):
@@ -472,12 +472,12 @@ def seal() -> str:
         else:
             for folder, _, files in os.walk(jail.home):
                 for name in [folder, *(os.path.join(folder, f) for f in files)]:
-                    os.lchown(name, NOBODY, NOBODY)
+                    os.lchown(name, owner, owner)
             os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
+            os.setresgid(owner, owner, owner)
+            os.setresuid(owner, owner, owner)
             libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # a change of user clears PR_SET_PDEATHSIG
-            if processes:  # counts every process and thread of the user: only now that it is nobody
+            if processes:  # counts every process and thread of the user: this stage's only
                 resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
     libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: exec cannot give any back
     header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()

@@ -163,7 +163,7 @@ def test_a_sealed_stage_cannot_write_the_checkout_nor_read_what_is_hidden(tmp_pa
     uid = seen.pop("uid")
     assert seen == {"event": "seen", "answer": "", "hidden": [], "wrote": False, "home": True, "null": True,
                     "elsewhere": []}, seen
-    assert sealed["level"] == sandbox.NAMESPACES and uid == sandbox.NOBODY or os.getuid() != 0, (sealed, uid)
+    assert sealed["level"] == sandbox.NAMESPACES and uid >= sandbox.STAGE_UIDS or os.getuid() != 0, (sealed, uid)
     assert not (checkout / "planted.py").exists()
 
 
@@ -172,3 +172,23 @@ def test_a_command_prints_its_result_on_the_channel(tmp_path):
                 tmp_path)
     assert stage.exitcode == 0 and stage.unsigned().strip() == b'{"ok": 1}'
     assert "to the log" in stage.tail()
+
+
+def test_a_stage_graded_as_root_cannot_start_more_processes_than_its_limit(tmp_path):
+    def target(writer):
+        level, started = sandbox.seal(), 0
+        try:
+            for started in range(1, 200):
+                if os.fork() == 0:
+                    time.sleep(60)
+                    os._exit(0)
+        except OSError as error:
+            writer.send({"event": "refused", "level": level, "after": started, "errno": error.errno})
+        return 0
+
+    jail = sandbox.Jail(sandbox.private_home(tmp_path / "homes"))
+    stage = run(target, tmp_path, sandbox.Limits(wall=600, processes=32), jail=jail)
+    if os.getuid() != 0:
+        pytest.skip("RLIMIT_NPROC is set where the grader runs as root and a stage becomes a user of its own")
+    assert events(stage)[:1] and events(stage)[0]["errno"] == errno.EAGAIN and events(stage)[0]["after"] <= 32, \
+        events(stage)
