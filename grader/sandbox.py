@@ -467,15 +467,18 @@ def seal() -> str:
         libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP
     if level == NAMESPACES:
         closed = [p for p in needed if not _open_to_all(p, mine=p == str(jail.home))]
-        if closed:
-            note += f" (but as root without capabilities: {closed[0]} is not readable by other users)"
-        else:
+        try:
+            if closed:
+                raise PermissionError(0, f"{closed[0]} is not readable by other users")
             for folder, _, files in os.walk(jail.home):
                 for name in [folder, *(os.path.join(folder, f) for f in files)]:
                     os.lchown(name, owner, owner)
             os.setgroups([])
             os.setresgid(owner, owner, owner)
             os.setresuid(owner, owner, owner)
+        except OSError as error:  # also: root of a user namespace (a batch run by a user), where no uid but 0 maps
+            note += f" (but as root without capabilities: {error.strerror})"
+        else:
             libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # a change of user clears PR_SET_PDEATHSIG
             if processes:  # counts every process and thread of the user: this stage's only
                 resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))

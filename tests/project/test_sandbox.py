@@ -8,6 +8,7 @@ level reached is what every grader result reports.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import signal
@@ -192,3 +193,33 @@ def test_a_stage_graded_as_root_cannot_start_more_processes_than_its_limit(tmp_p
         pytest.skip("RLIMIT_NPROC is set where the grader runs as root and a stage becomes a user of its own")
     assert events(stage)[:1] and events(stage)[0]["errno"] == errno.EAGAIN and events(stage)[0]["after"] <= 32, \
         events(stage)
+
+
+SEALED_PROBE = """
+import json, os, sys
+from pathlib import Path
+from grader import sandbox
+home = sandbox.private_home(Path(sys.argv[1]))
+def target(writer):
+    writer.send({"event": "sealed", "level": sandbox.seal(), "uid": os.getuid(), "passed": 1 + 1 == 2})
+    return 0
+stage = sandbox.start(target, sandbox.Limits(wall=600), output=Path(sys.argv[1]) / "out", jail=sandbox.Jail(home))
+stage.wait()
+print(json.dumps([event for by, event in sandbox.verified(bytes(stage.data), stage.key)[0] if by == "stage"]))
+"""
+
+
+def test_in_a_user_namespace_a_stage_stays_root_without_capabilities_and_says_why(tmp_path):
+    # a batch run by a user: the grader is root of a user namespace, where no uid of a stage's own maps
+    import shutil
+    import subprocess
+
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare command on this system")
+    done = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", SEALED_PROBE, str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=Path(sandbox.__file__).parent.parent)
+    if done.returncode != 0 and "unshare" in done.stderr:
+        pytest.skip(f"this system refuses user namespaces: {done.stderr.strip()}")
+    (sealed,) = json.loads(done.stdout.splitlines()[-1])
+    assert sealed["passed"] and sealed["uid"] == 0, (sealed, done.stderr)
+    assert sealed["level"].startswith(sandbox.NAMESPACES) and "as root without capabilities" in sealed["level"], sealed
