@@ -407,26 +407,16 @@ def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, 
         sys.pycache_prefix = str(jail.home / "pycache")  # never read tests/__pycache__ (nor write there)
         tempfile.tempdir = str(jail.home)
         global _SEAL
-        _SEAL = (jail, level, limits.processes, owner) if jail.seal else None
+        _SEAL = dict(home=str(jail.home), hidden=list(map(str, jail.hidden)), keep=list(map(str, jail.keep)),
+                     level=level, processes=limits.processes, owner=owner) if jail.seal else None
     if isinstance(target, list):
-        if jail is not None and jail.seal:
-            os.environ["KATA_SEAL"] = json.dumps([str(jail.home), [str(p) for p in jail.hidden], level,
-                                                  [str(p) for p in jail.keep], limits.processes, owner])
+        os.environ["KATA_SEAL"] = json.dumps(_SEAL)  # for the seal() of the fresh interpreter
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.execvp(target[0], target)
     return target(Writer(channel, key, "stage"))
 
 
-def _seal_from_environment() -> tuple[Jail, str, int, int] | None:
-    """In a command started as a stage (a fresh interpreter): the seal its keeper prepared."""
-    found = json.loads(os.environ.pop("KATA_SEAL", "null"))
-    if not found:
-        return None
-    home, hidden, level, keep, processes, owner = found
-    return Jail(Path(home), tuple(map(Path, hidden)), tuple(map(Path, keep))), level, processes, owner
-
-
-_SEAL = _seal_from_environment()
+_SEAL: dict | None = json.loads(os.environ.pop("KATA_SEAL", "null"))  # set in the stage (a command: by its keeper)
 
 
 def seal() -> str:
@@ -435,25 +425,24 @@ def seal() -> str:
     needs), give up privileges and, as root, become a user of its own. Returns the level reached."""
     if _SEAL is None:
         return ""
-    jail, level, processes, owner = _SEAL
-    libc, note = _libc(), ""
+    level, home, libc, note = _SEAL["level"], _SEAL["home"], _libc(), ""
     linecache.clearcache()  # the tests' source, read while they were collected, is not left in memory
     if level not in (NAMESPACES, USER_NAMESPACES):
         return level
-    for path in jail.hidden:
-        if path.is_dir():
-            libc.mount(b"tmpfs", str(path).encode(), b"tmpfs", _RDONLY, b"size=4k")
-        elif path.exists():
-            libc.mount(b"/dev/null", str(path).encode(), None, _BIND, None)
+    for path in _SEAL["hidden"]:
+        if os.path.isdir(path):
+            libc.mount(b"tmpfs", path.encode(), b"tmpfs", _RDONLY, b"size=4k")
+        elif os.path.exists(path):
+            libc.mount(b"/dev/null", path.encode(), None, _BIND, None)
     for name in ("null", "zero", "full", "random", "urandom", "tty", "proc/sys"):  # kept usable / sealed below
         path = f"/{'dev/' * (name != 'proc/sys')}{name}".encode()
         libc.mount(path, path, None, _BIND, None)
     libc.mount(b"/dev/null", b"/proc/sysrq-trigger", None, _BIND, None)
-    needed = (jail.home, *jail.keep, sys.prefix, sys.base_prefix, sys.exec_prefix, *filter(None, sys.path))
+    needed = (home, *_SEAL["keep"], sys.prefix, sys.base_prefix, sys.exec_prefix, *filter(None, sys.path))
     needed = [os.path.realpath(path) for path in needed if os.path.exists(path)]
     _empty(libc, needed)
     for point in _mount_points():  # read-only; /dev also without devices (but the few above)
-        if point in (str(jail.home), "/proc", "/dev/pts") or point.startswith("/dev/") and point != "/dev/shm":
+        if point in (home, "/proc", "/dev/pts") or point.startswith("/dev/") and point != "/dev/shm":
             continue
         try:
             kept = sum(ms for st, ms in _KEPT_FLAGS.items() if os.statvfs(point).f_flag & st)
@@ -466,11 +455,12 @@ def seal() -> str:
     for capability in range(64):
         libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP
     if level == NAMESPACES:
-        closed = [p for p in needed if not _open_to_all(p, mine=p == str(jail.home))]
+        closed = [p for p in needed if not _open_to_all(p, mine=p == home)]
         try:
             if closed:
                 raise PermissionError(0, f"{closed[0]} is not readable by other users")
-            for folder, _, files in os.walk(jail.home):
+            owner = _SEAL["owner"]
+            for folder, _, files in os.walk(home):
                 for name in [folder, *(os.path.join(folder, f) for f in files)]:
                     os.lchown(name, owner, owner)
             os.setgroups([])
@@ -480,8 +470,8 @@ def seal() -> str:
             note += f" (but as root without capabilities: {error.strerror})"
         else:
             libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # a change of user clears PR_SET_PDEATHSIG
-            if processes:  # counts every process and thread of the user: this stage's only
-                resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+            if _SEAL["processes"]:  # counts every process and thread of the user: this stage's only
+                resource.setrlimit(resource.RLIMIT_NPROC, (_SEAL["processes"], _SEAL["processes"]))
     libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: exec cannot give any back
     header, data = (ctypes.c_uint32 * 2)(0x20080522, 0), (ctypes.c_uint32 * 6)()
     if libc.syscall(126 if os.uname().machine == "x86_64" else 91, header, data) != 0:  # capset: none
