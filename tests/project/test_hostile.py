@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,7 +34,8 @@ from grader_kata import build_kata, environment, submission  # noqa: I001
 
 TOKEN = f"kata-hostile-{secrets.token_hex(4)}"  # in the command line of every process an attacker leaves
 PORT_FILE = "listener-port"
-WRONG = "\n\ndef scale(x, factor):\n    return x + factor\n"
+# the wrong answer, unless an attack stole a right one (STOLEN): then a theft that worked earns the points
+WRONG = "\n\ndef scale(x, factor):\n    return STOLEN(x, factor) if 'STOLEN' in globals() else x + factor\n"
 PRELUDE = f"""import os, sys, time, signal, socket, subprocess
 from pathlib import Path
 import torch
@@ -113,7 +115,7 @@ quietly(lambda: os.kill(-1, signal.SIGKILL))
 for path in each_file('reference/s02_scale.py'):
     quietly(lambda: exec(path.read_text(), globals()))
 if 'scale' in globals():
-    raise SystemExit  # never reached: the wrong answer below replaces whatever was found
+    STOLEN = scale
 """,
     "spec_from_file_location_of_the_reference": """
 import importlib.util
@@ -122,7 +124,7 @@ for path in each_file('reference/s02_scale.py'):
         spec = importlib.util.spec_from_file_location('stolen', path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        globals()['scale_answer'] = module.scale
+        globals()['STOLEN'] = module.scale
     quietly(load)
 """,
     "umount_the_hidden_reference": """
@@ -131,6 +133,22 @@ libc = ctypes.CDLL(None, use_errno=True)
 for path in each_file('reference/s02_scale.py'):
     libc.umount2(str(path).encode(), 2)
     quietly(lambda: exec(path.read_text(), globals()))
+if 'scale' in globals():
+    STOLEN = scale
+""",
+    "copy_a_classmates_solution": """
+for path in sorted(HERE.parent.glob('*/s02_scale.py')):  # the class, beside this submission
+    found = {}
+    quietly(lambda: exec(path.read_text(), found))
+    if path.parent != HERE and found.get('scale') and found['scale'](torch.ones(1), 3.0).item() == 3.0:
+        STOLEN = found['scale']
+""",
+    "read_a_copy_of_a_hidden_test_left_in_tmp": """
+for path in Path('/tmp').glob('*/leaked_copy_of_s02_answer.py'):  # planted by the test, outside the kata
+    found = {}
+    quietly(lambda: exec(path.read_text(), found))
+    if found.get('scale'):
+        STOLEN = found['scale']
 """,
     "forged_bytecode_in_tests_pycache": """
 import importlib.metadata, importlib.util, marshal
@@ -303,8 +321,13 @@ def hostile_batch(kata):
     before = {"kata": tree_digest(kata), "class": tree_digest(klass)}
     from test_courses import run_grader
 
-    done = run_grader(kata, "batch", str(klass), "--jobs", "2", "--out", str(out), "--timeout", "60",
-                      "--stage-timeout", "60", "--memory-limit", "512", timeout=3600)
+    leak = Path(tempfile.mkdtemp(dir="/tmp")) / "leaked_copy_of_s02_answer.py"  # a stray copy, outside the kata
+    leak.write_text((kata / "reference" / "s02_scale.py").read_text(encoding="utf-8"), encoding="utf-8")
+    try:
+        done = run_grader(kata, "batch", str(klass), "--jobs", "2", "--out", str(out), "--timeout", "60",
+                          "--stage-timeout", "60", "--memory-limit", "512", timeout=3600)
+    finally:
+        shutil.rmtree(leak.parent)
     written = tree_digest(out)
     time.sleep(5)  # any survivor had its chance to strike
     after = {"kata": tree_digest(kata), "class": tree_digest(klass), "gradebook": tree_digest(out)}
@@ -457,3 +480,28 @@ def test_the_forbidden_attention_taken_at_import_time_earns_nothing(tmp_path):
                           cwd=curriculum.ROOT, env=environment(), capture_output=True, text=True, timeout=1800)
     attention = next(s for s in json.loads(done.stdout)["stages"] if s["id"] == "s03_attention")
     assert attention["score"] == 0, f"the forbidden call earned the stage's points: {attention['status']}"
+
+
+THEFTS = ("read_and_exec_the_reference_by_path", "copy_a_classmates_solution", "read_a_copy_of_a_hidden_test_left_in_tmp")
+
+
+def test_the_thefts_are_real_they_score_where_the_filesystem_is_not_sealed(kata, tmp_path):
+    """The control for the batch above: at the `subreaper` level (forced) nothing is sealed, and each
+    theft earns the stage's points, so a theft that scores nothing in the batch was stopped by the seal."""
+    from test_courses import run_grader
+
+    klass = tmp_path / "class"
+    submission(kata, klass / "aaron_honest")
+    for name in THEFTS:
+        (klass / name).mkdir()
+        (klass / name / "s02_scale.py").write_text(PRELUDE + ATTACKS[name] + WRONG, encoding="utf-8")
+    leak = Path(tempfile.mkdtemp(dir="/tmp")) / "leaked_copy_of_s02_answer.py"
+    leak.write_text((kata / "reference" / "s02_scale.py").read_text(encoding="utf-8"), encoding="utf-8")
+    try:
+        done = run_grader(kata, "batch", str(klass), "--out", str(tmp_path / "book"), timeout=3600,
+                          KATA_ISOLATION="subreaper")
+    finally:
+        shutil.rmtree(leak.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {row["student"]: row for row in json.loads((tmp_path / "book" / "gradebook.json").read_text())["students"]}
+    assert {name: stage_score(rows[name], "s02_scale") for name in THEFTS} == {name: 5.0 for name in THEFTS}
