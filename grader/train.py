@@ -4,20 +4,18 @@
     python -m grader.train reverse     # ... or to reverse them
     python -m grader.train lm          # Part II: the decoder-only model on Frankenstein, then a sample
 
-Options: --impl exercises|reference|PATH (whose stages to use; default exercises), --steps N,
---seed S, --quiet (no progress line), -v (a crash's full traceback). The progress line, with an
-estimate of the time left, is shown only on a terminal.
-
-A stage is taken from --impl unless it is missing there, is still an untouched stub, cannot be
-read, fails to import, or raises NotImplementedError while training; then the reference stands
-in. The command lists the stages it used from --impl and those it substituted, and why. Exit
-status: 0 trained, 1 the training itself failed (one line naming your stage and file:line; -v for
-the traceback), 2 bad command line (one line on stderr). grader/pictures.py plans the same way.
+A stage is taken from --impl (default exercises/) unless it is missing there, is still an untouched
+stub, cannot be read, fails to import, or raises NotImplementedError while training; then the
+reference stands in, and the command says which stages were yours and which were substituted, and
+why. The progress line, with an estimate of the time left, is shown only on a terminal. Exit status:
+0 trained, 1 the training itself failed (one line naming your stage and file:line; -v for the
+traceback), 2 bad command line (one line on stderr). This plan, the crash line and the options
+--impl, --seed, --steps and -v are shared by grader/pictures.py and grader/generate.py.
 """
 
 from __future__ import annotations
 
-import argparse
+import random
 import re
 import sys
 import time
@@ -28,7 +26,7 @@ from pathlib import Path
 
 from . import curriculum, loader, run as runner, stubgen
 
-TASKS = ("copy", "reverse", "lm")
+REFERENCE = curriculum.REFERENCE
 TASK_STAGES = {  # the stages each task calls directly; their dependencies come along
     "copy": ("s11_copy_task",),
     "reverse": ("s11_copy_task",),
@@ -38,36 +36,31 @@ DEFAULT_STEPS = {"copy": 300, "reverse": 300, "lm": 400}  # copy/reverse: CopyTa
 LM_PROMPT = "It was on a dreary night of November"  # the opening of chapter 5
 LM_VOCAB = 512  # BPE vocabulary for the lm task
 NOT_WRITTEN = re.compile(r"(s\d\d_\w+): not written yet")
-
-HELP_TASK = "copy or reverse (Part I's encoder-decoder), or lm (Part II's decoder-only model on the shipped book)"
-HELP_IMPL = "whose stages to use: 'exercises' (default), 'reference', or a directory shaped like exercises/"
+HELP_IMPL = "whose stages to use: 'exercises' (default), 'reference', or a folder shaped like exercises/"
+HELP_VERBOSE = "if your code crashes, the full traceback (default: one line naming your stage and file:line)"
 HELP_STEPS = ("training steps; the learning rate decays to zero there (default: copy/reverse 300, stopping early after "
               "two held-out checks in a row at 100%%; lm 400)")
-HELP_SEED = "random seed for the model, the data and the sample (default 0)"
-HELP_QUIET = "no progress line (it is also off when the output is not a terminal)"
-HELP_VERBOSE = "if training crashes, the full traceback (default: one line naming your stage and file:line)"
 PROG = "python -m grader.train"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = curriculum.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=TASKS, help=HELP_TASK)
+def learner_parser(prog: str, doc: str, steps: str | None = None) -> curriculum.Parser:
+    """The options of every command that runs learner code: --impl, --seed, -v, and --steps given its help."""
+    parser = curriculum.Parser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("--impl", default="exercises", help=HELP_IMPL)
-    parser.add_argument("--steps", type=int, default=None, help=HELP_STEPS)
-    parser.add_argument("--seed", type=int, default=0, help=HELP_SEED)
-    parser.add_argument("--quiet", action="store_true", help=HELP_QUIET)
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("-v", "--verbose", action="store_true", help=HELP_VERBOSE)
+    if steps:
+        parser.add_argument("--steps", type=int, default=None, help=steps)
+    return parser
+
+
+def parse(parser: curriculum.Parser, argv: list[str]):
+    """The parsed arguments, --steps checked and --impl resolved to ``impl_path``; else UsageError."""
     args = parser.parse_args(argv)
-    if args.steps is not None and args.steps < 1:
+    if getattr(args, "steps", None) is not None and args.steps < 1:
         raise curriculum.UsageError(f"--steps must be at least 1, got {args.steps}")
     args.impl_path = curriculum.resolve_impl(args.impl, curriculum.load())
     return args
-
-
-def needed_stages(task: str, stages) -> list[str]:
-    """The stages the task calls and everything they depend on, in learning order."""
-    needed = {d for called in TASK_STAGES[task] for d in (called, *runner.closure(stages)[called])}
-    return [stage.id for stage in stages if stage.id in needed]
 
 
 @dataclass
@@ -75,30 +68,36 @@ class Plan:
     """Where each stage comes from, and why a needed stage was taken from the reference."""
 
     sources: dict[str, Path]
+    impl: Path
     substituted: dict[str, str] = field(default_factory=dict)  # stage id -> reason
-    impl: Path = curriculum.REFERENCE
 
     def substitute(self, stage_id: str, reason: str) -> None:
-        self.sources[stage_id] = curriculum.REFERENCE
+        self.sources[stage_id] = REFERENCE
         self.substituted[stage_id] = reason
 
     def yours(self) -> list[str]:
         """The stages taken from --impl, in learning order."""
-        return [s for s, tree in self.sources.items() if tree == self.impl != curriculum.REFERENCE]
+        return [s for s, tree in self.sources.items() if tree == self.impl != REFERENCE]
 
     def describe(self) -> list[str]:
         """The lines that say whose code is used: yours first, then every substitution and why."""
-        mine = [f"using yours: {', '.join(self.yours()) or 'none of your stages yet'}"] * (self.impl != curriculum.REFERENCE)
+        mine = [f"using yours: {', '.join(self.yours()) or 'none of your stages yet'}"] * (self.impl != REFERENCE)
         return mine + [f"using reference/{s}.py: yours is {why}" for s, why in self.substituted.items()]
 
+    def crashed_in(self, frames: list[tuple[str, int]]) -> tuple[str, int] | None:
+        """(stage id, line) of the innermost of ``frames`` (file name, line) in a stage of yours, or None."""
+        mine = {(self.impl / f"{s}.py").resolve(): s for s in self.yours()}
+        found = [(mine[Path(name).resolve()], line) for name, line in frames if Path(name).resolve() in mine]
+        return found[-1] if found else None
 
-def make_plan(impl: Path, needed: list[str], stages) -> Plan:
-    """Take every needed stage from impl, unless it is missing, unreadable, an untouched stub, or does not import."""
-    plan = Plan({stage.id: curriculum.REFERENCE for stage in stages}, impl=impl)
-    if impl == curriculum.REFERENCE:
-        return plan
-    for stage_id in needed:
-        path = impl / f"{stage_id}.py"
+
+def make_plan(impl: Path, called: tuple[str, ...]) -> Plan:
+    """The stages ``called`` and their dependencies from impl, unless missing, unreadable, a stub or not importing."""
+    stages = curriculum.load()
+    needed = {d for stage_id in called for d in (stage_id, *runner.closure(stages)[stage_id])}
+    plan = Plan({stage.id: REFERENCE for stage in stages}, impl)
+    for stage_id in [stage.id for stage in stages if stage.id in needed and impl != REFERENCE]:
+        path = impl / f"{stage_id}.py"  # in learning order, so a stage's dependencies are settled first
         try:
             text = loader.read_stage(path) if path.is_file() or path.is_symlink() else None
         except loader.StageFileError as error:
@@ -110,31 +109,24 @@ def make_plan(impl: Path, needed: list[str], stages) -> Plan:
             plan.substitute(stage_id, "not started")
         else:
             plan.sources[stage_id] = impl
-    for stage_id in needed:  # in learning order, so a stage's dependencies are settled first
-        if plan.sources[stage_id] != impl:
-            continue
-        try:
-            loader.load_stage(plan.sources, stage_id)
-        except Exception as error:  # noqa: BLE001 - any import failure means: use the reference
-            plan.substitute(stage_id, f"does not import ({type(error).__name__}: {error})")
+            try:
+                loader.load_stage(plan.sources, stage_id)
+            except Exception as error:  # noqa: BLE001 - any import failure means: use the reference
+                plan.substitute(stage_id, f"does not import ({type(error).__name__}: {error})")
     return plan
 
 
 class Progress:
-    """One progress line, rewritten in place on a terminal, with the time left; silent otherwise.
+    """One progress line, rewritten in place on a terminal (``live``), silent otherwise. A line that
+    says ``step N`` gets an estimate of the time left to ``total`` ("at most" when it may stop early)."""
 
-    ``total`` is the most steps the run takes; a line that says ``step N`` then gets an estimate
-    from the pace so far ("at most" when training may stop early).
-    """
-
-    STEP = re.compile(r"step\s+(\d+)")
-
-    def __init__(self, live: bool, stream=sys.stdout, total: int | None = None, early_stop: bool = False) -> None:
+    def __init__(self, live: bool = False, out=sys.stdout, total: int | None = None, early_stop: bool = False):
         self.live = live
-        self.stream = stream
+        self.out = out
+        self.total = total
+        self.early_stop = early_stop
         self.start = time.perf_counter()
         self.width = 0
-        self.total, self.early_stop = total, early_stop
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -142,40 +134,37 @@ class Progress:
     def __call__(self, line: str) -> None:
         if not self.live:
             return
-        done = self.STEP.search(line)
-        left = ""
-        if self.total and done and int(done.group(1)) > 0:
-            seconds = self.elapsed() * max(0, self.total - int(done.group(1))) / int(done.group(1))
-            left = f", {'at most ' if self.early_stop else ''}about {seconds:.0f}s left"
-        text = f"{line}  {self.elapsed():6.1f}s{left}"
-        self.stream.write("\r" + text.ljust(self.width))
-        self.stream.flush()
+        text = f"{line}  {self.elapsed():6.1f}s"
+        done = int((re.search(r"step\s+(\d+)", line) or [0, 0])[1])
+        if self.total and done:
+            left = self.elapsed() * max(0, self.total - done) / done
+            text += f", {'at most ' if self.early_stop else ''}about {left:.0f}s left"
+        self.out.write("\r" + text.ljust(self.width))
+        self.out.flush()
         self.width = len(text)
 
     def close(self) -> None:
         if self.live and self.width:
-            self.stream.write("\n")
-            self.stream.flush()
+            self.out.write("\n")
+            self.out.flush()
+        self.width = 0
 
 
 def train_copy(modules: Callable[[str], object], task: str, steps: int, seed: int, progress: Progress) -> list[str]:
     """Part I's capstone; returns the summary lines."""
-    import random
-
     copy_task = modules("s11_copy_task")
     config = copy_task.CopyTaskConfig(reverse=task == "reverse", max_steps=steps, seed=seed)
     result = copy_task.train_copy_task(config, log=progress)
     progress.close()
-    lines = [f"{task}: held-out exact match {result.accuracy:.1%} after {result.steps} steps ({progress.elapsed():.1f} s)"]
+    seconds = progress.elapsed()
+    lines = [f"{task}: held-out exact match {result.accuracy:.1%} after {result.steps} steps ({seconds:.1f} s)"]
     sources = copy_task.random_strings(3, config.min_len, config.max_len, random.Random(seed + 1))
-    targets = [s[::-1] if config.reverse else s for s in sources]
-    batch = copy_task.make_batch(sources, targets, result.vocab)
     vocab = result.vocab
+    batch = copy_task.make_batch(sources, [s[::-1] if config.reverse else s for s in sources], vocab)
     decoded = copy_task.greedy_decode(result.model, batch.src, batch.src_mask, config.max_len + 1,
                                       vocab.bos_id, vocab.eos_id, vocab.pad_id)
-    for source, row in zip(sources, decoded.tolist()):
-        lines.append(f"  {''.join(source):<12} -> {''.join(vocab.decode(row, skip_special=True))}")
-    return lines
+    return lines + [f"  {''.join(source):<12} -> {''.join(vocab.decode(row, skip_special=True))}"
+                    for source, row in zip(sources, decoded.tolist())]
 
 
 def train_lm(modules: Callable[[str], object], steps: int, seed: int, progress: Progress) -> list[str]:
@@ -202,8 +191,9 @@ def train_lm(modules: Callable[[str], object], steps: int, seed: int, progress: 
     prompt = torch.tensor([tokenizer.encode(LM_PROMPT)], dtype=torch.long)
     sample = generation.generate(model, prompt, 120, temperature=0.8, top_k=50, top_p=0.95, eos_id=tokenizer.eos_id,
                                  generator=torch.Generator().manual_seed(seed))
+    parameters = sum(p.numel() for p in model.parameters())
     return [
-        f"lm: {len(tokens):,} BPE tokens (vocabulary {tokenizer.vocab_size}), {sum(p.numel() for p in model.parameters()):,} parameters",
+        f"lm: {len(tokens):,} BPE tokens (vocabulary {tokenizer.vocab_size}), {parameters:,} parameters",
         f"lm: validation loss {result.val_loss:.3f} nats after {result.steps} steps "
         f"(unigram baseline {baseline:.3f}); {result.tokens_seen / seconds:,.0f} training tokens/s",
         "",
@@ -234,72 +224,71 @@ def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, aga
     learner's stages were in use."""
     if verbose:
         traceback.print_exception(error)
-    autograd = "gradient computation" in str(error) or "backward" in str(error)
-    forward = forward_trace(again) if again is not None and autograd else ""
     frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)]
-    frames += [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', forward)]
+    if again is not None and ("gradient computation" in str(error) or "backward" in str(error)):
+        forward = re.findall(r'File "([^"]+)", line (\d+)', forward_trace(again))
+        frames += [(name, int(line)) for name, line in forward]
     what = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}".rstrip(": ")
-    mine = {plan.impl.resolve() / f"{s}.py": s for s in plan.yours()}
-    found = next(((mine[Path(n).resolve()], line) for n, line in reversed(frames) if Path(n).resolve() in mine), None)
+    found = plan.crashed_in(frames)
     if found:
         line = f"your {found[0]} crashed at {plan.impl.name}/{found[0]}.py:{found[1]}: {what}"
     else:
         where = f" in {Path(frames[-1][0]).parent.name}/{Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else ""
-        line = f"crashed{where}" + (f", while using your {', '.join(plan.yours())}" if plan.yours() else "") + f": {what}"
+        using = f", while using your {', '.join(plan.yours())}" if plan.yours() else ""
+        line = f"crashed{where}{using}: {what}"
     print(f"{prog}: {line}" + ("" if verbose else " (-v shows the traceback)"), file=sys.stderr)
     return 1
 
 
-def run_plan(plan: Plan, work: Callable, progress: Callable[[], Progress], verbose: bool, prog: str = PROG,
-             out=sys.stdout) -> tuple[int, object]:
-    """(0, work(modules, progress)) run on the plan's stages. A stage of yours that raises
-    NotImplementedError is replaced by the reference and the work starts again; any other crash
-    is one line on stderr and (1, None)."""
+def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdout, **progress) -> tuple[int, object]:
+    """Say whose stages are used, then (0, work(modules, Progress(out=out, **progress))) run on them.
+    A stage of yours that raises NotImplementedError is replaced by the reference and the work
+    starts again; any other crash is one line on stderr and (1, None)."""
+    for line in plan.describe():
+        print(line, file=out)
     modules = lambda stage_id: loader.load_stage(plan.sources, stage_id)  # noqa: E731
     while True:
-        bar = progress()
+        bar = Progress(out=out, **progress)
         try:
             return 0, work(modules, bar)
-        except NotImplementedError as error:
-            bar.close()
-            match = NOT_WRITTEN.search(str(error))
-            stage_id = match.group(1) if match else None
-            if stage_id is None or plan.sources.get(stage_id) == curriculum.REFERENCE:
-                return report_crash(prog, error, plan, verbose), None
-            plan.substitute(stage_id, "not finished (it raises NotImplementedError)")
-            print(f"using reference/{stage_id}.py: yours is {plan.substituted[stage_id]}; starting again", file=out)
-        except curriculum.UsageError:
-            bar.close()
-            raise  # bad input (a checkpoint that cannot be run): one line, exit 2, from run_main
         except Exception as error:  # noqa: BLE001 - the learner's code may raise anything
             bar.close()
-            return report_crash(prog, error, plan, verbose, lambda: work(modules, Progress(False))), None
+            if isinstance(error, curriculum.UsageError):
+                raise  # bad input (a checkpoint that cannot be run): one line, exit 2, from run_main
+            found = NOT_WRITTEN.search(str(error)) if isinstance(error, NotImplementedError) else None
+            stage_id = found[1] if found else None
+            if stage_id is None or plan.sources.get(stage_id) == REFERENCE:
+                return report_crash(prog, error, plan, verbose, lambda: work(modules, Progress())), None
+            plan.substitute(stage_id, "not finished (it raises NotImplementedError)")
+            print(f"using reference/{stage_id}.py: yours is {plan.substituted[stage_id]}; starting again", file=out)
 
 
-def run(args: argparse.Namespace, out=sys.stdout) -> int:
+def run(argv: list[str], out=sys.stdout) -> int:
+    parser = learner_parser(PROG, __doc__, HELP_STEPS)
+    parser.add_argument("task", choices=TASK_STAGES, help="copy or reverse (Part I's encoder-decoder), or lm "
+                        "(Part II's decoder-only model on the shipped book)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line (off too when not on a terminal)")
+    args = parse(parser, argv)
     import torch
 
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and it leaves the machine usable
-    stages = curriculum.load()
-    plan = make_plan(args.impl_path, needed_stages(args.task, stages), stages)
     steps = args.steps or DEFAULT_STEPS[args.task]
-    for line in plan.describe():
-        print(line, file=out)
 
     def work(modules, progress: Progress) -> list[str]:
         if args.task == "lm":
             return train_lm(modules, steps, args.seed, progress)
         return train_copy(modules, args.task, steps, args.seed, progress)
 
-    live = not args.quiet and out.isatty()
-    code, lines = run_plan(plan, work, lambda: Progress(live, out, steps, args.task != "lm"), args.verbose, out=out)
+    plan = make_plan(args.impl_path, TASK_STAGES[args.task])
+    code, lines = run_plan(plan, work, args.verbose, PROG, out, live=not args.quiet and out.isatty(), total=steps,
+                           early_stop=args.task != "lm")
     if not code:
         print("\n".join(lines), file=out)
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    return curriculum.run_main(PROG, lambda: run(parse_args(sys.argv[1:] if argv is None else argv)))
+    return curriculum.run_main(PROG, run, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
