@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from .curriculum import UsageError, run_main
-from .train import learner_parser, make_plan, parse, run_plan
+from .train import make_plan, parse, run_plan
 
 PROG = "python -m grader.generate"
 STAGES = ("s13_bpe", "s21_generation")  # the stages called here; s21's dependencies come along
@@ -26,15 +26,15 @@ WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.b
 
 
 def parse_args(argv: list[str]):
-    parser = learner_parser(PROG, __doc__)
-    parser.add_argument("directory", type=Path, help="a checkpoint directory (config.json, tokenizer.json, weights)")
-    parser.add_argument("--prompt", required=True, help="the text to continue")
-    parser.add_argument("--max-new-tokens", type=int, default=40, help="at most this many new tokens (default 40)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; > 0: sample")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
-    parser.add_argument("--top-p", type=float, default=None, help="sample among the most likely tokens up to mass p")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
-    args = parse(parser, argv)
+    args = parse(PROG, __doc__, argv, {
+        "directory": {"type": Path, "help": "a checkpoint directory (config.json, tokenizer.json, weights)"},
+        "--prompt": {"required": True, "help": "the text to continue"},
+        "--max-new-tokens": {"type": int, "default": 40, "help": "at most this many new tokens (default 40)"},
+        "--temperature": {"type": float, "default": 0.0, "help": "0 (default): greedy; > 0: sample"},
+        "--top-k": {"type": int, "help": "sample among the k most likely tokens"},
+        "--top-p": {"type": float, "help": "sample among the most likely tokens up to mass p"},
+        "--device": {"default": "cpu", "help": "cpu (default), cuda or mps"},
+    })
     if args.max_new_tokens < 0 or args.temperature < 0:
         raise UsageError("--max-new-tokens and --temperature must not be negative")
     import torch

@@ -2,24 +2,21 @@
 
     python -m grader.pictures [--out DIR] [--impl exercises|reference|PATH] [--steps N] [--reverse] [-v]
 
-Trains the stage-11 capstone with YOUR stages, the reference standing in as in grader/train.py
-(which stages were yours and which were substituted is said first; a progress line with the time
-left is shown on a terminal), then writes into DIR: encoder_self_attention.png,
-decoder_self_attention.png, cross_attention.png, noam_schedule.png and training_loss.png.
-A model that has learned to copy reads source position t when it writes output token t, so its
-cross-attention is a bright diagonal (an anti-diagonal for --reverse).
+Trains the stage-11 capstone with YOUR stages (the reference standing in, and named, as in
+grader/train.py), then writes into DIR: encoder_self_attention.png, decoder_self_attention.png,
+cross_attention.png, noam_schedule.png and training_loss.png. A model that has learned to copy
+reads source position t when it writes output token t: its cross-attention is a bright diagonal
+(an anti-diagonal for --reverse). The weights are rebuilt, softmax(Q Kᵀ / sqrt(Dh)), from what
+a forward hook on each attention module sees: the model's code is unchanged.
 
-The attention weights are not stored by the model: a forward hook on every multi-head attention
-module captures its call, and softmax(Q Kᵀ / sqrt(Dh)) is rebuilt from the module's own
-projections (q_proj, k_proj, split_heads) and the mask it was given; the model's code is unchanged.
-
-matplotlib is optional for the rest of the kata; without it this command says how to install it
-and exits 2. Exit 0 when the pictures were written, 1 when training crashed (one line naming
-your stage and file:line; -v for the traceback), 2 on bad usage (one line).
+Without matplotlib (optional for the rest of the kata) it says how to install it and exits 2.
+Exit 0 when the pictures were written, 1 when training crashed (one line naming your stage and
+file:line; -v for the traceback), 2 on bad usage (one line).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import sys
@@ -27,7 +24,6 @@ from pathlib import Path
 
 from . import curriculum, loader, train
 
-MISSING_MATPLOTLIB = "pictures need matplotlib: python -m pip install matplotlib"
 CAPSTONE = "s11_copy_task"
 SCHEDULE = "s10_noam_and_loss"
 EXAMPLE = "hbdjagecfi"  # the source string whose attention is drawn: every symbol of the task once, no pattern
@@ -38,7 +34,6 @@ KINDS = {  # the heatmaps: kind -> what they show
     "cross": "cross-attention (decoder position -> source position)",
 }
 PROG = "python -m grader.pictures"
-HELP_STEPS = "train at most this many steps (default 300; it stops early after two held-out checks in a row at 100%%)"
 
 
 def import_pyplot():
@@ -46,7 +41,7 @@ def import_pyplot():
     try:
         import matplotlib
     except ImportError:
-        print(MISSING_MATPLOTLIB, file=sys.stderr)
+        print("pictures need matplotlib: python -m pip install matplotlib", file=sys.stderr)
         raise SystemExit(2) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -77,10 +72,11 @@ class AttentionRecorder:
 
     def __enter__(self) -> "AttentionRecorder":
         for name, module in self.modules.items():
-            record = lambda module, args, kwargs, output, name=name: self.weights.__setitem__(  # noqa: E731
-                name, attention_weights(module, args, kwargs))
-            self.handles.append(module.register_forward_hook(record, with_kwargs=True))
+            self.handles.append(module.register_forward_hook(functools.partial(self.record, name), with_kwargs=True))
         return self
+
+    def record(self, name: str, module, args: tuple, kwargs: dict, output) -> None:
+        self.weights[name] = attention_weights(module, args, kwargs)
 
     def __exit__(self, *exc) -> None:
         for handle in self.handles:
@@ -220,22 +216,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str]) -> int:
-    parser = train.learner_parser(PROG, __doc__, HELP_STEPS)
-    parser.add_argument("--out", type=Path, default=Path("pictures"),
-                        help="folder for the PNG files (created if missing; default: pictures)")
-    parser.add_argument("--reverse", action="store_true", help="train the reverse task instead of copy")
-    parser.add_argument("--layers", type=int, default=2, help="encoder and decoder layers (default: 2)")
-    parser.add_argument("--example", default=EXAMPLE,
-                        help=f"the source string whose attention is drawn, over the symbols a-j (default: {EXAMPLE})")
-    args = train.parse(parser, argv)
+    args = train.parse(PROG, __doc__, argv, {
+        "--out": {"type": Path, "default": Path("pictures"), "help": "folder for the PNG files (default: pictures)"},
+        "--steps": {"type": int, "help": "train at most this many steps (default 300; it stops early after two "
+                    "held-out checks in a row at 100%%)"},
+        "--reverse": {"action": "store_true", "help": "train the reverse task instead of copy"},
+        "--layers": {"type": int, "default": 2, "help": "encoder and decoder layers (default: 2)"},
+        "--example": {"default": EXAMPLE, "help": f"the source string whose attention is drawn, over a-j ({EXAMPLE})"},
+    })
     plt = import_pyplot()  # before training: no one should wait a minute to learn it is missing
     if args.layers < 1:
-        parser.error("--layers must be at least 1")
+        raise curriculum.UsageError("--layers must be at least 1")
     if not set(args.example) <= set(EXAMPLE) or not 1 <= len(args.example) <= 10:
-        parser.error(f"--example must be 1 to 10 symbols from {''.join(sorted(EXAMPLE))}")
+        raise curriculum.UsageError(f"--example must be 1 to 10 symbols from {''.join(sorted(EXAMPLE))}")
     out = args.out.resolve()
     if args.out.exists() and not args.out.is_dir() or curriculum.EXERCISES.resolve() in [out, *out.parents]:
-        parser.error(f"--out {args.out}: must be a folder outside exercises/")
+        raise curriculum.UsageError(f"--out {args.out}: must be a folder outside exercises/")
 
     def work(modules, progress: train.Progress):
         copy_task = modules(CAPSTONE)

@@ -4,13 +4,12 @@
     python -m grader.train reverse     # ... or to reverse them
     python -m grader.train lm          # Part II: the decoder-only model on Frankenstein, then a sample
 
-A stage is taken from --impl (default exercises/) unless it is missing there, is still an untouched
-stub, cannot be read, fails to import, or raises NotImplementedError while training; then the
-reference stands in, and the command says which stages were yours and which were substituted, and
-why. The progress line, with an estimate of the time left, is shown only on a terminal. Exit status:
-0 trained, 1 the training itself failed (one line naming your stage and file:line; -v for the
-traceback), 2 bad command line (one line on stderr). This plan, the crash line and the options
---impl, --seed, --steps and -v are shared by grader/pictures.py and grader/generate.py.
+A stage is taken from --impl (default exercises/) unless it is missing there, an untouched stub,
+unreadable, fails to import, or raises NotImplementedError while training; then the reference
+stands in, and the command says which stages were yours, which were substituted, and why (as do
+grader/pictures.py and grader/generate.py, which share this plan, the crash line and the options).
+Exit status: 0 trained, 1 training failed (one line naming your stage and file:line; -v for the
+traceback), 2 bad command line (one line on stderr). Progress is shown only on a terminal.
 """
 
 from __future__ import annotations
@@ -34,28 +33,22 @@ TASK_STAGES = {  # the stages each task calls directly; their dependencies come 
 }
 DEFAULT_STEPS = {"copy": 300, "reverse": 300, "lm": 400}  # copy/reverse: CopyTaskConfig.max_steps
 LM_PROMPT = "It was on a dreary night of November"  # the opening of chapter 5
-LM_VOCAB = 512  # BPE vocabulary for the lm task
 NOT_WRITTEN = re.compile(r"(s\d\d_\w+): not written yet")
-HELP_IMPL = "whose stages to use: 'exercises' (default), 'reference', or a folder shaped like exercises/"
-HELP_VERBOSE = "if your code crashes, the full traceback (default: one line naming your stage and file:line)"
-HELP_STEPS = ("training steps; the learning rate decays to zero there (default: copy/reverse 300, stopping early after "
-              "two held-out checks in a row at 100%%; lm 400)")
+OPTIONS = {  # the options of every command that runs learner code, as add_argument's keywords
+    "--impl": {"default": "exercises", "help": "whose stages to use: 'exercises' (default), 'reference', or a folder "
+               "shaped like exercises/"},
+    "--seed": {"type": int, "default": 0, "help": "random seed (default 0)"},
+    "-v --verbose": {"action": "store_true", "help": "if your code crashes, the full traceback (default: one line "
+                     "naming your stage and file:line)"},
+}
 PROG = "python -m grader.train"
 
 
-def learner_parser(prog: str, doc: str, steps: str | None = None) -> curriculum.Parser:
-    """The options of every command that runs learner code: --impl, --seed, -v, and --steps given its help."""
+def parse(prog: str, doc: str, argv: list[str], options: dict[str, dict]):
+    """``argv`` parsed with OPTIONS and ``options``, --steps checked and --impl resolved to ``impl_path``."""
     parser = curriculum.Parser(prog=prog, description=doc.split("\n\n")[0])
-    parser.add_argument("--impl", default="exercises", help=HELP_IMPL)
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("-v", "--verbose", action="store_true", help=HELP_VERBOSE)
-    if steps:
-        parser.add_argument("--steps", type=int, default=None, help=steps)
-    return parser
-
-
-def parse(parser: curriculum.Parser, argv: list[str]):
-    """The parsed arguments, --steps checked and --impl resolved to ``impl_path``; else UsageError."""
+    for flags, settings in {**OPTIONS, **options}.items():
+        parser.add_argument(*flags.split(), **settings)
     args = parser.parse_args(argv)
     if getattr(args, "steps", None) is not None and args.steps < 1:
         raise curriculum.UsageError(f"--steps must be at least 1, got {args.steps}")
@@ -117,8 +110,7 @@ def make_plan(impl: Path, called: tuple[str, ...]) -> Plan:
 
 
 class Progress:
-    """One progress line, rewritten in place on a terminal (``live``), silent otherwise. A line that
-    says ``step N`` gets an estimate of the time left to ``total`` ("at most" when it may stop early)."""
+    """A line rewritten in place on a terminal (``live``), with the time left to ``total`` once it says ``step N``."""
 
     def __init__(self, live: bool = False, out=sys.stdout, total: int | None = None, early_stop: bool = False):
         self.live = live
@@ -150,15 +142,15 @@ class Progress:
         self.width = 0
 
 
-def train_copy(modules: Callable[[str], object], task: str, steps: int, seed: int, progress: Progress) -> list[str]:
+def train_copy(modules: Callable[[str], object], args, steps: int, progress: Progress) -> list[str]:
     """Part I's capstone; returns the summary lines."""
     copy_task = modules("s11_copy_task")
-    config = copy_task.CopyTaskConfig(reverse=task == "reverse", max_steps=steps, seed=seed)
+    config = copy_task.CopyTaskConfig(reverse=args.task == "reverse", max_steps=steps, seed=args.seed)
     result = copy_task.train_copy_task(config, log=progress)
     progress.close()
     seconds = progress.elapsed()
-    lines = [f"{task}: held-out exact match {result.accuracy:.1%} after {result.steps} steps ({seconds:.1f} s)"]
-    sources = copy_task.random_strings(3, config.min_len, config.max_len, random.Random(seed + 1))
+    lines = [f"{args.task}: held-out exact match {result.accuracy:.1%} after {result.steps} steps ({seconds:.1f} s)"]
+    sources = copy_task.random_strings(3, config.min_len, config.max_len, random.Random(args.seed + 1))
     vocab = result.vocab
     batch = copy_task.make_batch(sources, [s[::-1] if config.reverse else s for s in sources], vocab)
     decoded = copy_task.greedy_decode(result.model, batch.src, batch.src_mask, config.max_len + 1,
@@ -167,22 +159,22 @@ def train_copy(modules: Callable[[str], object], task: str, steps: int, seed: in
                     for source, row in zip(sources, decoded.tolist())]
 
 
-def train_lm(modules: Callable[[str], object], steps: int, seed: int, progress: Progress) -> list[str]:
+def train_lm(modules: Callable[[str], object], args, steps: int, progress: Progress) -> list[str]:
     """Part II's capstone: BPE on the book, a tiny Llama, a sample; returns the summary lines."""
     import torch
 
     corpus, bpe_stage = modules("s12_corpus"), modules("s13_bpe")
     training, generation = modules("s20_lm_training"), modules("s21_generation")
-    torch.manual_seed(seed)
+    torch.manual_seed(args.seed)
     progress("lm: training the BPE tokenizer")
     text = corpus.load_corpus()
     tokenizer = bpe_stage.ByteBPE()
-    tokenizer.train(text, LM_VOCAB)
+    tokenizer.train(text, 512)
     tokens = torch.tensor(tokenizer.encode(text), dtype=torch.long)
     train, val = corpus.split_tokens(tokens, 0.1)
     model = training.tiny_llama(tokenizer.vocab_size, d_model=64, max_seq_len=256)
     config = training.TrainConfig(steps=steps, batch_size=16, context=64, lr=3e-3, warmup=max(1, steps // 10),
-                                  eval_every=max(1, steps // 20), eval_windows=32, seed=seed)
+                                  eval_every=max(1, steps // 20), eval_windows=32, seed=args.seed)
     baseline = training.unigram_baseline(train, val, tokenizer.vocab_size)
     start = time.perf_counter()
     result = training.train_lm(model, train, val, config, log=lambda line: progress(f"lm: {line}"))
@@ -190,7 +182,7 @@ def train_lm(modules: Callable[[str], object], steps: int, seed: int, progress: 
     progress.close()
     prompt = torch.tensor([tokenizer.encode(LM_PROMPT)], dtype=torch.long)
     sample = generation.generate(model, prompt, 120, temperature=0.8, top_k=50, top_p=0.95, eos_id=tokenizer.eos_id,
-                                 generator=torch.Generator().manual_seed(seed))
+                                 generator=torch.Generator().manual_seed(args.seed))
     parameters = sum(p.numel() for p in model.parameters())
     return [
         f"lm: {len(tokens):,} BPE tokens (vocabulary {tokenizer.vocab_size}), {parameters:,} parameters",
@@ -202,8 +194,7 @@ def train_lm(modules: Callable[[str], object], steps: int, seed: int, progress: 
 
 
 def forward_trace(again: Callable[[], object]) -> str:
-    """Run ``again`` (the crashed run) under autograd's anomaly mode: for an error in backward it
-    warns with the traceback of the forward call that made the failing node; return that text."""
+    """The traceback of the forward call behind a failing backward: ``again`` (the crashed run) under anomaly mode."""
     import warnings
 
     import torch
@@ -218,10 +209,8 @@ def forward_trace(again: Callable[[], object]) -> str:
 
 
 def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, again=None) -> int:
-    """Exit status 1 with one line on stderr (-v: the whole traceback first): the learner's stage and
-    file:line when learner code is on the traceback, or on the forward call that made a failing
-    backward (``again`` re-runs the crashed work to find it), else where it happened and which of the
-    learner's stages were in use."""
+    """Exit status 1, one line on stderr (-v: the traceback first): the learner's stage and file:line on
+    the traceback (or, via ``again``, on the forward call behind a failing backward), else where it was."""
     if verbose:
         traceback.print_exception(error)
     frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)]
@@ -241,9 +230,8 @@ def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, aga
 
 
 def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdout, **progress) -> tuple[int, object]:
-    """Say whose stages are used, then (0, work(modules, Progress(out=out, **progress))) run on them.
-    A stage of yours that raises NotImplementedError is replaced by the reference and the work
-    starts again; any other crash is one line on stderr and (1, None)."""
+    """Say whose stages are used, then (0, work(modules, Progress(out=out, **progress))). A stage of yours raising
+    NotImplementedError is replaced and the work starts again; any other crash is one line and (1, None)."""
     for line in plan.describe():
         print(line, file=out)
     modules = lambda stage_id: loader.load_stage(plan.sources, stage_id)  # noqa: E731
@@ -264,24 +252,21 @@ def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdou
 
 
 def run(argv: list[str], out=sys.stdout) -> int:
-    parser = learner_parser(PROG, __doc__, HELP_STEPS)
-    parser.add_argument("task", choices=TASK_STAGES, help="copy or reverse (Part I's encoder-decoder), or lm "
-                        "(Part II's decoder-only model on the shipped book)")
-    parser.add_argument("--quiet", action="store_true", help="no progress line (off too when not on a terminal)")
-    args = parse(parser, argv)
+    args = parse(PROG, __doc__, argv, {
+        "task": {"choices": TASK_STAGES, "help": "copy or reverse (Part I's encoder-decoder), or lm (Part II's "
+                 "decoder-only model on the shipped book)"},
+        "--steps": {"type": int, "help": "training steps; the learning rate decays to zero there (default: copy/"
+                    "reverse 300, stopping early after two held-out checks in a row at 100%%; lm 400)"},
+        "--quiet": {"action": "store_true", "help": "no progress line (off too when not on a terminal)"},
+    })
     import torch
 
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and it leaves the machine usable
     steps = args.steps or DEFAULT_STEPS[args.task]
-
-    def work(modules, progress: Progress) -> list[str]:
-        if args.task == "lm":
-            return train_lm(modules, steps, args.seed, progress)
-        return train_copy(modules, args.task, steps, args.seed, progress)
-
-    plan = make_plan(args.impl_path, TASK_STAGES[args.task])
-    code, lines = run_plan(plan, work, args.verbose, PROG, out, live=not args.quiet and out.isatty(), total=steps,
-                           early_stop=args.task != "lm")
+    trainer = train_lm if args.task == "lm" else train_copy
+    code, lines = run_plan(make_plan(args.impl_path, TASK_STAGES[args.task]),
+                           lambda modules, progress: trainer(modules, args, steps, progress), args.verbose, PROG, out,
+                           live=not args.quiet and out.isatty(), total=steps, early_stop=args.task != "lm")
     if not code:
         print("\n".join(lines), file=out)
     return code
