@@ -2,12 +2,10 @@
 
     python -m grader.generate DIR --prompt "It was a dark and stormy night"
 
-DIR is a local directory holding config.json, tokenizer.json and the weights (model.safetensors,
-its shards with model.safetensors.index.json, or pytorch_model.bin). The kata downloads nothing.
-Your stages do the work: the tokenizer (s13), RoPE, GQA with its KV cache, RMSNorm, SwiGLU, the
-model and its loader (s14-s19) and sampling (s21); the reference stands in for a stage as in
-grader/train.py, and the command says so (on stderr). Exit status: 0 generated, 1 your code failed
-(one line naming your stage), 2 bad command line or a directory that is not a usable checkpoint.
+DIR holds config.json, tokenizer.json and the weights (model.safetensors, its shards with
+model.safetensors.index.json, or pytorch_model.bin); the kata downloads nothing. Your stages s13-s19
+and s21 do the work, the reference standing in (named on stderr) as in grader/train.py. Exit status:
+0 generated, 1 your code failed (one line naming your stage), 2 bad command line or unusable DIR.
 """
 
 from __future__ import annotations
@@ -107,11 +105,10 @@ def generate(modules, args, out, plan) -> int:
             new_ids.append(int(next_id))
             text = args.prompt + tokenizer.decode(new_ids)
             if not text.endswith("\ufffd"):  # a character whose bytes are not all there yet waits
-                out.write(text[shown:])
-                out.flush()
+                print(text[shown:], end="", file=out, flush=True)
                 shown = len(text)
             tokens = next_id[:, None]  # (1, 1)
-    out.write((args.prompt + tokenizer.decode(new_ids))[shown:] + "\n")
+    print((args.prompt + tokenizer.decode(new_ids))[shown:], file=out)
     return 0
 
 

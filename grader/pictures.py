@@ -17,6 +17,7 @@ file:line; -v for the traceback), 2 on bad usage (one line).
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import math
 import sys
@@ -44,9 +45,7 @@ def import_pyplot():
         print("pictures need matplotlib: python -m pip install matplotlib", file=sys.stderr)
         raise SystemExit(2) from None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return importlib.import_module("matplotlib.pyplot")
 
 
 def load_capstone(impl: Path):
@@ -61,9 +60,8 @@ def is_attention(module) -> bool:
 
 
 class AttentionRecorder:
-    """A context manager around a forward pass: ``weights`` then maps the name of each multi-head
-    attention module ("encoder.layers.0.self_attn", ...) to its (B, H, Sq, Sk) weights. Its hooks
-    are removed on exit: the model is left as it was."""
+    """Around a forward pass: ``weights`` maps each attention module's name to its (B, H, Sq, Sk) weights.
+    The hooks are removed on exit: the model is left as it was."""
 
     def __init__(self, model) -> None:
         self.modules = {name: module for name, module in model.named_modules() if is_attention(module)}
@@ -85,8 +83,7 @@ class AttentionRecorder:
 
 
 def attention_weights(module, args: tuple, kwargs: dict):
-    """softmax(Q Kᵀ / sqrt(Dh)), (B, H, Sq, Sk), for a MultiHeadAttention's forward(query, key, value,
-    mask) call, rebuilt from its projections; masked keys get exactly 0, as in stage 3."""
+    """softmax(Q Kᵀ / sqrt(Dh)) (B, H, Sq, Sk) of a forward(query, key, value, mask) call; masked keys get 0."""
     import torch
 
     try:
@@ -106,9 +103,8 @@ def attention_weights(module, args: tuple, kwargs: dict):
 
 
 def record_example(copy_task, model, vocab, source: list[str]) -> dict:
-    """Greedy-decode ``source``, then re-run that decoding teacher-forced with the hooks on: a dict of
-    "weights" ({module name: (H, Sq, Sk)}), "reads" (the decoder's input: <bos> and the output so
-    far), "writes" (the token predicted at each decoder position) and "output" (the answer)."""
+    """Greedy-decode ``source``, then re-run that decoding teacher-forced with the hooks on: {"weights":
+    {module name: (H, Sq, Sk)}, "reads": decoder inputs, "writes": their predictions, "output": the answer}."""
     import torch
 
     batch = copy_task.make_batch([source], [source], vocab)
@@ -127,18 +123,15 @@ def record_example(copy_task, model, vocab, source: list[str]) -> dict:
     }
 
 
-def by_kind(weights: dict) -> dict[str, list]:
-    """{kind: [(module name, (H, Sq, Sk) weights), ...] in layer order}."""
-    grouped: dict[str, list] = {kind: [] for kind in KINDS}
-    for name, w in weights.items():
-        kind = "encoder_self" if name.startswith("encoder") else "cross" if "cross" in name else "decoder_self"
-        grouped[kind].append((name, w))
-    return grouped
+def of_kind(weights: dict, kind: str) -> list:
+    """The (H, Sq, Sk) weights of the modules of one of the KINDS, in layer order."""
+    kinds = ["encoder_self" if name.startswith("encoder") else "cross" if "cross" in name else "decoder_self"
+             for name in weights]
+    return [w for w, its in zip(weights.values(), kinds) if its == kind]
 
 
 def diagonal_fraction(weights, reverse: bool = False) -> float:
-    """The fraction of output positions whose head-averaged (H, T, S) cross-attention peaks on source
-    position t (S - 1 - t for ``reverse``); T = S + 1, the last position writing eos, is left out."""
+    """How many output positions' head-averaged (H, T, S) cross-attention peaks on source t (S - 1 - t: reverse)."""
     average = weights.mean(dim=0)  # (T, S)
     length = average.size(1)
     hits = [int(average[t].argmax()) == (length - 1 - t if reverse else t) for t in range(min(average.shape))]
@@ -154,10 +147,10 @@ def save(plt, figure, title: str, path: Path) -> Path:
 
 def plot_attention(plt, maps: list, columns: list[str], rows: list[str], title: str, path: Path) -> Path:
     """One heatmap per (layer, head): rows are query positions, columns key positions."""
-    n_layers, n_heads = len(maps), maps[0][1].size(0)
+    n_layers, n_heads = len(maps), maps[0].size(0)
     figure, axes = plt.subplots(n_layers, n_heads, figsize=(2.6 * n_heads + 1, 2.6 * n_layers + 0.8),
                                 squeeze=False, constrained_layout=True)
-    for layer, (name, weights) in enumerate(maps):
+    for layer, weights in enumerate(maps):
         for head, axis in enumerate(axes[layer]):
             image = axis.imshow(weights[head].cpu().numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
             axis.set_xticks(range(len(columns)), columns, fontsize=7, rotation=90)
@@ -197,13 +190,12 @@ def write_pictures(plt, copy_task, schedule, result, config, source: list[str], 
     """Write the five PNG files for a trained ``result``; return their paths and the recorded example."""
     out.mkdir(parents=True, exist_ok=True)
     example = record_example(copy_task, result.model, result.vocab, source)
-    grouped = by_kind(example["weights"])
     queries = [f"{r} → {w}" for r, w in zip(example["reads"], example["writes"])]  # reads -> writes
     task = "reverse" if config.reverse else "copy"
     axes = {"encoder_self": (source, source), "decoder_self": (example["reads"], queries), "cross": (source, queries)}
     model = f"{task} model after {result.steps} steps"
     shown = f"source {''.join(source)!r}, output {''.join(example['output'])!r}"
-    written = [plot_attention(plt, grouped[kind], *axes[kind], f"{model}: {what}\n{shown}",
+    written = [plot_attention(plt, of_kind(example["weights"], kind), *axes[kind], f"{model}: {what}\n{shown}",
                               out / f"{kind}_attention.png") for kind, what in KINDS.items()]
     written.append(plot_schedule(plt, schedule.noam_lr, config, out / "noam_schedule.png"))
     written.append(plot_training(plt, result.losses, result.accuracies, f"{task} task, {config.n_layers} layer(s): "
@@ -250,7 +242,7 @@ def run(argv: list[str]) -> int:
     if code:
         return code
     result, written, example = done
-    cross = by_kind(example["weights"])["cross"][-1][1]
+    cross = of_kind(example["weights"], "cross")[-1]
     print(f"trained {result.steps} steps, held-out exact match {result.accuracy:.1%}; "
           f"{args.example!r} -> {''.join(example['output'])!r}; last layer's cross-attention peaks on the "
           f"{'anti-' if args.reverse else ''}diagonal at {diagonal_fraction(cross, args.reverse):.0%} of positions")

@@ -1,16 +1,13 @@
 """Make the learner's stubs from the reference: same file, every function body replaced.
 
-Everything above a function's body stays as the reference has it (imports, classes, signatures,
-docstrings, constants); the body becomes a TODO and a NotImplementedError that names the stage
-and the hint command. Its numbered step comments (``# 1) project, and split into heads``) stay as
-its skeleton, each followed by a TODO. A function whose ``def`` line (or first decorator) is
-directly preceded by a ``# kata: given`` comment keeps its body: it is scaffolding, not exercise.
+A body becomes its numbered step comments (``# 1) project, and split into heads``), each with a
+TODO (or one TODO), then a NotImplementedError naming the stage and the hint command; everything
+else stays. A function right under a ``# kata: given`` comment keeps its body (scaffolding).
 
     python -m grader.stubgen            # rewrite the untouched stubs in exercises/ from reference/
     python -m grader.stubgen --check    # exit 1 if an untouched stub differs from what it would write
 
-A stub is a fixed point of ``make_stub``; a file that is not (a learner has written code in it)
-is never overwritten.
+A stub is a fixed point of ``make_stub``; a file that is not (it has a learner's code) is never overwritten.
 """
 
 from __future__ import annotations

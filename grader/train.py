@@ -92,33 +92,30 @@ def make_plan(impl: Path, called: tuple[str, ...]) -> Plan:
     for stage_id in [stage.id for stage in stages if stage.id in needed and impl != REFERENCE]:
         path = impl / f"{stage_id}.py"  # in learning order, so a stage's dependencies are settled first
         try:
-            text = loader.read_stage(path) if path.is_file() or path.is_symlink() else None
+            reason = "not started" if stubgen.is_untouched(loader.read_stage(path), stage_id) else None
         except loader.StageFileError as error:
-            plan.substitute(stage_id, f"refused ({error})")
-            continue
-        if text is None:
-            plan.substitute(stage_id, "missing")
-        elif stubgen.is_untouched(text, stage_id):
-            plan.substitute(stage_id, "not started")
-        else:
+            reason = f"refused ({error})" if path.is_file() or path.is_symlink() else "missing"
+        if reason is None:
             plan.sources[stage_id] = impl
             try:
                 loader.load_stage(plan.sources, stage_id)
             except Exception as error:  # noqa: BLE001 - any import failure means: use the reference
-                plan.substitute(stage_id, f"does not import ({type(error).__name__}: {error})")
+                reason = f"does not import ({type(error).__name__}: {error})"
+        if reason:
+            plan.substitute(stage_id, reason)
     return plan
 
 
+@dataclass
 class Progress:
     """A line rewritten in place on a terminal (``live``), with the time left to ``total`` once it says ``step N``."""
 
-    def __init__(self, live: bool = False, out=sys.stdout, total: int | None = None, early_stop: bool = False):
-        self.live = live
-        self.out = out
-        self.total = total
-        self.early_stop = early_stop
-        self.start = time.perf_counter()
-        self.width = 0
+    live: bool = False
+    out: object = sys.stdout
+    total: int | None = None
+    early_stop: bool = False  # the time left is "at most" that
+    start: float = field(default_factory=time.perf_counter)
+    width: int = 0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -131,14 +128,12 @@ class Progress:
         if self.total and done:
             left = self.elapsed() * max(0, self.total - done) / done
             text += f", {'at most ' if self.early_stop else ''}about {left:.0f}s left"
-        self.out.write("\r" + text.ljust(self.width))
-        self.out.flush()
+        print("\r" + text.ljust(self.width), end="", file=self.out, flush=True)
         self.width = len(text)
 
     def close(self) -> None:
         if self.live and self.width:
-            self.out.write("\n")
-            self.out.flush()
+            print(file=self.out, flush=True)
         self.width = 0
 
 
@@ -209,8 +204,8 @@ def forward_trace(again: Callable[[], object]) -> str:
 
 
 def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, again=None) -> int:
-    """Exit status 1, one line on stderr (-v: the traceback first): the learner's stage and file:line on
-    the traceback (or, via ``again``, on the forward call behind a failing backward), else where it was."""
+    """Exit status 1 and one line on stderr: your stage's file:line on the traceback (or, via ``again``, on the
+    forward call behind a failing backward), else where it crashed; -v: the traceback first."""
     if verbose:
         traceback.print_exception(error)
     frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)]
