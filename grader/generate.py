@@ -15,6 +15,8 @@ import sys
 import traceback
 from pathlib import Path
 
+import torch
+
 from .curriculum import UsageError, run_main
 from .train import make_plan, parse, run_plan
 
@@ -23,47 +25,20 @@ STAGES = ("s13_bpe", "s21_generation")  # the stages called here; s21's dependen
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-def parse_args(argv: list[str]):
-    args = parse(PROG, __doc__, argv, {
-        "directory": {"type": Path, "help": "a checkpoint directory (config.json, tokenizer.json, weights)"},
-        "--prompt": {"required": True, "help": "the text to continue"},
-        "--max-new-tokens": {"type": int, "default": 40, "help": "at most this many new tokens (default 40)"},
-        "--temperature": {"type": float, "default": 0.0, "help": "0 (default): greedy; > 0: sample"},
-        "--top-k": {"type": int, "help": "sample among the k most likely tokens"},
-        "--top-p": {"type": float, "help": "sample among the most likely tokens up to mass p"},
-        "--device": {"default": "cpu", "help": "cpu (default), cuda or mps"},
-    })
-    if args.max_new_tokens < 0 or args.temperature < 0:
-        raise UsageError("--max-new-tokens and --temperature must not be negative")
-    import torch
-
-    kind = args.device.split(":")[0]
-    usable = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not usable.get(kind):
-        why = "not available here" if kind in usable else "use cpu, cuda or mps"
-        raise UsageError(f"--device {args.device}: {why}")
-    args.directory = args.directory.expanduser()
-    problem = checkpoint_problem(args.directory)
-    if problem:
-        raise UsageError(f"{args.directory}: {problem}")
-    return args
-
-
-def checkpoint_problem(directory: Path) -> str | None:
-    """Why ``directory`` is not a checkpoint this command can run, or None."""
+def check_checkpoint(directory: Path) -> None:
+    """UsageError if ``directory`` is not a checkpoint this command can run, saying why."""
     if not directory.is_dir():
-        return "no such directory"
+        raise UsageError(f"{directory}: no such directory")
     missing = [name for name in ("config.json", "tokenizer.json") if not (directory / name).is_file()]
     if not any((directory / name).is_file() for name in WEIGHTS):
         missing.append(" or ".join(WEIGHTS))
     if missing:
-        return f"not a checkpoint directory: no {', no '.join(missing)}"
+        raise UsageError(f"{directory}: not a checkpoint directory: no {', no '.join(missing)}")
     try:
         for name in ("config.json", "tokenizer.json"):
             json.loads((directory / name).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return f"unreadable config.json or tokenizer.json ({error})"
-    return None
+        raise UsageError(f"{directory}: unreadable config.json or tokenizer.json ({error})") from None
 
 
 def special_ids(directory: Path) -> tuple[list[int], set[int]]:
@@ -80,8 +55,6 @@ def special_ids(directory: Path) -> tuple[list[int], set[int]]:
 
 def generate(modules, args, out, plan) -> int:
     """Load, then print the prompt and each new piece of text as soon as it decodes."""
-    import torch
-
     llama, bpe, sampling = modules("s19_llama"), modules("s13_bpe"), modules("s21_generation")
     try:
         tokenizer = bpe.ByteBPE.from_tokenizer_json(args.directory / "tokenizer.json")
@@ -113,7 +86,24 @@ def generate(modules, args, out, plan) -> int:
 
 
 def run(argv: list[str], out=sys.stdout) -> int:
-    args = parse_args(argv)
+    args = parse(PROG, __doc__, argv, {
+        "directory": {"type": Path, "help": "a checkpoint directory (config.json, tokenizer.json, weights)"},
+        "--prompt": {"required": True, "help": "the text to continue"},
+        "--max-new-tokens": {"type": int, "default": 40, "help": "at most this many new tokens (default 40)"},
+        "--temperature": {"type": float, "default": 0.0, "help": "0 (default): greedy; > 0: sample"},
+        "--top-k": {"type": int, "help": "sample among the k most likely tokens"},
+        "--top-p": {"type": float, "help": "sample among the most likely tokens up to mass p"},
+        "--device": {"default": "cpu", "help": "cpu (default), cuda or mps"},
+    })
+    if args.max_new_tokens < 0 or args.temperature < 0:
+        raise UsageError("--max-new-tokens and --temperature must not be negative")
+    usable = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if args.device.split(":")[0] not in usable:
+        raise UsageError(f"--device {args.device}: use cpu, cuda or mps")
+    if not usable[args.device.split(":")[0]]:
+        raise UsageError(f"--device {args.device}: not available here")
+    args.directory = args.directory.expanduser()
+    check_checkpoint(args.directory)
     plan = make_plan(args.impl_path, STAGES)
     return run_plan(plan, lambda modules, _: generate(modules, args, out, plan), args.verbose, PROG, sys.stderr)[0]
 

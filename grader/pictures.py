@@ -2,16 +2,11 @@
 
     python -m grader.pictures [--out DIR] [--impl exercises|reference|PATH] [--steps N] [--reverse] [-v]
 
-Trains the stage-11 capstone with YOUR stages (the reference standing in, and named, as in
-grader/train.py), then writes into DIR: encoder_self_attention.png, decoder_self_attention.png,
-cross_attention.png, noam_schedule.png and training_loss.png. A model that has learned to copy
-reads source position t when it writes output token t: its cross-attention is a bright diagonal
-(an anti-diagonal for --reverse). The weights are rebuilt, softmax(Q Kᵀ / sqrt(Dh)), from what
-a forward hook on each attention module sees: the model's code is unchanged.
-
-Without matplotlib (optional for the rest of the kata) it says how to install it and exits 2.
-Exit 0 when the pictures were written, 1 when training crashed (one line naming your stage and
-file:line; -v for the traceback), 2 on bad usage (one line).
+Trains the stage-11 capstone with YOUR stages (the reference standing in as in grader/train.py),
+then writes {encoder_self,decoder_self,cross}_attention.png, noam_schedule.png and training_loss.png.
+A model that copies reads source position t when it writes output token t: its cross-attention is a
+bright diagonal (anti-diagonal for --reverse). The weights are rebuilt from what a forward hook on
+each attention module sees. Exit 0 written, 1 training crashed (as train), 2 bad usage or no matplotlib.
 """
 
 from __future__ import annotations
@@ -22,6 +17,8 @@ import inspect
 import math
 import sys
 from pathlib import Path
+
+import torch
 
 from . import curriculum, loader, train
 
@@ -84,14 +81,8 @@ class AttentionRecorder:
 
 def attention_weights(module, args: tuple, kwargs: dict):
     """softmax(Q Kᵀ / sqrt(Dh)) (B, H, Sq, Sk) of a forward(query, key, value, mask) call; masked keys get 0."""
-    import torch
-
-    try:
-        call = inspect.signature(module.forward).bind(*args, **kwargs).arguments
-        query, key, mask = call["query"], call["key"], call.get("mask")
-    except (TypeError, KeyError):  # other parameter names: fall back on the documented order
-        query, key = args[0], args[1]
-        mask = args[3] if len(args) > 3 else kwargs.get("mask")
+    call = list(inspect.signature(module.forward).bind(*args, **kwargs).arguments.values())  # in the documented order
+    query, key, mask = call[0], call[1], call[3] if len(call) > 3 else None
     with torch.no_grad():
         q = module.split_heads(module.q_proj(query))  # (B, H, Sq, Dh)
         k = module.split_heads(module.k_proj(key))  # (B, H, Sk, Dh)
@@ -105,8 +96,6 @@ def attention_weights(module, args: tuple, kwargs: dict):
 def record_example(copy_task, model, vocab, source: list[str]) -> dict:
     """Greedy-decode ``source``, then re-run that decoding teacher-forced with the hooks on: {"weights":
     {module name: (H, Sq, Sk)}, "reads": decoder inputs, "writes": their predictions, "output": the answer}."""
-    import torch
-
     batch = copy_task.make_batch([source], [source], vocab)
     model.eval()
     generated = copy_task.greedy_decode(model, batch.src, batch.src_mask, len(source) + 1,
@@ -224,31 +213,25 @@ def run(argv: list[str]) -> int:
     out = args.out.resolve()
     if args.out.exists() and not args.out.is_dir() or curriculum.EXERCISES.resolve() in [out, *out.parents]:
         raise curriculum.UsageError(f"--out {args.out}: must be a folder outside exercises/")
+    steps = args.steps or train.DEFAULT_STEPS["copy"]
 
     def work(modules, progress: train.Progress):
         copy_task = modules(CAPSTONE)
-        defaults = copy_task.CopyTaskConfig()
-        config = copy_task.CopyTaskConfig(reverse=args.reverse, n_layers=args.layers, seed=args.seed,
-                                          max_steps=args.steps or defaults.max_steps,
-                                          eval_every=min(defaults.eval_every, args.steps or defaults.eval_every))
-        progress.total = config.max_steps
+        config = copy_task.CopyTaskConfig(reverse=args.reverse, n_layers=args.layers, seed=args.seed, max_steps=steps,
+                                          eval_every=min(copy_task.CopyTaskConfig.eval_every, steps))
         progress(f"training the {'reverse' if args.reverse else 'copy'} task, at most {config.max_steps} steps")
         result = copy_task.train_copy_task(config, log=progress)
         progress.close()
-        return result, *write_pictures(plt, copy_task, modules(SCHEDULE), result, config, list(args.example), args.out)
+        schedule = modules(SCHEDULE)
+        written, example = write_pictures(plt, copy_task, schedule, result, config, list(args.example), args.out)
+        cross = of_kind(example["weights"], "cross")[-1]
+        print(f"trained {result.steps} steps, held-out exact match {result.accuracy:.1%}; "
+              f"{args.example!r} -> {''.join(example['output'])!r}; last layer's cross-attention peaks on the "
+              f"{'anti-' if args.reverse else ''}diagonal at {diagonal_fraction(cross, args.reverse):.0%} of positions")
+        print("\n".join(f"wrote {path}" for path in written))
 
     plan = train.make_plan(args.impl_path, train.TASK_STAGES["copy"])
-    code, done = train.run_plan(plan, work, args.verbose, PROG, live=sys.stdout.isatty(), early_stop=True)
-    if code:
-        return code
-    result, written, example = done
-    cross = of_kind(example["weights"], "cross")[-1]
-    print(f"trained {result.steps} steps, held-out exact match {result.accuracy:.1%}; "
-          f"{args.example!r} -> {''.join(example['output'])!r}; last layer's cross-attention peaks on the "
-          f"{'anti-' if args.reverse else ''}diagonal at {diagonal_fraction(cross, args.reverse):.0%} of positions")
-    for path in written:
-        print(f"wrote {path}")
-    return 0
+    return train.run_plan(plan, work, args.verbose, PROG, live=sys.stdout.isatty(), total=steps, early_stop=True)[0]
 
 
 if __name__ == "__main__":

@@ -2,12 +2,11 @@
 
 A body becomes its numbered step comments (``# 1) project, and split into heads``), each with a
 TODO (or one TODO), then a NotImplementedError naming the stage and the hint command; everything
-else stays. A function right under a ``# kata: given`` comment keeps its body (scaffolding).
+else stays. A function right under a ``# kata: given`` comment keeps its body (scaffolding). A stub
+is a fixed point of ``make_stub``; a file that is not (it has a learner's code) is never overwritten.
 
     python -m grader.stubgen            # rewrite the untouched stubs in exercises/ from reference/
     python -m grader.stubgen --check    # exit 1 if an untouched stub differs from what it would write
-
-A stub is a fixed point of ``make_stub``; a file that is not (it has a learner's code) is never overwritten.
 """
 
 from __future__ import annotations
@@ -33,10 +32,9 @@ def make_stub(source: str, stage_id: str) -> str:
     functions = [n for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     for node in sorted(functions, key=lambda n: n.lineno):
         first = min([d.lineno for d in node.decorator_list] + [node.lineno])
-        if first >= 2 and lines[first - 2].strip() == GIVEN_MARKER:
+        given = first >= 2 and lines[first - 2].strip() == GIVEN_MARKER
+        if given or any(start <= node.lineno - 1 < end for start, end, _ in replaced):  # or inside a replaced body
             continue
-        if any(start <= node.lineno - 1 < end for start, end, _ in replaced):
-            continue  # nested inside a function already being replaced
         if ast.get_docstring(node) is None:
             raise ValueError(f"{stage_id}: function {node.name!r} (line {node.lineno}) has no docstring: "
                              "the docstring is the learner's contract")
@@ -47,7 +45,8 @@ def make_stub(source: str, stage_id: str) -> str:
         indent = code[: len(code) - len(code.lstrip())]
         body = [f"{indent}{line.strip()}\n{indent}# TODO\n" for line in lines[start:end] if STEP.match(line)]
         body = body or [f"{indent}# TODO: write this (the docstring above is the contract).\n"]
-        replaced.append((start, end, body + [f'{indent}raise NotImplementedError("{not_written_message(stage_id)}")\n']))
+        stop = f'{indent}raise NotImplementedError("{not_written_message(stage_id)}")\n'
+        replaced.append((start, end, body + [stop]))
     for start, end, new in reversed(replaced):
         lines[start:end] = new
     return "".join(lines)

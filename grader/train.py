@@ -1,13 +1,10 @@
 """Train a capstone with your own stages; the reference fills the stages you have not written.
 
-    python -m grader.train copy        # Part I: the encoder-decoder learns to copy strings
-    python -m grader.train reverse     # ... or to reverse them
-    python -m grader.train lm          # Part II: the decoder-only model on Frankenstein, then a sample
+    python -m grader.train copy|reverse|lm    # Part I's capstone copies or reverses strings; Part II's is an LM
 
-A stage is taken from --impl (default exercises/) unless it is missing there, an untouched stub,
-unreadable, fails to import, or raises NotImplementedError while training; then the reference
-stands in, and the command says which stages were yours, which were substituted, and why (as do
-grader/pictures.py and grader/generate.py, which share this plan, the crash line and the options).
+A stage is taken from --impl (default exercises/) unless it is missing, an untouched stub, unreadable,
+fails to import or raises NotImplementedError; then the reference stands in, and the command says so
+and why (so do grader/pictures.py and grader/generate.py, sharing this plan, crash line and options).
 Exit status: 0 trained, 1 training failed (one line naming your stage and file:line; -v for the
 traceback), 2 bad command line (one line on stderr). Progress is shown only on a terminal.
 """
@@ -19,27 +16,25 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from . import curriculum, loader, run as runner, stubgen
 
 REFERENCE = curriculum.REFERENCE
-TASK_STAGES = {  # the stages each task calls directly; their dependencies come along
-    "copy": ("s11_copy_task",),
-    "reverse": ("s11_copy_task",),
-    "lm": ("s12_corpus", "s13_bpe", "s20_lm_training", "s21_generation"),
-}
+COPY = ("s11_copy_task",)  # the stages a task calls directly; their dependencies come along
+TASK_STAGES = {"copy": COPY, "reverse": COPY, "lm": ("s12_corpus", "s13_bpe", "s20_lm_training", "s21_generation")}
 DEFAULT_STEPS = {"copy": 300, "reverse": 300, "lm": 400}  # copy/reverse: CopyTaskConfig.max_steps
 LM_PROMPT = "It was on a dreary night of November"  # the opening of chapter 5
 NOT_WRITTEN = re.compile(r"(s\d\d_\w+): not written yet")
 OPTIONS = {  # the options of every command that runs learner code, as add_argument's keywords
-    "--impl": {"default": "exercises", "help": "whose stages to use: 'exercises' (default), 'reference', or a folder "
-               "shaped like exercises/"},
+    "--impl": {"default": "exercises", "help": "whose stages: exercises (default), reference, or a folder like it"},
     "--seed": {"type": int, "default": 0, "help": "random seed (default 0)"},
-    "-v --verbose": {"action": "store_true", "help": "if your code crashes, the full traceback (default: one line "
-                     "naming your stage and file:line)"},
+    "-v --verbose": {"action": "store_true", "help": "the full traceback of a crash (default: one line, file:line)"},
 }
 PROG = "python -m grader.train"
 
@@ -156,8 +151,6 @@ def train_copy(modules: Callable[[str], object], args, steps: int, progress: Pro
 
 def train_lm(modules: Callable[[str], object], args, steps: int, progress: Progress) -> list[str]:
     """Part II's capstone: BPE on the book, a tiny Llama, a sample; returns the summary lines."""
-    import torch
-
     corpus, bpe_stage = modules("s12_corpus"), modules("s13_bpe")
     training, generation = modules("s20_lm_training"), modules("s21_generation")
     torch.manual_seed(args.seed)
@@ -188,30 +181,25 @@ def train_lm(modules: Callable[[str], object], args, steps: int, progress: Progr
     ]
 
 
-def forward_trace(again: Callable[[], object]) -> str:
-    """The traceback of the forward call behind a failing backward: ``again`` (the crashed run) under anomaly mode."""
-    import warnings
-
-    import torch
-
+def forward_frames(again: Callable[[], object]) -> list[tuple[str, int]]:
+    """(file, line) of the forward call behind a failing backward: ``again`` (the crashed run) under anomaly mode."""
     with warnings.catch_warnings(record=True) as caught, torch.autograd.detect_anomaly(check_nan=False):
         warnings.simplefilter("always")
         try:
             again()
         except Exception:  # noqa: BLE001 - the same crash, expected
             pass
-    return "\n".join(str(w.message) for w in caught if "Traceback of forward call" in str(w.message))
+    trace = "\n".join(str(w.message) for w in caught if "Traceback of forward call" in str(w.message))
+    return [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', trace)]
 
 
 def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, again=None) -> int:
-    """Exit status 1 and one line on stderr: your stage's file:line on the traceback (or, via ``again``, on the
-    forward call behind a failing backward), else where it crashed; -v: the traceback first."""
+    """Exit status 1, one line on stderr: your stage's file:line (via ``again`` for a failing backward) or where."""
     if verbose:
         traceback.print_exception(error)
     frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)]
     if again is not None and ("gradient computation" in str(error) or "backward" in str(error)):
-        forward = re.findall(r'File "([^"]+)", line (\d+)', forward_trace(again))
-        frames += [(name, int(line)) for name, line in forward]
+        frames += forward_frames(again)
     what = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}".rstrip(": ")
     found = plan.crashed_in(frames)
     if found:
@@ -225,7 +213,7 @@ def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, aga
 
 
 def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdout, **progress) -> tuple[int, object]:
-    """Say whose stages are used, then (0, work(modules, Progress(out=out, **progress))). A stage of yours raising
+    """Say whose stages are used, then (0, work(modules, Progress(out=out, **progress))); a stage raising
     NotImplementedError is replaced and the work starts again; any other crash is one line and (1, None)."""
     for line in plan.describe():
         print(line, file=out)
@@ -248,23 +236,18 @@ def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdou
 
 def run(argv: list[str], out=sys.stdout) -> int:
     args = parse(PROG, __doc__, argv, {
-        "task": {"choices": TASK_STAGES, "help": "copy or reverse (Part I's encoder-decoder), or lm (Part II's "
-                 "decoder-only model on the shipped book)"},
+        "task": {"choices": TASK_STAGES, "help": "copy or reverse (Part I's capstone), or lm (Part II's, on a book)"},
         "--steps": {"type": int, "help": "training steps; the learning rate decays to zero there (default: copy/"
                     "reverse 300, stopping early after two held-out checks in a row at 100%%; lm 400)"},
         "--quiet": {"action": "store_true", "help": "no progress line (off too when not on a terminal)"},
     })
-    import torch
-
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and it leaves the machine usable
     steps = args.steps or DEFAULT_STEPS[args.task]
     trainer = train_lm if args.task == "lm" else train_copy
-    code, lines = run_plan(make_plan(args.impl_path, TASK_STAGES[args.task]),
-                           lambda modules, progress: trainer(modules, args, steps, progress), args.verbose, PROG, out,
-                           live=not args.quiet and out.isatty(), total=steps, early_stop=args.task != "lm")
-    if not code:
-        print("\n".join(lines), file=out)
-    return code
+    return run_plan(make_plan(args.impl_path, TASK_STAGES[args.task]),
+                    lambda modules, progress: print("\n".join(trainer(modules, args, steps, progress)), file=out),
+                    args.verbose, PROG, out, live=not args.quiet and out.isatty(), total=steps,
+                    early_stop=args.task != "lm")[0]
 
 
 def main(argv: list[str] | None = None) -> int:
