@@ -2,10 +2,9 @@
 
     python -m grader.generate DIR --prompt "It was a dark and stormy night"
 
-DIR holds config.json, tokenizer.json and the weights (model.safetensors, its shards with
-model.safetensors.index.json, or pytorch_model.bin); the kata downloads nothing. Your stages s13-s19
-and s21 do the work, the reference standing in (named on stderr) as in grader/train.py. Exit status:
-0 generated, 1 your code failed (one line naming your stage), 2 bad command line or unusable DIR.
+DIR holds config.json, tokenizer.json and the weights (model.safetensors, shards with their index, or
+pytorch_model.bin); nothing is downloaded. Your stages s13-s19 and s21 do the work, the reference standing in
+(named on stderr) as in grader/train.py. Exit 0 generated, 1 your code failed (one line), 2 bad usage or DIR.
 """
 
 from __future__ import annotations
@@ -98,10 +97,9 @@ def run(argv: list[str], out=sys.stdout) -> int:
     if args.max_new_tokens < 0 or args.temperature < 0:
         raise UsageError("--max-new-tokens and --temperature must not be negative")
     usable = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if args.device.split(":")[0] not in usable:
-        raise UsageError(f"--device {args.device}: use cpu, cuda or mps")
-    if not usable[args.device.split(":")[0]]:
-        raise UsageError(f"--device {args.device}: not available here")
+    if not usable.get(args.device.split(":")[0]):
+        known = args.device.split(":")[0] in usable
+        raise UsageError(f"--device {args.device}: {'not available here' if known else 'use cpu, cuda or mps'}")
     args.directory = args.directory.expanduser()
     check_checkpoint(args.directory)
     plan = make_plan(args.impl_path, STAGES)

@@ -2,10 +2,9 @@
 
     python -m grader.pictures [--out DIR] [--impl exercises|reference|PATH] [--steps N] [--reverse] [-v]
 
-Trains the stage-11 capstone with YOUR stages (the reference standing in as in grader/train.py),
-then writes {encoder_self,decoder_self,cross}_attention.png, noam_schedule.png and training_loss.png.
-A model that copies reads source position t when it writes output token t: its cross-attention is a
-bright diagonal (anti-diagonal for --reverse). The weights are rebuilt from what a forward hook on
+Trains the stage-11 capstone with YOUR stages (the reference standing in as in grader/train.py), then writes
+{encoder_self,decoder_self,cross}_attention.png, noam_schedule.png and training_loss.png: a model that copies
+has a bright diagonal of cross-attention (anti-diagonal for --reverse), rebuilt from what a forward hook on
 each attention module sees. Exit 0 written, 1 training crashed (as train), 2 bad usage or no matplotlib.
 """
 
@@ -26,11 +25,9 @@ CAPSTONE = "s11_copy_task"
 SCHEDULE = "s10_noam_and_loss"
 EXAMPLE = "hbdjagecfi"  # the source string whose attention is drawn: every symbol of the task once, no pattern
 WARMUPS = (50, 100, 200, 400)  # the Noam curves drawn, in steps
-KINDS = {  # the heatmaps: kind -> what they show
-    "encoder_self": "encoder self-attention (source -> source)",
-    "decoder_self": "decoder self-attention (output so far, causal)",
-    "cross": "cross-attention (decoder position -> source position)",
-}
+KINDS = {"encoder_self": "encoder self-attention (source -> source)",  # the heatmaps: what they show
+         "decoder_self": "decoder self-attention (output so far, causal)",
+         "cross": "cross-attention (decoder position -> source position)"}
 PROG = "python -m grader.pictures"
 
 
@@ -57,8 +54,7 @@ def is_attention(module) -> bool:
 
 
 class AttentionRecorder:
-    """Around a forward pass: ``weights`` maps each attention module's name to its (B, H, Sq, Sk) weights.
-    The hooks are removed on exit: the model is left as it was."""
+    """Around a forward pass: ``weights`` maps each attention module's name to its (B, H, Sq, Sk) weights."""
 
     def __init__(self, model) -> None:
         self.modules = {name: module for name, module in model.named_modules() if is_attention(module)}
@@ -94,8 +90,7 @@ def attention_weights(module, args: tuple, kwargs: dict):
 
 
 def record_example(copy_task, model, vocab, source: list[str]) -> dict:
-    """Greedy-decode ``source``, then re-run that decoding teacher-forced with the hooks on: {"weights":
-    {module name: (H, Sq, Sk)}, "reads": decoder inputs, "writes": their predictions, "output": the answer}."""
+    """Greedy-decode ``source``, then record that decoding's attention "weights" (H, Sq, Sk), teacher-forced."""
     batch = copy_task.make_batch([source], [source], vocab)
     model.eval()
     generated = copy_task.greedy_decode(model, batch.src, batch.src_mask, len(source) + 1,
@@ -104,12 +99,9 @@ def record_example(copy_task, model, vocab, source: list[str]) -> dict:
     batch = copy_task.make_batch([source], [output], vocab)
     with torch.no_grad(), AttentionRecorder(model) as recorder:
         logits = model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_mask)  # (1, T, V)
-    return {
-        "weights": {name: w[0] for name, w in recorder.weights.items()},
-        "reads": [vocab.itos[i] for i in batch.tgt_in[0].tolist()],
-        "writes": [vocab.itos[i] for i in logits[0].argmax(-1).tolist()],
-        "output": output,
-    }
+    return {"weights": {name: w[0] for name, w in recorder.weights.items()}, "output": output,
+            "reads": [vocab.itos[i] for i in batch.tgt_in[0].tolist()],
+            "writes": [vocab.itos[i] for i in logits[0].argmax(-1).tolist()]}
 
 
 def of_kind(weights: dict, kind: str) -> list:
@@ -162,17 +154,18 @@ def plot_schedule(plt, noam_lr, config, path: Path) -> Path:
     return save(plt, figure, f"Noam schedule, d_model = {config.d_model}: linear warm-up, then 1/sqrt(step)", path)
 
 
-def plot_training(plt, losses: list[float], accuracies: list[tuple[int, float]], title: str, path: Path) -> Path:
+def plot_training(plt, result, config, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
-    axis.plot(range(1, len(losses) + 1), losses, color="tab:blue", linewidth=1)
+    axis.plot(range(1, len(result.losses) + 1), result.losses, color="tab:blue", linewidth=1)
     axis.set(xlabel="step", yscale="log")
     axis.set_ylabel("training loss (log scale)", color="tab:blue")
-    if accuracies:
+    if result.accuracies:
         other = axis.twinx()
-        other.plot([s for s, _ in accuracies], [100 * a for _, a in accuracies], "o-", color="tab:orange", markersize=3)
+        other.plot(*zip(*[(s, 100 * a) for s, a in result.accuracies]), "o-", color="tab:orange", markersize=3)
         other.set_ylim(-2, 102)
         other.set_ylabel("held-out exact match (%)", color="tab:orange")
-    return save(plt, figure, title, path)
+    task = "reverse" if config.reverse else "copy"
+    return save(plt, figure, f"{task} task, {config.n_layers} layer(s): loss per step, held-out exact match", path)
 
 
 def write_pictures(plt, copy_task, schedule, result, config, source: list[str], out: Path) -> tuple[list[Path], dict]:
@@ -180,16 +173,13 @@ def write_pictures(plt, copy_task, schedule, result, config, source: list[str], 
     out.mkdir(parents=True, exist_ok=True)
     example = record_example(copy_task, result.model, result.vocab, source)
     queries = [f"{r} → {w}" for r, w in zip(example["reads"], example["writes"])]  # reads -> writes
-    task = "reverse" if config.reverse else "copy"
     axes = {"encoder_self": (source, source), "decoder_self": (example["reads"], queries), "cross": (source, queries)}
-    model = f"{task} model after {result.steps} steps"
+    model = f"{'reverse' if config.reverse else 'copy'} model after {result.steps} steps"
     shown = f"source {''.join(source)!r}, output {''.join(example['output'])!r}"
     written = [plot_attention(plt, of_kind(example["weights"], kind), *axes[kind], f"{model}: {what}\n{shown}",
                               out / f"{kind}_attention.png") for kind, what in KINDS.items()]
     written.append(plot_schedule(plt, schedule.noam_lr, config, out / "noam_schedule.png"))
-    written.append(plot_training(plt, result.losses, result.accuracies, f"{task} task, {config.n_layers} layer(s): "
-                                 "loss per step, held-out exact match", out / "training_loss.png"))
-    return written, example
+    return written + [plot_training(plt, result, config, out / "training_loss.png")], example
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str]) -> int:
     args = train.parse(PROG, __doc__, argv, {
         "--out": {"type": Path, "default": Path("pictures"), "help": "folder for the PNG files (default: pictures)"},
-        "--steps": {"type": int, "help": "train at most this many steps (default 300; it stops early after two "
-                    "held-out checks in a row at 100%%)"},
+        "--steps": {"type": int, "help": "train at most this many steps (default 300, or fewer at 100%%)"},
         "--reverse": {"action": "store_true", "help": "train the reverse task instead of copy"},
         "--layers": {"type": int, "default": 2, "help": "encoder and decoder layers (default: 2)"},
         "--example": {"default": EXAMPLE, "help": f"the source string whose attention is drawn, over a-j ({EXAMPLE})"},
@@ -210,8 +199,7 @@ def run(argv: list[str]) -> int:
         raise curriculum.UsageError("--layers must be at least 1")
     if not set(args.example) <= set(EXAMPLE) or not 1 <= len(args.example) <= 10:
         raise curriculum.UsageError(f"--example must be 1 to 10 symbols from {''.join(sorted(EXAMPLE))}")
-    out = args.out.resolve()
-    if args.out.exists() and not args.out.is_dir() or curriculum.EXERCISES.resolve() in [out, *out.parents]:
+    if args.out.exists() and not args.out.is_dir() or args.out.resolve().is_relative_to(curriculum.EXERCISES.resolve()):
         raise curriculum.UsageError(f"--out {args.out}: must be a folder outside exercises/")
     steps = args.steps or train.DEFAULT_STEPS["copy"]
 

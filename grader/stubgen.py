@@ -1,9 +1,8 @@
 """Make the learner's stubs from the reference: same file, every function body replaced.
 
-A body becomes its numbered step comments (``# 1) project, and split into heads``), each with a
-TODO (or one TODO), then a NotImplementedError naming the stage and the hint command; everything
-else stays. A function right under a ``# kata: given`` comment keeps its body (scaffolding). A stub
-is a fixed point of ``make_stub``; a file that is not (it has a learner's code) is never overwritten.
+A body becomes its numbered step comments (``# 1) project, and split into heads``), each with a TODO
+(or one TODO), then a NotImplementedError naming the stage and the hint command; a function right under
+``# kata: given`` keeps its body. Stubs are fixed points of ``make_stub``; others are never overwritten.
 
     python -m grader.stubgen            # rewrite the untouched stubs in exercises/ from reference/
     python -m grader.stubgen --check    # exit 1 if an untouched stub differs from what it would write
@@ -71,8 +70,7 @@ def generate(reference: Path, target: Path, stages=None) -> list[Path]:
 
 
 def sync(reference: Path, exercises: Path, stages, write: bool) -> tuple[list[str], list[str]]:
-    """(stale stage ids, messages): the untouched stubs in ``exercises`` that differ from ``reference``'s,
-    rewritten when ``write``. A file with a learner's code in it is never touched, and never stale."""
+    """(stale stage ids, messages): untouched stubs in ``exercises`` unlike ``reference``'s, rewritten if ``write``."""
     stale, messages = [], []
     for stage in stages:
         path = stage.source(exercises)
@@ -105,11 +103,10 @@ def _main(argv: list[str]) -> int:
     stale, messages = sync(curriculum.REFERENCE, curriculum.EXERCISES, curriculum.load(), write=not check)
     if not check:
         print("\n".join(messages) or "every stub in exercises/ is up to date")
-    elif stale:
-        print(f"exercises/ is out of date for: {', '.join(stale)} (run python -m grader.stubgen)")
-    else:
-        print("every untouched stub in exercises/ matches reference/")
-    return int(check and bool(stale))
+        return 0
+    print(f"exercises/ is out of date for: {', '.join(stale)} (run python -m grader.stubgen)" if stale
+          else "every untouched stub in exercises/ matches reference/")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -2,15 +2,14 @@
 
     python -m grader.train copy|reverse|lm    # Part I's capstone copies or reverses strings; Part II's is an LM
 
-A stage is taken from --impl (default exercises/) unless it is missing, an untouched stub, unreadable,
-fails to import or raises NotImplementedError; then the reference stands in, and the command says so
-and why (so do grader/pictures.py and grader/generate.py, sharing this plan, crash line and options).
-Exit status: 0 trained, 1 training failed (one line naming your stage and file:line; -v for the
-traceback), 2 bad command line (one line on stderr). Progress is shown only on a terminal.
+A stage comes from --impl (default exercises/) unless missing, an untouched stub, unreadable, not importing or
+raising NotImplementedError; then the reference stands in, named with the reason (grader.pictures and
+grader.generate share this plan). Exit 0 trained, 1 your code crashed (one line: its file:line), 2 bad usage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import sys
@@ -172,23 +171,18 @@ def train_lm(modules: Callable[[str], object], args, steps: int, progress: Progr
     sample = generation.generate(model, prompt, 120, temperature=0.8, top_k=50, top_p=0.95, eos_id=tokenizer.eos_id,
                                  generator=torch.Generator().manual_seed(args.seed))
     parameters = sum(p.numel() for p in model.parameters())
-    return [
-        f"lm: {len(tokens):,} BPE tokens (vocabulary {tokenizer.vocab_size}), {parameters:,} parameters",
-        f"lm: validation loss {result.val_loss:.3f} nats after {result.steps} steps "
-        f"(unigram baseline {baseline:.3f}); {result.tokens_seen / seconds:,.0f} training tokens/s",
-        "",
-        tokenizer.decode(sample[0].tolist()),
-    ]
+    return [f"lm: {len(tokens):,} BPE tokens (vocabulary {tokenizer.vocab_size}), {parameters:,} parameters",
+            f"lm: validation loss {result.val_loss:.3f} nats after {result.steps} steps (unigram baseline "
+            f"{baseline:.3f}); {result.tokens_seen / seconds:,.0f} training tokens/s",
+            "", tokenizer.decode(sample[0].tolist())]
 
 
 def forward_frames(again: Callable[[], object]) -> list[tuple[str, int]]:
     """(file, line) of the forward call behind a failing backward: ``again`` (the crashed run) under anomaly mode."""
     with warnings.catch_warnings(record=True) as caught, torch.autograd.detect_anomaly(check_nan=False):
         warnings.simplefilter("always")
-        try:
+        with contextlib.suppress(Exception):  # the same crash, expected
             again()
-        except Exception:  # noqa: BLE001 - the same crash, expected
-            pass
     trace = "\n".join(str(w.message) for w in caught if "Traceback of forward call" in str(w.message))
     return [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', trace)]
 
@@ -213,8 +207,7 @@ def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, aga
 
 
 def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdout, **progress) -> tuple[int, object]:
-    """Say whose stages are used, then (0, work(modules, Progress(out=out, **progress))); a stage raising
-    NotImplementedError is replaced and the work starts again; any other crash is one line and (1, None)."""
+    """Say whose stages are used, then (0, work(modules, Progress(...))), restarted on a stage's NotImplementedError."""
     for line in plan.describe():
         print(line, file=out)
     modules = lambda stage_id: loader.load_stage(plan.sources, stage_id)  # noqa: E731
@@ -226,19 +219,17 @@ def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdou
             bar.close()
             if isinstance(error, curriculum.UsageError):
                 raise  # bad input (a checkpoint that cannot be run): one line, exit 2, from run_main
-            found = NOT_WRITTEN.search(str(error)) if isinstance(error, NotImplementedError) else None
-            stage_id = found[1] if found else None
-            if stage_id is None or plan.sources.get(stage_id) == REFERENCE:
+            found = isinstance(error, NotImplementedError) and NOT_WRITTEN.search(str(error))
+            if not found or plan.sources.get(found[1]) == REFERENCE:
                 return report_crash(prog, error, plan, verbose, lambda: work(modules, Progress())), None
-            plan.substitute(stage_id, "not finished (it raises NotImplementedError)")
-            print(f"using reference/{stage_id}.py: yours is {plan.substituted[stage_id]}; starting again", file=out)
+            plan.substitute(found[1], "not finished (it raises NotImplementedError)")
+            print(f"using reference/{found[1]}.py: yours is {plan.substituted[found[1]]}; starting again", file=out)
 
 
 def run(argv: list[str], out=sys.stdout) -> int:
     args = parse(PROG, __doc__, argv, {
         "task": {"choices": TASK_STAGES, "help": "copy or reverse (Part I's capstone), or lm (Part II's, on a book)"},
-        "--steps": {"type": int, "help": "training steps; the learning rate decays to zero there (default: copy/"
-                    "reverse 300, stopping early after two held-out checks in a row at 100%%; lm 400)"},
+        "--steps": {"type": int, "help": "training steps (default: copy/reverse 300, or fewer at 100%%; lm 400)"},
         "--quiet": {"action": "store_true", "help": "no progress line (off too when not on a terminal)"},
     })
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and it leaves the machine usable
