@@ -29,8 +29,7 @@ def check_checkpoint(directory: Path) -> None:
     if not directory.is_dir():
         raise UsageError(f"{directory}: no such directory")
     missing = [name for name in ("config.json", "tokenizer.json") if not (directory / name).is_file()]
-    if not any((directory / name).is_file() for name in WEIGHTS):
-        missing.append(" or ".join(WEIGHTS))
+    missing += [] if any((directory / name).is_file() for name in WEIGHTS) else [" or ".join(WEIGHTS)]
     if missing:
         raise UsageError(f"{directory}: not a checkpoint directory: no {', no '.join(missing)}")
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import math
 import sys
 from pathlib import Path
 
@@ -82,7 +81,7 @@ def attention_weights(module, args: tuple, kwargs: dict):
     with torch.no_grad():
         q = module.split_heads(module.q_proj(query))  # (B, H, Sq, Dh)
         k = module.split_heads(module.k_proj(key))  # (B, H, Sk, Dh)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, Sq, Sk)
+        scores = q @ k.transpose(-2, -1) / q.size(-1) ** 0.5  # (B, H, Sq, Sk)
         if mask is None:
             return torch.softmax(scores, dim=-1)
         weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)

@@ -40,8 +40,7 @@ def make_stub(source: str, stage_id: str) -> str:
         if len(node.body) == 1:
             continue
         start, end = node.body[0].end_lineno, node.end_lineno  # comments after the docstring belong to the body
-        code = lines[node.body[1].lineno - 1]
-        indent = code[: len(code) - len(code.lstrip())]
+        indent = re.match(r"\s*", lines[node.body[1].lineno - 1])[0]
         body = [f"{indent}{line.strip()}\n{indent}# TODO\n" for line in lines[start:end] if STEP.match(line)]
         body = body or [f"{indent}# TODO: write this (the docstring above is the contract).\n"]
         stop = f'{indent}raise NotImplementedError("{not_written_message(stage_id)}")\n'

@@ -73,9 +73,8 @@ class Plan:
 
     def crashed_in(self, frames: list[tuple[str, int]]) -> tuple[str, int] | None:
         """(stage id, line) of the innermost of ``frames`` (file name, line) in a stage of yours, or None."""
-        mine = {(self.impl / f"{s}.py").resolve(): s for s in self.yours()}
-        found = [(mine[Path(name).resolve()], line) for name, line in frames if Path(name).resolve() in mine]
-        return found[-1] if found else None
+        own = {(self.impl / f"{s}.py").resolve(): s for s in self.yours()}
+        return next(((own[Path(f).resolve()], line) for f, line in reversed(frames) if Path(f).resolve() in own), None)
 
 
 def make_plan(impl: Path, called: tuple[str, ...]) -> Plan:
