@@ -43,7 +43,7 @@ def import_pyplot():
 
 def load_capstone(impl: Path):
     """(copy-task module, schedule module, substituted stage ids) under grader/train.py's plan for ``impl``."""
-    plan = train.make_plan(Path(impl).resolve(), train.TASK_STAGES["copy"])
+    plan = train.make_plan(Path(impl).resolve(), train.COPY)
     return loader.load_stage(plan.sources, CAPSTONE), loader.load_stage(plan.sources, SCHEDULE), list(plan.substituted)
 
 
@@ -217,8 +217,8 @@ def run(argv: list[str]) -> int:
               f"{'anti-' if args.reverse else ''}diagonal at {diagonal_fraction(cross, args.reverse):.0%} of positions")
         print("\n".join(f"wrote {path}" for path in written))
 
-    plan = train.make_plan(args.impl_path, train.TASK_STAGES["copy"])
-    return train.run_plan(plan, work, args.verbose, PROG, live=sys.stdout.isatty(), total=steps, early_stop=True)[0]
+    return train.run_plan(train.make_plan(args.impl_path, train.COPY), work, args.verbose, PROG, sys.stdout,
+                          live=sys.stdout.isatty(), total=steps, early_stop=True)[0]
 
 
 if __name__ == "__main__":

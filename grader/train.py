@@ -117,9 +117,9 @@ class Progress:
         if not self.live:
             return
         text = f"{line}  {self.elapsed():6.1f}s"
-        done = int((re.search(r"step\s+(\d+)", line) or [0, 0])[1])
-        if self.total and done:
-            left = self.elapsed() * max(0, self.total - done) / done
+        done = re.search(r"step\s+(\d+)", line)
+        if self.total and done and int(done[1]):
+            left = self.elapsed() * max(0, self.total - int(done[1])) / int(done[1])
             text += f", {'at most ' if self.early_stop else ''}about {left:.0f}s left"
         print("\r" + text.ljust(self.width), end="", file=self.out, flush=True)
         self.width = len(text)
