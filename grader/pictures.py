@@ -2,47 +2,32 @@
 
     python -m grader.pictures [--out DIR] [--impl exercises|reference|PATH] [--steps N] [--reverse] [-v]
 
-Trains the stage-11 capstone with YOUR stages (exercises/, or --impl), the reference standing in
-for every stage that is missing, not started, does not import or raises NotImplementedError (the
-plan of grader/train.py); it says which stages were yours and which were substituted, shows its
-progress with the time left on a terminal, then writes PNG files into DIR:
-
-    encoder_self_attention.png   decoder_self_attention.png   cross_attention.png
-    noam_schedule.png            training_loss.png
-
-A model that has learned to copy reads source position t when it writes output token t, so its
-cross-attention is a bright diagonal (an anti-diagonal for --reverse).
-
-The attention weights are not stored by the model. They are recomputed here, without changing
-the model's code: a forward hook on every multi-head attention module captures the inputs of its
-call, and the weights softmax(Q Kᵀ / sqrt(Dh)) are rebuilt from the module's own projections
-(q_proj, k_proj, split_heads) and the mask it was given.
-
-matplotlib is optional for the rest of the kata; without it this command says how to install it
-and exits 2. Exit 0 when the pictures were written, 1 when training crashed (one line naming
-your stage and file:line; -v for the traceback), 2 on bad usage (one line).
+Trains the stage-11 capstone with YOUR stages (the reference standing in as in grader/train.py), then writes
+{encoder_self,decoder_self,cross}_attention.png, noam_schedule.png and training_loss.png: a model that copies
+has a bright diagonal of cross-attention (anti-diagonal for --reverse), rebuilt from what a forward hook on
+each attention module sees. Exit 0 written, 1 training crashed (as train), 2 bad usage or no matplotlib.
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
+import importlib
 import inspect
-import math
 import sys
 from pathlib import Path
 
+import torch
+
 from . import curriculum, loader, train
 
-MISSING_MATPLOTLIB = "pictures need matplotlib: python -m pip install matplotlib"
 CAPSTONE = "s11_copy_task"
 SCHEDULE = "s10_noam_and_loss"
 EXAMPLE = "hbdjagecfi"  # the source string whose attention is drawn: every symbol of the task once, no pattern
 WARMUPS = (50, 100, 200, 400)  # the Noam curves drawn, in steps
+KINDS = {"encoder_self": "encoder self-attention (source -> source)",  # the heatmaps: what they show
+         "decoder_self": "decoder self-attention (output so far, causal)",
+         "cross": "cross-attention (decoder position -> source position)"}
 PROG = "python -m grader.pictures"
-HELP_OUT = "folder for the PNG files (created if missing; default: pictures)"
-HELP_IMPL = "whose code to train: exercises (yours, the default), reference, or a folder of stage files"
-HELP_STEPS = "train at most this many steps (default 300; it stops early after two held-out checks in a row at 100%%)"
-HELP_EXAMPLE = f"the source string whose attention is drawn, over the symbols a-j (default: {EXAMPLE})"
 
 
 def import_pyplot():
@@ -50,22 +35,15 @@ def import_pyplot():
     try:
         import matplotlib
     except ImportError:
-        print(MISSING_MATPLOTLIB, file=sys.stderr)
+        print("pictures need matplotlib: python -m pip install matplotlib", file=sys.stderr)
         raise SystemExit(2) from None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return importlib.import_module("matplotlib.pyplot")
 
 
-def load_capstone(impl: Path, plan: train.Plan | None = None):
-    """Load stage 11 and the schedule with ``plan`` (default: the plan of grader/train.py for ``impl``).
-
-    Returns (copy-task module, schedule module, substituted stage ids in learning order).
-    """
-    if plan is None:
-        stages = curriculum.load()
-        plan = train.make_plan(Path(impl).resolve(), train.needed_stages("copy", stages), stages)
+def load_capstone(impl: Path):
+    """(copy-task module, schedule module, substituted stage ids) under grader/train.py's plan for ``impl``."""
+    plan = train.make_plan(Path(impl).resolve(), train.COPY)
     return loader.load_stage(plan.sources, CAPSTONE), loader.load_stage(plan.sources, SCHEDULE), list(plan.substituted)
 
 
@@ -75,74 +53,43 @@ def is_attention(module) -> bool:
 
 
 class AttentionRecorder:
-    """Record the attention weights of every multi-head attention module of a model, by hooks.
-
-    Use as a context manager around a forward pass; ``weights`` then maps each module's name
-    ("encoder.layers.0.self_attn", ...) to its (B, H, Sq, Sk) weights, and ``outputs`` to what
-    the module returned. The hooks are removed on exit: the model is left as it was.
-    """
+    """Around a forward pass: ``weights`` maps each attention module's name to its (B, H, Sq, Sk) weights."""
 
     def __init__(self, model) -> None:
         self.modules = {name: module for name, module in model.named_modules() if is_attention(module)}
         self.weights: dict = {}
-        self.outputs: dict = {}
         self.handles: list = []
 
     def __enter__(self) -> "AttentionRecorder":
         for name, module in self.modules.items():
-            self.handles.append(module.register_forward_hook(self.hook(name), with_kwargs=True))
+            self.handles.append(module.register_forward_hook(functools.partial(self.record, name), with_kwargs=True))
         return self
+
+    def record(self, name: str, module, args: tuple, kwargs: dict, output) -> None:
+        self.weights[name] = attention_weights(module, args, kwargs)
 
     def __exit__(self, *exc) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
 
-    def hook(self, name: str):
-        def record(module, args, kwargs, output):
-            self.weights[name] = attention_weights(module, args, kwargs)
-            self.outputs[name] = output
-
-        return record
-
 
 def attention_weights(module, args: tuple, kwargs: dict):
-    """softmax(Q Kᵀ / sqrt(Dh)) with the call's mask, rebuilt from the module's projections.
-
-    Args:
-        module: a MultiHeadAttention; args, kwargs: its forward(query, key, value, mask) call.
-    Returns:
-        (B, H, Sq, Sk) float weights; masked keys get exactly 0, as in stage 3.
-    """
-    import torch
-
-    try:
-        call = inspect.signature(module.forward).bind(*args, **kwargs).arguments
-        query, key, mask = call["query"], call["key"], call.get("mask")
-    except (TypeError, KeyError):  # other parameter names: fall back on the documented order
-        query, key = args[0], args[1]
-        mask = args[3] if len(args) > 3 else kwargs.get("mask")
+    """softmax(Q Kᵀ / sqrt(Dh)) (B, H, Sq, Sk) of a forward(query, key, value, mask) call; masked keys get 0."""
+    call = list(inspect.signature(module.forward).bind(*args, **kwargs).arguments.values())  # in the documented order
+    query, key, mask = call[0], call[1], call[3] if len(call) > 3 else None
     with torch.no_grad():
         q = module.split_heads(module.q_proj(query))  # (B, H, Sq, Dh)
         k = module.split_heads(module.k_proj(key))  # (B, H, Sk, Dh)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, Sq, Sk)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
-        if mask is not None:
-            weights = weights.masked_fill(~mask, 0.0)  # fully masked rows: 0, not NaN
-    return weights
+        scores = q @ k.transpose(-2, -1) / q.size(-1) ** 0.5  # (B, H, Sq, Sk)
+        if mask is None:
+            return torch.softmax(scores, dim=-1)
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+        return weights.masked_fill(~mask, 0.0)  # fully masked rows: 0, not NaN
 
 
 def record_example(copy_task, model, vocab, source: list[str]) -> dict:
-    """Greedy-decode ``source``, then re-run that decoding teacher-forced with the hooks on.
-
-    Returns a dict with "weights" ({module name: (H, Sq, Sk) tensor}), "source" (tokens),
-    "reads" (the decoder's input tokens: <bos> and the output so far) and "writes" (the token
-    the model predicts at each decoder position).
-    """
-    import torch
-
+    """Greedy-decode ``source``, then record that decoding's attention "weights" (H, Sq, Sk), teacher-forced."""
     batch = copy_task.make_batch([source], [source], vocab)
     model.eval()
     generated = copy_task.greedy_decode(model, batch.src, batch.src_mask, len(source) + 1,
@@ -151,169 +98,127 @@ def record_example(copy_task, model, vocab, source: list[str]) -> dict:
     batch = copy_task.make_batch([source], [output], vocab)
     with torch.no_grad(), AttentionRecorder(model) as recorder:
         logits = model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_mask)  # (1, T, V)
-    return {
-        "weights": {name: w[0] for name, w in recorder.weights.items()},  # (H, Sq, Sk)
-        "source": list(source),
-        "reads": [vocab.itos[i] for i in batch.tgt_in[0].tolist()],
-        "writes": [vocab.itos[i] for i in logits[0].argmax(-1).tolist()],
-        "output": output,
-    }
+    return {"weights": {name: w[0] for name, w in recorder.weights.items()}, "output": output,
+            "reads": [vocab.itos[i] for i in batch.tgt_in[0].tolist()],
+            "writes": [vocab.itos[i] for i in logits[0].argmax(-1).tolist()]}
 
 
-def by_kind(weights: dict) -> dict[str, list]:
-    """{kind: [(module name, (H, Sq, Sk) weights), ...] in layer order}."""
-    grouped: dict[str, list] = {"encoder_self": [], "decoder_self": [], "cross": []}
-    for name, w in weights.items():
-        kind = "encoder_self" if name.startswith("encoder") else "cross" if "cross" in name else "decoder_self"
-        grouped[kind].append((name, w))
-    return grouped
+def of_kind(weights: dict, kind: str) -> list:
+    """The (H, Sq, Sk) weights of the modules of one of the KINDS, in layer order."""
+    kinds = ["encoder_self" if name.startswith("encoder") else "cross" if "cross" in name else "decoder_self"
+             for name in weights]
+    return [w for w, its in zip(weights.values(), kinds) if its == kind]
 
 
 def diagonal_fraction(weights, reverse: bool = False) -> float:
-    """The fraction of output positions whose head-averaged attention peaks on the expected source.
-
-    Args:
-        weights: (H, T, S) cross-attention of one layer, T = S + 1 (the last position writes eos).
-        reverse: expect source position S - 1 - t instead of t.
-    """
+    """How many output positions' head-averaged (H, T, S) cross-attention peaks on source t (S - 1 - t: reverse)."""
     average = weights.mean(dim=0)  # (T, S)
     length = average.size(1)
-    positions = range(min(length, average.size(0)))
-    hits = [int(average[t].argmax()) == (length - 1 - t if reverse else t) for t in positions]
+    hits = [int(average[t].argmax()) == (length - 1 - t if reverse else t) for t in range(min(average.shape))]
     return sum(hits) / len(hits)
 
 
-def plot_attention(plt, maps: list, columns: list[str], rows: list[str], title: str, path: Path) -> None:
+def save(plt, figure, title: str, path: Path) -> Path:
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_attention(plt, maps: list, columns: list[str], rows: list[str], title: str, path: Path) -> Path:
     """One heatmap per (layer, head): rows are query positions, columns key positions."""
-    n_layers, n_heads = len(maps), maps[0][1].size(0)
+    n_layers, n_heads = len(maps), maps[0].size(0)
     figure, axes = plt.subplots(n_layers, n_heads, figsize=(2.6 * n_heads + 1, 2.6 * n_layers + 0.8),
                                 squeeze=False, constrained_layout=True)
-    for layer, (name, weights) in enumerate(maps):
-        for head in range(n_heads):
-            axis = axes[layer][head]
+    for layer, weights in enumerate(maps):
+        for head, axis in enumerate(axes[layer]):
             image = axis.imshow(weights[head].cpu().numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
             axis.set_xticks(range(len(columns)), columns, fontsize=7, rotation=90)
             axis.set_yticks(range(len(rows)), rows, fontsize=7)
             axis.set_title(f"layer {layer} head {head}", fontsize=8)
     figure.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
-    figure.suptitle(title, fontsize=10)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return save(plt, figure, title, path)
 
 
-def plot_schedule(plt, noam_lr, d_model: int, steps: int, path: Path, used: tuple[int, float] | None = None) -> None:
-    """Noam curves for WARMUPS (factor 1), and dashed the (warmup, factor) of the run, if given."""
+def plot_schedule(plt, noam_lr, config, path: Path) -> Path:
+    """Noam curves for WARMUPS (factor 1), and dashed the run's own warmup and factor."""
     figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
-    x = list(range(1, steps + 1))
+    x = range(1, max(2000, 4 * max(WARMUPS)) + 1)
     for warmup in WARMUPS:
-        axis.plot(x, [noam_lr(step, d_model, warmup) for step in x], label=f"warmup {warmup}")
-    if used is not None:
-        warmup, factor = used
-        axis.plot(x, [noam_lr(step, d_model, warmup, factor) for step in x], "k--",
-                  label=f"this run: warmup {warmup}, factor {factor:g}")
-    axis.set_xlabel("step")
-    axis.set_ylabel("learning rate")
-    axis.set_title(f"Noam schedule, d_model = {d_model}: linear warm-up, then 1/sqrt(step)")
+        axis.plot(x, [noam_lr(step, config.d_model, warmup) for step in x], label=f"warmup {warmup}")
+    axis.plot(x, [noam_lr(step, config.d_model, config.warmup, config.lr_factor) for step in x], "k--",
+              label=f"this run: warmup {config.warmup}, factor {config.lr_factor:g}")
+    axis.set(xlabel="step", ylabel="learning rate")
     axis.legend()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return save(plt, figure, f"Noam schedule, d_model = {config.d_model}: linear warm-up, then 1/sqrt(step)", path)
 
 
-def plot_training(plt, losses: list[float], accuracies: list[tuple[int, float]], title: str, path: Path) -> None:
+def plot_training(plt, result, config, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(7, 4), constrained_layout=True)
-    axis.plot(range(1, len(losses) + 1), losses, color="tab:blue", linewidth=1)
-    axis.set_yscale("log")
-    axis.set_xlabel("step")
+    axis.plot(range(1, len(result.losses) + 1), result.losses, color="tab:blue", linewidth=1)
+    axis.set(xlabel="step", yscale="log")
     axis.set_ylabel("training loss (log scale)", color="tab:blue")
-    if accuracies:
+    if result.accuracies:
         other = axis.twinx()
-        other.plot([s for s, _ in accuracies], [100 * a for _, a in accuracies], "o-", color="tab:orange",
-                   markersize=3)
+        other.plot(*zip(*[(s, 100 * a) for s, a in result.accuracies]), "o-", color="tab:orange", markersize=3)
         other.set_ylim(-2, 102)
         other.set_ylabel("held-out exact match (%)", color="tab:orange")
-    axis.set_title(title)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    task = "reverse" if config.reverse else "copy"
+    return save(plt, figure, f"{task} task, {config.n_layers} layer(s): loss per step, held-out exact match", path)
 
 
 def write_pictures(plt, copy_task, schedule, result, config, source: list[str], out: Path) -> tuple[list[Path], dict]:
     """Write the five PNG files for a trained ``result``; return their paths and the recorded example."""
     out.mkdir(parents=True, exist_ok=True)
     example = record_example(copy_task, result.model, result.vocab, source)
-    grouped = by_kind(example["weights"])
     queries = [f"{r} → {w}" for r, w in zip(example["reads"], example["writes"])]  # reads -> writes
-    task = "reverse" if config.reverse else "copy"
-    written = []
-    for kind, columns, rows, what in (
-        ("encoder_self", example["source"], example["source"], "encoder self-attention (source -> source)"),
-        ("decoder_self", example["reads"], queries, "decoder self-attention (output so far, causal)"),
-        ("cross", example["source"], queries, "cross-attention (decoder position -> source position)"),
-    ):
-        path = out / f"{kind}_attention.png"
-        title = f"{task} model after {result.steps} steps: {what}\nsource {''.join(source)!r}, output {''.join(example['output'])!r}"
-        plot_attention(plt, grouped[kind], columns, rows, title, path)
-        written.append(path)
-    path = out / "noam_schedule.png"
-    plot_schedule(plt, schedule.noam_lr, config.d_model, max(2000, 4 * max(WARMUPS)), path,
-                  (config.warmup, config.lr_factor))
-    written.append(path)
-    path = out / "training_loss.png"
-    plot_training(plt, result.losses, result.accuracies,
-                  f"{task} task, {config.n_layers} layer(s): loss per step, held-out exact match", path)
-    written.append(path)
-    return written, example
+    axes = {"encoder_self": (source, source), "decoder_self": (example["reads"], queries), "cross": (source, queries)}
+    model = f"{'reverse' if config.reverse else 'copy'} model after {result.steps} steps"
+    shown = f"source {''.join(source)!r}, output {''.join(example['output'])!r}"
+    written = [plot_attention(plt, of_kind(example["weights"], kind), *axes[kind], f"{model}: {what}\n{shown}",
+                              out / f"{kind}_attention.png") for kind, what in KINDS.items()]
+    written.append(plot_schedule(plt, schedule.noam_lr, config, out / "noam_schedule.png"))
+    return written + [plot_training(plt, result, config, out / "training_loss.png")], example
 
 
 def main(argv: list[str] | None = None) -> int:
-    return curriculum.run_main(PROG, _main, sys.argv[1:] if argv is None else argv)
+    return curriculum.run_main(PROG, run, sys.argv[1:] if argv is None else argv)
 
 
-def _main(argv: list[str]) -> int:
-    parser = curriculum.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("pictures"), help=HELP_OUT)
-    parser.add_argument("--impl", default="exercises", help=HELP_IMPL)
-    parser.add_argument("--steps", type=int, default=None, help=HELP_STEPS)
-    parser.add_argument("--reverse", action="store_true", help="train the reverse task instead of copy")
-    parser.add_argument("--layers", type=int, default=2, help="encoder and decoder layers (default: 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the model, the data and the held-out set")
-    parser.add_argument("--example", default=EXAMPLE, help=HELP_EXAMPLE)
-    parser.add_argument("-v", "--verbose", action="store_true", help=train.HELP_VERBOSE)
-    args = parser.parse_args(argv)
+def run(argv: list[str]) -> int:
+    args = train.parse(PROG, __doc__, argv, {
+        "--out": {"type": Path, "default": Path("pictures"), "help": "folder for the PNG files (default: pictures)"},
+        "--steps": {"type": int, "help": "train at most this many steps (default 300, or fewer at 100%%)"},
+        "--reverse": {"action": "store_true", "help": "train the reverse task instead of copy"},
+        "--layers": {"type": int, "default": 2, "help": "encoder and decoder layers (default: 2)"},
+        "--example": {"default": EXAMPLE, "help": f"the source string whose attention is drawn, over a-j ({EXAMPLE})"},
+    })
     plt = import_pyplot()  # before training: no one should wait a minute to learn it is missing
-    if args.steps is not None and args.steps < 1 or args.layers < 1:
-        parser.error("--steps and --layers must be at least 1")
+    if args.layers < 1:
+        raise curriculum.UsageError("--layers must be at least 1")
     if not set(args.example) <= set(EXAMPLE) or not 1 <= len(args.example) <= 10:
-        parser.error(f"--example must be 1 to 10 symbols from {''.join(sorted(EXAMPLE))}")
-    if args.out.exists() and not args.out.is_dir() or curriculum.EXERCISES.resolve() in [args.out.resolve(), *args.out.resolve().parents]:
-        parser.error(f"--out {args.out}: must be a folder outside exercises/")
-    stages = curriculum.load()
-    plan = train.make_plan(curriculum.resolve_impl(args.impl, stages), train.needed_stages("copy", stages), stages)
-    print("\n".join(plan.describe()) or "using the reference for every stage")
+        raise curriculum.UsageError(f"--example must be 1 to 10 symbols from {''.join(sorted(EXAMPLE))}")
+    if args.out.exists() and not args.out.is_dir() or args.out.resolve().is_relative_to(curriculum.EXERCISES.resolve()):
+        raise curriculum.UsageError(f"--out {args.out}: must be a folder outside exercises/")
+    steps = args.steps or train.DEFAULT_STEPS["copy"]
 
     def work(modules, progress: train.Progress):
-        copy_task, schedule = modules(CAPSTONE), modules(SCHEDULE)
-        defaults = copy_task.CopyTaskConfig()
-        config = copy_task.CopyTaskConfig(reverse=args.reverse, n_layers=args.layers, seed=args.seed,
-                                          max_steps=args.steps or defaults.max_steps,
-                                          eval_every=min(defaults.eval_every, args.steps or defaults.eval_every))
-        progress.total = config.max_steps
+        copy_task = modules(CAPSTONE)
+        config = copy_task.CopyTaskConfig(reverse=args.reverse, n_layers=args.layers, seed=args.seed, max_steps=steps,
+                                          eval_every=min(copy_task.CopyTaskConfig.eval_every, steps))
         progress(f"training the {'reverse' if args.reverse else 'copy'} task, at most {config.max_steps} steps")
         result = copy_task.train_copy_task(config, log=progress)
         progress.close()
-        return result, *write_pictures(plt, copy_task, schedule, result, config, list(args.example), args.out)
+        schedule = modules(SCHEDULE)
+        written, example = write_pictures(plt, copy_task, schedule, result, config, list(args.example), args.out)
+        cross = of_kind(example["weights"], "cross")[-1]
+        print(f"trained {result.steps} steps, held-out exact match {result.accuracy:.1%}; "
+              f"{args.example!r} -> {''.join(example['output'])!r}; last layer's cross-attention peaks on the "
+              f"{'anti-' if args.reverse else ''}diagonal at {diagonal_fraction(cross, args.reverse):.0%} of positions")
+        print("\n".join(f"wrote {path}" for path in written))
 
-    live = sys.stdout.isatty()
-    code, done = train.run_plan(plan, work, lambda: train.Progress(live, early_stop=True), args.verbose, PROG)
-    if code:
-        return code
-    result, written, example = done
-    cross = by_kind(example["weights"])["cross"]
-    print(f"trained {result.steps} steps, held-out exact match {result.accuracy:.1%}; "
-          f"{args.example!r} -> {''.join(example['output'])!r}; last layer's cross-attention peaks on the "
-          f"{'anti-' if args.reverse else ''}diagonal at {diagonal_fraction(cross[-1][1], args.reverse):.0%} of positions")
-    for path in written:
-        print(f"wrote {path}")
-    return 0
+    return train.run_plan(train.make_plan(args.impl_path, train.COPY), work, args.verbose, PROG, sys.stdout,
+                          live=sys.stdout.isatty(), total=steps, early_stop=True)[0]
 
 
 if __name__ == "__main__":

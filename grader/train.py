@@ -1,73 +1,53 @@
 """Train a capstone with your own stages; the reference fills the stages you have not written.
 
-    python -m grader.train copy        # Part I: the encoder-decoder learns to copy strings
-    python -m grader.train reverse     # ... or to reverse them
-    python -m grader.train lm          # Part II: the decoder-only model on Frankenstein, then a sample
+    python -m grader.train copy|reverse|lm    # Part I's capstone copies or reverses strings; Part II's is an LM
 
-Options: --impl exercises|reference|PATH (whose stages to use; default exercises), --steps N,
---seed S, --quiet (no progress line), -v (a crash's full traceback). The progress line, with an
-estimate of the time left, is shown only on a terminal.
-
-A stage is taken from --impl unless it is missing there, is still an untouched stub, cannot be
-read, fails to import, or raises NotImplementedError while training; then the reference stands
-in. The command lists the stages it used from --impl and those it substituted, and why. Exit
-status: 0 trained, 1 the training itself failed (one line naming your stage and file:line; -v for
-the traceback), 2 bad command line (one line on stderr). grader/pictures.py plans the same way.
+A stage comes from --impl (default exercises/) unless missing, an untouched stub, unreadable, not importing or
+raising NotImplementedError; then the reference stands in, named with the reason (grader.pictures and
+grader.generate share this plan). Exit 0 trained, 1 your code crashed (one line: its file:line), 2 bad usage.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import random
 import re
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from . import curriculum, loader, run as runner, stubgen
 
-TASKS = ("copy", "reverse", "lm")
-TASK_STAGES = {  # the stages each task calls directly; their dependencies come along
-    "copy": ("s11_copy_task",),
-    "reverse": ("s11_copy_task",),
-    "lm": ("s12_corpus", "s13_bpe", "s20_lm_training", "s21_generation"),
-}
+REFERENCE = curriculum.REFERENCE
+COPY = ("s11_copy_task",)  # the stages a task calls directly; their dependencies come along
+TASK_STAGES = {"copy": COPY, "reverse": COPY, "lm": ("s12_corpus", "s13_bpe", "s20_lm_training", "s21_generation")}
 DEFAULT_STEPS = {"copy": 300, "reverse": 300, "lm": 400}  # copy/reverse: CopyTaskConfig.max_steps
 LM_PROMPT = "It was on a dreary night of November"  # the opening of chapter 5
-LM_VOCAB = 512  # BPE vocabulary for the lm task
 NOT_WRITTEN = re.compile(r"(s\d\d_\w+): not written yet")
-
-HELP_TASK = "copy or reverse (Part I's encoder-decoder), or lm (Part II's decoder-only model on the shipped book)"
-HELP_IMPL = "whose stages to use: 'exercises' (default), 'reference', or a directory shaped like exercises/"
-HELP_STEPS = ("training steps; the learning rate decays to zero there (default: copy/reverse 300, stopping early after "
-              "two held-out checks in a row at 100%%; lm 400)")
-HELP_SEED = "random seed for the model, the data and the sample (default 0)"
-HELP_QUIET = "no progress line (it is also off when the output is not a terminal)"
-HELP_VERBOSE = "if training crashes, the full traceback (default: one line naming your stage and file:line)"
+OPTIONS = {  # the options of every command that runs learner code, as add_argument's keywords
+    "--impl": {"default": "exercises", "help": "whose stages: exercises (default), reference, or a folder like it"},
+    "--seed": {"type": int, "default": 0, "help": "random seed (default 0)"},
+    "-v --verbose": {"action": "store_true", "help": "the full traceback of a crash (default: one line, file:line)"},
+}
 PROG = "python -m grader.train"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = curriculum.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("task", choices=TASKS, help=HELP_TASK)
-    parser.add_argument("--impl", default="exercises", help=HELP_IMPL)
-    parser.add_argument("--steps", type=int, default=None, help=HELP_STEPS)
-    parser.add_argument("--seed", type=int, default=0, help=HELP_SEED)
-    parser.add_argument("--quiet", action="store_true", help=HELP_QUIET)
-    parser.add_argument("-v", "--verbose", action="store_true", help=HELP_VERBOSE)
+def parse(prog: str, doc: str, argv: list[str], options: dict[str, dict]):
+    """``argv`` parsed with OPTIONS and ``options``, --steps checked and --impl resolved to ``impl_path``."""
+    parser = curriculum.Parser(prog=prog, description=doc.split("\n\n")[0])
+    for flags, settings in {**OPTIONS, **options}.items():
+        parser.add_argument(*flags.split(), **settings)
     args = parser.parse_args(argv)
-    if args.steps is not None and args.steps < 1:
+    if getattr(args, "steps", None) is not None and args.steps < 1:
         raise curriculum.UsageError(f"--steps must be at least 1, got {args.steps}")
     args.impl_path = curriculum.resolve_impl(args.impl, curriculum.load())
     return args
-
-
-def needed_stages(task: str, stages) -> list[str]:
-    """The stages the task calls and everything they depend on, in learning order."""
-    needed = {d for called in TASK_STAGES[task] for d in (called, *runner.closure(stages)[called])}
-    return [stage.id for stage in stages if stage.id in needed]
 
 
 @dataclass
@@ -75,66 +55,60 @@ class Plan:
     """Where each stage comes from, and why a needed stage was taken from the reference."""
 
     sources: dict[str, Path]
+    impl: Path
     substituted: dict[str, str] = field(default_factory=dict)  # stage id -> reason
-    impl: Path = curriculum.REFERENCE
 
     def substitute(self, stage_id: str, reason: str) -> None:
-        self.sources[stage_id] = curriculum.REFERENCE
+        self.sources[stage_id] = REFERENCE
         self.substituted[stage_id] = reason
 
     def yours(self) -> list[str]:
         """The stages taken from --impl, in learning order."""
-        return [s for s, tree in self.sources.items() if tree == self.impl != curriculum.REFERENCE]
+        return [s for s, tree in self.sources.items() if tree == self.impl != REFERENCE]
 
     def describe(self) -> list[str]:
         """The lines that say whose code is used: yours first, then every substitution and why."""
-        mine = [f"using yours: {', '.join(self.yours()) or 'none of your stages yet'}"] * (self.impl != curriculum.REFERENCE)
+        mine = [f"using yours: {', '.join(self.yours()) or 'none of your stages yet'}"] * (self.impl != REFERENCE)
         return mine + [f"using reference/{s}.py: yours is {why}" for s, why in self.substituted.items()]
 
+    def crashed_in(self, frames: list[tuple[str, int]]) -> tuple[str, int] | None:
+        """(stage id, line) of the innermost of ``frames`` (file name, line) in a stage of yours, or None."""
+        own = {(self.impl / f"{s}.py").resolve(): s for s in self.yours()}
+        return next(((own[Path(f).resolve()], line) for f, line in reversed(frames) if Path(f).resolve() in own), None)
 
-def make_plan(impl: Path, needed: list[str], stages) -> Plan:
-    """Take every needed stage from impl, unless it is missing, unreadable, an untouched stub, or does not import."""
-    plan = Plan({stage.id: curriculum.REFERENCE for stage in stages}, impl=impl)
-    if impl == curriculum.REFERENCE:
-        return plan
-    for stage_id in needed:
-        path = impl / f"{stage_id}.py"
+
+def make_plan(impl: Path, called: tuple[str, ...]) -> Plan:
+    """The stages ``called`` and their dependencies from impl, unless missing, unreadable, a stub or not importing."""
+    stages = curriculum.load()
+    needed = {d for stage_id in called for d in (stage_id, *runner.closure(stages)[stage_id])}
+    plan = Plan({stage.id: REFERENCE for stage in stages}, impl)
+    for stage_id in [stage.id for stage in stages if stage.id in needed and impl != REFERENCE]:
+        path = impl / f"{stage_id}.py"  # in learning order, so a stage's dependencies are settled first
         try:
-            text = loader.read_stage(path) if path.is_file() or path.is_symlink() else None
+            reason = "not started" if stubgen.is_untouched(loader.read_stage(path), stage_id) else None
         except loader.StageFileError as error:
-            plan.substitute(stage_id, f"refused ({error})")
-            continue
-        if text is None:
-            plan.substitute(stage_id, "missing")
-        elif stubgen.is_untouched(text, stage_id):
-            plan.substitute(stage_id, "not started")
-        else:
+            reason = f"refused ({error})" if path.is_file() or path.is_symlink() else "missing"
+        if reason is None:
             plan.sources[stage_id] = impl
-    for stage_id in needed:  # in learning order, so a stage's dependencies are settled first
-        if plan.sources[stage_id] != impl:
-            continue
-        try:
-            loader.load_stage(plan.sources, stage_id)
-        except Exception as error:  # noqa: BLE001 - any import failure means: use the reference
-            plan.substitute(stage_id, f"does not import ({type(error).__name__}: {error})")
+            try:
+                loader.load_stage(plan.sources, stage_id)
+            except Exception as error:  # noqa: BLE001 - any import failure means: use the reference
+                reason = f"does not import ({type(error).__name__}: {error})"
+        if reason:
+            plan.substitute(stage_id, reason)
     return plan
 
 
+@dataclass
 class Progress:
-    """One progress line, rewritten in place on a terminal, with the time left; silent otherwise.
+    """A line rewritten in place on a terminal (``live``), with the time left to ``total`` once it says ``step N``."""
 
-    ``total`` is the most steps the run takes; a line that says ``step N`` then gets an estimate
-    from the pace so far ("at most" when training may stop early).
-    """
-
-    STEP = re.compile(r"step\s+(\d+)")
-
-    def __init__(self, live: bool, stream=sys.stdout, total: int | None = None, early_stop: bool = False) -> None:
-        self.live = live
-        self.stream = stream
-        self.start = time.perf_counter()
-        self.width = 0
-        self.total, self.early_stop = total, early_stop
+    live: bool = False
+    out: object = sys.stdout
+    total: int | None = None
+    early_stop: bool = False  # the time left is "at most" that
+    start: float = field(default_factory=time.perf_counter)
+    width: int = 0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -142,58 +116,51 @@ class Progress:
     def __call__(self, line: str) -> None:
         if not self.live:
             return
-        done = self.STEP.search(line)
-        left = ""
-        if self.total and done and int(done.group(1)) > 0:
-            seconds = self.elapsed() * max(0, self.total - int(done.group(1))) / int(done.group(1))
-            left = f", {'at most ' if self.early_stop else ''}about {seconds:.0f}s left"
-        text = f"{line}  {self.elapsed():6.1f}s{left}"
-        self.stream.write("\r" + text.ljust(self.width))
-        self.stream.flush()
+        text = f"{line}  {self.elapsed():6.1f}s"
+        done = re.search(r"step\s+(\d+)", line)
+        if self.total and done and int(done[1]):
+            left = self.elapsed() * max(0, self.total - int(done[1])) / int(done[1])
+            text += f", {'at most ' if self.early_stop else ''}about {left:.0f}s left"
+        print("\r" + text.ljust(self.width), end="", file=self.out, flush=True)
         self.width = len(text)
 
     def close(self) -> None:
         if self.live and self.width:
-            self.stream.write("\n")
-            self.stream.flush()
+            print(file=self.out, flush=True)
+        self.width = 0
 
 
-def train_copy(modules: Callable[[str], object], task: str, steps: int, seed: int, progress: Progress) -> list[str]:
+def train_copy(modules: Callable[[str], object], args, steps: int, progress: Progress) -> list[str]:
     """Part I's capstone; returns the summary lines."""
-    import random
-
     copy_task = modules("s11_copy_task")
-    config = copy_task.CopyTaskConfig(reverse=task == "reverse", max_steps=steps, seed=seed)
+    config = copy_task.CopyTaskConfig(reverse=args.task == "reverse", max_steps=steps, seed=args.seed)
     result = copy_task.train_copy_task(config, log=progress)
     progress.close()
-    lines = [f"{task}: held-out exact match {result.accuracy:.1%} after {result.steps} steps ({progress.elapsed():.1f} s)"]
-    sources = copy_task.random_strings(3, config.min_len, config.max_len, random.Random(seed + 1))
-    targets = [s[::-1] if config.reverse else s for s in sources]
-    batch = copy_task.make_batch(sources, targets, result.vocab)
+    seconds = progress.elapsed()
+    lines = [f"{args.task}: held-out exact match {result.accuracy:.1%} after {result.steps} steps ({seconds:.1f} s)"]
+    sources = copy_task.random_strings(3, config.min_len, config.max_len, random.Random(args.seed + 1))
     vocab = result.vocab
+    batch = copy_task.make_batch(sources, [s[::-1] if config.reverse else s for s in sources], vocab)
     decoded = copy_task.greedy_decode(result.model, batch.src, batch.src_mask, config.max_len + 1,
                                       vocab.bos_id, vocab.eos_id, vocab.pad_id)
-    for source, row in zip(sources, decoded.tolist()):
-        lines.append(f"  {''.join(source):<12} -> {''.join(vocab.decode(row, skip_special=True))}")
-    return lines
+    return lines + [f"  {''.join(source):<12} -> {''.join(vocab.decode(row, skip_special=True))}"
+                    for source, row in zip(sources, decoded.tolist())]
 
 
-def train_lm(modules: Callable[[str], object], steps: int, seed: int, progress: Progress) -> list[str]:
+def train_lm(modules: Callable[[str], object], args, steps: int, progress: Progress) -> list[str]:
     """Part II's capstone: BPE on the book, a tiny Llama, a sample; returns the summary lines."""
-    import torch
-
     corpus, bpe_stage = modules("s12_corpus"), modules("s13_bpe")
     training, generation = modules("s20_lm_training"), modules("s21_generation")
-    torch.manual_seed(seed)
+    torch.manual_seed(args.seed)
     progress("lm: training the BPE tokenizer")
     text = corpus.load_corpus()
     tokenizer = bpe_stage.ByteBPE()
-    tokenizer.train(text, LM_VOCAB)
+    tokenizer.train(text, 512)
     tokens = torch.tensor(tokenizer.encode(text), dtype=torch.long)
     train, val = corpus.split_tokens(tokens, 0.1)
     model = training.tiny_llama(tokenizer.vocab_size, d_model=64, max_seq_len=256)
     config = training.TrainConfig(steps=steps, batch_size=16, context=64, lr=3e-3, warmup=max(1, steps // 10),
-                                  eval_every=max(1, steps // 20), eval_windows=32, seed=seed)
+                                  eval_every=max(1, steps // 20), eval_windows=32, seed=args.seed)
     baseline = training.unigram_baseline(train, val, tokenizer.vocab_size)
     start = time.perf_counter()
     result = training.train_lm(model, train, val, config, log=lambda line: progress(f"lm: {line}"))
@@ -201,105 +168,80 @@ def train_lm(modules: Callable[[str], object], steps: int, seed: int, progress: 
     progress.close()
     prompt = torch.tensor([tokenizer.encode(LM_PROMPT)], dtype=torch.long)
     sample = generation.generate(model, prompt, 120, temperature=0.8, top_k=50, top_p=0.95, eos_id=tokenizer.eos_id,
-                                 generator=torch.Generator().manual_seed(seed))
-    return [
-        f"lm: {len(tokens):,} BPE tokens (vocabulary {tokenizer.vocab_size}), {sum(p.numel() for p in model.parameters()):,} parameters",
-        f"lm: validation loss {result.val_loss:.3f} nats after {result.steps} steps "
-        f"(unigram baseline {baseline:.3f}); {result.tokens_seen / seconds:,.0f} training tokens/s",
-        "",
-        tokenizer.decode(sample[0].tolist()),
-    ]
+                                 generator=torch.Generator().manual_seed(args.seed))
+    parameters = sum(p.numel() for p in model.parameters())
+    return [f"lm: {len(tokens):,} BPE tokens (vocabulary {tokenizer.vocab_size}), {parameters:,} parameters",
+            f"lm: validation loss {result.val_loss:.3f} nats after {result.steps} steps (unigram baseline "
+            f"{baseline:.3f}); {result.tokens_seen / seconds:,.0f} training tokens/s",
+            "", tokenizer.decode(sample[0].tolist())]
 
 
-def forward_trace(again: Callable[[], object]) -> str:
-    """Run ``again`` (the crashed run) under autograd's anomaly mode: for an error in backward it
-    warns with the traceback of the forward call that made the failing node; return that text."""
-    import warnings
-
-    import torch
-
+def forward_frames(again: Callable[[], object]) -> list[tuple[str, int]]:
+    """(file, line) of the forward call behind a failing backward: ``again`` (the crashed run) under anomaly mode."""
     with warnings.catch_warnings(record=True) as caught, torch.autograd.detect_anomaly(check_nan=False):
         warnings.simplefilter("always")
-        try:
+        with contextlib.suppress(Exception):  # the same crash, expected
             again()
-        except Exception:  # noqa: BLE001 - the same crash, expected
-            pass
-    return "\n".join(str(w.message) for w in caught if "Traceback of forward call" in str(w.message))
+    trace = "\n".join(str(w.message) for w in caught if "Traceback of forward call" in str(w.message))
+    return [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', trace)]
 
 
 def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, again=None) -> int:
-    """Exit status 1 with one line on stderr (-v: the whole traceback first): the learner's stage and
-    file:line when learner code is on the traceback, or on the forward call that made a failing
-    backward (``again`` re-runs the crashed work to find it), else where it happened and which of the
-    learner's stages were in use."""
+    """Exit status 1, one line on stderr: your stage's file:line (via ``again`` for a failing backward) or where."""
     if verbose:
         traceback.print_exception(error)
-    autograd = "gradient computation" in str(error) or "backward" in str(error)
-    forward = forward_trace(again) if again is not None and autograd else ""
     frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)]
-    frames += [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', forward)]
+    if again is not None and ("gradient computation" in str(error) or "backward" in str(error)):
+        frames += forward_frames(again)
     what = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}".rstrip(": ")
-    mine = {plan.impl.resolve() / f"{s}.py": s for s in plan.yours()}
-    found = next(((mine[Path(n).resolve()], line) for n, line in reversed(frames) if Path(n).resolve() in mine), None)
+    found = plan.crashed_in(frames)
     if found:
         line = f"your {found[0]} crashed at {plan.impl.name}/{found[0]}.py:{found[1]}: {what}"
     else:
         where = f" in {Path(frames[-1][0]).parent.name}/{Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else ""
-        line = f"crashed{where}" + (f", while using your {', '.join(plan.yours())}" if plan.yours() else "") + f": {what}"
+        using = f", while using your {', '.join(plan.yours())}" if plan.yours() else ""
+        line = f"crashed{where}{using}: {what}"
     print(f"{prog}: {line}" + ("" if verbose else " (-v shows the traceback)"), file=sys.stderr)
     return 1
 
 
-def run_plan(plan: Plan, work: Callable, progress: Callable[[], Progress], verbose: bool, prog: str = PROG,
-             out=sys.stdout) -> tuple[int, object]:
-    """(0, work(modules, progress)) run on the plan's stages. A stage of yours that raises
-    NotImplementedError is replaced by the reference and the work starts again; any other crash
-    is one line on stderr and (1, None)."""
-    modules = lambda stage_id: loader.load_stage(plan.sources, stage_id)  # noqa: E731
-    while True:
-        bar = progress()
-        try:
-            return 0, work(modules, bar)
-        except NotImplementedError as error:
-            bar.close()
-            match = NOT_WRITTEN.search(str(error))
-            stage_id = match.group(1) if match else None
-            if stage_id is None or plan.sources.get(stage_id) == curriculum.REFERENCE:
-                return report_crash(prog, error, plan, verbose), None
-            plan.substitute(stage_id, "not finished (it raises NotImplementedError)")
-            print(f"using reference/{stage_id}.py: yours is {plan.substituted[stage_id]}; starting again", file=out)
-        except curriculum.UsageError:
-            bar.close()
-            raise  # bad input (a checkpoint that cannot be run): one line, exit 2, from run_main
-        except Exception as error:  # noqa: BLE001 - the learner's code may raise anything
-            bar.close()
-            return report_crash(prog, error, plan, verbose, lambda: work(modules, Progress(False))), None
-
-
-def run(args: argparse.Namespace, out=sys.stdout) -> int:
-    import torch
-
-    torch.set_num_threads(1)  # tiny models: one thread is fastest, and it leaves the machine usable
-    stages = curriculum.load()
-    plan = make_plan(args.impl_path, needed_stages(args.task, stages), stages)
-    steps = args.steps or DEFAULT_STEPS[args.task]
+def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdout, **progress) -> tuple[int, object]:
+    """Say whose stages are used, then (0, work(modules, Progress(...))), restarted on a stage's NotImplementedError."""
     for line in plan.describe():
         print(line, file=out)
+    modules = lambda stage_id: loader.load_stage(plan.sources, stage_id)  # noqa: E731
+    while True:
+        bar = Progress(out=out, **progress)
+        try:
+            return 0, work(modules, bar)
+        except Exception as error:  # noqa: BLE001 - the learner's code may raise anything
+            bar.close()
+            if isinstance(error, curriculum.UsageError):
+                raise  # bad input (a checkpoint that cannot be run): one line, exit 2, from run_main
+            found = isinstance(error, NotImplementedError) and NOT_WRITTEN.search(str(error))
+            if not found or plan.sources.get(found[1]) == REFERENCE:
+                return report_crash(prog, error, plan, verbose, lambda: work(modules, Progress())), None
+            plan.substitute(found[1], "not finished (it raises NotImplementedError)")
+            print(f"using reference/{found[1]}.py: yours is {plan.substituted[found[1]]}; starting again", file=out)
 
-    def work(modules, progress: Progress) -> list[str]:
-        if args.task == "lm":
-            return train_lm(modules, steps, args.seed, progress)
-        return train_copy(modules, args.task, steps, args.seed, progress)
 
-    live = not args.quiet and out.isatty()
-    code, lines = run_plan(plan, work, lambda: Progress(live, out, steps, args.task != "lm"), args.verbose, out=out)
-    if not code:
-        print("\n".join(lines), file=out)
-    return code
+def run(argv: list[str], out=sys.stdout) -> int:
+    args = parse(PROG, __doc__, argv, {
+        "task": {"choices": TASK_STAGES, "help": "copy or reverse (Part I's capstone), or lm (Part II's, on a book)"},
+        "--steps": {"type": int, "help": "training steps (default: copy/reverse 300, or fewer at 100%%; lm 400)"},
+        "--quiet": {"action": "store_true", "help": "no progress line (off too when not on a terminal)"},
+    })
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and it leaves the machine usable
+    steps = args.steps or DEFAULT_STEPS[args.task]
+    trainer = train_lm if args.task == "lm" else train_copy
+    return run_plan(make_plan(args.impl_path, TASK_STAGES[args.task]),
+                    lambda modules, progress: print("\n".join(trainer(modules, args, steps, progress)), file=out),
+                    args.verbose, PROG, out, live=not args.quiet and out.isatty(), total=steps,
+                    early_stop=args.task != "lm")[0]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return curriculum.run_main(PROG, lambda: run(parse_args(sys.argv[1:] if argv is None else argv)))
+    return curriculum.run_main(PROG, run, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
