@@ -1,17 +1,13 @@
 """Integrity checks for courses: the files that decide a grade are the ones shipped, and learner code
-stays honest.
+stays honest (docs/instructors.md has the threat model).
 
-- A hash manifest (grader/test_hashes.json) of the suites, tests/checks.py, tests/conftest.py,
-  curriculum.toml, grader/, reference/ and the data the suites read is checked on every run;
-  ``python -m grader --refresh-hashes`` rewrites it. A batch takes a ``snapshot`` before the first
-  submission and asks ``changed_since`` after each one: a tree that changed must stop the batch.
-- A learner's stage file that imports the answer key (reference/) or the test machinery (pytest,
-  the grader, the suites) gets no credit (``scan_stage``). An import hook in the child process
-  (grader/child.py) backs this up at run time.
-- A stage file that uses the tools for patching the tests in memory (``sys.modules``, ``gc``,
-  frames, ``exec`` ...) is flagged for the instructor (``flags``): code running in the same process
-  as the tests can tamper with them, and no check inside that process can stop it. Flagged is not
-  failed: a reviewer reads the file. docs/instructors.md has the threat model.
+- grader/test_hashes.json hashes the suites, their helpers, curriculum.toml, grader/, reference/ and
+  the corpus; every run checks it. A batch takes a ``snapshot`` first and asks ``changed_since``
+  after each submission.
+- A stage file that imports the answer key or the test machinery gets no credit (``scan_stage``;
+  grader/child.py's import hook backs it up at run time).
+- A stage file that uses tools for patching the tests in memory is flagged for a reviewer
+  (``flags``): code in the tests' process can tamper with them, and nothing in that process stops it.
 """
 
 from __future__ import annotations
@@ -77,8 +73,9 @@ def digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes().replace(b"\r\n", b"\n")).hexdigest()
 
 
-def current_hashes(root: Path = curriculum.ROOT) -> dict[str, str]:
-    return {f.relative_to(root).as_posix(): digest(f) for f in hashed_files(root)}
+def current_hashes(root: Path = curriculum.ROOT, manifest: bool = False) -> dict[str, str]:
+    files = hashed_files(root) + ([Path(root) / "grader" / HASHES.name] if manifest else [])
+    return {f.relative_to(root).as_posix(): digest(f) for f in files if f.is_file()}
 
 
 def refresh(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> dict[str, str]:
@@ -111,11 +108,7 @@ def check_hashes(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> list[
 
 def snapshot(root: Path = curriculum.ROOT) -> dict[str, str]:
     """Every graded file's hash, the manifest's included: take it before a batch grades anyone."""
-    hashes = current_hashes(root)
-    manifest = Path(root) / "grader" / HASHES.name
-    if manifest.is_file():
-        hashes[manifest.relative_to(root).as_posix()] = digest(manifest)
-    return hashes
+    return current_hashes(root, manifest=True)
 
 
 def changed_since(before: dict[str, str], root: Path = curriculum.ROOT) -> list[str]:
@@ -124,19 +117,6 @@ def changed_since(before: dict[str, str], root: Path = curriculum.ROOT) -> list[
 
 
 # ---------------------------------------------------------------- reading a learner's stage file
-
-
-def _aliases(tree: ast.AST) -> dict[str, str]:
-    """Local name -> the dotted name it was imported as (``import numpy as np`` -> np: numpy)."""
-    names = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            for alias in node.names:
-                names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-    return names
 
 
 BUILTINS = ("exec", "eval", "compile", "__import__", "__builtins__", "vars", "globals")
@@ -154,36 +134,29 @@ def _dotted(node: ast.AST, aliases: dict[str, str]) -> str:
 
 
 def _imports(tree: ast.AST):
-    """(node, dotted module name) for every absolute import, including import_module("...")."""
+    """(node, dotted module name, (local name, what it names) or None) for every absolute import,
+    import_module("...") included: ``import numpy as np`` binds np to numpy, ``import os.path`` os to os."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            yield from ((node, alias.name) for alias in node.names)
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                yield node, alias.name, (alias.asname, alias.name) if alias.asname else (top, top)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node, node.module
-            yield from ((node, f"{node.module}.{alias.name}") for alias in node.names)
+            yield node, node.module, None
+            for alias in node.names:
+                yield node, f"{node.module}.{alias.name}", (alias.asname or alias.name, f"{node.module}.{alias.name}")
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
                 and isinstance(node.args[0].value, str):
             func = node.func
-            if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) in ("import_module", "__import__"):
-                yield node, node.args[0].value
+            if getattr(func, "attr", getattr(func, "id", "")) in ("import_module", "__import__"):
+                yield node, node.args[0].value, None
 
 
-def _parse(source: str) -> ast.AST | None:
+def _parse(source: str) -> ast.AST:
     try:
         return ast.parse(source)
     except (SyntaxError, ValueError):
-        return None  # the run itself reports the syntax error
-
-
-def forbidden_imports(source: str) -> list[str]:
-    """Why this learner file gets no credit: one line per forbidden import (empty when clean)."""
-    tree = _parse(source)
-    found = {}
-    for node, name in _imports(tree) if tree else ():
-        top = name.split(".")[0]
-        if top in FORBIDDEN_TOPS:
-            found.setdefault((node.lineno, top), f"line {node.lineno} {FORBIDDEN_TOPS[top]}")
-    return list(found.values())
+        return ast.Module(body=[], type_ignores=[])  # nothing to scan: the run itself reports the syntax error
 
 
 def _flag_of(name: str) -> tuple[str, str] | None:
@@ -203,9 +176,7 @@ def flags(source: str) -> list[str]:
     """What in this stage file can tamper with grading from inside the process, one line each:
     ``line 4: sys.modules (can patch the tests or the grader in memory)``. Empty when clean."""
     tree = _parse(source)
-    if tree is None:
-        return []
-    aliases = _aliases(tree)
+    aliases = dict(bound for _, _, bound in _imports(tree) if bound)
     docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
     found: dict[str, tuple[int, str]] = {}
 
@@ -213,7 +184,7 @@ def flags(source: str) -> list[str]:
         if what not in found or node.lineno < found[what][0]:
             found[what] = (node.lineno, f"line {node.lineno}: {what} ({why})")
 
-    for node, name in _imports(tree):
+    for node, name, _ in _imports(tree):
         if flagged := _flag_of(name):
             note(node, *flagged)
     for node in ast.walk(tree):
@@ -227,12 +198,8 @@ def flags(source: str) -> list[str]:
                 note(node, repr(match.group()), "names the tests, the answer key or /proc")
             if node.value in FLAGGED_ATTRIBUTES:  # getattr(x, "f_back")
                 note(node, node.value, FLAGGED_ATTRIBUTES[node.value])
-        if isinstance(node, (ast.Assign, ast.Delete)):
-            targets = [t.value for t in node.targets if isinstance(t, ast.Attribute)]
-        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and isinstance(node.target, ast.Attribute):
-            targets = [node.target.value]
-        else:
-            targets = []
+        assigned = getattr(node, "targets", [getattr(node, "target", None)])  # a.b = ..., del a.b, a.b += ...
+        targets = [target.value for target in assigned if isinstance(target, ast.Attribute)]
         if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("getattr", "setattr", "delattr", "hasattr") \
                 and len(node.args) >= 2 and (base := _dotted(node.args[0], aliases)):
             field = node.args[1].value if isinstance(node.args[1], ast.Constant) else "?"
@@ -260,11 +227,14 @@ def flag_stages(stages, impl: Path) -> list[tuple[str, str]]:
 
 
 def scan_stage(stage: curriculum.Stage, impl: Path) -> str:
-    """A one-line verdict for the scorecard, or '' when the file is clean (or absent)."""
+    """A one-line verdict for the scorecard when the file imports what it must not, else ''."""
     path = stage.source(impl)
-    if not path.is_file():
-        return ""
-    problems = forbidden_imports(path.read_text(encoding="utf-8", errors="replace"))
-    if not problems:
-        return ""
-    return f"no credit: {path.name} {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+    source = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    found = {}
+    for node, name, _ in _imports(_parse(source)):
+        top = name.split(".")[0]
+        if top in FORBIDDEN_TOPS:
+            found.setdefault((node.lineno, top), f"line {node.lineno} {FORBIDDEN_TOPS[top]}")
+    problems = list(found.values())
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"no credit: {path.name} {problems[0]}{more}" if problems else ""
