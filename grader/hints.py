@@ -1,9 +1,6 @@
-"""A ladder of hints: each ``python -m grader hint <stage>`` shows the next hint from the manifest,
-from a nudge to the near-solution. ``--all`` shows again the hints shown so far (never one further:
-climbing is always a deliberate step), ``--reset`` starts the stage from its first hint.
-
-How many hints a stage has shown is remembered outside the repository (the grader never writes
-into exercises/): in $KATA_STATE_DIR if set, else the user's cache directory, one file per clone.
+"""A ladder of hints: ``python -m grader hint STAGE`` shows the next one, from a nudge to the
+near-solution; ``--all`` repeats those shown so far (never one further), ``--reset`` starts again.
+The count is kept outside the repository: in $KATA_STATE_DIR, else the user's cache, a file a clone.
 """
 
 from __future__ import annotations
@@ -18,15 +15,10 @@ from . import curriculum
 
 
 def state_file(root: Path = curriculum.ROOT) -> Path:
-    override = os.environ.get("KATA_STATE_DIR")
-    if override:
-        base = Path(override)
-    elif sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "transformer-kata"
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches" / "transformer-kata"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transformer-kata"
+    caches = {"win32": os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"),
+              "darwin": Path.home() / "Library" / "Caches"}
+    cache = caches.get(sys.platform) or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = Path(os.environ.get("KATA_STATE_DIR") or Path(cache) / "transformer-kata")
     clone = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
     return base / f"hints-{clone}.json"
 
@@ -50,12 +42,11 @@ def _save(path: Path, shown: dict[str, int]) -> None:
 def next_hint(stage: curriculum.Stage, path: Path | None = None) -> tuple[int, str]:
     """(1-based number of the hint shown, its text); advances the stored counter, stopping at the last."""
     path = path or state_file()
-    shown = _load(path)
     if not stage.hints:
         return 0, "This stage has no hints yet."
+    shown = _load(path)
     index = min(shown.get(stage.id, 0), len(stage.hints) - 1)
-    shown[stage.id] = index + 1
-    _save(path, shown)
+    _save(path, shown | {stage.id: index + 1})
     return index + 1, stage.hints[index]
 
 
