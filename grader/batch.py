@@ -60,7 +60,7 @@ class Row:
         return any(self.flags.values())
 
 
-# ---------------------------------------------------------------- finding submissions (pure)
+# ---------------------------------------------------------------- submissions and result documents (pure)
 
 
 def find_submissions(directory: Path, stages: tuple[curriculum.Stage, ...]) -> list[Submission]:
@@ -91,31 +91,21 @@ def tampered_copies(submission: Path, manifest: Path = integrity.HASHES) -> list
     return [name for name, copy in copies.items() if copy.is_file() and integrity.digest(copy) != expected[name]]
 
 
-# ---------------------------------------------------------------- one result document -> one row (pure)
-
-
-def column_of(stage: dict) -> str:
-    """A gradebook column: the stage id, or 'id + hidden file' for an instructor's hidden suite."""
-    return stage["id"] if not stage.get("extra") else f"{stage['id']} + {stage['suite']}"
-
-
 def valid_document(doc: object) -> str:
     """'' when ``doc`` looks like the grader's JSON result, else what is wrong with it."""
     if not isinstance(doc, dict) or doc.get("schema") != RESULT_SCHEMA:
         return "the result is not a grader result document"
     if not isinstance(doc.get("stages"), list) or not all(isinstance(s, dict) for s in doc["stages"]):
         return "the result has no list of stages"
-    for key in ("score", "max_score"):
-        if not isinstance(doc.get(key), (int, float)):
-            return f"the result has no numeric {key}"
-    return ""
+    wrong = [key for key in ("score", "max_score") if not isinstance(doc.get(key), (int, float))]
+    return f"the result has no numeric {wrong[0]}" if wrong else ""
 
 
 def row_from_document(student: str, doc: dict) -> Row:
     """The gradebook row for one grader result (schema in docs/grader.md)."""
     row = Row(student, GRADED, score=float(doc["score"]), max_score=float(doc["max_score"]))
     for stage in doc["stages"]:
-        column = column_of(stage)
+        column = f"{stage['id']} + {stage['suite']}" if stage.get("extra") else stage["id"]  # a hidden suite: its own
         row.stages[column] = {key: stage.get(key) for key in ("status", "score", "max_score", "reason")}
         status, reason = stage.get("status"), str(stage.get("reason", ""))
         if status in (ERROR, TIMED_OUT):
@@ -132,9 +122,7 @@ def row_from_document(student: str, doc: dict) -> Row:
 
 
 def failed_row(student: str, status: str, reason: str) -> Row:
-    row = Row(student, status)
-    row.flags["grader_problem"].append(reason)
-    return row
+    return Row(student, status, flags={name: [reason] if name == "grader_problem" else [] for name in FLAGS})
 
 
 # ---------------------------------------------------------------- grading one submission (Gradescope too)
@@ -211,8 +199,8 @@ def _row(submission: Submission, options: Options, stage: sandbox.Stage | None) 
     return row
 
 
-class TreeChanged(Exception):
-    """The kata's own files changed during the batch."""
+class TreeChanged(UsageError):
+    """The kata's own files changed during the batch: exit 2, no gradebook."""
 
 
 def grade_all(submissions: list[Submission], options: Options, private: Path, progress) -> list[Row]:
@@ -236,13 +224,12 @@ def grade_all(submissions: list[Submission], options: Options, private: Path, pr
     return rows
 
 
-# ---------------------------------------------------------------- progress
+# ---------------------------------------------------------------- progress and the gradebook
 
 
 def _clock(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
-        else f"{seconds // 60}:{seconds % 60:02d}"
+    minutes, seconds = divmod(int(max(0, seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
 
 
 class Progress:
@@ -252,8 +239,7 @@ class Progress:
         self.total, self.done, self.problems = total, 0, 0
         self.stream = stream if stream is not None else sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty() and os.environ.get("TERM") != "dumb"
-        self.width = width
-        self.started = time.monotonic()
+        self.width, self.started = width, time.monotonic()
 
     def eta(self) -> str:
         return _clock((time.monotonic() - self.started) / self.done * (self.total - self.done)) if self.done else "?"
@@ -271,9 +257,6 @@ class Progress:
                     f"{' (flagged)' if row.flagged else ''}; {times}\n")
         self.stream.write(text)
         self.stream.flush()
-
-
-# ---------------------------------------------------------------- the gradebook (pure)
 
 
 def columns_of(rows: list[Row], stages: tuple[curriculum.Stage, ...]) -> list[str]:
@@ -344,13 +327,6 @@ def build_parser():
     return p
 
 
-def write_whole(path: Path, text: str) -> None:
-    """Write ``path`` at once: a temporary file beside it, then renamed over it."""
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, path)
-
-
 def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     """Exit 0: every submission graded; 1: some could not be (their rows say why); 2: bad input."""
     args = build_parser().parse_args(argv)
@@ -371,20 +347,18 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     given = {name: value for name, value in vars(args).items() if name in Options.__dataclass_fields__}
     options = Options(root=root, **given | {"extra_tests": args.extra_tests and str(Path(args.extra_tests).resolve())})
     with tempfile.TemporaryDirectory(prefix="kata-batch-", ignore_cleanup_errors=True) as private:
-        try:
-            rows = grade_all(submissions, options, Path(private), Progress(len(submissions)))
-        except TreeChanged as error:
-            raise UsageError(str(error)) from None
+        rows = grade_all(submissions, options, Path(private), Progress(len(submissions)))
     rows.sort(key=lambda r: r.student)
     top = max((r.max_score for r in rows if r.status == GRADED), default=0.0)
-    for row in rows:
-        if row.status != GRADED:
-            row.max_score = top  # the same denominator for everyone; they scored nothing
+    for row in rows:  # the same denominator for everyone; those not graded scored nothing
+        row.max_score = row.max_score if row.status == GRADED else top
     columns = columns_of(rows, stages)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_whole(out / "gradebook.csv", to_csv(rows, columns))
-        write_whole(out / "gradebook.json", to_json(rows, columns))
+        for name, text in (("gradebook.csv", to_csv(rows, columns)), ("gradebook.json", to_json(rows, columns))):
+            part = out / f".{name}.{os.getpid()}.part"  # written whole: a temporary file renamed over it
+            part.write_text(text, encoding="utf-8")
+            os.replace(part, out / name)
     except OSError as error:
         raise UsageError(f"--out {args.out}: the gradebook cannot be written ({error.strerror})") from None
     print(f"Gradebook: {out / 'gradebook.csv'} and {out / 'gradebook.json'} ({len(rows)} students)")

@@ -114,19 +114,12 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
 
 
 def find_stage_file(submission: Path, stage_id: str) -> Path | None:
-    """Where a stage's file is in a submission: exercises/, the top, or the shallowest match below.
+    """Where a stage's file is in a submission: exercises/, else the shallowest match (not in a reference/).
     Only a regular file whose real path is inside the submission counts (no symlink leads out)."""
-    inside = submission.resolve()
-
-    def real(path: Path) -> bool:
-        return path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(inside)
-
-    for candidate in (submission / "exercises" / f"{stage_id}.py", submission / f"{stage_id}.py"):
-        if real(candidate):
-            return candidate
-    found = [p for p in submission.rglob(f"{stage_id}.py")
-             if real(p) and "reference" not in p.relative_to(submission).parts]
-    return min(found, key=lambda p: (len(p.parts), str(p))) if found else None
+    inside, first = submission.resolve(), submission / "exercises" / f"{stage_id}.py"
+    found = [p for p in submission.rglob(f"{stage_id}.py") if p.is_file() and not p.is_symlink()
+             and p.resolve().is_relative_to(inside) and "reference" not in p.relative_to(submission).parts]
+    return min(found, key=lambda p: (p != first, len(p.parts), str(p)), default=None)
 
 
 def collect(submission: Path, kata: Path, target: Path, stages) -> tuple[list[str], list[str]]:
@@ -136,15 +129,13 @@ def collect(submission: Path, kata: Path, target: Path, stages) -> tuple[list[st
     found, absent = [], []
     for stage in stages:
         source = find_stage_file(submission, stage.id) if submission.is_dir() else None
+        reference = stage.source(kata / "reference")
         if source is not None:
             shutil.copyfile(source, stage.source(target))
-            found.append(stage.id)
-            continue
-        reference = stage.source(kata / "reference")
-        if reference.is_file():
-            stage.source(target).write_text(stubgen.make_stub(reference.read_text(encoding="utf-8"), stage.id),
-                                            encoding="utf-8")
-        absent.append(stage.id)
+        elif reference.is_file():
+            stub = stubgen.make_stub(reference.read_text(encoding="utf-8"), stage.id)
+            stage.source(target).write_text(stub, encoding="utf-8")
+        (absent if source is None else found).append(stage.id)
     return found, absent
 
 
@@ -161,8 +152,8 @@ def finish_results(doc: dict, settings: dict, absent: list[str]) -> dict:
             test["extra_data"] = {"output": test.get("output", "")}
             print(f"hidden suite {test['name']}:\n{test.get('output', '')}")
             test["output"] = test.get("status", "")
-    doc["visibility"] = settings.get("visibility", "visible")
-    doc["stdout_visibility"] = settings.get("stdout_visibility", "hidden")
+    doc |= {"visibility": settings.get("visibility", "visible"),
+            "stdout_visibility": settings.get("stdout_visibility", "hidden")}
     if absent:
         doc["output"] = (f"Not submitted (graded as the untouched stub): {', '.join(absent)}\n"
                          + str(doc.get("output", ""))).strip()
@@ -216,5 +207,4 @@ def run_autograder(autograder: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_autograder(Path(sys.argv[1] if len(sys.argv) > 1 else
-                                 os.environ.get("KATA_AUTOGRADER_ROOT", "/autograder")).resolve()))
+    sys.exit(run_autograder(Path(sys.argv[1] if len(sys.argv) > 1 else "/autograder").resolve()))

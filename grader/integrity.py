@@ -214,27 +214,25 @@ def flags(source: str) -> list[str]:
     return [line for _, line in sorted(found.values())]
 
 
+def _source(stage: curriculum.Stage, impl: Path) -> str:
+    try:
+        return loader.read_stage(stage.source(impl))
+    except loader.StageFileError:
+        return ""  # missing or unreadable: the run reports it
+
+
 def flag_stages(stages, impl: Path) -> list[tuple[str, str]]:
     """(stage id, reason) for every flag in the learner's stage files, for the report and gradebook."""
-    notes = []
-    for stage in stages:
-        try:
-            source = loader.read_stage(stage.source(impl))
-        except loader.StageFileError:
-            continue  # missing or unreadable: the run reports it
-        notes += [(stage.id, reason) for reason in flags(source)]
-    return notes
+    return [(stage.id, reason) for stage in stages for reason in flags(_source(stage, impl))]
 
 
 def scan_stage(stage: curriculum.Stage, impl: Path) -> str:
     """A one-line verdict for the scorecard when the file imports what it must not, else ''."""
-    path = stage.source(impl)
-    source = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
     found = {}
-    for node, name, _ in _imports(_parse(source)):
+    for node, name, _ in _imports(_parse(_source(stage, impl))):
         top = name.split(".")[0]
         if top in FORBIDDEN_TOPS:
             found.setdefault((node.lineno, top), f"line {node.lineno} {FORBIDDEN_TOPS[top]}")
     problems = list(found.values())
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"no credit: {path.name} {problems[0]}{more}" if problems else ""
+    return f"no credit: {stage.source(impl).name} {problems[0]}{more}" if problems else ""
