@@ -1,11 +1,8 @@
 """Grade a whole class: ``python -m grader batch SUBMISSIONS_DIR [--jobs N] [--out DIR]``.
 
-Every visible directory inside SUBMISSIONS_DIR is one student, graded by its own ``python -m grader
---impl SUB --format json --ci`` process run from this (trusted) copy through the one stage runner,
-up to --jobs at a time, its result read from a socket only the batch holds. After each submission
-the kata's own files are hashed again: a tree that changed stops the batch (exit 2). The gradebook
-(one row a student, one column a stage, the integrity flags) is written whole, at the end.
-docs/instructors.md says more; Gradescope's runner reuses the grading of one submission from here.
+Each student (a folder) is graded by its own ``python -m grader --impl SUB --format json --ci`` run
+from this trusted copy through the one stage runner; the kata is re-hashed after each one, and the
+gradebook is written whole at the end (docs/instructors.md). Gradescope grades one the same way.
 """
 
 from __future__ import annotations
@@ -58,9 +55,6 @@ class Row:
     @property
     def flagged(self) -> bool:
         return any(self.flags.values())
-
-
-# ---------------------------------------------------------------- submissions and result documents (pure)
 
 
 def find_submissions(directory: Path, stages: tuple[curriculum.Stage, ...]) -> list[Submission]:
@@ -123,9 +117,6 @@ def row_from_document(student: str, doc: dict) -> Row:
 
 def failed_row(student: str, status: str, reason: str) -> Row:
     return Row(student, status, flags={name: [reason] if name == "grader_problem" else [] for name in FLAGS})
-
-
-# ---------------------------------------------------------------- grading one submission (Gradescope too)
 
 
 @dataclass
@@ -224,9 +215,6 @@ def grade_all(submissions: list[Submission], options: Options, private: Path, pr
     return rows
 
 
-# ---------------------------------------------------------------- progress and the gradebook
-
-
 def _clock(seconds: float) -> str:
     minutes, seconds = divmod(int(max(0, seconds)), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
@@ -282,9 +270,6 @@ def to_csv(rows: list[Row], columns: list[str]) -> str:
     return buffer.getvalue()
 
 
-# ---------------------------------------------------------------- command line
-
-
 LIMITS = (("--timeout", float, 60.0, "CPU seconds one test may use"),
           ("--stage-timeout", float, 300.0, "CPU seconds one stage's suite may use"),
           ("--memory-limit", int, 4096, "MiB of memory one stage may use on top of what it starts with; 0 = no limit"))
@@ -313,17 +298,13 @@ def check_folders(path: Path, option: str) -> None:
 
 def build_parser():
     p = curriculum.Parser(prog="python -m grader batch", description=__doc__.split("\n\n")[0])
-    p.add_argument("submissions", help="a directory with one sub-directory a student (shaped like exercises/, "
-                                       "or containing exercises/)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="submissions graded at the same time (default: the number of CPU cores)")
+    p.add_argument("submissions", help="one sub-directory a student (shaped like exercises/, or containing it)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="submissions at once (default: CPU cores)")
     p.add_argument("--out", default="gradebook", help="where gradebook.csv and gradebook.json go (default: gradebook)")
     p.add_argument("--stage-jobs", type=int, default=1, help="stages of one submission graded at once (default 1)")
     add_limits(p, 1800.0)
-    p.add_argument("--extra-tests", help="a directory of hidden instructor tests (test_<stage id>*.py), graded "
-                                         "with their own points")
-    p.add_argument("--no-fallback", action="store_true",
-                   help="grade each student's own code all the way down: never load a stage from reference/")
+    p.add_argument("--extra-tests", help="hidden instructor tests (test_<stage id>*.py), graded with their own points")
+    p.add_argument("--no-fallback", action="store_true", help="grade the student's own code only: never reference/")
     return p
 
 

@@ -1,14 +1,7 @@
-"""Gradescope: ``python -m grader gradescope-bundle [--hidden-tests DIR] [--out FILE.zip]`` builds the
-autograder zip: Gradescope's two scripts from courses/gradescope/ at its top (``setup.sh`` once,
-``run_autograder`` for every submission) and ``kata/`` (the grader, suites, curriculum, reference,
-data, the optional hidden tests and ``autograder.json``, the settings chosen at build time).
-
-For each submission ``run_autograder`` calls ``python -m grader.gradescope /autograder``, which copies
-the stage files out of /autograder/submission (an exercises/ folder, the top, or anywhere below; a
-stage not submitted is graded as its stub) into a private folder, grades them as batch.py grades
-one submission, and writes /autograder/results/results.json last, even when grading fails: that
-result, the bundle's visibility settings and a leaderboard. A hidden suite shows the student its
-name and outcome only. KATA_AUTOGRADER_ROOT stands in for /autograder (tests).
+"""Gradescope: ``python -m grader gradescope-bundle`` builds the autograder zip (Gradescope's scripts
+from courses/gradescope/ and the kata, with the settings chosen in ``kata/autograder.json``); inside
+the container, ``python -m grader.gradescope /autograder`` collects the submitted stage files, grades
+them as a batch grades one submission, and always writes results/results.json (docs/instructors.md).
 """
 
 from __future__ import annotations
@@ -26,9 +19,6 @@ from . import batch, curriculum, integrity, stubgen
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 TEMPLATES = ("setup.sh", "run_autograder")
 SETTINGS = "autograder.json"
-
-# ---------------------------------------------------------------- building the bundle
-
 
 def bundle_files(root: Path, hidden: Path | None) -> dict[str, Path]:
     """Archive name -> file on disk, for everything the bundle carries except the settings."""
@@ -49,18 +39,16 @@ def write_zip(target: Path, files: dict[str, Path], settings: dict) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     entries = {name: path.read_bytes() for name, path in files.items()}
     entries[f"kata/{SETTINGS}"] = (json.dumps(settings, indent=2, sort_keys=True) + "\n").encode()
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(target, "w") as archive:
         for name in sorted(entries):
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = (0o100755 if name in TEMPLATES else 0o100644) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, entries[name])
+            archive.writestr(info, entries[name], compress_type=zipfile.ZIP_DEFLATED)
 
 
 def build_parser():
     p = curriculum.Parser(prog="python -m grader gradescope-bundle", description="Build the Gradescope autograder zip.")
-    p.add_argument("--hidden-tests", help="a directory of hidden instructor tests (test_<stage id>*.py, optional "
-                                          "points.toml) to bundle")
+    p.add_argument("--hidden-tests", help="hidden instructor tests to bundle (test_<stage id>*.py, points.toml)")
     p.add_argument("--out", default="autograder.zip", help="the zip to write (default: autograder.zip)")
     for option, default, what in (("--visibility", "visible", "their results"),
                                   ("--hidden-visibility", "after_published", "the hidden suites' results"),
@@ -108,9 +96,6 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     print(f"wrote {out} ({len(files) + 1} files, {len(stages)} stages, {hidden_count} hidden suites): "
           "upload it as the assignment's autograder (docs/instructors.md)")
     return 0
-
-
-# ---------------------------------------------------------------- inside Gradescope's container
 
 
 def find_stage_file(submission: Path, stage_id: str) -> Path | None:

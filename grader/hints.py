@@ -25,8 +25,7 @@ def state_file(root: Path = curriculum.ROOT) -> Path:
 
 def _load(path: Path) -> dict[str, int]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {str(k): int(v) for k, v in data.items()}
+        return {str(k): int(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
     except (OSError, ValueError, AttributeError, TypeError):
         return {}
 

@@ -1,13 +1,7 @@
-"""Integrity checks for courses: the files that decide a grade are the ones shipped, and learner code
-stays honest (docs/instructors.md has the threat model).
-
-- grader/test_hashes.json hashes the suites, their helpers, curriculum.toml, grader/, reference/ and
-  the corpus; every run checks it. A batch takes a ``snapshot`` first and asks ``changed_since``
-  after each submission.
-- A stage file that imports the answer key or the test machinery gets no credit (``scan_stage``;
-  grader/child.py's import hook backs it up at run time).
-- A stage file that uses tools for patching the tests in memory is flagged for a reviewer
-  (``flags``): code in the tests' process can tamper with them, and nothing in that process stops it.
+"""Integrity checks for courses (docs/instructors.md has the threat model): the hash manifest
+grader/test_hashes.json over the files that decide a grade (``check_hashes``; a batch's ``snapshot``
+and ``changed_since``), no credit for a stage file that imports the answer key or the test machinery
+(``scan_stage``), and ``flags`` for the tools that can patch the tests in memory, for a reviewer.
 """
 
 from __future__ import annotations
@@ -21,15 +15,11 @@ from pathlib import Path
 from . import curriculum, loader
 
 HASHES = Path(__file__).resolve().parent / "test_hashes.json"
-FORBIDDEN_TOPS = {
-    "reference": "imports the answer key (reference/)",
-    "grader": "imports the grader",
-    "tests": "imports the test suites",
-    "checks": "imports the test helpers",
-    "conftest": "imports the test configuration",
-    "pytest": "imports pytest (stage code never needs it)",
-    "_pytest": "imports pytest's internals",
-    "pluggy": "imports pytest's plugin machinery",
+FORBIDDEN_TOPS = {  # a stage file that imports one of these gets no credit
+    "reference": "imports the answer key (reference/)", "grader": "imports the grader",
+    "tests": "imports the test suites", "checks": "imports the test helpers",
+    "conftest": "imports the test configuration", "pytest": "imports pytest (stage code never needs it)",
+    "_pytest": "imports pytest's internals", "pluggy": "imports pytest's plugin machinery",
 }
 
 # What a stage uses that can patch the tests, the grader or torch in memory, or run code where the
@@ -97,10 +87,10 @@ def differences(expected: dict[str, str], actual: dict[str, str], version: str, 
 
 def check_hashes(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> list[str]:
     """One line per problem: a file changed, removed, or added since the manifest was written."""
-    if not manifest.is_file():
-        return [f"no hash manifest ({manifest.name}): run python -m grader --refresh-hashes"]
     try:
         expected = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [f"no hash manifest ({manifest.name}): run python -m grader --refresh-hashes"]
     except (OSError, ValueError) as error:
         return [f"the hash manifest {manifest.name} cannot be read ({error})"]
     return differences(expected, current_hashes(root), "the shipped version", manifest.name)
@@ -114,9 +104,6 @@ def snapshot(root: Path = curriculum.ROOT) -> dict[str, str]:
 def changed_since(before: dict[str, str], root: Path = curriculum.ROOT) -> list[str]:
     """What a submission changed in the tree that grades everyone (empty: grade the next one)."""
     return differences(before, snapshot(root), "the start of the batch", "the batch's snapshot")
-
-
-# ---------------------------------------------------------------- reading a learner's stage file
 
 
 BUILTINS = ("exec", "eval", "compile", "__import__", "__builtins__", "vars", "globals")

@@ -1,10 +1,6 @@
-"""The student release: ``python -m grader release OUT_DIR [--with-reference]``.
-
-Builds the learner-facing repository: freshly generated stubs (never this copy's exercises/, which
-may hold an instructor's answers), the suites and their helpers, the grader, docs, data and the
-top-level files, and a grader/test_hashes.json written from the test files it ships. Without
-``--with-reference`` the answer key stays behind with everything that quotes or runs it (the
-mutants, the project's own suite, the benchmarks, the CI), and the release grades without fallback.
+"""The student release: ``python -m grader release OUT_DIR [--with-reference]``: fresh stubs (never
+this copy's exercises/), the suites, grader, docs and data, and a manifest of the files it ships.
+Without --with-reference everything that quotes or runs the answer key stays behind.
 """
 
 from __future__ import annotations
@@ -71,8 +67,7 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     if not any((root / "reference").glob("s[0-9][0-9]_*.py")):
         raise UsageError("this copy has no reference/: the stubs are generated from it")
     notes = build(root, out, args.with_reference)
-    shipped = "with" if args.with_reference else "without"
-    print(f"wrote the student release to {args.out} ({shipped} reference/)")
+    print(f"wrote the student release to {args.out} ({'with' if args.with_reference else 'without'} reference/)")
     for note in notes:
         print(f"  note: {note}")
     return 0
