@@ -30,6 +30,9 @@ NOT_GRADABLE = "not gradable"  # no stage files: nothing to grade
 SUBMISSION_TIMED_OUT = "timed out"  # the whole submission ran past --submission-timeout
 GRADER_FAILED = "grader failed"  # the grader exited without a valid result
 
+LIMITS = (("--timeout", float, 60.0, "CPU seconds one test may use"),  # batch and gradescope-bundle
+          ("--stage-timeout", float, 300.0, "CPU seconds one stage's suite may use"),
+          ("--memory-limit", int, 4096, "MiB of memory one stage may use on top of what it starts with; 0 = no limit"))
 FLAGS = ("tampered_tests", "imports_reference", "forged_results", "patching", "timed_out", "errors", "grader_problem")
 
 
@@ -252,27 +255,20 @@ def columns_of(rows: list[Row], stages: tuple[curriculum.Stage, ...]) -> list[st
     return list(dict.fromkeys([*(stage.id for stage in stages), *(column for row in rows for column in row.stages)]))
 
 
-def to_json(rows: list[Row], columns: list[str]) -> str:
-    document = {"schema": SCHEMA, "columns": columns, "flags": list(FLAGS), "students": [asdict(r) for r in rows]}
-    return json.dumps(document, indent=2) + "\n"
-
-
-def to_csv(rows: list[Row], columns: list[str]) -> str:
+def gradebook(rows: list[Row], stages: tuple[curriculum.Stage, ...]) -> dict[str, str]:
+    """gradebook.csv and gradebook.json: file name -> text."""
+    columns = columns_of(rows, stages)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["student", "status", "score", "max_score", "percent", *columns, *FLAGS])
     for row in rows:
-        stages = [row.stages.get(column) or {"status": MISSING} for column in columns]
-        cells = ["" if stage["status"] == MISSING else f"{stage['score']:g}" for stage in stages]
+        graded = [row.stages.get(column) or {"status": MISSING} for column in columns]
+        cells = ["" if stage["status"] == MISSING else f"{stage['score']:g}" for stage in graded]
         percent = f"{100 * row.score / row.max_score:.1f}" if row.max_score else ""
         writer.writerow([row.student, row.status, f"{row.score:g}", f"{row.max_score:g}", percent, *cells,
                          *["; ".join(row.flags[name]) for name in FLAGS]])
-    return buffer.getvalue()
-
-
-LIMITS = (("--timeout", float, 60.0, "CPU seconds one test may use"),
-          ("--stage-timeout", float, 300.0, "CPU seconds one stage's suite may use"),
-          ("--memory-limit", int, 4096, "MiB of memory one stage may use on top of what it starts with; 0 = no limit"))
+    document = {"schema": SCHEMA, "columns": columns, "flags": list(FLAGS), "students": [asdict(r) for r in rows]}
+    return {"gradebook.csv": buffer.getvalue(), "gradebook.json": json.dumps(document, indent=2) + "\n"}
 
 
 def add_limits(p, submission_timeout: float) -> None:
@@ -333,10 +329,9 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     top = max((r.max_score for r in rows if r.status == GRADED), default=0.0)
     for row in rows:  # the same denominator for everyone; those not graded scored nothing
         row.max_score = row.max_score if row.status == GRADED else top
-    columns = columns_of(rows, stages)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for name, text in (("gradebook.csv", to_csv(rows, columns)), ("gradebook.json", to_json(rows, columns))):
+        for name, text in gradebook(rows, stages).items():
             part = out / f".{name}.{os.getpid()}.part"  # written whole: a temporary file renamed over it
             part.write_text(text, encoding="utf-8")
             os.replace(part, out / name)

@@ -132,31 +132,27 @@ def failure_results(message: str, settings: dict) -> dict:
 def finish_results(doc: dict, settings: dict, absent: list[str]) -> dict:
     """The grader's Gradescope document with the bundle's visibility settings and a leaderboard;
     a hidden suite's messages moved out of the student's sight (into extra_data and the log)."""
-    for test in doc.get("tests", []):
-        if " + " in str(test.get("name", "")):  # "07 s07_encoder + test_s07_hidden.py: ..."
-            test["extra_data"] = {"output": test.get("output", "")}
-            print(f"hidden suite {test['name']}:\n{test.get('output', '')}")
-            test["output"] = test.get("status", "")
+    for test in doc["tests"]:
+        if " + " in test["name"]:  # "07 s07_encoder + test_s07_hidden.py: ..."
+            print(f"hidden suite {test['name']}:\n{test['output']}")
+            test["extra_data"] = {"output": test["output"]}
+            test["output"] = test["status"]
     doc |= {"visibility": settings.get("visibility", "visible"),
             "stdout_visibility": settings.get("stdout_visibility", "hidden")}
     if absent:
         doc["output"] = (f"Not submitted (graded as the untouched stub): {', '.join(absent)}\n"
                          + str(doc.get("output", ""))).strip()
     if settings.get("leaderboard", True):
-        passed = sum(1 for t in doc.get("tests", []) if t.get("status") == "passed")
-        doc["leaderboard"] = [{"name": "Score", "value": doc.get("score", 0)},
-                              {"name": "Stages passed", "value": passed}]
+        passed = sum(test["status"] == "passed" for test in doc["tests"])
+        doc["leaderboard"] = [{"name": "Score", "value": doc["score"]}, {"name": "Stages passed", "value": passed}]
     return doc
 
 
 def grade_submission(autograder: Path) -> dict:
     """Grade /autograder/submission with the bundled kata; the results document (never raises)."""
-    kata = autograder / "source" / "kata"
+    kata, settings = autograder / "source" / "kata", {}
     try:
         settings = json.loads((kata / SETTINGS).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        return failure_results(f"the bundle's {SETTINGS} cannot be read ({error})", {})
-    try:
         stages = curriculum.load(kata / "curriculum.toml")
         with tempfile.TemporaryDirectory(prefix="kata-gradescope-") as private:
             os.chmod(private, 0o700)
@@ -187,7 +183,7 @@ def run_autograder(autograder: Path) -> int:
     doc = grade_submission(autograder)
     results.mkdir(parents=True, exist_ok=True)
     (results / "results.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    print(f"score {doc.get('score', 0):g}; results in {results / 'results.json'}")
+    print(f"score {doc['score']:g}; results in {results / 'results.json'}")
     return 0
 
 

@@ -45,13 +45,14 @@ FLAGGED_ATTRIBUTES = {  # attribute names that reach frames, code or dispatch, w
     **dict.fromkeys("__subclasses__ __dict__".split(), "searches objects in memory"),
     **dict.fromkeys("__torch_function__ __torch_dispatch__".split(), "overrides torch's dispatch, which can lie to the checks"),
 }
+BUILTINS = ("exec", "eval", "compile", "__import__", "__builtins__", "vars", "globals")
+FLAG_NOTE = "flagged for review:"  # the report note for a flag; the gradebook's patching column reads it
 SAFE_SYS = {"sys.stdout", "sys.stderr", "sys.maxsize", "sys.float_info", "sys.version_info", "sys.platform"}
 FLAGGED_TEXT = re.compile(r"/proc\b|/dev/fd|pytest|conftest|\bchecks\b|\btest_\w+|\btests?[/.]|\breference\b|_kata_plan")
 
 
 def hashed_files(root: Path = curriculum.ROOT) -> list[Path]:
     """The files whose content decides a grade, in a stable order (the manifest itself excluded)."""
-    root = Path(root)
     tests = root / "tests"
     files = sorted(tests.glob("test_*.py")) + [tests / "checks.py", tests / "conftest.py", root / "curriculum.toml"]
     files += sorted((root / "grader").glob("*.py")) + sorted((root / "reference").glob("*.py"))
@@ -64,7 +65,7 @@ def digest(path: Path) -> str:
 
 
 def current_hashes(root: Path = curriculum.ROOT, manifest: bool = False) -> dict[str, str]:
-    files = hashed_files(root) + ([Path(root) / "grader" / HASHES.name] if manifest else [])
+    files = hashed_files(root) + ([root / "grader" / HASHES.name] if manifest else [])
     return {f.relative_to(root).as_posix(): digest(f) for f in files if f.is_file()}
 
 
@@ -104,9 +105,6 @@ def snapshot(root: Path = curriculum.ROOT) -> dict[str, str]:
 def changed_since(before: dict[str, str], root: Path = curriculum.ROOT) -> list[str]:
     """What a submission changed in the tree that grades everyone (empty: grade the next one)."""
     return differences(before, snapshot(root), "the start of the batch", "the batch's snapshot")
-
-
-BUILTINS = ("exec", "eval", "compile", "__import__", "__builtins__", "vars", "globals")
 
 
 def _dotted(node: ast.AST, aliases: dict[str, str]) -> str:
@@ -154,9 +152,6 @@ def _flag_of(name: str) -> tuple[str, str] | None:
         if key in FLAGGED_NAMES:
             return (".".join(name.split(".")[:2]) if key == "sys" else key), FLAGGED_NAMES[key]
     return None
-
-
-FLAG_NOTE = "flagged for review:"  # the report note for a flag; the gradebook's patching column reads it
 
 
 def flags(source: str) -> list[str]:
