@@ -78,8 +78,7 @@ def find_submissions(directory: Path, stages: tuple[curriculum.Stage, ...]) -> l
 
 
 def tampered_copies(submission: Path, manifest: Path = integrity.HASHES) -> list[str]:
-    """The test files in a student's own clone that differ from the shipped ones (by the hash manifest):
-    never used (the batch grades with its own tests), shown because they say the tests were edited."""
+    """The test files in a student's own clone that differ from the manifest: never used, shown as a sign."""
     try:
         expected = json.loads(Path(manifest).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -153,8 +152,7 @@ def start_grader(impl: Path, options: Options, log: Path, fmt: str = "json", *mo
 
 
 def result_of(stage: sandbox.Stage, detail: bool = False) -> tuple[object, str]:
-    """(the grader's result, '') from a finished run, or (None, why there is none); ``detail``: with the
-    last line the grader printed."""
+    """(the grader's result, '') from a finished run, else (None, why; ``detail``: with its last line)."""
     if stage.stopped:
         return None, f"stopped after {stage.limits.wall:g} s (--submission-timeout and a grace period)"
     if stage.exitcode not in (0, 1):
@@ -203,8 +201,7 @@ def grade_all(submissions: list[Submission], options: Options, private: Path, pr
     rows = []
 
     def start(submission: Submission) -> sandbox.Stage | None:
-        log = private / f"{submissions.index(submission)}.log"
-        return None if submission.problem else start_grader(submission.impl, options, log)
+        return None if submission.problem else start_grader(submission.impl, options, private / submission.student)
 
     def finish(submission: Submission, stage: sandbox.Stage | None) -> None:
         rows.append(finish_one(submission, options, stage))

@@ -20,6 +20,7 @@ VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 TEMPLATES = ("setup.sh", "run_autograder")
 SETTINGS = "autograder.json"
 
+
 def bundle_files(root: Path, hidden: Path | None) -> dict[str, Path]:
     """Archive name -> file on disk, for everything the bundle carries except the settings."""
     files = {name: root / "courses" / "gradescope" / name for name in TEMPLATES}
@@ -130,8 +131,7 @@ def failure_results(message: str, settings: dict) -> dict:
 
 
 def finish_results(doc: dict, settings: dict, absent: list[str]) -> dict:
-    """The grader's Gradescope document with the bundle's visibility settings and a leaderboard;
-    a hidden suite's messages moved out of the student's sight (into extra_data and the log)."""
+    """The grader's document, its visibility and leaderboard set, hidden suites' messages in extra_data."""
     for test in doc["tests"]:
         if " + " in test["name"]:  # "07 s07_encoder + test_s07_hidden.py: ..."
             print(f"hidden suite {test['name']}:\n{test['output']}")
@@ -179,11 +179,10 @@ def grade_submission(autograder: Path) -> dict:
 
 
 def run_autograder(autograder: Path) -> int:
-    results = autograder / "results"
-    doc = grade_submission(autograder)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "results.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    print(f"score {doc['score']:g}; results in {results / 'results.json'}")
+    doc, results = grade_submission(autograder), autograder / "results" / "results.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")  # last: it overwrites any forgery
+    print(f"score {doc['score']:g}; results in {results}")
     return 0
 
 

@@ -119,8 +119,7 @@ def _dotted(node: ast.AST, aliases: dict[str, str]) -> str:
 
 
 def _imports(tree: ast.AST):
-    """(node, dotted module name, (local name, what it names) or None) for every absolute import,
-    import_module("...") included: ``import numpy as np`` binds np to numpy, ``import os.path`` os to os."""
+    """(node, module name, (local name, what it names) or None) a name imported, import_module("...") too."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:

@@ -20,20 +20,15 @@ IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
 
 def build(root: Path, out: Path, with_reference: bool) -> list[str]:
     """Write the release into ``out`` (absent or empty); return notes for the instructor."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ALWAYS_FILES + (REFERENCE_FILES if with_reference else ()):
+    stubgen.generate(root / "reference", out / "exercises", curriculum.load(root / "curriculum.toml"))
+    tests = [path.relative_to(root) for path in integrity.hashed_files(root) if path.parent == root / "tests"]
+    for name in (*ALWAYS_FILES, "exercises/__init__.py", *tests, *(REFERENCE_FILES if with_reference else ())):
         if (root / name).is_file():
+            (out / name).parent.mkdir(exist_ok=True)
             shutil.copy2(root / name, out / name)
     for name in ("grader", *ALWAYS_TREES, *(REFERENCE_TREES if with_reference else ())):
         if (root / name).is_dir():
             shutil.copytree(root / name, out / name, ignore=IGNORE)
-    (out / "tests").mkdir(exist_ok=True)
-    for path in integrity.hashed_files(root):
-        if path.relative_to(root).parts[0] == "tests":
-            shutil.copy2(path, out / path.relative_to(root))
-    stubgen.generate(root / "reference", out / "exercises", curriculum.load(root / "curriculum.toml"))
-    if (root / "exercises" / "__init__.py").is_file():
-        shutil.copy2(root / "exercises" / "__init__.py", out / "exercises" / "__init__.py")
     before = integrity.check_hashes(root, root / "grader" / "test_hashes.json")
     integrity.refresh(out, out / "grader" / "test_hashes.json")
     notes = [f"the test files differ from this copy's grader/test_hashes.json ({before[0]}); "
