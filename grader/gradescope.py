@@ -64,32 +64,31 @@ def build_parser():
 
 def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     """``python -m grader gradescope-bundle``: 0 written, 2 bad input (one line on stderr)."""
-    UsageError = curriculum.UsageError
     args = build_parser().parse_args(argv)
     batch.check_limits(args, "--jobs", args.jobs)
     missing = [name for name in TEMPLATES if not (root / "courses" / "gradescope" / name).is_file()]
     if missing:
-        raise UsageError(f"courses/gradescope/ lacks {', '.join(missing)}: this copy cannot build a bundle")
+        raise curriculum.UsageError(f"courses/gradescope/ lacks {', '.join(missing)}: this copy cannot build a bundle")
     if not any((root / "reference").glob("s[0-9][0-9]_*.py")):
-        raise UsageError("this copy has no reference/: the bundle needs it for the fallback")
+        raise curriculum.UsageError("this copy has no reference/: the bundle needs it for the fallback")
     problems = integrity.check_hashes(root, root / "grader" / "test_hashes.json")
     if problems:
-        raise UsageError(f"the test files do not match grader/test_hashes.json ({problems[0]}): "
-                         "run python -m grader --refresh-hashes if the change is intended")
+        raise curriculum.UsageError(f"the test files do not match grader/test_hashes.json ({problems[0]}): "
+                                    "run python -m grader --refresh-hashes if the change is intended")
     stages = curriculum.load(root / "curriculum.toml")
     hidden = Path(args.hidden_tests).resolve() if args.hidden_tests else None
     if hidden:
         if not hidden.is_dir():
-            raise UsageError(f"--hidden-tests {args.hidden_tests}: no such directory")
+            raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: no such directory")
         suites = sorted(hidden.glob("test_*.py"))
         stray = [p.name for p in suites if not any(p.name.startswith(f"test_{s.id}") for s in stages)]
         if not suites or stray:
-            raise UsageError(f"--hidden-tests {args.hidden_tests}: files must be named test_<stage id>*.py"
-                             + (f" ({stray[0]} names no stage)" if stray else " (none found)"))
+            raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: files must be named test_<stage id>*.py"
+                                        + (f" ({stray[0]} names no stage)" if stray else " (none found)"))
     out = Path(args.out)
     batch.check_folders(out, f"--out {args.out}")
     if out.is_dir():
-        raise UsageError(f"--out {args.out}: a folder, not a .zip file")
+        raise curriculum.UsageError(f"--out {args.out}: a folder, not a .zip file")
     settings = {k: v for k, v in vars(args).items() if k not in ("hidden_tests", "out", "no_leaderboard")}
     files = bundle_files(root, hidden)
     write_zip(out, files, settings | {"leaderboard": not args.no_leaderboard})
@@ -114,7 +113,7 @@ def collect(submission: Path, kata: Path, target: Path, stages) -> tuple[list[st
     (target / "__init__.py").write_text('"""A submission, collected by the autograder."""\n', encoding="utf-8")
     found, absent = [], []
     for stage in stages:
-        source = find_stage_file(submission, stage.id) if submission.is_dir() else None
+        source = find_stage_file(submission, stage.id)  # None too when nothing was uploaded
         reference = stage.source(kata / "reference")
         if source is not None:
             shutil.copyfile(source, stage.source(target))
@@ -154,8 +153,7 @@ def grade_submission(autograder: Path) -> dict:
     try:
         settings = json.loads((kata / SETTINGS).read_text(encoding="utf-8"))
         stages = curriculum.load(kata / "curriculum.toml")
-        with tempfile.TemporaryDirectory(prefix="kata-gradescope-") as private:
-            os.chmod(private, 0o700)
+        with tempfile.TemporaryDirectory(prefix="kata-gradescope-") as private:  # mode 0o700
             impl = Path(private) / "submission"
             found, absent = collect(autograder / "submission", kata, impl, stages)
             if not found:

@@ -5,6 +5,7 @@ The count is kept outside the repository: in $KATA_STATE_DIR, else the user's ca
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,11 +32,9 @@ def _load(path: Path) -> dict[str, int]:
 
 
 def _save(path: Path, shown: dict[str, int]) -> None:
-    try:
+    with contextlib.suppress(OSError):  # a read-only home: the hint is still shown, the counter stays
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(shown, indent=1, sort_keys=True), encoding="utf-8")
-    except OSError:
-        pass  # a read-only home: the hint is still shown, the counter just does not advance
 
 
 def next_hint(stage: curriculum.Stage, path: Path | None = None) -> tuple[int, str]:
@@ -65,4 +64,5 @@ def command(stage: curriculum.Stage, show_all: bool, reset: bool, path: Path) ->
 def format_hint(stage: curriculum.Stage, number: int, text: str, last: bool = True) -> str:
     total = len(stage.hints)
     more = "ask again for the next one" if number < total else "that is the last one; the docstring is the spec"
-    return f"Hint {number} of {total} for stage {stage.number}, {stage.id}:\n  {text}\n" + (f"({more})\n" if last else "")
+    closing = f"({more})\n" if last else ""
+    return f"Hint {number} of {total} for stage {stage.number}, {stage.id}:\n  {text}\n{closing}"

@@ -28,7 +28,8 @@ FLAGGED_NAMES = {
     **dict.fromkeys("sys vars globals".split(), "can patch the tests or the grader in memory"),
     **dict.fromkeys("gc ctypes cffi".split(), "reaches any object in memory"),
     **dict.fromkeys("importlib runpy __import__".split(), "loads modules by path or by a computed name"),
-    **dict.fromkeys("exec eval compile marshal types.CodeType types.FunctionType".split(), "runs code built at run time"),
+    **dict.fromkeys("exec eval compile marshal types.CodeType types.FunctionType".split(),
+                    "runs code built at run time"),
     **dict.fromkeys("inspect sys._getframe".split(), "inspects frames and the tests' code"),
     **dict.fromkeys("builtins __builtins__".split(), "patches Python's builtins"),
     **dict.fromkeys("os.fork os.forkpty os.setsid os.setpgid os.kill os.killpg os.system os.popen os.posix_spawn "
@@ -39,16 +40,19 @@ FLAGGED_NAMES = {
                     "can run torch outside the forbidden-call guard"),
 }
 FLAGGED_ATTRIBUTES = {  # attribute names that reach frames, code or dispatch, whatever the object
-    **dict.fromkeys("f_back f_globals f_locals f_builtins tb_frame gi_frame cr_frame ag_frame".split(), "inspects frames"),
+    **dict.fromkeys("f_back f_globals f_locals f_builtins tb_frame gi_frame cr_frame ag_frame".split(),
+                    "inspects frames"),
     **dict.fromkeys("__globals__ __code__ __closure__ co_filename __wrapped__".split(),
                     "rewrites, disguises or inspects functions"),
     **dict.fromkeys("__subclasses__ __dict__".split(), "searches objects in memory"),
-    **dict.fromkeys("__torch_function__ __torch_dispatch__".split(), "overrides torch's dispatch, which can lie to the checks"),
+    **dict.fromkeys("__torch_function__ __torch_dispatch__".split(),
+                    "overrides torch's dispatch, which can lie to the checks"),
 }
 BUILTINS = ("exec", "eval", "compile", "__import__", "__builtins__", "vars", "globals")
 FLAG_NOTE = "flagged for review:"  # the report note for a flag; the gradebook's patching column reads it
 SAFE_SYS = {"sys.stdout", "sys.stderr", "sys.maxsize", "sys.float_info", "sys.version_info", "sys.platform"}
-FLAGGED_TEXT = re.compile(r"/proc\b|/dev/fd|pytest|conftest|\bchecks\b|\btest_\w+|\btests?[/.]|\breference\b|_kata_plan")
+FLAGGED_TEXT = re.compile(r"/proc\b|/dev/fd|pytest|conftest|\bchecks\b|\btest_\w+|\btests?[/.]|\breference\b"
+                          r"|_kata_plan")
 
 
 def hashed_files(root: Path = curriculum.ROOT) -> list[Path]:
@@ -113,9 +117,8 @@ def _dotted(node: ast.AST, aliases: dict[str, str]) -> str:
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
         node = node.value
-    if not isinstance(node, ast.Name) or node.id not in aliases and node.id not in BUILTINS:
-        return ""
-    return ".".join([aliases.get(node.id, node.id), *reversed(parts)])
+    known = isinstance(node, ast.Name) and (node.id in aliases or node.id in BUILTINS)
+    return ".".join([aliases.get(node.id, node.id), *reversed(parts)]) if known else ""
 
 
 def _imports(tree: ast.AST):
@@ -209,11 +212,8 @@ def flag_stages(stages, impl: Path) -> list[tuple[str, str]]:
 
 def scan_stage(stage: curriculum.Stage, impl: Path) -> str:
     """A one-line verdict for the scorecard when the file imports what it must not, else ''."""
-    found = {}
-    for node, name, _ in _imports(_parse(_source(stage, impl))):
-        top = name.split(".")[0]
-        if top in FORBIDDEN_TOPS:
-            found.setdefault((node.lineno, top), f"line {node.lineno} {FORBIDDEN_TOPS[top]}")
-    problems = list(found.values())
+    imports = _imports(_parse(_source(stage, impl)))
+    problems = list({(node.lineno, top): f"line {node.lineno} {FORBIDDEN_TOPS[top]}"
+                     for node, name, _ in imports if (top := name.split(".")[0]) in FORBIDDEN_TOPS}.values())
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"no credit: {stage.source(impl).name} {problems[0]}{more}" if problems else ""

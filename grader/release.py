@@ -48,19 +48,18 @@ def build_parser():
 
 def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     """0 written, 2 bad input (one line on stderr)."""
-    UsageError = curriculum.UsageError
     args = build_parser().parse_args(argv)
     out = Path(args.out).resolve()
     batch.check_folders(out, f"release {args.out}")
     top = root.resolve()
     if out == top or top in out.parents and out.relative_to(top).parts[0] in (
             "grader", "tests", "exercises", "reference", "docs", "data", "courses"):
-        raise UsageError(f"release {args.out}: choose a directory outside this repository's own folders")
+        raise curriculum.UsageError(f"release {args.out}: choose a directory outside this repository's own folders")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"release {args.out}: exists and is not empty")
+        raise curriculum.UsageError(f"release {args.out}: exists and is not empty")
     curriculum.load(root / "curriculum.toml")  # a broken manifest stops it before anything is written
     if not any((root / "reference").glob("s[0-9][0-9]_*.py")):
-        raise UsageError("this copy has no reference/: the stubs are generated from it")
+        raise curriculum.UsageError("this copy has no reference/: the stubs are generated from it")
     notes = build(root, out, args.with_reference)
     print(f"wrote the student release to {args.out} ({'with' if args.with_reference else 'without'} reference/)")
     for note in notes:
