@@ -81,12 +81,9 @@ def refresh(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> dict[str, 
 
 def differences(expected: dict[str, str], actual: dict[str, str], version: str, listing: str) -> list[str]:
     """One line per file changed, removed, or added since ``version``, whose hashes ``listing`` holds."""
-    problems = []
-    for name in sorted(expected):
-        if name not in actual:
-            problems.append(f"{name} is missing (it is in {listing})")
-        elif actual[name] != expected[name]:
-            problems.append(f"{name} differs from {version} (edited?)")
+    changed = [name for name in sorted(expected) if actual.get(name) != expected[name]]
+    problems = [f"{name} differs from {version} (edited?)" if name in actual else
+                f"{name} is missing (it is in {listing})" for name in changed]
     return problems + [f"{name} is not in {listing} (added?)" for name in sorted(set(actual) - set(expected))]
 
 
