@@ -1,13 +1,11 @@
-"""A ladder of hints: each ``python -m grader hint <stage>`` shows the next hint from the manifest,
-from a nudge to the near-solution. ``--all`` shows again the hints shown so far (never one further:
-climbing is always a deliberate step), ``--reset`` starts the stage from its first hint.
-
-How many hints a stage has shown is remembered outside the repository (the grader never writes
-into exercises/): in $KATA_STATE_DIR if set, else the user's cache directory, one file per clone.
+"""A ladder of hints: ``python -m grader hint STAGE`` shows the next one, from a nudge to the
+near-solution; ``--all`` repeats those shown so far (never one further), ``--reset`` starts again.
+The count is kept outside the repository: in $KATA_STATE_DIR, else the user's cache, a file a clone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,44 +16,35 @@ from . import curriculum
 
 
 def state_file(root: Path = curriculum.ROOT) -> Path:
-    override = os.environ.get("KATA_STATE_DIR")
-    if override:
-        base = Path(override)
-    elif sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "transformer-kata"
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches" / "transformer-kata"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "transformer-kata"
+    caches = {"win32": os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"),
+              "darwin": Path.home() / "Library" / "Caches"}
+    cache = caches.get(sys.platform) or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = Path(os.environ.get("KATA_STATE_DIR") or Path(cache) / "transformer-kata")
     clone = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
     return base / f"hints-{clone}.json"
 
 
 def _load(path: Path) -> dict[str, int]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {str(k): int(v) for k, v in data.items()}
+        return {str(k): int(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
     except (OSError, ValueError, AttributeError, TypeError):
         return {}
 
 
 def _save(path: Path, shown: dict[str, int]) -> None:
-    try:
+    with contextlib.suppress(OSError):  # a read-only home: the hint is still shown, the counter stays
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(shown, indent=1, sort_keys=True), encoding="utf-8")
-    except OSError:
-        pass  # a read-only home: the hint is still shown, the counter just does not advance
 
 
 def next_hint(stage: curriculum.Stage, path: Path | None = None) -> tuple[int, str]:
     """(1-based number of the hint shown, its text); advances the stored counter, stopping at the last."""
     path = path or state_file()
-    shown = _load(path)
     if not stage.hints:
         return 0, "This stage has no hints yet."
+    shown = _load(path)
     index = min(shown.get(stage.id, 0), len(stage.hints) - 1)
-    shown[stage.id] = index + 1
-    _save(path, shown)
+    _save(path, shown | {stage.id: index + 1})
     return index + 1, stage.hints[index]
 
 
@@ -75,4 +64,5 @@ def command(stage: curriculum.Stage, show_all: bool, reset: bool, path: Path) ->
 def format_hint(stage: curriculum.Stage, number: int, text: str, last: bool = True) -> str:
     total = len(stage.hints)
     more = "ask again for the next one" if number < total else "that is the last one; the docstring is the spec"
-    return f"Hint {number} of {total} for stage {stage.number}, {stage.id}:\n  {text}\n" + (f"({more})\n" if last else "")
+    closing = f"({more})\n" if last else ""
+    return f"Hint {number} of {total} for stage {stage.number}, {stage.id}:\n  {text}\n{closing}"

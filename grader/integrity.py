@@ -1,17 +1,7 @@
-"""Integrity checks for courses: the files that decide a grade are the ones shipped, and learner code
-stays honest.
-
-- A hash manifest (grader/test_hashes.json) of the suites, tests/checks.py, tests/conftest.py,
-  curriculum.toml, grader/, reference/ and the data the suites read is checked on every run;
-  ``python -m grader --refresh-hashes`` rewrites it. A batch takes a ``snapshot`` before the first
-  submission and asks ``changed_since`` after each one: a tree that changed must stop the batch.
-- A learner's stage file that imports the answer key (reference/) or the test machinery (pytest,
-  the grader, the suites) gets no credit (``scan_stage``). An import hook in the child process
-  (grader/child.py) backs this up at run time.
-- A stage file that uses the tools for patching the tests in memory (``sys.modules``, ``gc``,
-  frames, ``exec`` ...) is flagged for the instructor (``flags``): code running in the same process
-  as the tests can tamper with them, and no check inside that process can stop it. Flagged is not
-  failed: a reviewer reads the file. docs/instructors.md has the threat model.
+"""Integrity checks for courses (docs/instructors.md has the threat model): the hash manifest
+grader/test_hashes.json over the files that decide a grade (``check_hashes``; a batch's ``snapshot``
+and ``changed_since``), no credit for a stage file that imports the answer key or the test machinery
+(``scan_stage``), and ``flags`` for the tools that can patch the tests in memory, for a reviewer.
 """
 
 from __future__ import annotations
@@ -25,15 +15,11 @@ from pathlib import Path
 from . import curriculum, loader
 
 HASHES = Path(__file__).resolve().parent / "test_hashes.json"
-FORBIDDEN_TOPS = {
-    "reference": "imports the answer key (reference/)",
-    "grader": "imports the grader",
-    "tests": "imports the test suites",
-    "checks": "imports the test helpers",
-    "conftest": "imports the test configuration",
-    "pytest": "imports pytest (stage code never needs it)",
-    "_pytest": "imports pytest's internals",
-    "pluggy": "imports pytest's plugin machinery",
+FORBIDDEN_TOPS = {  # a stage file that imports one of these gets no credit
+    "reference": "imports the answer key (reference/)", "grader": "imports the grader",
+    "tests": "imports the test suites", "checks": "imports the test helpers",
+    "conftest": "imports the test configuration", "pytest": "imports pytest (stage code never needs it)",
+    "_pytest": "imports pytest's internals", "pluggy": "imports pytest's plugin machinery",
 }
 
 # What a stage uses that can patch the tests, the grader or torch in memory, or run code where the
@@ -42,7 +28,8 @@ FLAGGED_NAMES = {
     **dict.fromkeys("sys vars globals".split(), "can patch the tests or the grader in memory"),
     **dict.fromkeys("gc ctypes cffi".split(), "reaches any object in memory"),
     **dict.fromkeys("importlib runpy __import__".split(), "loads modules by path or by a computed name"),
-    **dict.fromkeys("exec eval compile marshal types.CodeType types.FunctionType".split(), "runs code built at run time"),
+    **dict.fromkeys("exec eval compile marshal types.CodeType types.FunctionType".split(),
+                    "runs code built at run time"),
     **dict.fromkeys("inspect sys._getframe".split(), "inspects frames and the tests' code"),
     **dict.fromkeys("builtins __builtins__".split(), "patches Python's builtins"),
     **dict.fromkeys("os.fork os.forkpty os.setsid os.setpgid os.kill os.killpg os.system os.popen os.posix_spawn "
@@ -53,19 +40,23 @@ FLAGGED_NAMES = {
                     "can run torch outside the forbidden-call guard"),
 }
 FLAGGED_ATTRIBUTES = {  # attribute names that reach frames, code or dispatch, whatever the object
-    **dict.fromkeys("f_back f_globals f_locals f_builtins tb_frame gi_frame cr_frame ag_frame".split(), "inspects frames"),
+    **dict.fromkeys("f_back f_globals f_locals f_builtins tb_frame gi_frame cr_frame ag_frame".split(),
+                    "inspects frames"),
     **dict.fromkeys("__globals__ __code__ __closure__ co_filename __wrapped__".split(),
                     "rewrites, disguises or inspects functions"),
     **dict.fromkeys("__subclasses__ __dict__".split(), "searches objects in memory"),
-    **dict.fromkeys("__torch_function__ __torch_dispatch__".split(), "overrides torch's dispatch, which can lie to the checks"),
+    **dict.fromkeys("__torch_function__ __torch_dispatch__".split(),
+                    "overrides torch's dispatch, which can lie to the checks"),
 }
+BUILTINS = ("exec", "eval", "compile", "__import__", "__builtins__", "vars", "globals")
+FLAG_NOTE = "flagged for review:"  # the report note for a flag; the gradebook's patching column reads it
 SAFE_SYS = {"sys.stdout", "sys.stderr", "sys.maxsize", "sys.float_info", "sys.version_info", "sys.platform"}
-FLAGGED_TEXT = re.compile(r"/proc\b|/dev/fd|pytest|conftest|\bchecks\b|\btest_\w+|\btests?[/.]|\breference\b|_kata_plan")
+FLAGGED_TEXT = re.compile(r"/proc\b|/dev/fd|pytest|conftest|\bchecks\b|\btest_\w+|\btests?[/.]|\breference\b"
+                          r"|_kata_plan")
 
 
 def hashed_files(root: Path = curriculum.ROOT) -> list[Path]:
     """The files whose content decides a grade, in a stable order (the manifest itself excluded)."""
-    root = Path(root)
     tests = root / "tests"
     files = sorted(tests.glob("test_*.py")) + [tests / "checks.py", tests / "conftest.py", root / "curriculum.toml"]
     files += sorted((root / "grader").glob("*.py")) + sorted((root / "reference").glob("*.py"))
@@ -77,8 +68,9 @@ def digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes().replace(b"\r\n", b"\n")).hexdigest()
 
 
-def current_hashes(root: Path = curriculum.ROOT) -> dict[str, str]:
-    return {f.relative_to(root).as_posix(): digest(f) for f in hashed_files(root)}
+def current_hashes(root: Path = curriculum.ROOT, manifest: bool = False) -> dict[str, str]:
+    files = hashed_files(root) + ([root / "grader" / HASHES.name] if manifest else [])
+    return {f.relative_to(root).as_posix(): digest(f) for f in files if f.is_file()}
 
 
 def refresh(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> dict[str, str]:
@@ -89,21 +81,18 @@ def refresh(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> dict[str, 
 
 def differences(expected: dict[str, str], actual: dict[str, str], version: str, listing: str) -> list[str]:
     """One line per file changed, removed, or added since ``version``, whose hashes ``listing`` holds."""
-    problems = []
-    for name in sorted(expected):
-        if name not in actual:
-            problems.append(f"{name} is missing (it is in {listing})")
-        elif actual[name] != expected[name]:
-            problems.append(f"{name} differs from {version} (edited?)")
+    changed = [name for name in sorted(expected) if actual.get(name) != expected[name]]
+    problems = [f"{name} differs from {version} (edited?)" if name in actual else
+                f"{name} is missing (it is in {listing})" for name in changed]
     return problems + [f"{name} is not in {listing} (added?)" for name in sorted(set(actual) - set(expected))]
 
 
 def check_hashes(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> list[str]:
     """One line per problem: a file changed, removed, or added since the manifest was written."""
-    if not manifest.is_file():
-        return [f"no hash manifest ({manifest.name}): run python -m grader --refresh-hashes"]
     try:
         expected = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [f"no hash manifest ({manifest.name}): run python -m grader --refresh-hashes"]
     except (OSError, ValueError) as error:
         return [f"the hash manifest {manifest.name} cannot be read ({error})"]
     return differences(expected, current_hashes(root), "the shipped version", manifest.name)
@@ -111,35 +100,12 @@ def check_hashes(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> list[
 
 def snapshot(root: Path = curriculum.ROOT) -> dict[str, str]:
     """Every graded file's hash, the manifest's included: take it before a batch grades anyone."""
-    hashes = current_hashes(root)
-    manifest = Path(root) / "grader" / HASHES.name
-    if manifest.is_file():
-        hashes[manifest.relative_to(root).as_posix()] = digest(manifest)
-    return hashes
+    return current_hashes(root, manifest=True)
 
 
 def changed_since(before: dict[str, str], root: Path = curriculum.ROOT) -> list[str]:
     """What a submission changed in the tree that grades everyone (empty: grade the next one)."""
     return differences(before, snapshot(root), "the start of the batch", "the batch's snapshot")
-
-
-# ---------------------------------------------------------------- reading a learner's stage file
-
-
-def _aliases(tree: ast.AST) -> dict[str, str]:
-    """Local name -> the dotted name it was imported as (``import numpy as np`` -> np: numpy)."""
-    names = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            for alias in node.names:
-                names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-    return names
-
-
-BUILTINS = ("exec", "eval", "compile", "__import__", "__builtins__", "vars", "globals")
 
 
 def _dotted(node: ast.AST, aliases: dict[str, str]) -> str:
@@ -148,42 +114,33 @@ def _dotted(node: ast.AST, aliases: dict[str, str]) -> str:
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
         node = node.value
-    if not isinstance(node, ast.Name) or node.id not in aliases and node.id not in BUILTINS:
-        return ""
-    return ".".join([aliases.get(node.id, node.id), *reversed(parts)])
+    known = isinstance(node, ast.Name) and (node.id in aliases or node.id in BUILTINS)
+    return ".".join([aliases.get(node.id, node.id), *reversed(parts)]) if known else ""
 
 
 def _imports(tree: ast.AST):
-    """(node, dotted module name) for every absolute import, including import_module("...")."""
+    """(node, module name, (local name, what it names) or None) a name imported, import_module("...") too."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            yield from ((node, alias.name) for alias in node.names)
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                yield node, alias.name, (alias.asname, alias.name) if alias.asname else (top, top)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node, node.module
-            yield from ((node, f"{node.module}.{alias.name}") for alias in node.names)
+            yield node, node.module, None
+            for alias in node.names:
+                yield node, f"{node.module}.{alias.name}", (alias.asname or alias.name, f"{node.module}.{alias.name}")
         elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
                 and isinstance(node.args[0].value, str):
             func = node.func
-            if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) in ("import_module", "__import__"):
-                yield node, node.args[0].value
+            if getattr(func, "attr", getattr(func, "id", "")) in ("import_module", "__import__"):
+                yield node, node.args[0].value, None
 
 
-def _parse(source: str) -> ast.AST | None:
+def _parse(source: str) -> ast.AST:
     try:
         return ast.parse(source)
     except (SyntaxError, ValueError):
-        return None  # the run itself reports the syntax error
-
-
-def forbidden_imports(source: str) -> list[str]:
-    """Why this learner file gets no credit: one line per forbidden import (empty when clean)."""
-    tree = _parse(source)
-    found = {}
-    for node, name in _imports(tree) if tree else ():
-        top = name.split(".")[0]
-        if top in FORBIDDEN_TOPS:
-            found.setdefault((node.lineno, top), f"line {node.lineno} {FORBIDDEN_TOPS[top]}")
-    return list(found.values())
+        return ast.Module(body=[], type_ignores=[])  # nothing to scan: the run itself reports the syntax error
 
 
 def _flag_of(name: str) -> tuple[str, str] | None:
@@ -196,16 +153,11 @@ def _flag_of(name: str) -> tuple[str, str] | None:
     return None
 
 
-FLAG_NOTE = "flagged for review:"  # the report note for a flag; the gradebook's patching column reads it
-
-
 def flags(source: str) -> list[str]:
     """What in this stage file can tamper with grading from inside the process, one line each:
     ``line 4: sys.modules (can patch the tests or the grader in memory)``. Empty when clean."""
     tree = _parse(source)
-    if tree is None:
-        return []
-    aliases = _aliases(tree)
+    aliases = dict(bound for _, _, bound in _imports(tree) if bound)
     docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
     found: dict[str, tuple[int, str]] = {}
 
@@ -213,7 +165,7 @@ def flags(source: str) -> list[str]:
         if what not in found or node.lineno < found[what][0]:
             found[what] = (node.lineno, f"line {node.lineno}: {what} ({why})")
 
-    for node, name in _imports(tree):
+    for node, name, _ in _imports(tree):
         if flagged := _flag_of(name):
             note(node, *flagged)
     for node in ast.walk(tree):
@@ -227,12 +179,8 @@ def flags(source: str) -> list[str]:
                 note(node, repr(match.group()), "names the tests, the answer key or /proc")
             if node.value in FLAGGED_ATTRIBUTES:  # getattr(x, "f_back")
                 note(node, node.value, FLAGGED_ATTRIBUTES[node.value])
-        if isinstance(node, (ast.Assign, ast.Delete)):
-            targets = [t.value for t in node.targets if isinstance(t, ast.Attribute)]
-        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and isinstance(node.target, ast.Attribute):
-            targets = [node.target.value]
-        else:
-            targets = []
+        assigned = getattr(node, "targets", [getattr(node, "target", None)])  # a.b = ..., del a.b, a.b += ...
+        targets = [target.value for target in assigned if isinstance(target, ast.Attribute)]
         if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("getattr", "setattr", "delattr", "hasattr") \
                 and len(node.args) >= 2 and (base := _dotted(node.args[0], aliases)):
             field = node.args[1].value if isinstance(node.args[1], ast.Constant) else "?"
@@ -247,24 +195,22 @@ def flags(source: str) -> list[str]:
     return [line for _, line in sorted(found.values())]
 
 
+def _source(stage: curriculum.Stage, impl: Path) -> str:
+    try:
+        return loader.read_stage(stage.source(impl))
+    except loader.StageFileError:
+        return ""  # missing or unreadable: the run reports it
+
+
 def flag_stages(stages, impl: Path) -> list[tuple[str, str]]:
     """(stage id, reason) for every flag in the learner's stage files, for the report and gradebook."""
-    notes = []
-    for stage in stages:
-        try:
-            source = loader.read_stage(stage.source(impl))
-        except loader.StageFileError:
-            continue  # missing or unreadable: the run reports it
-        notes += [(stage.id, reason) for reason in flags(source)]
-    return notes
+    return [(stage.id, reason) for stage in stages for reason in flags(_source(stage, impl))]
 
 
 def scan_stage(stage: curriculum.Stage, impl: Path) -> str:
-    """A one-line verdict for the scorecard, or '' when the file is clean (or absent)."""
-    path = stage.source(impl)
-    if not path.is_file():
-        return ""
-    problems = forbidden_imports(path.read_text(encoding="utf-8", errors="replace"))
-    if not problems:
-        return ""
-    return f"no credit: {path.name} {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+    """A one-line verdict for the scorecard when the file imports what it must not, else ''."""
+    imports = _imports(_parse(_source(stage, impl)))
+    problems = list({(node.lineno, top): f"line {node.lineno} {FORBIDDEN_TOPS[top]}"
+                     for node, name, _ in imports if (top := name.split(".")[0]) in FORBIDDEN_TOPS}.values())
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"no credit: {stage.source(impl).name} {problems[0]}{more}" if problems else ""

@@ -1,16 +1,6 @@
-"""The student release: ``python -m grader release OUT_DIR [--with-reference]``.
-
-Builds the learner-facing repository from this one: freshly generated stubs (never this copy's
-exercises/, which may hold an instructor's answers), the stage suites and their helpers, the
-grader, the docs, the data, curriculum.toml, requirements and the README.
-
-Without ``--with-reference`` the answer key stays behind, and with it everything derived from it:
-the mutant catalogue (each mutant is an edit of a reference file, so it quotes the answer), the
-project's own suite (it runs the reference), the benchmarks and the maintainers' CI. The grader in
-such a release grades with the fallback off and its scorecard says so.
-
-The release's grader/test_hashes.json is written from the test files it ships, so a course that
-grades with this release's tests can check a student's copy against it.
+"""The student release: ``python -m grader release OUT_DIR [--with-reference]``: fresh stubs (never
+this copy's exercises/), the suites, grader, docs and data, and a manifest of the files it ships.
+Without --with-reference everything that quotes or runs the answer key stays behind.
 """
 
 from __future__ import annotations
@@ -18,7 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import curriculum, integrity, stubgen
+from . import batch, curriculum, integrity, stubgen
 
 ALWAYS_FILES = ("README.md", "LICENSE", "curriculum.toml", "requirements.txt", "pyproject.toml", ".gitignore")
 ALWAYS_TREES = ("docs", "data")
@@ -30,33 +20,19 @@ IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
 
 def build(root: Path, out: Path, with_reference: bool) -> list[str]:
     """Write the release into ``out`` (absent or empty); return notes for the instructor."""
-    root, out = Path(root), Path(out)
-    notes = []
-    out.mkdir(parents=True, exist_ok=True)
-    files = list(ALWAYS_FILES) + (list(REFERENCE_FILES) if with_reference else [])
-    for name in files:
+    stubgen.generate(root / "reference", out / "exercises", curriculum.load(root / "curriculum.toml"))
+    tests = [path.relative_to(root) for path in integrity.hashed_files(root) if path.parent == root / "tests"]
+    for name in (*ALWAYS_FILES, "exercises/__init__.py", *tests, *(REFERENCE_FILES if with_reference else ())):
         if (root / name).is_file():
+            (out / name).parent.mkdir(exist_ok=True)
             shutil.copy2(root / name, out / name)
-    trees = list(ALWAYS_TREES) + (list(REFERENCE_TREES) if with_reference else [])
-    for name in trees:
+    for name in ("grader", *ALWAYS_TREES, *(REFERENCE_TREES if with_reference else ())):
         if (root / name).is_dir():
             shutil.copytree(root / name, out / name, ignore=IGNORE)
-    shutil.copytree(root / "grader", out / "grader", ignore=IGNORE)
-    (out / "tests").mkdir(exist_ok=True)
-    for path in integrity.hashed_files(root):
-        relative = path.relative_to(root)
-        if relative.parts[0] == "tests":
-            shutil.copy2(path, out / relative)
-    stages = curriculum.load(root / "curriculum.toml")
-    stubgen.generate(root / "reference", out / "exercises", stages)
-    init = root / "exercises" / "__init__.py"
-    if init.is_file():
-        shutil.copy2(init, out / "exercises" / "__init__.py")
     before = integrity.check_hashes(root, root / "grader" / "test_hashes.json")
     integrity.refresh(out, out / "grader" / "test_hashes.json")
-    if before:
-        notes.append(f"the test files differ from this copy's grader/test_hashes.json ({before[0]}); "
-                     "the release's manifest is written from the files it ships")
+    notes = [f"the test files differ from this copy's grader/test_hashes.json ({before[0]}); "
+             "the release's manifest is written from the files it ships"] if before else []
     if not with_reference:
         notes.append("no reference/: the release grades without the fallback, and its scorecard says so")
     return notes
@@ -72,22 +48,20 @@ def build_parser():
 
 def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     """0 written, 2 bad input (one line on stderr)."""
-    UsageError = curriculum.UsageError
     args = build_parser().parse_args(argv)
     out = Path(args.out).resolve()
-    if any(parent.exists() and not parent.is_dir() for parent in out.parents):
-        raise UsageError(f"release {args.out}: a part of that path is a file, not a folder")
-    if out == root.resolve() or root.resolve() in out.parents and out.parts[len(root.resolve().parts)] in (
+    batch.check_folders(out, f"release {args.out}")
+    top = root.resolve()
+    if out == top or top in out.parents and out.relative_to(top).parts[0] in (
             "grader", "tests", "exercises", "reference", "docs", "data", "courses"):
-        raise UsageError(f"release {args.out}: choose a directory outside this repository's own folders")
+        raise curriculum.UsageError(f"release {args.out}: choose a directory outside this repository's own folders")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"release {args.out}: exists and is not empty")
+        raise curriculum.UsageError(f"release {args.out}: exists and is not empty")
     curriculum.load(root / "curriculum.toml")  # a broken manifest stops it before anything is written
     if not any((root / "reference").glob("s[0-9][0-9]_*.py")):
-        raise UsageError("this copy has no reference/: the stubs are generated from it")
+        raise curriculum.UsageError("this copy has no reference/: the stubs are generated from it")
     notes = build(root, out, args.with_reference)
-    shipped = "with" if args.with_reference else "without"
-    print(f"wrote the student release to {args.out} ({shipped} reference/)")
+    print(f"wrote the student release to {args.out} ({'with' if args.with_reference else 'without'} reference/)")
     for note in notes:
         print(f"  note: {note}")
     return 0
