@@ -227,7 +227,9 @@ def verified(data: bytes, key: bytes, strict: bool = True) -> tuple[list[tuple[s
         if not line:
             continue
         if not _genuine(key, line):
-            if index == len(lines) - 1 or not strict:
+            if not strict:
+                continue  # a command's own output, around the keeper's lines
+            if index == len(lines) - 1:
                 break  # a last line cut short when the stage was killed mid-write
             return events, "a line on the result channel was not written by the grader (forged?)"
         event = json.loads(line.partition(b" ")[2])
@@ -401,7 +403,7 @@ def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, 
     os.environ.update(env or {})
     if jail is not None:
         if level in (NAMESPACES, USER_NAMESPACES):  # its own mount: stays writable when all else is sealed
-            libc.mount(str(jail.home).encode(), str(jail.home).encode(), None, _BIND, None)
+            libc.mount(os.fsencode(jail.home), os.fsencode(jail.home), None, _BIND, None)
         os.chdir(jail.home)
         os.environ.update(TMPDIR=str(jail.home), HOME=str(jail.home), PYTHONPYCACHEPREFIX=str(jail.home / "pycache"))
         sys.pycache_prefix = str(jail.home / "pycache")  # never read tests/__pycache__ (nor write there)
@@ -431,9 +433,9 @@ def seal() -> str:
         return level
     for path in _SEAL["hidden"]:
         if os.path.isdir(path):
-            libc.mount(b"tmpfs", path.encode(), b"tmpfs", _RDONLY, b"size=4k")
+            libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", _RDONLY, b"size=4k")
         elif os.path.exists(path):
-            libc.mount(b"/dev/null", path.encode(), None, _BIND, None)
+            libc.mount(b"/dev/null", os.fsencode(path), None, _BIND, None)
     for name in ("null", "zero", "full", "random", "urandom", "tty", "proc/sys"):  # kept usable / sealed below
         path = f"/{'dev/' * (name != 'proc/sys')}{name}".encode()
         libc.mount(path, path, None, _BIND, None)
@@ -449,7 +451,7 @@ def seal() -> str:
         except OSError:
             continue
         kept |= 4 | 2 if point == "/dev" else 0  # MS_NODEV | MS_NOSUID: no disk, no memory device
-        if libc.mount(None, point.encode(), None, _REMOUNT | _BIND | _RDONLY | kept, None) != 0 and point == "/":
+        if libc.mount(None, os.fsencode(point), None, _REMOUNT | _BIND | _RDONLY | kept, None) != 0 and point == "/":
             note = f" (but the filesystem could not be made read-only: errno {ctypes.get_errno()})"
     libc.prctl(28, 0x2F, 0, 0, 0)  # PR_SET_SECUREBITS: root gets no capabilities for being root
     for capability in range(64):
@@ -488,10 +490,10 @@ def _empty(libc, keep: list[str]) -> None:
         if not os.path.isdir(top) or os.path.islink(top):
             continue
         inside = [(p, os.open(p, os.O_PATH)) for p in keep if p.startswith(top + "/")]
-        libc.mount(b"tmpfs", top.encode(), b"tmpfs", 0, b"mode=755,size=64k")
+        libc.mount(b"tmpfs", os.fsencode(top), b"tmpfs", 0, b"mode=755,size=64k")
         for path, handle in inside:
             os.makedirs(path, exist_ok=True)
-            libc.mount(f"/proc/self/fd/{handle}".encode(), path.encode(), None, _BIND | _REC, None)
+            libc.mount(f"/proc/self/fd/{handle}".encode(), os.fsencode(path), None, _BIND | _REC, None)
             os.close(handle)
 
 
@@ -507,10 +509,10 @@ def _open_to_all(path, mine: bool = False) -> bool:
 
 def _mount_points() -> list[str]:
     try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        lines = Path("/proc/self/mountinfo").read_bytes().splitlines()
     except OSError:
         return []
-    return [line.split()[4].replace("\\040", " ") for line in lines]
+    return [os.fsdecode(line.split()[4]).replace("\\040", " ") for line in lines]
 
 
 def limit_memory(megabytes: int) -> None:

@@ -71,7 +71,9 @@ def test_channel_keeps_signed_events_in_order_and_names_a_forged_or_missing_line
     assert events == [("stage", {"event": "start", "test": "0"})] and "not written by the grader" in problem
     events, problem = sandbox.verified(lines[0] + lines[2], key)
     assert "lost or repeated" in problem, "a line taken off the channel is noticed"
-    assert sandbox.verified(lines[0] + b"\xff not json\n" + lines[1], key, strict=False)[1] == ""
+    assert sandbox.verified(lines[0] + b"\xff not json\n" + lines[1], key, strict=False) == (
+        [("stage", {"event": "start", "test": "0"}), ("stage", {"event": "start", "test": "1"})], ""), \
+        "a command's own output between signed lines is skipped, not the end of the channel"
 
 
 def test_killed_by_sigkill_is_an_error_that_suggests_memory_and_names_the_running_test(tmp_path):
