@@ -27,21 +27,17 @@ import pytest
 
 from . import sandbox
 
-BLOCKED_PACKAGES = ("reference",)  # a learner's stage may not import the answer key
-
 
 class ReferenceBlocker(importlib.abc.MetaPathFinder):
-    """Refuses ``import reference`` while learner code runs, and remembers who tried."""
+    """Refuses ``import reference`` (the answer key) while learner code runs, and reports who tried."""
 
     def __init__(self, report):
         self.report = report
 
     def find_spec(self, fullname, path=None, target=None):
-        top = fullname.split(".")[0]
-        if top in BLOCKED_PACKAGES:
+        if fullname.split(".")[0] == "reference":
             self.report({"event": "blocked", "module": fullname})
             raise ImportError(f"learner code may not import {fullname}: the grader gives no credit for the answer key")
-        return None
 
 
 class Recorder:
@@ -49,7 +45,7 @@ class Recorder:
 
     def __init__(self, writer: sandbox.Writer, impl: str, timeout: float):
         self.send = writer.send
-        self._impl = str(Path(impl).resolve())
+        self._impl = str(Path(impl).resolve()) + os.sep
         self._timeout = timeout
 
     def pytest_collection_finish(self, session):
@@ -80,11 +76,13 @@ class Recorder:
         event = {"event": "phase", "test": item.nodeid, "when": call.when, "outcome": report.outcome,
                  "duration": call.duration}
         if call.excinfo is not None and report.outcome != "passed":
-            event["exc_type"] = call.excinfo.type.__name__
-            event["message"] = _message(call.excinfo.value)
-            event["where"] = self._learner_line(call.excinfo.tb)
+            files = [(frame.f_code.co_filename, line) for frame, line in traceback.walk_tb(call.excinfo.tb)]
+            mine = [f"{Path(name).name}:{line}" for name, line in files if name.startswith(self._impl)]
+            event.update(exc_type=call.excinfo.type.__name__, message=_message(call.excinfo.value),
+                         where=mine[-1] if mine else "")
         elif report.outcome == "skipped" and report.longrepr:
-            event["exc_type"], event["message"] = "Skipped", str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr)
+            why = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+            event.update(exc_type="Skipped", message=str(why))
         self.send(event)
         return report
 
@@ -94,14 +92,6 @@ class Recorder:
 
     def pytest_sessionfinish(self, session, exitstatus):
         self.send({"event": "done", "exitstatus": int(exitstatus)})
-
-    def _learner_line(self, tb) -> str:
-        where = ""
-        for frame, lineno in traceback.walk_tb(tb):
-            filename = frame.f_code.co_filename
-            if filename.startswith(self._impl + os.sep):
-                where = f"{Path(filename).name}:{lineno}"
-        return where
 
 
 def _message(value: BaseException) -> str:
@@ -115,19 +105,18 @@ def _message(value: BaseException) -> str:
 
 
 def pytest_args(job: dict) -> list[str]:
-    """The pytest command line for one unit (see grader/run.py: Job.to_dict)."""
-    args = [*job["files"], "--impl", job["impl"], "-p", "no:cacheprovider", "-p", "pytest_timeout", "-p", "no:unraisableexception",
-            "--timeout", "0",
-            "--device", job["device"], "-o", "console_output_style=classic"]
-    if job.get("rootdir"):
+    """The pytest command line for one unit (the job: grader/run.py, _start)."""
+    args = [*job["files"], "--impl", job["impl"], "-p", "no:cacheprovider", "-p", "pytest_timeout",
+            "-p", "no:unraisableexception", "--timeout", "0", "--device", job["device"],
+            "-o", "console_output_style=classic", "--tb=short", *(["-v"] if job["verbose"] else ["-q", "--no-header"])]
+    if job["rootdir"]:
         args += ["--rootdir", job["rootdir"], "-c", os.devnull]
-    if job.get("select"):
+    if job["select"]:
         args += ["-k", job["select"]]
-    if job["no_fallback"]:
+    if job["learner_stages"] is None:
         args.append("--no-fallback")
     elif job["learner_stages"]:
         args += ["--learner-stages", ",".join(job["learner_stages"])]
-    args += ["-v", "--tb=short"] if job["verbose"] else ["-q", "--tb=short", "--no-header"]
     return args
 
 
@@ -136,7 +125,7 @@ def run(job: dict, writer: sandbox.Writer) -> int:
     recorder = Recorder(writer, job["impl"], job["timeout"])
     if job["block_reference"]:
         sys.meta_path.insert(0, ReferenceBlocker(recorder.send))
-        for name in [m for m in sys.modules if m.split(".")[0] in BLOCKED_PACKAGES]:
+        for name in [m for m in sys.modules if m.split(".")[0] == "reference"]:
             del sys.modules[name]
     for path in (job["root"], str(Path(job["root"]) / "tests")):
         if path not in sys.path:
@@ -153,19 +142,18 @@ def run(job: dict, writer: sandbox.Writer) -> int:
 
 
 def main() -> int:
-    """``python -m grader.child``: the job (with the channel's key) arrives on standard input."""
+    """``python -m grader.child``: the job (with the channel's key) arrives on standard input, the channel
+    is standard output; what the stage prints goes where its standard error goes."""
     import gc
 
     import torch  # noqa: F401 - imported before the freeze, as the fork server does
 
     gc.freeze()
     job = json.loads(sys.stdin.buffer.read())
-    sandbox.limit_memory(job["memory_mb"]) if job["memory_mb"] else None
+    if job["memory_mb"]:
+        sandbox.limit_memory(job["memory_mb"])
     channel = os.dup(1)
-    if job.get("output"):
-        out = os.open(job["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
+    os.dup2(2, 1)
     seal = json.loads(os.environ.pop("KATA_SEAL", "null"))
     if seal:
         sandbox._SEAL = (sandbox.Jail(Path(seal[0]), tuple(map(Path, seal[1]))), seal[2])

@@ -30,8 +30,9 @@ from .results import (ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TEST_ERROR, 
                       TEST_PASSED, TEST_SKIPPED, TIMED_OUT, StageResult, TestResult)
 
 MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
+KILLED = 9  # SIGKILL, the same number everywhere
 MEMORY_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory", "std::bad_alloc")
-SPLIT = ("capstone and not reverse", "capstone and reverse")  # pytest -k parts run side by side (the copy, the reverse capstone)
+SPLIT = ("capstone and not reverse", "capstone and reverse")  # pytest -k parts run side by side (copy, reverse)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,6 @@ class Settings:
     jobs: int = 2
     fork: bool = True
     verbose: str | None = None  # key of the one unit whose pytest output goes to the terminal
-    block_reference: bool = True
     no_credit: dict[str, str] = field(default_factory=dict)  # stage id -> why (static integrity scan)
     budget: float = 0.0  # seconds for the whole run (batch, Gradescope); 0 = none
     hide: tuple[Path, ...] = ()  # more paths learner code must not read (hidden tests)
@@ -72,6 +72,10 @@ class Settings:
     @property
     def wall(self) -> float:
         return 3 * self.stage_timeout + 60
+
+    @property
+    def trusted(self) -> bool:  # grading the reference itself: nothing to hide, seal or substitute
+        return self.reference is not None and self.impl == self.reference
 
 
 def fork_available() -> bool:
@@ -96,14 +100,6 @@ def closure(stages: Iterable[curriculum.Stage]) -> dict[str, tuple[str, ...]]:
             found |= deps.get(dep, set())
         deps[stage.id] = found
     return {sid: tuple(sorted(found, key=order.__getitem__)) for sid, found in deps.items()}
-
-
-def split_dependencies(deps: Iterable[str], passed: set[str], fallback: bool) -> tuple[list[str], list[str]]:
-    """(taken from the learner, taken from reference/) for a stage with these dependencies."""
-    deps = list(deps)
-    if not fallback:
-        return deps, []
-    return [d for d in deps if d in passed], [d for d in deps if d not in passed]
 
 
 def units_for(stages: Iterable[curriculum.Stage], root: Path, extra_dir: Path | None = None,
@@ -160,35 +156,23 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     """Turn a stage's events and how it ended into the unit's StageResult.
 
     ``killed_for_time``: '' or why the stage was stopped: "cpu", "wall" or "budget"."""
-    collected: list[str] = []
-    tests: dict[str, TestResult] = {}
-    started = ""
-    done = None
-    blocked = []
-    collect_errors = []
-    crash = ""
+    kinds: dict[str, list[dict]] = {}
     for event in events:
-        kind = event.get("event")
-        if kind == "collected" and not collected:
-            collected = [str(t) for t in event.get("tests", [])]
-            tests = {t: TestResult(_short(t), TEST_NOT_RUN) for t in collected}
-        elif kind == "start":
-            started = str(event.get("test", ""))
-        elif kind == "phase" and event.get("test") in tests:
+        kinds.setdefault(event.get("event"), []).append(event)
+
+    def last(kind: str, key: str, default=None):
+        return kinds[kind][-1].get(key, default) if kind in kinds else default
+
+    collected = [str(t) for t in kinds.get("collected", [{}])[0].get("tests", [])]
+    tests = {t: TestResult(_short(t), TEST_NOT_RUN) for t in collected}
+    for event in kinds.get("phase", []):
+        if event.get("test") in tests:
             _apply_phase(tests[event["test"]], event)
-        elif kind == "blocked":
-            blocked.append(str(event.get("module")))
-        elif kind == "collect_error":
-            collect_errors.append(event)
-        elif kind == "crash":
-            crash = str(event.get("message", ""))
-        elif kind == "done":
-            done = event.get("exitstatus")
-        elif kind == "sealed":
-            isolation = str(event.get("level", isolation))
+    done = last("done", "exitstatus")
     results = list(tests.values())
     result = _result(unit, FAILING, substituted=list(substituted), tests=results, duration=duration,
-                     isolation=isolation)
+                     isolation=str(last("sealed", "level", isolation)))
+    started = str(last("start", "test", ""))
     running = f" in {_short(started)}" if started else ""
     not_passed = [t for t in results if not t.passed]
 
@@ -197,14 +181,17 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
         result.score = result.max_score if status == PASSED else 0.0
         return result
 
+    def find(problem) -> TestResult | None:
+        return next((t for t in not_passed if problem(t)), None)
+
     if tampered:
         return finish(ERROR, f"no credit: {tampered}")
     if unit.stage.id in settings.no_credit:
         return finish(ERROR, settings.no_credit[unit.stage.id])
-    if blocked:
-        return finish(ERROR, f"no credit: your code imports {blocked[0]} (the answer key) while it is graded")
-    if killed_for_time is True or exitcode == -signal.SIGXCPU or (exitcode == -signal.SIGKILL
-                                                                 and cpu >= settings.stage_timeout / 2):
+    if "blocked" in kinds:
+        return finish(ERROR, f"no credit: your code imports {kinds['blocked'][0].get('module')} (the answer key) "
+                             "while it is graded")
+    if exitcode == -getattr(signal, "SIGXCPU", 24) or exitcode == -KILLED and cpu >= settings.stage_timeout / 2:
         killed_for_time = "cpu"
     if killed_for_time == "budget":
         return finish(TIMED_OUT, f"stopped{running}: the run's time budget ({settings.budget:g} s) ran out")
@@ -213,45 +200,39 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
                 else f"{settings.wall:g} s of wall-clock time (waiting, not computing?)")
         return finish(TIMED_OUT, f"stopped after {what}{running} (an endless loop?)")
     if exitcode is not None and exitcode < 0:
-        name = _signal_name(-exitcode)
-        if -exitcode == getattr(signal, "SIGKILL", 9):
+        name = next((s.name for s in signal.Signals if s == -exitcode), f"signal {-exitcode}")
+        if exitcode == -KILLED:
             return finish(ERROR, f"killed ({name}){running}: out of memory?")
         return finish(ERROR, f"crashed ({name}){running}")
     if done is None:
-        if crash:
+        if crash := last("crash", "message"):
             return finish(ERROR, f"the test run failed: {_first_line(crash)}")
         if not collected:
             tail = _first_line("\n".join(reversed(output_tail.splitlines())))
             return finish(ERROR, f"the test run did not start (exit code {exitcode})" + (f": {tail}" if tail else ""))
         return finish(ERROR, f"the process exited (code {exitcode}){running} before the suite finished: "
                              "does your code call os._exit or sys.exit?")
-    if collect_errors:
-        return finish(ERROR, f"the suite could not be loaded: {_first_line(collect_errors[0].get('message', ''))}")
+    if "collect_error" in kinds:
+        problem = _first_line(kinds["collect_error"][0].get("message", ""))
+        return finish(ERROR, f"the suite could not be loaded: {problem}")
     if not results:
         return finish(ERROR, "the suite collected no tests")
     if not not_passed and done == 0:
         return finish(PASSED)
-    first = not_passed[0] if not_passed else None
-    timed = next((t for t in not_passed if t.exc_type == "Failed" and t.message.startswith("Timeout")), None)
-    if timed:
+    if timed := find(lambda t: t.exc_type == "Failed" and t.message.startswith("Timeout")):
         return finish(TIMED_OUT, f"{timed.name} used more than {settings.timeout:g} s of CPU time (an endless loop?)")
-    memory = next((t for t in not_passed if t.exc_type in MEMORY_ERRORS
-                   or any(w in t.message.lower() for w in MEMORY_WORDS)), None)
-    if memory:
+    if memory := find(lambda t: t.exc_type in MEMORY_ERRORS or any(w in t.message.lower() for w in MEMORY_WORDS)):
         limit = f" (limit: {settings.memory_mb} MiB more than at start)" if settings.memory_mb else ""
         return finish(ERROR, f"ran out of memory in {memory.name}{limit}")
-    exiting = next((t for t in not_passed if t.exc_type == "SystemExit"), None)
-    if exiting:
-        return finish(ERROR, f"your code calls sys.exit() ({exiting.name}{', ' + exiting.where if exiting.where else ''})")
+    if exiting := find(lambda t: t.exc_type == "SystemExit"):
+        return finish(ERROR, f"your code calls sys.exit() ({', '.join(filter(None, (exiting.name, exiting.where)))})")
     stub = stubgen.not_written_message(unit.stage.id)
     if not any(t.passed for t in results) and all(t.exc_type == "NotImplementedError" or stub in t.message
                                                   for t in not_passed):
         return finish(NOT_STARTED)
-    setup_errors = [t for t in not_passed if t.outcome == TEST_ERROR]
-    if not any(t.passed for t in results) and len(setup_errors) == len(results):
-        kinds = {(t.exc_type, t.message) for t in setup_errors}
-        if len(kinds) == 1:
-            return finish(ERROR, f"{unit.stage.id}.py does not load: {first.exc_type}: {_first_line(first.message)}")
+    first = not_passed[0] if not_passed else None
+    if results[0].outcome == TEST_ERROR and len({(t.outcome, t.exc_type, t.message) for t in results}) == 1:
+        return finish(ERROR, f"{unit.stage.id}.py does not load: {first.exc_type}: {_first_line(first.message)}")
     if first is not None and first.outcome in (TEST_SKIPPED, TEST_NOT_RUN) and done != 0 and not any(
             t.outcome in (TEST_FAILED, TEST_ERROR) for t in results):
         return finish(ERROR, f"{first.name} was {first.outcome}: a skipped test never counts as passed")
@@ -264,25 +245,9 @@ def _apply_phase(test: TestResult, event: dict) -> None:
     if outcome == "passed":
         if when == "call" and test.outcome == TEST_NOT_RUN:
             test.outcome = TEST_PASSED
-        return
-    if test.outcome in (TEST_FAILED, TEST_ERROR):
-        return  # keep the first problem
-    if outcome == "skipped":
-        test.outcome = TEST_SKIPPED
-    elif when == "call":
-        test.outcome = TEST_FAILED
-    else:
-        test.outcome = TEST_ERROR
-    test.exc_type = str(event.get("exc_type", ""))
-    test.message = str(event.get("message", ""))
-    test.where = str(event.get("where", ""))
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+    elif test.outcome not in (TEST_FAILED, TEST_ERROR):  # else keep the first problem
+        test.outcome = TEST_SKIPPED if outcome == "skipped" else TEST_FAILED if when == "call" else TEST_ERROR
+        test.exc_type, test.message, test.where = (str(event.get(k, "")) for k in ("exc_type", "message", "where"))
 
 
 # ---------------------------------------------------------------- running
@@ -299,45 +264,27 @@ def warm_up() -> None:
     gc.freeze()  # children skip the torch objects in every collection (pytest collects at exit)
 
 
-def _job(unit: Unit, part: str, settings: Settings, learner: list[str], out: Path) -> dict:
-    impl_is_reference = settings.reference is not None and settings.impl == settings.reference
-    return {
-        "files": list(unit.files),
-        "select": part,
-        "root": str(settings.root),
-        "rootdir": unit.rootdir,
-        "impl": str(settings.impl),
-        "no_fallback": not settings.fallback or impl_is_reference,
-        "learner_stages": learner,
-        "timeout": settings.timeout,
-        "device": settings.device,
-        "memory_mb": settings.memory_mb if memory_limit_available() else 0,
-        "verbose": settings.verbose == unit.key,
-        "block_reference": settings.block_reference and not impl_is_reference,
-        "output": "" if settings.verbose == unit.key else str(out),
-    }
-
-
 def _start(unit: Unit, part: str, settings: Settings, learner: list[str], workdir: Path,
            hidden: tuple[Path, ...]) -> sandbox.Stage:
-    output = workdir / f"{len(list(workdir.iterdir()))}.out"
-    job = _job(unit, part, settings, learner, output)
+    root, reference, untrusted = settings.root, settings.reference, not settings.trusted
+    home = sandbox.private_home(workdir)
+    verbose = settings.verbose == unit.key
+    job = {"files": list(unit.files), "select": part, "root": str(root), "rootdir": unit.rootdir,
+           "impl": str(settings.impl), "learner_stages": None if settings.trusted or not settings.fallback else learner,
+           "timeout": settings.timeout, "device": settings.device, "memory_mb": settings.memory_mb,
+           "verbose": verbose, "block_reference": untrusted}
     limits = sandbox.Limits(cpu=settings.stage_timeout, wall=settings.wall, memory_mb=settings.memory_mb)
-    untrusted = job["block_reference"]
-    root, reference = settings.root, settings.reference
-    hidden = hidden if untrusted else ()
     if untrusted:  # what could give the answer away: the stage's reference, its bytecode, history, mutants
         hidden += (root / ".git", root / "tests" / "mutants", root / "tests" / "project", root / "benchmarks")
         hidden += (unit.stage.source(reference), reference / "__pycache__") if reference else ()
-    jail = sandbox.Jail(sandbox.private_home(workdir / "homes"), hidden, seal=untrusted)
-    if not settings.fork:
-        package = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # the stage starts in its own folder
-        return sandbox.start([sys.executable, "-m", "grader.child"], limits, jail=jail, job=job, env=package,
-                             output=None if job["verbose"] else output)
-    from . import child
+    jail = sandbox.Jail(home, hidden if untrusted else (), seal=untrusted)
+    output = None if verbose else workdir / f"{home.name}.out"
+    if settings.fork:
+        from . import child
 
-    return sandbox.start(lambda writer: child.run(job, writer), limits, jail=jail,
-                         output=None if job["verbose"] else output)
+        return sandbox.start(lambda writer: child.run(job, writer), limits, jail=jail, output=output)
+    package = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # the stage starts in its own folder
+    return sandbox.start([sys.executable, "-m", "grader.child"], limits, jail=jail, job=job, env=package, output=output)
 
 
 def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: list[str]) -> StageResult:
@@ -345,11 +292,9 @@ def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: l
     events = [event for by, event in signed if by == "stage"]
     isolation = next((e.get("level", "") for by, e in signed if by == "keeper" and e.get("event") == "sandbox"),
                      sandbox.GROUP)  # no keeper (Windows): a plain process
-    if settings.reference is not None and settings.impl == settings.reference or not settings.block_reference:
-        isolation = ""  # a trusted run is not sealed: nothing to report
     return interpret(unit, events, exitcode=stage.exitcode, killed_for_time=stage.stopped, settings=settings,
                      substituted=substituted, duration=time.monotonic() - stage.started, output_tail=stage.tail(),
-                     tampered=tampered, isolation=isolation, cpu=stage.cpu)
+                     tampered=tampered, isolation="" if settings.trusted else isolation, cpu=stage.cpu)
 
 
 def merge(parts: list[StageResult]) -> StageResult:
@@ -379,9 +324,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
     """
     deps_of = closure(stages)
     graded_ids = {u.stage.id for u in units if not u.extra}
-    waves = settings.fallback and not (settings.reference is not None and settings.impl == settings.reference)
-    passed = set(known_passed or ())
-    finished: set[str] = set()  # stage ids whose main suite has a result
+    waves = settings.fallback and not settings.trusted
     results: dict[str, StageResult] = {}
     parts: dict[str, list] = {u.key: [None] * len(u.parts) for u in units}
     pending = [(u, i) for u in units for i in range(len(u.parts))]
@@ -393,21 +336,17 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
 
     def record(unit: Unit, index: int, result: StageResult) -> None:
         parts[unit.key][index] = result
-        if any(r is None for r in parts[unit.key]):
-            return
-        results[unit.key] = result = merge(parts[unit.key])
-        if not unit.extra:
-            finished.add(unit.stage.id)
-            if result.status == PASSED:
-                passed.add(unit.stage.id)
-            else:
-                passed.discard(unit.stage.id)
-        if on_result:
-            on_result(result)
+        if all(r is not None for r in parts[unit.key]):
+            results[unit.key] = merge(parts[unit.key])
+            if on_result:
+                on_result(results[unit.key])
+
+    def waiting(unit: Unit) -> bool:  # for a stage this run grades that has no result yet
+        needs = (deps_of.get(unit.stage.id, ()) if waves else ()) + ((unit.stage.id,) if unit.extra else ())
+        done = {r.id for r in results.values() if not r.extra}
+        return any(d in graded_ids and d not in done for d in needs)
 
     with tempfile.TemporaryDirectory(prefix="kata-grade-", ignore_cleanup_errors=True) as tmp:
-        workdir = Path(tmp)
-        (workdir / "homes").mkdir()
         try:
             while pending or running:
                 if settings.budget and time.monotonic() - began > settings.budget:
@@ -417,39 +356,30 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
                         record(unit, index, _result(unit, TIMED_OUT, f"not graded: the run's time budget "
                                                                      f"({settings.budget:g} s) ran out before it"))
                     pending = []
-                progress = False
-                for unit, index in list(pending):
-                    if len(running) >= max(1, settings.jobs):
-                        break
-                    deps = deps_of.get(unit.stage.id, ())
-                    if waves and any(d in graded_ids and d not in finished for d in deps):
-                        continue
-                    if unit.extra and unit.stage.id in graded_ids and unit.stage.id not in finished:
-                        continue
+                ready = [(u, i) for u, i in pending if not waiting(u)][: max(1, settings.jobs) - len(running)]
+                for unit, index in ready:
                     pending.remove((unit, index))
-                    progress = True
-                    early = precheck(unit, settings)
-                    if early is not None:
+                    if (early := precheck(unit, settings)) is not None:
                         record(unit, index, early)
                         continue
-                    learner, substituted = split_dependencies(deps, passed, settings.fallback)
-                    if settings.reference is not None and settings.impl == settings.reference:
-                        learner, substituted = list(deps), []
-                    started = _start(unit, unit.parts[index], settings, learner, workdir, hidden)
-                    running[started] = (unit, index, substituted)
+                    deps = deps_of.get(unit.stage.id, ())
+                    mine = {r.id for r in results.values() if not r.extra and r.status == PASSED}
+                    mine |= set(known_passed or ()) - graded_ids
+                    substituted = [d for d in deps if d not in mine] if waves else []
+                    learner = [d for d in deps if d not in substituted]
+                    stage = _start(unit, unit.parts[index], settings, learner, Path(tmp), hidden)
+                    running[stage] = (unit, index, substituted)
                 if not running:
-                    if progress:
+                    if ready:
                         continue
                     for unit, index in pending:  # cannot happen with a valid manifest; never hang on it
                         record(unit, index, _result(unit, ERROR, "its dependencies were never graded"))
                     break
-                ready = select.select(list(running), [], [], 0.05)[0]
-                for stage in list(running):
-                    if stage in ready:
-                        stage.pump()
-                    if stage.poll():
-                        unit, index, substituted = running.pop(stage)
-                        record(unit, index, _finish(stage, unit, settings, substituted))
+                for stage in select.select(list(running), [], [], 0.05)[0]:
+                    stage.pump()
+                for stage in [s for s in running if s.poll()]:
+                    unit, index, substituted = running.pop(stage)
+                    record(unit, index, _finish(stage, unit, settings, substituted))
         finally:
             for stage in running:
                 stage.stop("interrupted")
