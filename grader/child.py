@@ -1,13 +1,9 @@
 """The stage side of grading one unit: run pytest in this process and report each test's outcome.
 
-The outcomes travel to the grader on the stage's channel (grader/sandbox.py): a socket the grader
-holds the other end of, one event a line, each line numbered and signed with a key that exists only
-in memory. What the learner's code prints goes to a file and is never read as a result. A test the
-channel does not report as passed did not pass. Once pytest has collected the tests (before any
-learner code runs) the stage is sealed: read-only filesystem, hidden tests and the stage's own
-reference emptied, an unprivileged user where the grader runs as root.
-
-Each test may use ``timeout`` seconds of CPU time (not wall time: a busy machine does not fail it).
+The outcomes travel on the stage's signed channel (grader/sandbox.py). What the learner's code prints
+goes to a file and is never read as a result; a test the channel does not report as passed did not
+pass. Once pytest has collected the tests, before any learner code runs, the stage is sealed. Each test
+may use ``timeout`` seconds of CPU time (not wall time: a busy machine does not fail it).
 
 Run in a fork of the grader (grader/run.py) with torch and pytest already imported, or, with
 KATA_NO_FORK=1 or where fork is missing, as ``python -m grader.child`` with the job on standard input.
@@ -104,24 +100,9 @@ def _message(value: BaseException) -> str:
     return text[:4000]
 
 
-def pytest_args(job: dict) -> list[str]:
-    """The pytest command line for one unit (the job: grader/run.py, _start)."""
-    args = [*job["files"], "--impl", job["impl"], "-p", "no:cacheprovider", "-p", "pytest_timeout",
-            "-p", "no:unraisableexception", "--timeout", "0", "--device", job["device"],
-            "-o", "console_output_style=classic", "--tb=short", *(["-v"] if job["verbose"] else ["-q", "--no-header"])]
-    if job["rootdir"]:
-        args += ["--rootdir", job["rootdir"], "-c", os.devnull]
-    if job["select"]:
-        args += ["-k", job["select"]]
-    if job["learner_stages"] is None:
-        args.append("--no-fallback")
-    elif job["learner_stages"]:
-        args += ["--learner-stages", ",".join(job["learner_stages"])]
-    return args
-
-
 def run(job: dict, writer: sandbox.Writer) -> int:
-    """Grade one unit in this process; the caller exits right after. Returns pytest's exit code."""
+    """Grade one unit (the job: grader/run.py, _start) in this process; the caller exits right after.
+    Returns pytest's exit code."""
     recorder = Recorder(writer, job["impl"], job["timeout"])
     if job["block_reference"]:
         sys.meta_path.insert(0, ReferenceBlocker(recorder.send))
@@ -131,8 +112,15 @@ def run(job: dict, writer: sandbox.Writer) -> int:
         if path not in sys.path:
             sys.path.insert(0, path)
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the plugins grading needs: faster, fewer surprises
+    args = [*job["files"], "--impl", job["impl"], "-p", "no:cacheprovider", "-p", "pytest_timeout",
+            "-p", "no:unraisableexception", "--timeout", "0", "--device", job["device"],
+            "-o", "console_output_style=classic", "--tb=short", *(["-v"] if job["verbose"] else ["-q", "--no-header"])]
+    args += ["--rootdir", job["rootdir"], "-c", os.devnull] if job["rootdir"] else []
+    args += ["-k", job["select"]] if job["select"] else []
+    learner = job["learner_stages"]
+    args += ["--no-fallback"] if learner is None else ["--learner-stages", ",".join(learner)] if learner else []
     try:
-        code = int(pytest.main(pytest_args(job), plugins=[recorder]))
+        code = int(pytest.main(args, plugins=[recorder]))
     except BaseException as error:  # noqa: BLE001 - report anything, then exit
         recorder.send({"event": "crash", "message": f"{type(error).__name__}: {_message(error)}"})
         code = 3
@@ -144,11 +132,9 @@ def run(job: dict, writer: sandbox.Writer) -> int:
 def main() -> int:
     """``python -m grader.child``: the job (with the channel's key) arrives on standard input, the channel
     is standard output; what the stage prints goes where its standard error goes."""
-    import gc
+    from .run import warm_up
 
-    import torch  # noqa: F401 - imported before the freeze, as the fork server does
-
-    gc.freeze()
+    warm_up()  # as the fork server does
     job = json.loads(sys.stdin.buffer.read())
     if job["memory_mb"]:
         sandbox.limit_memory(job["memory_mb"])

@@ -20,6 +20,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from . import curriculum, sandbox
 from .run import fork_available, warm_up
 
@@ -101,20 +103,13 @@ def check_each(mutants: list[Mutant], workdir: Path, jobs: int, stop_early: bool
         tree = build_tree(mutant, workdir / mutant.label.replace(":", "__"))
         args = [str(curriculum.TESTS / f"test_{mutant.stage}.py"), "--impl", str(tree), "-q", "--tb=short",
                 "-p", "no:cacheprovider", "-p", "pytest_timeout", "--timeout", "600", *(["-x"] if stop_early else [])]
-        if not fork:
-            return sandbox.start([sys.executable, "-m", "pytest", *args], LIMITS, output=tree / "pytest.out", env=ENV)
 
         def suite(_writer) -> int:
-            import pytest
+            os.chdir(curriculum.ROOT)  # paths in the output as a maintainer sees them
+            return int(pytest.main(args))
 
-            os.chdir(curriculum.ROOT)
-            os.environ.update(ENV)
-            code = int(pytest.main(args))
-            sys.stdout.flush()
-            sys.stderr.flush()
-            return code
-
-        return sandbox.start(suite, LIMITS, output=tree / "pytest.out")
+        command = suite if fork else [sys.executable, "-m", "pytest", *args]
+        return sandbox.start(command, LIMITS, output=tree / "pytest.out", env=ENV)
 
     def finish(mutant: Mutant, stage: sandbox.Stage) -> None:
         output = stage.unsigned().decode("utf-8", "replace") + stage.tail(1 << 20)

@@ -1,15 +1,12 @@
 """Run stage suites in isolated child processes and turn what they report into StageResults.
 
-Planning (pure functions): which units to run, which of a stage's dependencies come from the
-learner and which from reference/ (the learner's, where that dependency passed in this run).
-
-Running: a fork server. This process imports torch and pytest once, then starts one stage per unit
-(grader/child.py) through the one stage runner (grader/sandbox.py: limits, isolation, a signed result
-channel, nothing left running), so a stage that crashes, loops forever, exhausts memory or exits early
-costs that stage only. Where fork is missing (Windows) or KATA_NO_FORK=1 is set, each unit runs in a
-fresh ``python -m grader.child`` instead (slower). Units run side by side up to ``jobs`` at a time; a
-stage starts as soon as its dependencies are graded. A stage whose suite has capstone trainings
-(``SPLIT``) runs as several units in parallel, merged back into its one result.
+Planning (pure functions): which units to run, and which of a stage's dependencies come from reference/
+(those that did not pass in this run). Running: a fork server. This process imports torch and pytest
+once, then starts one stage per unit (grader/child.py) through the one stage runner (grader/sandbox.py),
+so a stage that crashes, loops forever, exhausts memory or exits early costs that stage only. Where fork
+is missing (Windows) or KATA_NO_FORK=1 is set, each unit runs in a fresh ``python -m grader.child``.
+Up to ``jobs`` units run side by side; a stage starts as soon as its dependencies are graded, and one
+whose suite has capstone trainings (``SPLIT``) runs as several units, merged back into its one result.
 """
 
 from __future__ import annotations
@@ -29,8 +26,8 @@ from . import curriculum, sandbox, stubgen
 from .results import (ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TEST_ERROR, TEST_FAILED, TEST_NOT_RUN,
                       TEST_PASSED, TEST_SKIPPED, TIMED_OUT, StageResult, TestResult)
 
-MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
 KILLED = 9  # SIGKILL, the same number everywhere
+MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
 MEMORY_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory", "std::bad_alloc")
 SPLIT = ("capstone and not reverse", "capstone and reverse")  # pytest -k parts run side by side (copy, reverse)
 
@@ -91,14 +88,11 @@ def memory_limit_available() -> bool:
 
 def closure(stages: Iterable[curriculum.Stage]) -> dict[str, tuple[str, ...]]:
     """Every stage's dependencies, direct and indirect, in learning order."""
-    order = {}
+    order: dict[str, int] = {}
     deps: dict[str, set[str]] = {}
     for index, stage in enumerate(stages):
         order[stage.id] = index
-        found = set(stage.depends)
-        for dep in stage.depends:
-            found |= deps.get(dep, set())
-        deps[stage.id] = found
+        deps[stage.id] = set(stage.depends).union(*(deps.get(dep, ()) for dep in stage.depends))
     return {sid: tuple(sorted(found, key=order.__getitem__)) for sid, found in deps.items()}
 
 
@@ -110,9 +104,8 @@ def units_for(stages: Iterable[curriculum.Stage], root: Path, extra_dir: Path | 
     for stage in stages:
         suite = Path(root) / "tests" / f"test_{stage.id}.py"
         text = suite.read_text(encoding="utf-8", errors="replace") if suite.is_file() else ""
-        parts = ("",)
-        if all(word in text for word in ("test_capstone", "copy", "reverse")):
-            parts = ("not capstone", *SPLIT)
+        split = all(word in text for word in ("test_capstone", "copy", "reverse"))
+        parts = ("not capstone", *SPLIT) if split else ("",)
         units.append(Unit(stage, (str(suite),), f"tests/{suite.name}", float(stage.points), parts=parts))
         if extra_dir is not None:
             for path in sorted(Path(extra_dir).glob(f"test_{stage.id}*.py")):
@@ -141,10 +134,6 @@ def _result(unit: Unit, status: str, reason: str = "", max_score: float | None =
 # ---------------------------------------------------------------- reading a child's report (pure)
 
 
-def _short(nodeid: str) -> str:
-    return nodeid.split("::")[-1]
-
-
 def _first_line(text: str, limit: int = 160) -> str:
     line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -156,24 +145,19 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     """Turn a stage's events and how it ended into the unit's StageResult.
 
     ``killed_for_time``: '' or why the stage was stopped: "cpu", "wall" or "budget"."""
-    kinds: dict[str, list[dict]] = {}
+    latest = {event.get("event"): event for event in events}  # the last event of each kind
+    earliest = {event.get("event"): event for event in reversed(events)}  # ... and the first
+    collected = [str(t) for t in earliest.get("collected", {}).get("tests", [])]
+    tests = {t: TestResult(t.split("::")[-1], TEST_NOT_RUN) for t in collected}
     for event in events:
-        kinds.setdefault(event.get("event"), []).append(event)
-
-    def last(kind: str, key: str, default=None):
-        return kinds[kind][-1].get(key, default) if kind in kinds else default
-
-    collected = [str(t) for t in kinds.get("collected", [{}])[0].get("tests", [])]
-    tests = {t: TestResult(_short(t), TEST_NOT_RUN) for t in collected}
-    for event in kinds.get("phase", []):
-        if event.get("test") in tests:
+        if event.get("event") == "phase" and event.get("test") in tests:
             _apply_phase(tests[event["test"]], event)
-    done = last("done", "exitstatus")
+    done = latest.get("done", {}).get("exitstatus")
     results = list(tests.values())
     result = _result(unit, FAILING, substituted=list(substituted), tests=results, duration=duration,
-                     isolation=str(last("sealed", "level", isolation)))
-    started = str(last("start", "test", ""))
-    running = f" in {_short(started)}" if started else ""
+                     isolation=str(latest.get("sealed", {}).get("level", isolation)))
+    started = str(latest.get("start", {}).get("test", ""))
+    running = f" in {started.split('::')[-1]}" if started else ""
     not_passed = [t for t in results if not t.passed]
 
     def finish(status: str, reason: str = "") -> StageResult:
@@ -188,8 +172,8 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
         return finish(ERROR, f"no credit: {tampered}")
     if unit.stage.id in settings.no_credit:
         return finish(ERROR, settings.no_credit[unit.stage.id])
-    if "blocked" in kinds:
-        return finish(ERROR, f"no credit: your code imports {kinds['blocked'][0].get('module')} (the answer key) "
+    if "blocked" in earliest:
+        return finish(ERROR, f"no credit: your code imports {earliest['blocked'].get('module')} (the answer key) "
                              "while it is graded")
     if exitcode == -getattr(signal, "SIGXCPU", 24) or exitcode == -KILLED and cpu >= settings.stage_timeout / 2:
         killed_for_time = "cpu"
@@ -205,15 +189,15 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
             return finish(ERROR, f"killed ({name}){running}: out of memory?")
         return finish(ERROR, f"crashed ({name}){running}")
     if done is None:
-        if crash := last("crash", "message"):
+        if crash := latest.get("crash", {}).get("message"):
             return finish(ERROR, f"the test run failed: {_first_line(crash)}")
         if not collected:
             tail = _first_line("\n".join(reversed(output_tail.splitlines())))
             return finish(ERROR, f"the test run did not start (exit code {exitcode})" + (f": {tail}" if tail else ""))
         return finish(ERROR, f"the process exited (code {exitcode}){running} before the suite finished: "
                              "does your code call os._exit or sys.exit?")
-    if "collect_error" in kinds:
-        problem = _first_line(kinds["collect_error"][0].get("message", ""))
+    if "collect_error" in earliest:
+        problem = _first_line(earliest["collect_error"].get("message", ""))
         return finish(ERROR, f"the suite could not be loaded: {problem}")
     if not results:
         return finish(ERROR, "the suite collected no tests")
@@ -324,6 +308,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
     """
     deps_of = closure(stages)
     graded_ids = {u.stage.id for u in units if not u.extra}
+    known = set(known_passed or ()) - graded_ids  # passed in an earlier run (watch mode)
     waves = settings.fallback and not settings.trusted
     results: dict[str, StageResult] = {}
     parts: dict[str, list] = {u.key: [None] * len(u.parts) for u in units}
@@ -363,19 +348,16 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
                         record(unit, index, early)
                         continue
                     deps = deps_of.get(unit.stage.id, ())
-                    mine = {r.id for r in results.values() if not r.extra and r.status == PASSED}
-                    mine |= set(known_passed or ()) - graded_ids
+                    mine = known | {r.id for r in results.values() if not r.extra and r.status == PASSED}
                     substituted = [d for d in deps if d not in mine] if waves else []
                     learner = [d for d in deps if d not in substituted]
                     stage = _start(unit, unit.parts[index], settings, learner, Path(tmp), hidden)
                     running[stage] = (unit, index, substituted)
-                if not running:
-                    if ready:
-                        continue
+                if not running and not ready:
                     for unit, index in pending:  # cannot happen with a valid manifest; never hang on it
                         record(unit, index, _result(unit, ERROR, "its dependencies were never graded"))
                     break
-                for stage in select.select(list(running), [], [], 0.05)[0]:
+                for stage in select.select(list(running), [], [], 0.05)[0] if running else ():
                     stage.pump()
                 for stage in [s for s in running if s.poll()]:
                     unit, index, substituted = running.pop(stage)
