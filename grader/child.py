@@ -24,25 +24,19 @@ import pytest
 from . import sandbox
 
 
-class ReferenceBlocker(importlib.abc.MetaPathFinder):
-    """Refuses ``import reference`` (the answer key) while learner code runs, and reports who tried."""
-
-    def __init__(self, report):
-        self.report = report
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname.split(".")[0] == "reference":
-            self.report({"event": "blocked", "module": fullname})
-            raise ImportError(f"learner code may not import {fullname}: the grader gives no credit for the answer key")
-
-
-class Recorder:
-    """A pytest plugin that sends collection, the start of each test and each test's outcome."""
+class Recorder(importlib.abc.MetaPathFinder):
+    """A pytest plugin that sends collection, the start of each test and each test's outcome; on
+    sys.meta_path (an untrusted stage), it also refuses ``import reference`` (the answer key) and says so."""
 
     def __init__(self, writer: sandbox.Writer, impl: str, timeout: float):
         self.send = writer.send
         self._impl = str(Path(impl).resolve()) + os.sep
         self._timeout = timeout
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] == "reference":
+            self.send({"event": "blocked", "module": fullname})
+            raise ImportError(f"learner code may not import {fullname}: the grader gives no credit for the answer key")
 
     def pytest_collection_finish(self, session):
         self.send({"event": "collected", "tests": [item.nodeid for item in session.items]})
@@ -105,7 +99,7 @@ def run(job: dict, writer: sandbox.Writer) -> int:
     Returns pytest's exit code."""
     recorder = Recorder(writer, job["impl"], job["timeout"])
     if job["block_reference"]:
-        sys.meta_path.insert(0, ReferenceBlocker(recorder.send))
+        sys.meta_path.insert(0, recorder)
         for name in [m for m in sys.modules if m.split(".")[0] == "reference"]:
             del sys.modules[name]
     for path in (job["root"], str(Path(job["root"]) / "tests")):

@@ -116,11 +116,10 @@ def units_for(stages: Iterable[curriculum.Stage], root: Path, extra_dir: Path | 
 
 def precheck(unit: Unit, settings: Settings) -> StageResult | None:
     """A result for a unit that cannot run at all (no suite, no stage file), else None."""
-    stage = unit.stage
     if not Path(unit.files[0]).is_file():
         return _result(unit, MISSING, f"no suite {unit.label} yet", max_score=0.0)
-    if not stage.source(settings.impl).is_file():
-        return _result(unit, ERROR, f"no {stage.id}.py in {settings.impl.name}/ (deleted or renamed?)")
+    if not unit.stage.source(settings.impl).is_file():
+        return _result(unit, ERROR, f"no {unit.stage.id}.py in {settings.impl.name}/ (deleted or renamed?)")
     return None
 
 
@@ -273,12 +272,12 @@ def _start(unit: Unit, part: str, settings: Settings, learner: list[str], workdi
 
 def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: list[str]) -> StageResult:
     signed, tampered = sandbox.verified(bytes(stage.data), stage.key)
-    events = [event for by, event in signed if by == "stage"]
-    isolation = next((e.get("level", "") for by, e in signed if by == "keeper" and e.get("event") == "sandbox"),
-                     sandbox.GROUP)  # no keeper (Windows): a plain process
-    return interpret(unit, events, exitcode=stage.exitcode, killed_for_time=stage.stopped, settings=settings,
-                     substituted=substituted, duration=time.monotonic() - stage.started, output_tail=stage.tail(),
-                     tampered=tampered, isolation="" if settings.trusted else isolation, cpu=stage.cpu)
+    level = next((e.get("level", "") for by, e in signed if by == "keeper" and e.get("event") == "sandbox"),
+                 sandbox.GROUP)  # no keeper (Windows): a plain process
+    return interpret(unit, [e for by, e in signed if by == "stage"], exitcode=stage.exitcode,
+                     killed_for_time=stage.stopped, settings=settings, substituted=substituted,
+                     duration=time.monotonic() - stage.started, output_tail=stage.tail(), tampered=tampered,
+                     isolation="" if settings.trusted else level, cpu=stage.cpu)
 
 
 def merge(parts: list[StageResult]) -> StageResult:
