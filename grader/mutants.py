@@ -148,10 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     verdicts = check_all(load(argv or None))
     if json_path is not None:
-        json_path.write_text(json.dumps([
-            {"label": v.mutant.label, "caught": v.caught, "symptom_shown": v.symptom_shown, "output": v.output[-6000:]}
-            for v in verdicts
-        ], indent=1), encoding="utf-8")
+        rows = [{"label": v.mutant.label, "caught": v.caught, "symptom_shown": v.symptom_shown,
+                 "output": v.output[-6000:]} for v in verdicts]
+        json_path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     for verdict in verdicts:
         status = "caught" if verdict.ok else "caught, but the output lacks the symptom" if verdict.caught else "MISSED"
         print(f"{status:>40}  {verdict.mutant.label}: {verdict.mutant.description}")

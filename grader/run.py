@@ -96,21 +96,15 @@ def closure(stages: Iterable[curriculum.Stage]) -> dict[str, tuple[str, ...]]:
     return {sid: tuple(sorted(found, key=order.__getitem__)) for sid, found in deps.items()}
 
 
-def units_for(stages: Iterable[curriculum.Stage], root: Path, extra_dir: Path | None = None,
-              extra_points: dict[str, float] | None = None) -> list[Unit]:
-    """The stage suites (and hidden suites) in learning order."""
+def units_for(stages: Iterable[curriculum.Stage], root: Path) -> list[Unit]:
+    """The stage suites in learning order (hidden suites: grader/cli.py, extra_units)."""
     units = []
-    extra_points = extra_points or {}
     for stage in stages:
         suite = Path(root) / "tests" / f"test_{stage.id}.py"
         text = suite.read_text(encoding="utf-8", errors="replace") if suite.is_file() else ""
         split = all(word in text for word in ("test_capstone", "copy", "reverse"))
         parts = ("not capstone", *SPLIT) if split else ("",)
         units.append(Unit(stage, (str(suite),), f"tests/{suite.name}", float(stage.points), parts=parts))
-        if extra_dir is not None:
-            for path in sorted(Path(extra_dir).glob(f"test_{stage.id}*.py")):
-                points = extra_points.get(path.name, float(stage.points))
-                units.append(Unit(stage, (str(path),), path.name, points, extra=True))
     return units
 
 
@@ -238,11 +232,9 @@ def _apply_phase(test: TestResult, event: dict) -> None:
 
 def warm_up() -> None:
     """Import what every child needs once, before forking (the point of the fork server)."""
-    import pytest  # noqa: F401
-    import torch  # noqa: F401
     import torch.nn.functional  # noqa: F401
 
-    from . import child  # noqa: F401
+    from . import child  # noqa: F401 - and pytest
 
     gc.freeze()  # children skip the torch objects in every collection (pytest collects at exit)
 
