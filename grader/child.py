@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from . import sandbox
+from .run import warm_up
 
 
 class Recorder(importlib.abc.MetaPathFinder):
@@ -126,8 +127,6 @@ def run(job: dict, writer: sandbox.Writer) -> int:
 def main() -> int:
     """``python -m grader.child``: the job (with the channel's key) arrives on standard input, the channel
     is standard output; what the stage prints goes where its standard error goes."""
-    from .run import warm_up
-
     warm_up()  # as the fork server does
     job = json.loads(sys.stdin.buffer.read())
     if job["memory_mb"]:

@@ -1,15 +1,14 @@
 """Compose one importable package from stages taken from different trees.
 
-A *plan* maps every stage id to the directory its module is loaded from: the learner's
-exercises/ for the stage under test, reference/ for an unfinished stage it builds on. Stage
-modules import each other relatively (``from .s03_attention import ...``), so inside a plan's
-package those imports resolve to whichever tree the plan names. Each plan gets its own package
-name, so several plans can live in one process without sharing module objects.
+A *plan* maps every stage id to the directory its module is loaded from: the learner's exercises/
+for the stage under test, reference/ for an unfinished stage it builds on. Stage modules import each
+other relatively (``from .s03_attention import ...``), so in a plan's own package those imports resolve
+to the trees the plan names; several plans live in one process without sharing module objects.
 
-A stage file is read only if it is a regular file (never a link, which could lead out of the
-submission to reference/), readable, and text; anything else raises StageFileError with one line.
-Modules are compiled from that text: no bytecode is read from, or written into, the learner's tree
-(a cached .pyc could disagree with the source the integrity scan read).
+A stage file is read only if it is a regular file (never a link, which could lead out of the submission
+to reference/), readable, and text; anything else raises StageFileError with one line. Modules are
+compiled from that text: no bytecode (which could disagree with what the integrity scan read) is read
+from, or written into, the learner's tree.
 """
 
 from __future__ import annotations

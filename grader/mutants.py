@@ -121,10 +121,10 @@ def check_each(mutants: list[Mutant], workdir: Path, jobs: int, stop_early: bool
 
 
 def check_all(mutants: list[Mutant], jobs: int | None = None) -> list[Verdict]:
-    """Check every mutant in parallel. Each suite first runs with -x (stop at the first failure): most
-    mistakes are caught by an early test. Only a mutant whose first failure does not name its
-    symptom runs the whole suite again.
-    """
+    """Check every mutant in parallel.
+
+    Each suite first runs with -x (most mistakes are caught by an early test); only a mutant whose
+    first failure does not name its symptom runs the whole suite again."""
     jobs = jobs or max(1, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="kata-mutants-") as tmp:
         verdicts = check_each(mutants, Path(tmp) / "fast", jobs, stop_early=True)

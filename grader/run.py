@@ -292,11 +292,10 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
           known_passed: set[str] | None = None) -> list[StageResult]:
     """Grade every unit; return the results in the order of ``units``.
 
-    With the fallback on, a unit starts once every dependency of its stage has a result, so that
-    the dependencies that passed can be taken from the learner. ``known_passed`` seeds that set
-    for stages not being graded now (watch mode). Past ``settings.budget`` seconds, what runs is
-    stopped and what has not started is reported as not reached; what was graded keeps its points.
-    """
+    With the fallback on, a unit starts once every dependency of its stage has a result, so that the
+    dependencies that passed can be taken from the learner (``known_passed``: those passed earlier, not
+    graded now: watch mode). Past ``settings.budget`` seconds, what runs is stopped and what has not
+    started is reported as not reached; what was graded keeps its points."""
     deps_of = closure(stages)
     graded_ids = {u.stage.id for u in units if not u.extra}
     known = set(known_passed or ()) - graded_ids  # passed in an earlier run (watch mode)
