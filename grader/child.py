@@ -41,8 +41,7 @@ class Recorder(importlib.abc.MetaPathFinder):
 
     def pytest_collection_finish(self, session):
         self.send({"event": "collected", "tests": [item.nodeid for item in session.items]})
-        level = sandbox.seal()  # from here on learner code may run
-        if level:
+        if level := sandbox.seal():  # from here on learner code may run
             self.send({"event": "sealed", "level": level})
 
     @pytest.hookimpl(wrapper=True)
@@ -103,9 +102,8 @@ def run(job: dict, writer: sandbox.Writer) -> int:
         sys.meta_path.insert(0, recorder)
         for name in [m for m in sys.modules if m.split(".")[0] == "reference"]:
             del sys.modules[name]
-    for path in (job["root"], str(Path(job["root"]) / "tests")):
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    paths = (str(Path(job["root"]) / "tests"), job["root"])  # the tests' helpers, the kata's packages
+    sys.path[:0] = [path for path in paths if path not in sys.path]
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the plugins grading needs: faster, fewer surprises
     args = [*job["files"], "--impl", job["impl"], "-p", "no:cacheprovider", "-p", "pytest_timeout",
             "-p", "no:unraisableexception", "--timeout", "0", "--device", job["device"],

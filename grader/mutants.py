@@ -91,16 +91,18 @@ LIMITS = sandbox.Limits(cpu=900, wall=3600)  # generous: a mutant that loops is 
 ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
-def check_each(mutants: list[Mutant], workdir: Path, jobs: int, stop_early: bool) -> list[Verdict]:
-    """Every mutant's suite (with -x: ``stop_early``) through the one stage runner, ``jobs`` at a time:
-    forked from this (torch-warm) process, or a fresh interpreter where fork is not available."""
-    fork = fork_available()
-    if fork:
+def check_all(mutants: list[Mutant], jobs: int | None = None) -> list[Verdict]:
+    """Every mutant's suite through the one stage runner, in parallel: forked from this (torch-warm)
+    process, or a fresh interpreter where fork is not available.
+
+    Each suite first runs with -x (most mistakes are caught by an early test); only a mutant whose
+    first failure does not name its symptom runs the whole suite again."""
+    if fork := fork_available():
         warm_up()
     verdicts: dict[Mutant, Verdict] = {}
 
     def start(mutant: Mutant) -> sandbox.Stage:
-        tree = build_tree(mutant, workdir / mutant.label.replace(":", "__"))
+        tree = build_tree(mutant, Path(tmp) / f"{mutant.label.replace(':', '__')}{'-x' * stop_early}")
         args = [str(curriculum.TESTS / f"test_{mutant.stage}.py"), "--impl", str(tree), "-q", "--tb=short",
                 "-p", "no:cacheprovider", "-p", "pytest_timeout", "--timeout", "600", *(["-x"] if stop_early else [])]
 
@@ -116,21 +118,11 @@ def check_each(mutants: list[Mutant], workdir: Path, jobs: int, stop_early: bool
         caught = stage.exitcode == 1
         verdicts[mutant] = Verdict(mutant, caught, caught and mutant.symptom.lower() in output.lower(), output)
 
-    sandbox.run_all(mutants, start, finish, jobs)
-    return [verdicts[m] for m in mutants]
-
-
-def check_all(mutants: list[Mutant], jobs: int | None = None) -> list[Verdict]:
-    """Check every mutant in parallel.
-
-    Each suite first runs with -x (most mistakes are caught by an early test); only a mutant whose
-    first failure does not name its symptom runs the whole suite again."""
-    jobs = jobs or max(1, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="kata-mutants-") as tmp:
-        verdicts = check_each(mutants, Path(tmp) / "fast", jobs, stop_early=True)
-        missed = [v.mutant for v in verdicts if not v.ok]
-        again = {v.mutant: v for v in check_each(missed, Path(tmp) / "full", jobs, stop_early=False)}
-        return [again.get(v.mutant, v) for v in verdicts]
+        for stop_early in (True, False):
+            again = [m for m in mutants if m not in verdicts or not verdicts[m].ok]
+            sandbox.run_all(again, start, finish, jobs or max(1, os.cpu_count() or 1))
+    return [verdicts[m] for m in mutants]
 
 
 def main(argv: list[str] | None = None) -> int:
