@@ -95,8 +95,8 @@ def _message(value: BaseException) -> str:
 
 
 def run(job: dict, writer: sandbox.Writer) -> int:
-    """Grade one unit (the job: grader/run.py, _start) in this process; the caller exits right after.
-    Returns pytest's exit code."""
+    """Grade one unit (the job, with pytest's arguments: grader/run.py, _start) in this process; the
+    caller exits right after. Returns pytest's exit code."""
     recorder = Recorder(writer, job["impl"], job["timeout"])
     if job["block_reference"]:
         sys.meta_path.insert(0, recorder)
@@ -105,15 +105,8 @@ def run(job: dict, writer: sandbox.Writer) -> int:
     paths = (str(Path(job["root"]) / "tests"), job["root"])  # the tests' helpers, the kata's packages
     sys.path[:0] = [path for path in paths if path not in sys.path]
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the plugins grading needs: faster, fewer surprises
-    args = [*job["files"], "--impl", job["impl"], "-p", "no:cacheprovider", "-p", "pytest_timeout",
-            "-p", "no:unraisableexception", "--timeout", "0", "--device", job["device"],
-            "-o", "console_output_style=classic", "--tb=short", *(["-v"] if job["verbose"] else ["-q", "--no-header"])]
-    args += ["--rootdir", job["rootdir"], "-c", os.devnull] if job["rootdir"] else []
-    args += ["-k", job["select"]] if job["select"] else []
-    learner = job["learner_stages"]
-    args += ["--no-fallback"] if learner is None else ["--learner-stages", ",".join(learner)] if learner else []
     try:
-        code = int(pytest.main(args, plugins=[recorder]))
+        code = int(pytest.main(job["args"], plugins=[recorder]))
     except BaseException as error:  # noqa: BLE001 - report anything, then exit
         recorder.send({"event": "crash", "message": f"{type(error).__name__}: {_message(error)}"})
         code = 3

@@ -88,12 +88,11 @@ def memory_limit_available() -> bool:
 
 def closure(stages: Iterable[curriculum.Stage]) -> dict[str, tuple[str, ...]]:
     """Every stage's dependencies, direct and indirect, in learning order."""
-    order: dict[str, int] = {}
     deps: dict[str, set[str]] = {}
-    for index, stage in enumerate(stages):
-        order[stage.id] = index
+    for stage in stages:
         deps[stage.id] = set(stage.depends).union(*(deps.get(dep, ()) for dep in stage.depends))
-    return {sid: tuple(sorted(found, key=order.__getitem__)) for sid, found in deps.items()}
+    order = list(deps)
+    return {sid: tuple(sorted(found, key=order.index)) for sid, found in deps.items()}
 
 
 def units_for(stages: Iterable[curriculum.Stage], root: Path) -> list[Unit]:
@@ -239,15 +238,20 @@ def warm_up() -> None:
     gc.freeze()  # children skip the torch objects in every collection (pytest collects at exit)
 
 
-def _start(unit: Unit, part: str, settings: Settings, learner: list[str], workdir: Path,
+def _start(unit: Unit, part: str, settings: Settings, learner: list[str] | None, workdir: Path,
            hidden: tuple[Path, ...]) -> sandbox.Stage:
+    """Start one part of a unit; ``learner``: the dependencies taken from the learner (None: no fallback)."""
     root, reference, untrusted = settings.root, settings.reference, not settings.trusted
     home = sandbox.private_home(workdir)
     verbose = settings.verbose == unit.key
-    job = {"files": list(unit.files), "select": part, "root": str(root), "rootdir": unit.rootdir,
-           "impl": str(settings.impl), "learner_stages": None if settings.trusted or not settings.fallback else learner,
-           "timeout": settings.timeout, "device": settings.device, "memory_mb": settings.memory_mb,
-           "verbose": verbose, "block_reference": untrusted}
+    args = [*unit.files, "--impl", str(settings.impl), "-p", "no:cacheprovider", "-p", "pytest_timeout",
+            "-p", "no:unraisableexception", "--timeout", "0", "--device", settings.device,
+            "-o", "console_output_style=classic", "--tb=short", *(["-v"] if verbose else ["-q", "--no-header"])]
+    args += ["--rootdir", unit.rootdir, "-c", os.devnull] if unit.rootdir else []
+    args += ["-k", part] if part else []
+    args += ["--no-fallback"] if learner is None else ["--learner-stages", ",".join(learner)] if learner else []
+    job = {"args": args, "root": str(root), "impl": str(settings.impl), "timeout": settings.timeout,
+           "memory_mb": settings.memory_mb, "block_reference": untrusted}
     limits = sandbox.Limits(cpu=settings.stage_timeout, wall=settings.wall, memory_mb=settings.memory_mb)
     if untrusted:  # what could give the answer away: the stage's reference, its bytecode, history, mutants
         hidden += (root / ".git", root / "tests" / "mutants", root / "tests" / "project", root / "benchmarks")
@@ -340,7 +344,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
                     deps = deps_of.get(unit.stage.id, ())
                     mine = known | {r.id for r in results.values() if not r.extra and r.status == PASSED}
                     substituted = [d for d in deps if d not in mine] if waves else []
-                    learner = [d for d in deps if d not in substituted]
+                    learner = [d for d in deps if d not in substituted] if waves else None
                     stage = _start(unit, unit.parts[index], settings, learner, Path(tmp), hidden)
                     running[stage] = (unit, index, substituted)
                 if not running and not ready:
