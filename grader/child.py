@@ -1,12 +1,10 @@
 """The stage side of grading one unit: run pytest in this process and report each test's outcome.
 
-The outcomes travel on the stage's signed channel (grader/sandbox.py). What the learner's code prints
-goes to a file and is never read as a result; a test the channel does not report as passed did not
-pass. Once pytest has collected the tests, before any learner code runs, the stage is sealed. Each test
-may use ``timeout`` seconds of CPU time (not wall time: a busy machine does not fail it).
-
-Run in a fork of the grader (grader/run.py) with torch and pytest already imported, or, with
-KATA_NO_FORK=1 or where fork is missing, as ``python -m grader.child`` with the job on standard input.
+Run in a fork of the grader (grader/run.py), or as ``python -m grader.child``. The outcomes travel on
+the stage's signed channel (grader/sandbox.py); what the learner's code prints goes to a file and is
+never read as a result: a test the channel does not report as passed did not pass. Once pytest has
+collected the tests, before any learner code runs, the stage is sealed. Each test may use ``timeout``
+seconds of CPU time (not wall time: a busy machine does not fail it).
 """
 
 from __future__ import annotations

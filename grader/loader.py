@@ -85,10 +85,8 @@ def load_stage(sources: Mapping[str, Path], stage_id: str) -> types.ModuleType:
     key = tuple(sorted((stage, str(Path(directory).resolve())) for stage, directory in sources.items()))
     if key not in _packages:
         name = _packages[key] = f"_kata_plan_{len(_packages)}"
-        package = types.ModuleType(name, "A composed kata package; see grader/loader.py.")
-        package.__path__ = []  # a package, whose submodules only the plan's finder can find
-        package.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
-        sys.modules[name] = package
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)  # its submodules: the finder's only
+        sys.modules[name] = importlib.util.module_from_spec(spec)
         sys.meta_path.insert(0, _PlanFinder(name, dict(key)))
     return importlib.import_module(f"{_packages[key]}.{stage_id}")
 

@@ -26,6 +26,8 @@ from . import curriculum, sandbox
 from .run import fork_available, warm_up
 
 CATALOGUE = curriculum.TESTS / "mutants"
+LIMITS = sandbox.Limits(cpu=900, wall=3600)  # generous: a mutant that loops is caught by its suite's timeout
+ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,6 @@ def build_tree(mutant: Mutant, directory: Path) -> Path:
     target = directory / f"{mutant.stage}.py"
     target.write_text(mutate(target.read_text(encoding="utf-8"), mutant), encoding="utf-8")
     return directory
-
-
-LIMITS = sandbox.Limits(cpu=900, wall=3600)  # generous: a mutant that loops is caught by its suite's timeout
-ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
 def check_all(mutants: list[Mutant], jobs: int | None = None) -> list[Verdict]:

@@ -209,8 +209,7 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     first = not_passed[0] if not_passed else None
     if results[0].outcome == TEST_ERROR and len({(t.outcome, t.exc_type, t.message) for t in results}) == 1:
         return finish(ERROR, f"{unit.stage.id}.py does not load: {first.exc_type}: {_first_line(first.message)}")
-    if first is not None and first.outcome in (TEST_SKIPPED, TEST_NOT_RUN) and done != 0 and not any(
-            t.outcome in (TEST_FAILED, TEST_ERROR) for t in results):
+    if first is not None and done != 0 and not any(t.outcome in (TEST_FAILED, TEST_ERROR) for t in results):
         return finish(ERROR, f"{first.name} was {first.outcome}: a skipped test never counts as passed")
     return finish(FAILING, f"first failure: {first.name}" if first else f"pytest exit status {done}")
 
