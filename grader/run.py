@@ -1,12 +1,11 @@
 """Run stage suites in isolated child processes and turn what they report into StageResults.
 
-Planning (pure functions): which units to run, and which of a stage's dependencies come from reference/
-(those that did not pass in this run). Running: a fork server. This process imports torch and pytest
-once, then starts one stage per unit (grader/child.py) through the one stage runner (grader/sandbox.py),
-so a stage that crashes, loops forever, exhausts memory or exits early costs that stage only. Where fork
-is missing (Windows) or KATA_NO_FORK=1 is set, each unit runs in a fresh ``python -m grader.child``.
-Up to ``jobs`` units run side by side; a stage starts as soon as its dependencies are graded, and one
-whose suite has capstone trainings (``SPLIT``) runs as several units, merged back into its one result.
+Planning (pure): which units to run, which dependencies come from reference/ (those that did not pass).
+Running: a fork server. This process imports torch and pytest once, then starts a stage per unit
+(grader/child.py) through the one stage runner (grader/sandbox.py): a stage that crashes, loops forever,
+exhausts memory or exits early costs that stage only. Without fork (Windows, KATA_NO_FORK=1) a unit runs
+in a fresh ``python -m grader.child``. Up to ``jobs`` units run at once; a stage starts once its
+dependencies are graded; a suite with capstone trainings (``SPLIT``) runs as several units, merged.
 """
 
 from __future__ import annotations
@@ -116,11 +115,10 @@ def precheck(unit: Unit, settings: Settings) -> StageResult | None:
     return None
 
 
-def _result(unit: Unit, status: str, reason: str = "", max_score: float | None = None, **kw) -> StageResult:
+def _result(unit: Unit, status: str, reason: str = "", **kw) -> StageResult:
     stage = unit.stage
-    return StageResult(id=stage.id, number=stage.number, title=stage.title, status=status, score=0.0,
-                       max_score=unit.points if max_score is None else max_score, suite=unit.label,
-                       extra=unit.extra, reason=reason, **kw)
+    return StageResult(**{"id": stage.id, "number": stage.number, "title": stage.title, "status": status, "score": 0.0,
+                          "max_score": unit.points, "suite": unit.label, "extra": unit.extra, "reason": reason, **kw})
 
 
 # ---------------------------------------------------------------- reading a child's report (pure)
@@ -157,9 +155,6 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
         result.score = result.max_score if status == PASSED else 0.0
         return result
 
-    def find(problem) -> TestResult | None:
-        return next((t for t in not_passed if problem(t)), None)
-
     if tampered:
         return finish(ERROR, f"no credit: {tampered}")
     if unit.stage.id in settings.no_credit:
@@ -195,12 +190,13 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
         return finish(ERROR, "the suite collected no tests")
     if not not_passed and done == 0:
         return finish(PASSED)
-    if timed := find(lambda t: t.exc_type == "Failed" and t.message.startswith("Timeout")):
+    if timed := next((t for t in not_passed if t.exc_type == "Failed" and t.message.startswith("Timeout")), None):
         return finish(TIMED_OUT, f"{timed.name} used more than {settings.timeout:g} s of CPU time (an endless loop?)")
-    if memory := find(lambda t: t.exc_type in MEMORY_ERRORS or any(w in t.message.lower() for w in MEMORY_WORDS)):
+    if memory := next((t for t in not_passed if t.exc_type in MEMORY_ERRORS
+                       or any(word in t.message.lower() for word in MEMORY_WORDS)), None):
         limit = f" (limit: {settings.memory_mb} MiB more than at start)" if settings.memory_mb else ""
         return finish(ERROR, f"ran out of memory in {memory.name}{limit}")
-    if exiting := find(lambda t: t.exc_type == "SystemExit"):
+    if exiting := next((t for t in not_passed if t.exc_type == "SystemExit"), None):
         return finish(ERROR, f"your code calls sys.exit() ({', '.join(filter(None, (exiting.name, exiting.where)))})")
     stub = stubgen.not_written_message(unit.stage.id)
     if not any(t.passed for t in results) and all(t.exc_type == "NotImplementedError" or stub in t.message
@@ -277,11 +273,9 @@ def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: l
 
 def merge(parts: list[StageResult]) -> StageResult:
     """One stage's result from the results of its parts (SPLIT): it passes when every part passes."""
-    first = next((r for r in parts if r.status != PASSED), parts[0])
-    merged = StageResult(**{**vars(first), "tests": [t for r in parts for t in r.tests],
-                            "duration": max(r.duration for r in parts)})
-    merged.score = merged.max_score if merged.status == PASSED else 0.0
-    return merged
+    first = next((r for r in parts if r.status != PASSED), parts[0])  # its status, reason and score
+    return StageResult(**{**vars(first), "tests": [t for r in parts for t in r.tests],
+                          "duration": max(r.duration for r in parts)})
 
 
 def isolation_notes(results: list[StageResult]) -> list[str]:
