@@ -122,8 +122,7 @@ def main() -> int:
         sandbox.limit_memory(job["memory_mb"])
     channel = os.dup(1)
     os.dup2(2, 1)
-    seal = json.loads(os.environ.pop("KATA_SEAL", "null"))
-    if seal:
+    if seal := json.loads(os.environ.pop("KATA_SEAL", "null")):  # what sandbox.seal needs, from the keeper
         sandbox._SEAL = (sandbox.Jail(Path(seal[0]), tuple(map(Path, seal[1]))), seal[2])
     return run(job, sandbox.Writer(channel, bytes.fromhex(job.pop("key")), "stage"))
 
