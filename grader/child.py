@@ -1,16 +1,10 @@
 """The stage side of grading one unit: run pytest in this process and report each test's outcome.
 
-The outcomes travel to the grader on the stage's channel (grader/sandbox.py): a socket the grader
-holds the other end of, one event a line, each line numbered and signed with a key that exists only
-in memory. What the learner's code prints goes to a file and is never read as a result. A test the
-channel does not report as passed did not pass. Once pytest has collected the tests (before any
-learner code runs) the stage is sealed: read-only filesystem, hidden tests and the stage's own
-reference emptied, an unprivileged user where the grader runs as root.
-
-Each test may use ``timeout`` seconds of CPU time (not wall time: a busy machine does not fail it).
-
-Run in a fork of the grader (grader/run.py) with torch and pytest already imported, or, with
-KATA_NO_FORK=1 or where fork is missing, as ``python -m grader.child`` with the job on standard input.
+Run in a fork of the grader (grader/run.py), or as ``python -m grader.child``. The outcomes travel on
+the stage's signed channel (grader/sandbox.py); what the learner's code prints goes to a file and is
+never read as a result: a test the channel does not report as passed did not pass. Once pytest has
+collected the tests, before any learner code runs, the stage is sealed. Each test may use ``timeout``
+seconds of CPU time (not wall time: a busy machine does not fail it).
 """
 
 from __future__ import annotations
@@ -26,36 +20,26 @@ from pathlib import Path
 import pytest
 
 from . import sandbox
-
-BLOCKED_PACKAGES = ("reference",)  # a learner's stage may not import the answer key
-
-
-class ReferenceBlocker(importlib.abc.MetaPathFinder):
-    """Refuses ``import reference`` while learner code runs, and remembers who tried."""
-
-    def __init__(self, report):
-        self.report = report
-
-    def find_spec(self, fullname, path=None, target=None):
-        top = fullname.split(".")[0]
-        if top in BLOCKED_PACKAGES:
-            self.report({"event": "blocked", "module": fullname})
-            raise ImportError(f"learner code may not import {fullname}: the grader gives no credit for the answer key")
-        return None
+from .run import warm_up
 
 
-class Recorder:
-    """A pytest plugin that sends collection, the start of each test and each test's outcome."""
+class Recorder(importlib.abc.MetaPathFinder):
+    """A pytest plugin that sends collection, the start of each test and each test's outcome; on
+    sys.meta_path (an untrusted stage), it also refuses ``import reference`` (the answer key) and says so."""
 
     def __init__(self, writer: sandbox.Writer, impl: str, timeout: float):
         self.send = writer.send
-        self._impl = str(Path(impl).resolve())
+        self._impl = str(Path(impl).resolve()) + os.sep
         self._timeout = timeout
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] == "reference":
+            self.send({"event": "blocked", "module": fullname})
+            raise ImportError(f"learner code may not import {fullname}: the grader gives no credit for the answer key")
 
     def pytest_collection_finish(self, session):
         self.send({"event": "collected", "tests": [item.nodeid for item in session.items]})
-        level = sandbox.seal()  # from here on learner code may run
-        if level:
+        if level := sandbox.seal():  # from here on learner code may run
             self.send({"event": "sealed", "level": level})
 
     @pytest.hookimpl(wrapper=True)
@@ -80,11 +64,13 @@ class Recorder:
         event = {"event": "phase", "test": item.nodeid, "when": call.when, "outcome": report.outcome,
                  "duration": call.duration}
         if call.excinfo is not None and report.outcome != "passed":
-            event["exc_type"] = call.excinfo.type.__name__
-            event["message"] = _message(call.excinfo.value)
-            event["where"] = self._learner_line(call.excinfo.tb)
+            files = [(frame.f_code.co_filename, line) for frame, line in traceback.walk_tb(call.excinfo.tb)]
+            mine = [f"{Path(name).name}:{line}" for name, line in files if name.startswith(self._impl)]
+            event.update(exc_type=call.excinfo.type.__name__, message=_message(call.excinfo.value),
+                         where=mine[-1] if mine else "")
         elif report.outcome == "skipped" and report.longrepr:
-            event["exc_type"], event["message"] = "Skipped", str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr)
+            why = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+            event.update(exc_type="Skipped", message=str(why))
         self.send(event)
         return report
 
@@ -94,14 +80,6 @@ class Recorder:
 
     def pytest_sessionfinish(self, session, exitstatus):
         self.send({"event": "done", "exitstatus": int(exitstatus)})
-
-    def _learner_line(self, tb) -> str:
-        where = ""
-        for frame, lineno in traceback.walk_tb(tb):
-            filename = frame.f_code.co_filename
-            if filename.startswith(self._impl + os.sep):
-                where = f"{Path(filename).name}:{lineno}"
-        return where
 
 
 def _message(value: BaseException) -> str:
@@ -114,36 +92,19 @@ def _message(value: BaseException) -> str:
     return text[:4000]
 
 
-def pytest_args(job: dict) -> list[str]:
-    """The pytest command line for one unit (see grader/run.py: Job.to_dict)."""
-    args = [*job["files"], "--impl", job["impl"], "-p", "no:cacheprovider", "-p", "pytest_timeout", "-p", "no:unraisableexception",
-            "--timeout", "0",
-            "--device", job["device"], "-o", "console_output_style=classic"]
-    if job.get("rootdir"):
-        args += ["--rootdir", job["rootdir"], "-c", os.devnull]
-    if job.get("select"):
-        args += ["-k", job["select"]]
-    if job["no_fallback"]:
-        args.append("--no-fallback")
-    elif job["learner_stages"]:
-        args += ["--learner-stages", ",".join(job["learner_stages"])]
-    args += ["-v", "--tb=short"] if job["verbose"] else ["-q", "--tb=short", "--no-header"]
-    return args
-
-
 def run(job: dict, writer: sandbox.Writer) -> int:
-    """Grade one unit in this process; the caller exits right after. Returns pytest's exit code."""
+    """Grade one unit (the job, with pytest's arguments: grader/run.py, _start) in this process; the
+    caller exits right after. Returns pytest's exit code."""
     recorder = Recorder(writer, job["impl"], job["timeout"])
     if job["block_reference"]:
-        sys.meta_path.insert(0, ReferenceBlocker(recorder.send))
-        for name in [m for m in sys.modules if m.split(".")[0] in BLOCKED_PACKAGES]:
+        sys.meta_path.insert(0, recorder)
+        for name in [m for m in sys.modules if m.split(".")[0] == "reference"]:
             del sys.modules[name]
-    for path in (job["root"], str(Path(job["root"]) / "tests")):
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    paths = (str(Path(job["root"]) / "tests"), job["root"])  # the tests' helpers, the kata's packages
+    sys.path[:0] = [path for path in paths if path not in sys.path]
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the plugins grading needs: faster, fewer surprises
     try:
-        code = int(pytest.main(pytest_args(job), plugins=[recorder]))
+        code = int(pytest.main(job["args"], plugins=[recorder]))
     except BaseException as error:  # noqa: BLE001 - report anything, then exit
         recorder.send({"event": "crash", "message": f"{type(error).__name__}: {_message(error)}"})
         code = 3
@@ -153,22 +114,14 @@ def run(job: dict, writer: sandbox.Writer) -> int:
 
 
 def main() -> int:
-    """``python -m grader.child``: the job (with the channel's key) arrives on standard input."""
-    import gc
-
-    import torch  # noqa: F401 - imported before the freeze, as the fork server does
-
-    gc.freeze()
+    """``python -m grader.child``: the job (with the channel's key) arrives on standard input, the channel
+    is standard output; what the stage prints goes where its standard error goes."""
+    warm_up()  # as the fork server does
     job = json.loads(sys.stdin.buffer.read())
-    sandbox.limit_memory(job["memory_mb"]) if job["memory_mb"] else None
+    if job["memory_mb"]:
+        sandbox.limit_memory(job["memory_mb"])
     channel = os.dup(1)
-    if job.get("output"):
-        out = os.open(job["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-    seal = json.loads(os.environ.pop("KATA_SEAL", "null"))
-    if seal:
-        sandbox._SEAL = (sandbox.Jail(Path(seal[0]), tuple(map(Path, seal[1]))), seal[2])
+    os.dup2(2, 1)
     return run(job, sandbox.Writer(channel, bytes.fromhex(job.pop("key")), "stage"))
 
 

@@ -1,14 +1,14 @@
 """Compose one importable package from stages taken from different trees.
 
-A *plan* maps every stage id to the directory its module is loaded from: the learner's
-exercises/ for the stage under test, reference/ for an unfinished stage it builds on. Stage
-modules import each other relatively (``from .s03_attention import ...``), so inside a plan's
-package those imports resolve to whichever tree the plan names. Each plan gets its own package
-name, so several plans can live in one process without sharing module objects.
+A *plan* maps every stage id to the directory its module is loaded from: the learner's exercises/
+for the stage under test, reference/ for an unfinished stage it builds on. Stage modules import each
+other relatively (``from .s03_attention import ...``), so in a plan's own package those imports resolve
+to the trees the plan names; several plans live in one process without sharing module objects.
 
-A stage file is read only if it is a regular file (never a link, which could lead out of the
-submission to reference/), readable, and text; anything else raises StageFileError with one line.
-Modules are compiled from that text: no bytecode is read from, or written into, the learner's tree.
+A stage file is read only if it is a regular file (never a link, which could lead out of the submission
+to reference/), readable, and text; anything else raises StageFileError with one line. Modules are
+compiled from that text: no bytecode (which could disagree with what the integrity scan read) is read
+from, or written into, the learner's tree.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ import types
 from collections.abc import Mapping
 from pathlib import Path
 
-_PACKAGE_PREFIX = "_kata_plan_"
-_packages: dict[tuple[tuple[str, str], ...], types.ModuleType] = {}
+_packages: dict[tuple[tuple[str, str], ...], str] = {}  # a plan -> the name of its package
 MAX_STAGE_BYTES = 1 << 20  # a stage is a few hundred lines; a larger file is not one
 
 
@@ -62,9 +61,6 @@ def read_stage(path: Path) -> str:
 
 
 class _StageLoader(importlib.machinery.SourceFileLoader):
-    """Compiles the checked text of a stage file; never reads a cached .pyc (which could disagree
-    with the source the integrity scan read) and never writes one into the learner's tree."""
-
     def get_code(self, fullname):
         return compile(read_stage(Path(self.path)), self.path, "exec", dont_inherit=True)
 
@@ -72,58 +68,31 @@ class _StageLoader(importlib.machinery.SourceFileLoader):
 class _PlanFinder(importlib.abc.MetaPathFinder):
     """Finds ``<package>.<stage>`` in the directory the plan names for that stage."""
 
-    def __init__(self, package: str, sources: Mapping[str, Path]):
-        self.package = package
-        self.sources = dict(sources)
+    def __init__(self, package: str, sources: Mapping[str, str]):
+        self.package, self.sources = package, sources
 
     def find_spec(self, fullname, path=None, target=None):
         parent, _, name = fullname.rpartition(".")
-        if parent != self.package:
-            return None
-        directory = self.sources.get(name)
-        if directory is None:
+        if parent != self.package or name not in self.sources:
             return None  # not a stage: the import fails with ModuleNotFoundError, as it should
-        path = str(Path(directory) / f"{name}.py")
+        path = str(Path(self.sources[name]) / f"{name}.py")
         return importlib.util.spec_from_file_location(fullname, path, loader=_StageLoader(fullname, path))
 
 
-def package_for(sources: Mapping[str, Path]) -> types.ModuleType:
-    """The package for this plan, created on first use and reused after."""
-    key = tuple(sorted((stage, str(Path(directory).resolve())) for stage, directory in sources.items()))
-    package = _packages.get(key)
-    if package is None:
-        name = f"{_PACKAGE_PREFIX}{len(_packages)}"
-        package = types.ModuleType(name, "A composed kata package; see grader/loader.py.")
-        package.__path__ = []  # a package, whose submodules only the plan's finder can find
-        package.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
-        package.__kata_sources__ = dict(key)
-        sys.modules[name] = package
-        sys.meta_path.insert(0, _PlanFinder(name, dict(key)))
-        _packages[key] = package
-    return package
-
-
 def load_stage(sources: Mapping[str, Path], stage_id: str) -> types.ModuleType:
-    """Import ``stage_id`` (and, through its imports, its dependencies) under this plan."""
-    package = package_for(sources)
-    return importlib.import_module(f"{package.__name__}.{stage_id}")
+    """Import ``stage_id`` (and, through its imports, its dependencies) under this plan, in the plan's
+    package: created on the plan's first use, reused after."""
+    key = tuple(sorted((stage, str(Path(directory).resolve())) for stage, directory in sources.items()))
+    if key not in _packages:
+        name = _packages[key] = f"_kata_plan_{len(_packages)}"
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)  # its submodules: the finder's only
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        sys.meta_path.insert(0, _PlanFinder(name, dict(key)))
+    return importlib.import_module(f"{_packages[key]}.{stage_id}")
 
 
-def plan(
-    stage_ids: list[str],
-    tested: str,
-    impl: Path,
-    reference: Path,
-    learner_stages: frozenset[str] = frozenset(),
-    fallback: bool = True,
-) -> dict[str, Path]:
-    """The sources for grading ``tested``: it always comes from ``impl``.
-
-    Other stages come from ``impl`` too when ``fallback`` is off or the stage is listed in
-    ``learner_stages`` (the learner finished it), and from ``reference`` otherwise.
-    """
-    sources = {}
-    for stage_id in stage_ids:
-        mine = stage_id == tested or not fallback or stage_id in learner_stages
-        sources[stage_id] = impl if mine else reference
-    return sources
+def plan(stage_ids: list[str], tested: str, impl: Path, reference: Path, learner_stages: frozenset[str] = frozenset(),
+         fallback: bool = True) -> dict[str, Path]:
+    """The sources for grading ``tested``: it always comes from ``impl``; another stage from ``impl`` too
+    when ``fallback`` is off or it is in ``learner_stages`` (the learner finished it), else from ``reference``."""
+    return {s: impl if s == tested or not fallback or s in learner_stages else reference for s in stage_ids}

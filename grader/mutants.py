@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import sys
 import tempfile
@@ -21,9 +20,14 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from . import curriculum, sandbox
+from .run import fork_available, warm_up
 
 CATALOGUE = curriculum.TESTS / "mutants"
+LIMITS = sandbox.Limits(cpu=900, wall=3600)  # generous: a mutant that loops is caught by its suite's timeout
+ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
 @dataclass(frozen=True)
@@ -55,14 +59,10 @@ def load(stage_ids: list[str] | None = None) -> list[Mutant]:
     """Every mutant in the catalogue, in stage order (optionally only these stages)."""
     mutants = []
     for stage in curriculum.load():
-        if stage_ids and stage.id not in stage_ids:
-            continue
         path = CATALOGUE / f"{stage.id}.toml"
-        if not path.is_file():
+        if stage_ids and stage.id not in stage_ids or not path.is_file():
             continue
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-        for entry in data.get("mutant", []):
+        for entry in tomllib.loads(path.read_text(encoding="utf-8")).get("mutant", []):
             edits = tuple((edit["old"], edit["new"]) for edit in entry["edit"])
             mutants.append(Mutant(stage.id, entry["name"], entry["description"], entry["symptom"], edits))
     return mutants
@@ -73,7 +73,8 @@ def mutate(source: str, mutant: Mutant) -> str:
     for old, new in mutant.edits:
         count = source.count(old)
         if count != 1:
-            raise ValueError(f"{mutant.label}: edit text occurs {count} times in the reference (needs exactly 1): {old[:60]!r}")
+            raise ValueError(f"{mutant.label}: edit text occurs {count} times in the reference (needs exactly 1): "
+                             f"{old[:60]!r}")
         source = source.replace(old, new)
     return source
 
@@ -88,80 +89,38 @@ def build_tree(mutant: Mutant, directory: Path) -> Path:
     return directory
 
 
-def suite_args(mutant: Mutant, tree: Path, stop_early: bool) -> list[str]:
-    """pytest's arguments for one mutant: its stage's suite on its tree, only the plugins grading needs."""
-    args = [str(curriculum.TESTS / f"test_{mutant.stage}.py"), "--impl", str(tree), "-q", "--tb=short",
-            "-p", "no:cacheprovider", "-p", "pytest_timeout", "--timeout", "600"]
-    return args + ["-x"] if stop_early else args
-
-
-def _verdict(mutant: Mutant, code: int, output: str) -> Verdict:
-    caught = code == 1
-    return Verdict(mutant, caught, caught and mutant.symptom.lower() in output.lower(), output)
-
-
-LIMITS = sandbox.Limits(cpu=900, wall=3600)  # generous: a mutant that loops is caught by its suite's timeout
-ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-
-
-def _start(mutant: Mutant, tree: Path, stop_early: bool, fork: bool) -> sandbox.Stage:
-    """The stage's suite on the mutant, through the one stage runner: forked from this (torch-warm)
-    process, or a fresh interpreter where fork is not available."""
-    args = suite_args(mutant, tree, stop_early)
-    if not fork:
-        return sandbox.start([sys.executable, "-m", "pytest", *args], LIMITS, output=tree / "pytest.out", env=ENV)
-
-    def suite(_writer) -> int:
-        import pytest
-
-        os.chdir(curriculum.ROOT)
-        os.environ.update(ENV)
-        code = int(pytest.main(args))
-        sys.stdout.flush()
-        sys.stderr.flush()
-        return code
-
-    return sandbox.start(suite, LIMITS, output=tree / "pytest.out")
-
-
-def check_each(mutants: list[Mutant], workdir: Path, jobs: int, stop_early: bool) -> list[Verdict]:
-    """Every mutant's suite, ``jobs`` at a time."""
-    fork = hasattr(os, "fork") and os.environ.get("KATA_NO_FORK") != "1"
-    if fork:
-        from .run import warm_up
-
-        warm_up()
-    verdicts: dict[int, Verdict] = {}
-    running: dict[sandbox.Stage, int] = {}
-    queue = list(enumerate(mutants))
-    while queue or running:
-        while queue and len(running) < jobs:
-            index, mutant = queue.pop(0)
-            running[_start(mutant, build_tree(mutant, workdir / mutant.label.replace(":", "__")), stop_early, fork)] = index
-        ready = select.select(list(running), [], [], 0.05)[0]
-        for stage in list(running):
-            if stage in ready:
-                stage.pump()
-            if stage.poll():
-                index = running.pop(stage)
-                output = stage.unsigned().decode("utf-8", "replace") + stage.tail(1 << 20)
-                verdicts[index] = _verdict(mutants[index], stage.exitcode, output)
-    return [verdicts[i] for i in range(len(mutants))]
-
-
 def check_all(mutants: list[Mutant], jobs: int | None = None) -> list[Verdict]:
-    """Check every mutant in parallel. Each suite first runs with -x (stop at the first failure): most
-    mistakes are caught by an early test. Only a mutant whose first failure does not name its
-    symptom runs the whole suite again.
-    """
-    jobs = jobs or max(1, os.cpu_count() or 1)
+    """Every mutant's suite through the one stage runner, in parallel: forked from this (torch-warm)
+    process, or a fresh interpreter where fork is not available.
+
+    Each suite first runs with -x (most mistakes are caught by an early test); only a mutant whose
+    first failure does not name its symptom runs the whole suite again."""
+    if fork := fork_available():
+        warm_up()
+    verdicts: dict[Mutant, Verdict] = {}
+
+    def start(mutant: Mutant) -> sandbox.Stage:
+        tree = build_tree(mutant, Path(tmp) / f"{mutant.label.replace(':', '__')}{'-x' * stop_early}")
+        args = [str(curriculum.TESTS / f"test_{mutant.stage}.py"), "--impl", str(tree), "-q", "--tb=short",
+                "-p", "no:cacheprovider", "-p", "pytest_timeout", "--timeout", "600", *(["-x"] if stop_early else [])]
+
+        def suite(_writer) -> int:
+            os.chdir(curriculum.ROOT)  # paths in the output as a maintainer sees them
+            return int(pytest.main(args))
+
+        command = suite if fork else [sys.executable, "-m", "pytest", *args]
+        return sandbox.start(command, LIMITS, output=tree / "pytest.out", env=ENV)
+
+    def finish(mutant: Mutant, stage: sandbox.Stage) -> None:
+        output = stage.unsigned().decode("utf-8", "replace") + stage.tail(1 << 20)
+        caught = stage.exitcode == 1
+        verdicts[mutant] = Verdict(mutant, caught, caught and mutant.symptom.lower() in output.lower(), output)
+
     with tempfile.TemporaryDirectory(prefix="kata-mutants-") as tmp:
-        verdicts = check_each(mutants, Path(tmp) / "fast", jobs, stop_early=True)
-        again = [i for i, v in enumerate(verdicts) if not v.ok]
-        if again:
-            for i, verdict in zip(again, check_each([mutants[i] for i in again], Path(tmp) / "full", jobs, False)):
-                verdicts[i] = verdict
-        return verdicts
+        for stop_early in (True, False):
+            again = [m for m in mutants if m not in verdicts or not verdicts[m].ok]
+            sandbox.run_all(again, start, finish, jobs or max(1, os.cpu_count() or 1))
+    return [verdicts[m] for m in mutants]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,22 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         if at + 1 >= len(argv):
             print("grader.mutants: --json needs a file path", file=sys.stderr)
             return 2
-        json_path = Path(argv[at + 1])
-        argv = argv[:at] + argv[at + 2:]
+        json_path, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2:]
     known = {stage.id for stage in curriculum.load()}
-    unknown = [a for a in argv if a not in known]
-    if unknown:
+    if unknown := [a for a in argv if a not in known]:
         print(f"grader.mutants: unknown stage {unknown[0]!r}", file=sys.stderr)
         return 2
-    mutants = load(argv or None)
-    verdicts = check_all(mutants)
+    verdicts = check_all(load(argv or None))
     if json_path is not None:
-        json_path.write_text(json.dumps([
-            {"label": v.mutant.label, "caught": v.caught, "symptom_shown": v.symptom_shown, "output": v.output[-6000:]}
-            for v in verdicts
-        ], indent=1), encoding="utf-8")
+        rows = [{"label": v.mutant.label, "caught": v.caught, "symptom_shown": v.symptom_shown,
+                 "output": v.output[-6000:]} for v in verdicts]
+        json_path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     for verdict in verdicts:
-        status = "caught" if verdict.ok else ("caught, but the output lacks the symptom" if verdict.caught else "MISSED")
+        status = "caught" if verdict.ok else "caught, but the output lacks the symptom" if verdict.caught else "MISSED"
         print(f"{status:>40}  {verdict.mutant.label}: {verdict.mutant.description}")
         if not verdict.ok:
             print("\n".join("    " + line for line in verdict.output.splitlines()[-25:]))

@@ -1,15 +1,11 @@
 """Run stage suites in isolated child processes and turn what they report into StageResults.
 
-Planning (pure functions): which units to run, which of a stage's dependencies come from the
-learner and which from reference/ (the learner's, where that dependency passed in this run).
-
-Running: a fork server. This process imports torch and pytest once, then starts one stage per unit
-(grader/child.py) through the one stage runner (grader/sandbox.py: limits, isolation, a signed result
-channel, nothing left running), so a stage that crashes, loops forever, exhausts memory or exits early
-costs that stage only. Where fork is missing (Windows) or KATA_NO_FORK=1 is set, each unit runs in a
-fresh ``python -m grader.child`` instead (slower). Units run side by side up to ``jobs`` at a time; a
-stage starts as soon as its dependencies are graded. A stage whose suite has capstone trainings
-(``SPLIT``) runs as several units in parallel, merged back into its one result.
+Planning (pure): which units to run, which dependencies come from reference/ (those that did not pass).
+Running: a fork server. This process imports torch and pytest once, then starts a stage per unit
+(grader/child.py) through the one stage runner (grader/sandbox.py): a stage that crashes, loops forever,
+exhausts memory or exits early costs that stage only. Without fork (Windows, KATA_NO_FORK=1) a unit runs
+in a fresh ``python -m grader.child``. Up to ``jobs`` units run at once; a stage starts once its
+dependencies are graded; a suite with capstone trainings (``SPLIT``) runs as several units, merged.
 """
 
 from __future__ import annotations
@@ -29,9 +25,10 @@ from . import curriculum, sandbox, stubgen
 from .results import (ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TEST_ERROR, TEST_FAILED, TEST_NOT_RUN,
                       TEST_PASSED, TEST_SKIPPED, TIMED_OUT, StageResult, TestResult)
 
+KILLED = 9  # SIGKILL, the same number everywhere
 MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
 MEMORY_WORDS = ("can't allocate memory", "cannot allocate memory", "out of memory", "std::bad_alloc")
-SPLIT = ("capstone and not reverse", "capstone and reverse")  # pytest -k parts run side by side (the copy, the reverse capstone)
+SPLIT = ("capstone and not reverse", "capstone and reverse")  # pytest -k parts run side by side (copy, reverse)
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,6 @@ class Settings:
     jobs: int = 2
     fork: bool = True
     verbose: str | None = None  # key of the one unit whose pytest output goes to the terminal
-    block_reference: bool = True
     no_credit: dict[str, str] = field(default_factory=dict)  # stage id -> why (static integrity scan)
     budget: float = 0.0  # seconds for the whole run (batch, Gradescope); 0 = none
     hide: tuple[Path, ...] = ()  # more paths learner code must not read (hidden tests)
@@ -72,6 +68,10 @@ class Settings:
     @property
     def wall(self) -> float:
         return 3 * self.stage_timeout + 60
+
+    @property
+    def trusted(self) -> bool:  # grading the reference itself: nothing to hide, seal or substitute
+        return self.reference is not None and self.impl == self.reference
 
 
 def fork_available() -> bool:
@@ -87,66 +87,41 @@ def memory_limit_available() -> bool:
 
 def closure(stages: Iterable[curriculum.Stage]) -> dict[str, tuple[str, ...]]:
     """Every stage's dependencies, direct and indirect, in learning order."""
-    order = {}
     deps: dict[str, set[str]] = {}
-    for index, stage in enumerate(stages):
-        order[stage.id] = index
-        found = set(stage.depends)
-        for dep in stage.depends:
-            found |= deps.get(dep, set())
-        deps[stage.id] = found
-    return {sid: tuple(sorted(found, key=order.__getitem__)) for sid, found in deps.items()}
+    for stage in stages:
+        deps[stage.id] = set(stage.depends).union(*(deps.get(dep, ()) for dep in stage.depends))
+    order = list(deps)
+    return {sid: tuple(sorted(found, key=order.index)) for sid, found in deps.items()}
 
 
-def split_dependencies(deps: Iterable[str], passed: set[str], fallback: bool) -> tuple[list[str], list[str]]:
-    """(taken from the learner, taken from reference/) for a stage with these dependencies."""
-    deps = list(deps)
-    if not fallback:
-        return deps, []
-    return [d for d in deps if d in passed], [d for d in deps if d not in passed]
-
-
-def units_for(stages: Iterable[curriculum.Stage], root: Path, extra_dir: Path | None = None,
-              extra_points: dict[str, float] | None = None) -> list[Unit]:
-    """The stage suites (and hidden suites) in learning order."""
+def units_for(stages: Iterable[curriculum.Stage], root: Path) -> list[Unit]:
+    """The stage suites in learning order (hidden suites: grader/cli.py, extra_units)."""
     units = []
-    extra_points = extra_points or {}
     for stage in stages:
         suite = Path(root) / "tests" / f"test_{stage.id}.py"
         text = suite.read_text(encoding="utf-8", errors="replace") if suite.is_file() else ""
-        parts = ("",)
-        if all(word in text for word in ("test_capstone", "copy", "reverse")):
-            parts = ("not capstone", *SPLIT)
+        split = all(word in text for word in ("test_capstone", "copy", "reverse"))
+        parts = ("not capstone", *SPLIT) if split else ("",)
         units.append(Unit(stage, (str(suite),), f"tests/{suite.name}", float(stage.points), parts=parts))
-        if extra_dir is not None:
-            for path in sorted(Path(extra_dir).glob(f"test_{stage.id}*.py")):
-                points = extra_points.get(path.name, float(stage.points))
-                units.append(Unit(stage, (str(path),), path.name, points, extra=True))
     return units
 
 
 def precheck(unit: Unit, settings: Settings) -> StageResult | None:
     """A result for a unit that cannot run at all (no suite, no stage file), else None."""
-    stage = unit.stage
     if not Path(unit.files[0]).is_file():
         return _result(unit, MISSING, f"no suite {unit.label} yet", max_score=0.0)
-    if not stage.source(settings.impl).is_file():
-        return _result(unit, ERROR, f"no {stage.id}.py in {settings.impl.name}/ (deleted or renamed?)")
+    if not unit.stage.source(settings.impl).is_file():
+        return _result(unit, ERROR, f"no {unit.stage.id}.py in {settings.impl.name}/ (deleted or renamed?)")
     return None
 
 
-def _result(unit: Unit, status: str, reason: str = "", max_score: float | None = None, **kw) -> StageResult:
+def _result(unit: Unit, status: str, reason: str = "", **kw) -> StageResult:
     stage = unit.stage
-    return StageResult(id=stage.id, number=stage.number, title=stage.title, status=status, score=0.0,
-                       max_score=unit.points if max_score is None else max_score, suite=unit.label,
-                       extra=unit.extra, reason=reason, **kw)
+    return StageResult(**{"id": stage.id, "number": stage.number, "title": stage.title, "status": status, "score": 0.0,
+                          "max_score": unit.points, "suite": unit.label, "extra": unit.extra, "reason": reason, **kw})
 
 
 # ---------------------------------------------------------------- reading a child's report (pure)
-
-
-def _short(nodeid: str) -> str:
-    return nodeid.split("::")[-1]
 
 
 def _first_line(text: str, limit: int = 160) -> str:
@@ -160,36 +135,19 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     """Turn a stage's events and how it ended into the unit's StageResult.
 
     ``killed_for_time``: '' or why the stage was stopped: "cpu", "wall" or "budget"."""
-    collected: list[str] = []
-    tests: dict[str, TestResult] = {}
-    started = ""
-    done = None
-    blocked = []
-    collect_errors = []
-    crash = ""
+    latest = {event.get("event"): event for event in events}  # the last event of each kind
+    earliest = {event.get("event"): event for event in reversed(events)}  # ... and the first
+    collected = [str(t) for t in earliest.get("collected", {}).get("tests", [])]
+    tests = {t: TestResult(t.split("::")[-1], TEST_NOT_RUN) for t in collected}
     for event in events:
-        kind = event.get("event")
-        if kind == "collected" and not collected:
-            collected = [str(t) for t in event.get("tests", [])]
-            tests = {t: TestResult(_short(t), TEST_NOT_RUN) for t in collected}
-        elif kind == "start":
-            started = str(event.get("test", ""))
-        elif kind == "phase" and event.get("test") in tests:
+        if event.get("event") == "phase" and event.get("test") in tests:
             _apply_phase(tests[event["test"]], event)
-        elif kind == "blocked":
-            blocked.append(str(event.get("module")))
-        elif kind == "collect_error":
-            collect_errors.append(event)
-        elif kind == "crash":
-            crash = str(event.get("message", ""))
-        elif kind == "done":
-            done = event.get("exitstatus")
-        elif kind == "sealed":
-            isolation = str(event.get("level", isolation))
+    done = latest.get("done", {}).get("exitstatus")
     results = list(tests.values())
     result = _result(unit, FAILING, substituted=list(substituted), tests=results, duration=duration,
-                     isolation=isolation)
-    running = f" in {_short(started)}" if started else ""
+                     isolation=str(latest.get("sealed", {}).get("level", isolation)))
+    started = str(latest.get("start", {}).get("test", ""))
+    running = f" in {started.split('::')[-1]}" if started else ""
     not_passed = [t for t in results if not t.passed]
 
     def finish(status: str, reason: str = "") -> StageResult:
@@ -201,10 +159,10 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
         return finish(ERROR, f"no credit: {tampered}")
     if unit.stage.id in settings.no_credit:
         return finish(ERROR, settings.no_credit[unit.stage.id])
-    if blocked:
-        return finish(ERROR, f"no credit: your code imports {blocked[0]} (the answer key) while it is graded")
-    if killed_for_time is True or exitcode == -signal.SIGXCPU or (exitcode == -signal.SIGKILL
-                                                                 and cpu >= settings.stage_timeout / 2):
+    if "blocked" in earliest:
+        return finish(ERROR, f"no credit: your code imports {earliest['blocked'].get('module')} (the answer key) "
+                             "while it is graded")
+    if exitcode == -getattr(signal, "SIGXCPU", 24) or exitcode == -KILLED and cpu >= settings.stage_timeout / 2:
         killed_for_time = "cpu"
     if killed_for_time == "budget":
         return finish(TIMED_OUT, f"stopped{running}: the run's time budget ({settings.budget:g} s) ran out")
@@ -213,47 +171,41 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
                 else f"{settings.wall:g} s of wall-clock time (waiting, not computing?)")
         return finish(TIMED_OUT, f"stopped after {what}{running} (an endless loop?)")
     if exitcode is not None and exitcode < 0:
-        name = _signal_name(-exitcode)
-        if -exitcode == getattr(signal, "SIGKILL", 9):
+        name = next((s.name for s in signal.Signals if s == -exitcode), f"signal {-exitcode}")
+        if exitcode == -KILLED:
             return finish(ERROR, f"killed ({name}){running}: out of memory?")
         return finish(ERROR, f"crashed ({name}){running}")
     if done is None:
-        if crash:
+        if crash := latest.get("crash", {}).get("message"):
             return finish(ERROR, f"the test run failed: {_first_line(crash)}")
         if not collected:
             tail = _first_line("\n".join(reversed(output_tail.splitlines())))
             return finish(ERROR, f"the test run did not start (exit code {exitcode})" + (f": {tail}" if tail else ""))
         return finish(ERROR, f"the process exited (code {exitcode}){running} before the suite finished: "
                              "does your code call os._exit or sys.exit?")
-    if collect_errors:
-        return finish(ERROR, f"the suite could not be loaded: {_first_line(collect_errors[0].get('message', ''))}")
+    if "collect_error" in earliest:
+        problem = _first_line(earliest["collect_error"].get("message", ""))
+        return finish(ERROR, f"the suite could not be loaded: {problem}")
     if not results:
         return finish(ERROR, "the suite collected no tests")
     if not not_passed and done == 0:
         return finish(PASSED)
-    first = not_passed[0] if not_passed else None
-    timed = next((t for t in not_passed if t.exc_type == "Failed" and t.message.startswith("Timeout")), None)
-    if timed:
+    if timed := next((t for t in not_passed if t.exc_type == "Failed" and t.message.startswith("Timeout")), None):
         return finish(TIMED_OUT, f"{timed.name} used more than {settings.timeout:g} s of CPU time (an endless loop?)")
-    memory = next((t for t in not_passed if t.exc_type in MEMORY_ERRORS
-                   or any(w in t.message.lower() for w in MEMORY_WORDS)), None)
-    if memory:
+    if memory := next((t for t in not_passed if t.exc_type in MEMORY_ERRORS
+                       or any(word in t.message.lower() for word in MEMORY_WORDS)), None):
         limit = f" (limit: {settings.memory_mb} MiB more than at start)" if settings.memory_mb else ""
         return finish(ERROR, f"ran out of memory in {memory.name}{limit}")
-    exiting = next((t for t in not_passed if t.exc_type == "SystemExit"), None)
-    if exiting:
-        return finish(ERROR, f"your code calls sys.exit() ({exiting.name}{', ' + exiting.where if exiting.where else ''})")
+    if exiting := next((t for t in not_passed if t.exc_type == "SystemExit"), None):
+        return finish(ERROR, f"your code calls sys.exit() ({', '.join(filter(None, (exiting.name, exiting.where)))})")
     stub = stubgen.not_written_message(unit.stage.id)
     if not any(t.passed for t in results) and all(t.exc_type == "NotImplementedError" or stub in t.message
                                                   for t in not_passed):
         return finish(NOT_STARTED)
-    setup_errors = [t for t in not_passed if t.outcome == TEST_ERROR]
-    if not any(t.passed for t in results) and len(setup_errors) == len(results):
-        kinds = {(t.exc_type, t.message) for t in setup_errors}
-        if len(kinds) == 1:
-            return finish(ERROR, f"{unit.stage.id}.py does not load: {first.exc_type}: {_first_line(first.message)}")
-    if first is not None and first.outcome in (TEST_SKIPPED, TEST_NOT_RUN) and done != 0 and not any(
-            t.outcome in (TEST_FAILED, TEST_ERROR) for t in results):
+    first = not_passed[0] if not_passed else None
+    if results[0].outcome == TEST_ERROR and len({(t.outcome, t.exc_type, t.message) for t in results}) == 1:
+        return finish(ERROR, f"{unit.stage.id}.py does not load: {first.exc_type}: {_first_line(first.message)}")
+    if first is not None and done != 0 and not any(t.outcome in (TEST_FAILED, TEST_ERROR) for t in results):
         return finish(ERROR, f"{first.name} was {first.outcome}: a skipped test never counts as passed")
     return finish(FAILING, f"first failure: {first.name}" if first else f"pytest exit status {done}")
 
@@ -264,25 +216,9 @@ def _apply_phase(test: TestResult, event: dict) -> None:
     if outcome == "passed":
         if when == "call" and test.outcome == TEST_NOT_RUN:
             test.outcome = TEST_PASSED
-        return
-    if test.outcome in (TEST_FAILED, TEST_ERROR):
-        return  # keep the first problem
-    if outcome == "skipped":
-        test.outcome = TEST_SKIPPED
-    elif when == "call":
-        test.outcome = TEST_FAILED
-    else:
-        test.outcome = TEST_ERROR
-    test.exc_type = str(event.get("exc_type", ""))
-    test.message = str(event.get("message", ""))
-    test.where = str(event.get("where", ""))
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+    elif test.outcome not in (TEST_FAILED, TEST_ERROR):  # else keep the first problem
+        test.outcome = TEST_SKIPPED if outcome == "skipped" else TEST_FAILED if when == "call" else TEST_ERROR
+        test.exc_type, test.message, test.where = (str(event.get(k, "")) for k in ("exc_type", "message", "where"))
 
 
 # ---------------------------------------------------------------- running
@@ -290,75 +226,56 @@ def _signal_name(number: int) -> str:
 
 def warm_up() -> None:
     """Import what every child needs once, before forking (the point of the fork server)."""
-    import pytest  # noqa: F401
-    import torch  # noqa: F401
     import torch.nn.functional  # noqa: F401
 
-    from . import child  # noqa: F401
+    from . import child  # noqa: F401 - and pytest
 
     gc.freeze()  # children skip the torch objects in every collection (pytest collects at exit)
 
 
-def _job(unit: Unit, part: str, settings: Settings, learner: list[str], out: Path) -> dict:
-    impl_is_reference = settings.reference is not None and settings.impl == settings.reference
-    return {
-        "files": list(unit.files),
-        "select": part,
-        "root": str(settings.root),
-        "rootdir": unit.rootdir,
-        "impl": str(settings.impl),
-        "no_fallback": not settings.fallback or impl_is_reference,
-        "learner_stages": learner,
-        "timeout": settings.timeout,
-        "device": settings.device,
-        "memory_mb": settings.memory_mb if memory_limit_available() else 0,
-        "verbose": settings.verbose == unit.key,
-        "block_reference": settings.block_reference and not impl_is_reference,
-        "output": "" if settings.verbose == unit.key else str(out),
-    }
-
-
-def _start(unit: Unit, part: str, settings: Settings, learner: list[str], workdir: Path,
+def _start(unit: Unit, part: str, settings: Settings, learner: list[str] | None, workdir: Path,
            hidden: tuple[Path, ...]) -> sandbox.Stage:
-    output = workdir / f"{len(list(workdir.iterdir()))}.out"
-    job = _job(unit, part, settings, learner, output)
+    """Start one part of a unit; ``learner``: the dependencies taken from the learner (None: no fallback)."""
+    root, reference, untrusted = settings.root, settings.reference, not settings.trusted
+    home = sandbox.private_home(workdir)
+    verbose = settings.verbose == unit.key
+    args = [*unit.files, "--impl", str(settings.impl), "-p", "no:cacheprovider", "-p", "pytest_timeout",
+            "-p", "no:unraisableexception", "--timeout", "0", "--device", settings.device,
+            "-o", "console_output_style=classic", "--tb=short", *(["-v"] if verbose else ["-q", "--no-header"])]
+    args += ["--rootdir", unit.rootdir, "-c", os.devnull] if unit.rootdir else []
+    args += ["-k", part] if part else []
+    args += ["--no-fallback"] if learner is None else ["--learner-stages", ",".join(learner)] if learner else []
+    job = {"args": args, "root": str(root), "impl": str(settings.impl), "timeout": settings.timeout,
+           "memory_mb": settings.memory_mb, "block_reference": untrusted}
     limits = sandbox.Limits(cpu=settings.stage_timeout, wall=settings.wall, memory_mb=settings.memory_mb)
-    untrusted = job["block_reference"]
-    root, reference = settings.root, settings.reference
-    hidden = hidden if untrusted else ()
     if untrusted:  # what could give the answer away: the stage's reference, its bytecode, history, mutants
         hidden += (root / ".git", root / "tests" / "mutants", root / "tests" / "project", root / "benchmarks")
         hidden += (unit.stage.source(reference), reference / "__pycache__") if reference else ()
-    jail = sandbox.Jail(sandbox.private_home(workdir / "homes"), hidden, (root, settings.impl), seal=untrusted)
-    if not settings.fork:
-        package = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # the stage starts in its own folder
-        return sandbox.start([sys.executable, "-m", "grader.child"], limits, jail=jail, job=job, env=package,
-                             output=None if job["verbose"] else output)
-    from . import child
+    jail = sandbox.Jail(home, hidden if untrusted else (), (root, settings.impl), seal=untrusted)
+    output = None if verbose else workdir / f"{home.name}.out"
+    if settings.fork:
+        from . import child
 
-    return sandbox.start(lambda writer: child.run(job, writer), limits, jail=jail,
-                         output=None if job["verbose"] else output)
+        return sandbox.start(lambda writer: child.run(job, writer), limits, jail=jail, output=output)
+    package = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # the stage starts in its own folder
+    return sandbox.start([sys.executable, "-m", "grader.child"], limits, jail=jail, job=job, env=package, output=output)
 
 
 def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: list[str]) -> StageResult:
     signed, tampered = sandbox.verified(bytes(stage.data), stage.key)
-    events = [event for by, event in signed if by == "stage"]
-    isolation = next((e.get("level", "") for by, e in signed if by == "keeper" and e.get("event") == "sandbox"),
-                     sandbox.GROUP)  # no keeper (Windows): a plain process
-    if settings.reference is not None and settings.impl == settings.reference or not settings.block_reference:
-        isolation = ""  # a trusted run is not sealed: nothing to report
-    return interpret(unit, events, exitcode=stage.exitcode, killed_for_time=stage.stopped, settings=settings,
-                     substituted=substituted, duration=time.monotonic() - stage.started, output_tail=stage.tail(),
-                     tampered=tampered, isolation=isolation, cpu=stage.cpu)
+    level = next((e.get("level", "") for by, e in signed if by == "keeper" and e.get("event") == "sandbox"),
+                 sandbox.GROUP)  # no keeper (Windows): a plain process
+    return interpret(unit, [e for by, e in signed if by == "stage"], exitcode=stage.exitcode,
+                     killed_for_time=stage.stopped, settings=settings, substituted=substituted,
+                     duration=time.monotonic() - stage.started, output_tail=stage.tail(), tampered=tampered,
+                     isolation="" if settings.trusted else level, cpu=stage.cpu)
 
 
 def merge(parts: list[StageResult]) -> StageResult:
     """One stage's result from the results of its parts (SPLIT): it passes when every part passes."""
-    first = next((r for r in parts if r.status != PASSED), parts[0])
-    merged = StageResult(**{**vars(first), "tests": [t for r in parts for t in r.tests],
-                            "duration": max(r.duration for r in parts)})
-    merged.score = merged.max_score if merged.status == PASSED else 0.0
-    return merged
+    first = next((r for r in parts if r.status != PASSED), parts[0])  # its status, reason and score
+    return StageResult(**{**vars(first), "tests": [t for r in parts for t in r.tests],
+                          "duration": max(r.duration for r in parts)})
 
 
 def isolation_notes(results: list[StageResult]) -> list[str]:
@@ -372,16 +289,14 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
           known_passed: set[str] | None = None) -> list[StageResult]:
     """Grade every unit; return the results in the order of ``units``.
 
-    With the fallback on, a unit starts once every dependency of its stage has a result, so that
-    the dependencies that passed can be taken from the learner. ``known_passed`` seeds that set
-    for stages not being graded now (watch mode). Past ``settings.budget`` seconds, what runs is
-    stopped and what has not started is reported as not reached; what was graded keeps its points.
-    """
+    With the fallback on, a unit starts once every dependency of its stage has a result, so that the
+    dependencies that passed can be taken from the learner (``known_passed``: those passed earlier, not
+    graded now: watch mode). Past ``settings.budget`` seconds, what runs is stopped and what has not
+    started is reported as not reached; what was graded keeps its points."""
     deps_of = closure(stages)
     graded_ids = {u.stage.id for u in units if not u.extra}
-    waves = settings.fallback and not (settings.reference is not None and settings.impl == settings.reference)
-    passed = set(known_passed or ())
-    finished: set[str] = set()  # stage ids whose main suite has a result
+    known = set(known_passed or ()) - graded_ids  # passed in an earlier run (watch mode)
+    waves = settings.fallback and not settings.trusted
     results: dict[str, StageResult] = {}
     parts: dict[str, list] = {u.key: [None] * len(u.parts) for u in units}
     pending = [(u, i) for u in units for i in range(len(u.parts))]
@@ -393,21 +308,17 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
 
     def record(unit: Unit, index: int, result: StageResult) -> None:
         parts[unit.key][index] = result
-        if any(r is None for r in parts[unit.key]):
-            return
-        results[unit.key] = result = merge(parts[unit.key])
-        if not unit.extra:
-            finished.add(unit.stage.id)
-            if result.status == PASSED:
-                passed.add(unit.stage.id)
-            else:
-                passed.discard(unit.stage.id)
-        if on_result:
-            on_result(result)
+        if all(r is not None for r in parts[unit.key]):
+            results[unit.key] = merge(parts[unit.key])
+            if on_result:
+                on_result(results[unit.key])
+
+    def waiting(unit: Unit) -> bool:  # for a stage this run grades that has no result yet
+        needs = (deps_of.get(unit.stage.id, ()) if waves else ()) + ((unit.stage.id,) if unit.extra else ())
+        done = {r.id for r in results.values() if not r.extra}
+        return any(d in graded_ids and d not in done for d in needs)
 
     with tempfile.TemporaryDirectory(prefix="kata-grade-", ignore_cleanup_errors=True) as tmp:
-        workdir = Path(tmp)
-        (workdir / "homes").mkdir()
         try:
             while pending or running:
                 if settings.budget and time.monotonic() - began > settings.budget:
@@ -417,39 +328,27 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
                         record(unit, index, _result(unit, TIMED_OUT, f"not graded: the run's time budget "
                                                                      f"({settings.budget:g} s) ran out before it"))
                     pending = []
-                progress = False
-                for unit, index in list(pending):
-                    if len(running) >= max(1, settings.jobs):
-                        break
-                    deps = deps_of.get(unit.stage.id, ())
-                    if waves and any(d in graded_ids and d not in finished for d in deps):
-                        continue
-                    if unit.extra and unit.stage.id in graded_ids and unit.stage.id not in finished:
-                        continue
+                ready = [(u, i) for u, i in pending if not waiting(u)][: max(1, settings.jobs) - len(running)]
+                for unit, index in ready:
                     pending.remove((unit, index))
-                    progress = True
-                    early = precheck(unit, settings)
-                    if early is not None:
+                    if (early := precheck(unit, settings)) is not None:
                         record(unit, index, early)
                         continue
-                    learner, substituted = split_dependencies(deps, passed, settings.fallback)
-                    if settings.reference is not None and settings.impl == settings.reference:
-                        learner, substituted = list(deps), []
-                    started = _start(unit, unit.parts[index], settings, learner, workdir, hidden)
-                    running[started] = (unit, index, substituted)
-                if not running:
-                    if progress:
-                        continue
+                    deps = deps_of.get(unit.stage.id, ())
+                    mine = known | {r.id for r in results.values() if not r.extra and r.status == PASSED}
+                    substituted = [d for d in deps if d not in mine] if waves else []
+                    learner = [d for d in deps if d not in substituted] if waves else None
+                    stage = _start(unit, unit.parts[index], settings, learner, Path(tmp), hidden)
+                    running[stage] = (unit, index, substituted)
+                if not running and not ready:
                     for unit, index in pending:  # cannot happen with a valid manifest; never hang on it
                         record(unit, index, _result(unit, ERROR, "its dependencies were never graded"))
                     break
-                ready = select.select(list(running), [], [], 0.05)[0]
-                for stage in list(running):
-                    if stage in ready:
-                        stage.pump()
-                    if stage.poll():
-                        unit, index, substituted = running.pop(stage)
-                        record(unit, index, _finish(stage, unit, settings, substituted))
+                for stage in select.select(list(running), [], [], 0.05)[0] if running else ():
+                    stage.pump()
+                for stage in [s for s in running if s.poll()]:
+                    unit, index, substituted = running.pop(stage)
+                    record(unit, index, _finish(stage, unit, settings, substituted))
         finally:
             for stage in running:
                 stage.stop("interrupted")

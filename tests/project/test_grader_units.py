@@ -150,7 +150,8 @@ def test_precheck_reports_a_missing_suite_and_a_missing_stage_file(tmp_path):
 def test_hidden_suites_follow_their_stage_with_their_own_points(tmp_path):
     for name in ("test_s01_add.py", "test_s01_add_more.py", "test_s02_other.py"):
         (tmp_path / name).write_text("", encoding="utf-8")
-    units = run.units_for([STAGE], tmp_path, extra_dir=tmp_path, extra_points={"test_s01_add_more.py": 0.5})
+    (tmp_path / "points.toml").write_text('[points]\n"test_s01_add_more.py" = 0.5\n', encoding="utf-8")
+    units = run.units_for([STAGE], tmp_path) + cli.extra_units(tmp_path, [STAGE], tmp_path / "work", tmp_path)
     got = [(u.label, u.points, u.extra) for u in units]
     assert got == [("tests/test_s01_add.py", 2.0, False), ("test_s01_add.py", 2.0, True),
                    ("test_s01_add_more.py", 0.5, True)], f"got {got}"
