@@ -5,17 +5,15 @@ gradescope-bundle, release); every option in ``python -m grader --help``. Exit s
 stage passes (or the score reaches --pass-threshold), 1 otherwise, 2 for a usage error (one line on stderr).
 """
 
-from __future__ import annotations
-
 import argparse
 import ast
+import importlib
 import json
 import os
 import sys
 import tempfile
 import time
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import curriculum, hints, integrity, report, run
@@ -80,27 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclass
-class Command:
-    action: str  # grade, stage, hint, refresh, watch
-    stage: curriculum.Stage | None
-    args: argparse.Namespace
-    impl: Path
-    reference: Path | None
-    display: str  # the graded tree as the report names it: relative to the working directory or the kata
-
-
-def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = curriculum.ROOT) -> Command:
-    """Validate the command line; raise UsageError with one clear sentence."""
+def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = curriculum.ROOT) -> argparse.Namespace:
+    """Validate the command line (else UsageError: one clear sentence). Adds to the options the action (grade, stage,
+    hint, refresh, watch), stage, tree (resolved), reference (None when absent) and display (the tree as reported)."""
     args = build_parser().parse_args(argv)
     target, hint = list(args.target), args.target[:1] == ["hint"]
-    if hint and len(target) != 2:
-        raise UsageError("usage: python -m grader hint STAGE (a number, id or topic, e.g. 3 or attention)")
-    if len(target) > 1 and not hint:
-        raise UsageError(f"expected at most one stage, got {' '.join(target)}")
-    stage = curriculum.find(stages, target[-1]) if target else None
     not_text = args.format != "text" or args.output
     for wrong, message in [
+        (hint and len(target) != 2, "usage: python -m grader hint STAGE (a number, id or topic, e.g. 3 or attention)"),
+        (len(target) > 1 and not hint, f"expected at most one stage, got {' '.join(target)}"),
         (args.refresh_hashes and (target or args.watch), "--refresh-hashes cannot be combined with a stage or --watch"),
         (args.watch and hint, "--watch cannot be combined with hint"),
         (args.watch and (not_text or args.ci),
@@ -110,20 +96,28 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
          "--all and --reset go with hint, one at a time: python -m grader hint 3 --all"),
         (args.jobs < 1 or args.timeout <= 0 or args.stage_timeout <= 0 or args.memory_limit < 0,
          "--jobs, --timeout and --stage-timeout must be positive, --memory-limit 0 or more"),
+        (args.extra_tests and not Path(args.extra_tests).is_dir(),
+         f"--extra-tests {args.extra_tests}: no such directory"),
     ]:
         if wrong:
             raise UsageError(message)
+    stage = curriculum.find(stages, target[-1]) if target else None
     if args.pass_threshold is not None and not 0.0 <= args.pass_threshold <= 1.0:
         raise UsageError(f"--pass-threshold must be a fraction between 0 and 1, got {args.pass_threshold:g}")
     action = "hint" if hint else "refresh" if args.refresh_hashes else "watch" if args.watch else \
         "stage" if target else "grade"
-    reference = root / "reference"
-    reference = reference if reference.is_dir() and any(reference.glob("s[0-9][0-9]_*.py")) else None
+    reference = root / "reference" if any((root / "reference").glob("s[0-9][0-9]_*.py")) else None
     impl = curriculum.resolve_impl(args.impl, stages, root)
-    if args.output:
-        check_output(Path(args.output), (root / "exercises", reference, impl))
-    if args.extra_tests and not Path(args.extra_tests).is_dir():
-        raise UsageError(f"--extra-tests {args.extra_tests}: no such directory")
+    if args.output:  # refused before any grading: a folder, a missing folder, a file inside a tree of stages
+        path, out = Path(args.output), Path(args.output).expanduser().resolve()
+        if out.is_dir():
+            raise UsageError(f"--output {path}: is a folder; give a file name")
+        if not out.parent.is_dir():
+            raise UsageError(f"--output {path}: the folder {path.parent} does not exist")
+        for tree in filter(None, (root / "exercises", reference, impl)):
+            if tree.resolve() in out.parents:
+                raise UsageError(f"--output {path}: is inside {tree.name}/, which holds stage files; "
+                                 "write it elsewhere")
     if action not in ("hint", "refresh") and args.device != "cpu":
         import torch
 
@@ -131,19 +125,7 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
             raise UsageError(f"--device {args.device}: not available on this machine (use cpu)")
     display = next((impl.relative_to(base).as_posix() or "." for base in (Path.cwd().resolve(), root)
                     if impl.is_relative_to(base)), str(impl))
-    return Command(action, stage, args, impl, reference, display)
-
-
-def check_output(path: Path, protected) -> None:
-    """Refuse, before any grading, an --output the report cannot be written to or must not overwrite."""
-    target = path.expanduser().resolve()
-    if target.is_dir():
-        raise UsageError(f"--output {path}: is a folder; give a file name")
-    if not target.parent.is_dir():
-        raise UsageError(f"--output {path}: the folder {path.parent} does not exist")
-    for tree in filter(None, protected):
-        if tree.resolve() in target.parents:
-            raise UsageError(f"--output {path}: is inside {tree.name}/, which holds stage files; write it elsewhere")
+    return argparse.Namespace(**vars(args), action=action, stage=stage, tree=impl, reference=reference, display=display)
 
 
 # ---------------------------------------------------------------- hidden tests
@@ -157,11 +139,9 @@ def points_of(path: Path, table: dict[str, float], default: float) -> float:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError):
         return default
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "POINTS" for t in node.targets) \
-                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, (int, float)):
-            return float(node.value.value)
-    return default
+    values = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
+              and isinstance(node.value, ast.Constant) and any(getattr(t, "id", "") == "POINTS" for t in node.targets)]
+    return next((float(v) for v in values if isinstance(v, (int, float))), default)
 
 
 EXTRA_CONFTEST = '''"""Hidden tests get the kata's fixtures and options (written by the grader)."""
@@ -201,44 +181,27 @@ def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.
 # ---------------------------------------------------------------- grading
 
 
-def settings_for(command: Command, stages, root: Path) -> tuple[run.Settings, list[str]]:
-    """The runner's settings, and notes on what this platform or the submission's files limit."""
-    args, notes, no_credit = command.args, [], {}
+def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], known_passed=None) -> Report:
+    """Grade ``units``; the report notes what this platform, the submission's files or the test files limit."""
+    notes, no_credit = [], {}
     fork = run.fork_available() and not args.no_fork
     if not fork:
         why = "--no-fork" if args.no_fork else ("KATA_NO_FORK" if hasattr(os, "fork") else "this platform has no fork")
         notes.append(f"no fork ({why}): each stage starts a fresh Python, which is slower")
     if args.memory_limit and not run.memory_limit_available():
         notes.append("no memory limit: this platform cannot set one")
-    if command.reference is None or command.impl != command.reference:
-        no_credit = {stage.id: why for stage in stages if (why := integrity.scan_stage(stage, command.impl))}
+    if args.tree != args.reference:
+        no_credit = {stage.id: why for stage in stages if (why := integrity.scan_stage(stage, args.tree))}
         # what one process cannot prevent (patching the tests in memory) is flagged for a reviewer
-        flagged = integrity.flag_stages(stages, command.impl)
+        flagged = integrity.flag_stages(stages, args.tree)
         notes += [f"{integrity.FLAG_NOTE} {stage_id}: {why}" for stage_id, why in flagged]
-    settings = run.Settings(root=root, impl=command.impl, reference=command.reference,
-                            fallback=not args.no_fallback and command.reference is not None,
+    settings = run.Settings(root=root, impl=args.tree, reference=args.reference,
+                            fallback=not args.no_fallback and args.reference is not None,
                             timeout=args.timeout, stage_timeout=args.stage_timeout, memory_mb=args.memory_limit,
                             device=args.device, jobs=args.jobs, fork=fork, no_credit=no_credit, budget=args.budget,
                             hide=(Path(args.extra_tests).resolve(),) if args.extra_tests else ())
-    return settings, notes
-
-
-def fallback_note(command: Command, settings: run.Settings) -> str:
-    if command.reference is None:
-        return "fallback: off (this copy has no reference/): every stage is graded with your own code"
-    if command.reference == command.impl:
-        return "grading the reference itself: nothing is substituted"
-    if not settings.fallback:
-        return "fallback: off (--no-fallback): every stage is graded with your own code all the way down"
-    return ("fallback: on: a stage uses your earlier stages where they pass and reference/ where they do not "
-            "(every substitution is listed)")
-
-
-def grade(command: Command, stages, root: Path, units: list[run.Unit]) -> Report:
-    args = command.args
-    settings, notes = settings_for(command, stages, root)
-    if command.action == "stage" and args.format == "text" and args.verbose:  # pytest's -v, then ours
-        settings.verbose = next(u.key for u in units if u.stage.id == command.stage.id and not u.extra)
+    if args.action == "stage" and args.format == "text" and args.verbose:  # pytest's -v, then ours
+        settings.verbose = next(u.key for u in units if u.stage.id == args.stage.id and not u.extra)
     # the test files that differ from the manifest (none to check in a working copy without one)
     problems = integrity.check_hashes(root) if integrity.HASHES.is_file() or args.ci else []
     notes += [f"integrity: {p}" for p in problems[:10]]
@@ -246,31 +209,36 @@ def grade(command: Command, stages, root: Path, units: list[run.Unit]) -> Report
         notes += [f"integrity: ... and {len(problems) - 10} more"] * (len(problems) > 10)
         mode = "fails the run (--ci)" if args.ci else "reported only (--ci would fail the run)"
         notes.append(f"integrity: the test files do not match grader/test_hashes.json: {mode}")
-    results = run.grade(units, settings, stages)
-    return Report(impl=args.impl, impl_path=str(command.impl), fallback=settings.fallback,
-                  fallback_note=fallback_note(command, settings), stages=results,
-                  notes=notes + run.isolation_notes(results),
+    note = ("fallback: off (this copy has no reference/): every stage is graded with your own code"
+            if args.reference is None else
+            "grading the reference itself: nothing is substituted" if args.reference == args.tree else
+            "fallback: off (--no-fallback): every stage is graded with your own code all the way down"
+            if not settings.fallback else
+            "fallback: on: a stage uses your earlier stages where they pass and reference/ where they do not "
+            "(every substitution is listed)")
+    results = run.grade(units, settings, stages, known_passed=known_passed)
+    return Report(impl=args.impl, impl_path=str(args.tree), fallback=settings.fallback, fallback_note=note,
+                  stages=results, notes=notes + run.isolation_notes(results),
                   integrity_failed=bool(problems) and args.ci, pass_threshold=args.pass_threshold)
 
 
-def units_to_run(command: Command, stages, root: Path, workdir: Path) -> list[run.Unit]:
-    hidden = command.args.extra_tests
+def units_to_run(args: argparse.Namespace, stages, root: Path, workdir: Path) -> list[run.Unit]:
+    hidden = args.extra_tests
     extra = extra_units(Path(hidden).resolve(), stages, workdir, root) if hidden else []
     units = run.units_for(stages, root)
-    if command.action == "stage":
-        deps = set(run.closure(stages)[command.stage.id])
-        units = [u for u in units if u.stage.id in deps or u.stage.id == command.stage.id]
-        extra = [u for u in extra if u.stage.id == command.stage.id]
+    if args.action == "stage":
+        deps = set(run.closure(stages)[args.stage.id])
+        units = [u for u in units if u.stage.id in deps or u.stage.id == args.stage.id]
+        extra = [u for u in extra if u.stage.id == args.stage.id]
     order = {s.id: i for i, s in enumerate(stages)}
     return sorted(units + extra, key=lambda u: (order[u.stage.id], u.extra))
 
 
-def render(command: Command, rep: Report) -> str:
-    args = command.args
-    if command.action == "stage":
-        rep.stages = [s for s in rep.stages if s.id == command.stage.id]
+def render(args: argparse.Namespace, rep: Report) -> str:
+    if args.action == "stage":
+        rep.stages = [s for s in rep.stages if s.id == args.stage.id]
     if args.format == "github":
-        summary, annotations = report.to_github(rep, command.display)
+        summary, annotations = report.to_github(rep, args.display)
         text = "".join(line + "\n" for line in annotations)
         if os.environ.get("GITHUB_STEP_SUMMARY") and not args.output:
             with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as handle:
@@ -281,17 +249,17 @@ def render(command: Command, rep: Report) -> str:
         return json.dumps(report.to_gradescope(rep, args.hidden_visibility), indent=2) + "\n"
     if args.format != "text":
         return report.to_json(rep) if args.format == "json" else report.to_junit(rep)
-    if command.action == "stage":
-        return stage_text(command, rep.stages)
-    return report.scorecard(rep, colour=use_colour(args.color) and not args.output, impl_display=command.display)
+    if args.action == "stage":
+        return stage_text(args, rep.stages)
+    return report.scorecard(rep, colour=use_colour(args.color) and not args.output, impl_display=args.display)
 
 
-def stage_text(command: Command, results: list[StageResult]) -> str:
+def stage_text(args: argparse.Namespace, results: list[StageResult]) -> str:
     """A stage on one screen, or in full with -v."""
-    colour = use_colour(command.args.color) and not command.args.output
-    if command.args.verbose:
+    colour = use_colour(args.color) and not args.output
+    if args.verbose:
         return "".join(report.detail(r, colour=colour) for r in results)
-    return "".join(report.brief(r, colour=colour, impl_display=command.display) for r in results)
+    return "".join(report.brief(r, colour=colour, impl_display=args.display) for r in results)
 
 
 def use_colour(choice: str) -> bool:
@@ -300,12 +268,11 @@ def use_colour(choice: str) -> bool:
     return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb" and sys.stdout.isatty()
 
 
-def emit(command: Command, text: str) -> None:
-    if command.args.output:
-        Path(command.args.output).write_text(text, encoding="utf-8")
+def emit(args: argparse.Namespace, text: str) -> None:
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
     else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        print(text, end="", flush=True)
 
 
 # ---------------------------------------------------------------- watch mode
@@ -321,31 +288,28 @@ def snapshot(impl: Path, stages) -> dict[str, float]:
     return found
 
 
-def watch(command: Command, stages, root: Path, workdir: Path, interval: float = 0.3) -> int:
+def watch(args: argparse.Namespace, stages, root: Path, workdir: Path, interval: float = 0.3) -> int:
     """Full scorecard once, then re-grade each stage file that changes, with torch kept warm."""
-    units = units_to_run(command, stages, root, workdir)
-    seen = snapshot(command.impl, stages)  # before grading: a save while the scorecard runs is a change
-    rep = grade(command, stages, root, units)
-    emit(command, render(command, rep))
-    latest: dict[str, StageResult] = {s.id: s for s in rep.stages if not s.extra}
-    regrades = 0
-    emit(command, f"Watching {command.display}/ for changes (Ctrl-C stops).\n")
+    units = units_to_run(args, stages, root, workdir)
+    seen = snapshot(args.tree, stages)  # before grading: a save while the scorecard runs is a change
+    rep = grade(args, stages, root, units)
+    emit(args, render(args, rep) + f"Watching {args.display}/ for changes (Ctrl-C stops).\n")
+    latest, regrades = {s.id: s for s in rep.stages if not s.extra}, 0
     try:
         while True:
             time.sleep(interval)
-            now = snapshot(command.impl, stages)
+            now = snapshot(args.tree, stages)
             for stage in [s for s in stages if now[s.id] != seen[s.id]]:
                 started = time.monotonic()
                 passed = {sid for sid, r in latest.items() if r.status == PASSED}
-                results = run.grade([u for u in units if u.stage.id == stage.id],
-                                    settings_for(command, stages, root)[0], stages, known_passed=passed)
+                results = grade(args, stages, root, [u for u in units if u.stage.id == stage.id], passed).stages
                 latest.update({r.id: r for r in results if not r.extra})
                 score, top = sum(r.score for r in latest.values()), sum(r.max_score for r in latest.values())
-                emit(command, f"\n[{time.strftime('%H:%M:%S')}] {stage.id}.py changed: re-graded in "
-                              f"{time.monotonic() - started:.1f} s\n{stage_text(command, results)}"
-                              f"Total now: {score:g}/{top:g}\n")
+                emit(args, f"\n[{time.strftime('%H:%M:%S')}] {stage.id}.py changed: re-graded in "
+                           f"{time.monotonic() - started:.1f} s\n{stage_text(args, results)}"
+                           f"Total now: {score:g}/{top:g}\n")
                 regrades += 1
-                if command.args.max_regrades and regrades >= command.args.max_regrades:
+                if args.max_regrades and regrades >= args.max_regrades:
                     return 0
             seen = now
     except KeyboardInterrupt:
@@ -362,21 +326,19 @@ def main(argv: list[str] | None = None, root: Path = curriculum.ROOT) -> int:
 def _main(argv: list[str], root: Path) -> int:
     stages = curriculum.load(root / "curriculum.toml")
     if argv[:1] and argv[0] in COURSE_COMMANDS:  # python -m grader batch | gradescope-bundle | release
-        import importlib
-
         return importlib.import_module(f".{COURSE_COMMANDS[argv[0]]}", __package__).main(argv[1:], root)
-    command = parse(argv, stages, root)
-    if command.action == "hint":
-        sys.stdout.write(hints.command(command.stage, command.args.all, command.args.reset, hints.state_file(root)))
+    args = parse(argv, stages, root)
+    if args.action == "hint":
+        sys.stdout.write(hints.command(args.stage, args.all, args.reset, hints.state_file(root)))
         return 0
-    if command.action == "refresh":
+    if args.action == "refresh":
         print(f"wrote {integrity.HASHES.relative_to(root)} ({len(integrity.refresh(root))} files)")
         return 0
     with tempfile.TemporaryDirectory(prefix="kata-extra-") as tmp:
-        if command.action == "watch":
-            return watch(command, stages, root, Path(tmp))
-        rep = grade(command, stages, root, units_to_run(command, stages, root, Path(tmp)))
-        emit(command, render(command, rep))
-        if command.action == "stage":
+        if args.action == "watch":
+            return watch(args, stages, root, Path(tmp))
+        rep = grade(args, stages, root, units_to_run(args, stages, root, Path(tmp)))
+        emit(args, render(args, rep))
+        if args.action == "stage":
             return 0 if all(s.status == PASSED for s in rep.stages) and not rep.integrity_failed else 1
         return 0 if rep.succeeded() else 1

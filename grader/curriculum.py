@@ -1,7 +1,5 @@
 """Read the curriculum manifest (curriculum.toml), the single source of truth for stages."""
 
-from __future__ import annotations
-
 import argparse
 import sys
 import tomllib

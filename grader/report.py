@@ -1,8 +1,6 @@
 """Render a Report (pure functions): the learner's scorecard (text) and the formats CI systems read.
 The JSON document is Report.to_dict(); its schema is in docs/grader.md."""
 
-from __future__ import annotations
-
 import json
 import textwrap
 import xml.etree.ElementTree as ET
@@ -41,12 +39,9 @@ def scorecard(report: Report, *, colour: bool = False, impl_display: str = "exer
         lines.append(f"  {s.number:>2}  {stage_label(s):<{width}}  {status}  {_score(s):<7}  {extra}".rstrip())
         if s.substituted:
             lines.append(_paint(f"{'':{width + 8}}↳ used reference/ for: {', '.join(s.substituted)}", "33", colour))
-    graded = report.graded
-    done = sum(s.status == PASSED for s in graded)
-    total = (f"Total: {report.score:g}/{report.max_score:g} points, "
-             f"{done} of {len(graded)} graded suites pass")
-    if len(report.stages) > len(graded):
-        total += f" ({len(report.stages) - len(graded)} without a suite yet, not counted)"
+    graded, missing = report.graded, len(report.stages) - len(report.graded)
+    total = (f"Total: {report.score:g}/{report.max_score:g} points, {sum(s.status == PASSED for s in graded)} of "
+             f"{len(graded)} graded suites pass" + f" ({missing} without a suite yet, not counted)" * bool(missing))
     lines += ["", _paint(total, "1", colour)]
     substituted = sorted({d for s in report.stages for d in s.substituted})
     if substituted:
@@ -80,25 +75,23 @@ def _message(test, indent: str = "      ", limit: int | None = None) -> list[str
     return lines
 
 
-def _head(result: StageResult, colour: bool) -> list[str]:
-    """The status line, then which stages came from reference/."""
+def _head(result: StageResult, colour: bool, reason: bool = False) -> list[str]:
+    """The status line, the reason (if asked for and there is one), then which stages came from reference/."""
     status = _paint(result.status_text(), _COLOURS.get(result.status, ""), colour)
     used = f"  used reference/ for: {', '.join(result.substituted)} (yours do not pass yet)"
     return [f"{stage_label(result)}: {status}  ({result.score:g}/{result.max_score:g} points)"] + \
-        [used] * bool(result.substituted)
+        [f"  {result.reason}"] * bool(reason and result.reason) + [used] * bool(result.substituted)
 
 
 def brief(result: StageResult, *, colour: bool = False, impl_display: str = "exercises") -> str:
-    """One stage on one screen (python -m grader <stage>): its status, the first failing test in full (its
-    name, where in the learner's file, and its message cut to MESSAGE_LINES), the other failures by name
-    only (most follow from the first), and the commands to run next."""
-    head = _head(result, colour)
+    """One stage on one screen (python -m grader <stage>): its status, the first failing test in full (name, where,
+    message cut to MESSAGE_LINES), the others by name only (most follow from the first), the commands to run next."""
+    lines = _head(result, colour, result.status in (ERROR, TIMED_OUT))
     if result.status in (PASSED, MISSING):
-        return head[0] + (f": {result.reason}" if result.reason else "") + "\n"
+        return lines[0] + (f": {result.reason}" if result.reason else "") + "\n"
     if result.status == NOT_STARTED:
-        return (f"{head[0]}: open {impl_display}/{result.id}.py, its docstrings are the spec "
+        return (f"{lines[0]}: open {impl_display}/{result.id}.py, its docstrings are the spec "
                 f"(a hint: python -m grader hint {result.number})\n")
-    lines = head[:1] + [f"  {result.reason}"] * bool(result.reason and result.status in (ERROR, TIMED_OUT)) + head[1:]
     failing = [t for t in result.tests if not t.passed]
     if result.status == ERROR and failing and failing[0].message \
             and len({(t.exc_type, t.message) for t in failing}) == 1 \
@@ -122,8 +115,7 @@ def brief(result: StageResult, *, colour: bool = False, impl_display: str = "exe
 
 def detail(result: StageResult, *, colour: bool = False) -> str:
     """One unit in full: every test with its outcome and message (python -m grader <stage> -v)."""
-    lines = _head(result, colour)
-    lines[1:1] = [f"  {result.reason}"] * bool(result.reason)
+    lines = _head(result, colour, reason=True)
     for test in [t for t in result.tests if not t.passed]:
         lines += [f"  {test.outcome:<7} {test.name}" + (f" ({test.where})" if test.where else "")] + _message(test)
     return "\n".join(lines) + "\n"
@@ -131,12 +123,6 @@ def detail(result: StageResult, *, colour: bool = False) -> str:
 
 def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2) + "\n"
-
-
-def _count(element: ET.Element, cases: str) -> None:
-    """Set the JUnit counts on a <testsuite> or <testsuites> from the <testcase> elements at path ``cases``."""
-    for key, tag in (("tests", ""), ("failures", "/failure"), ("errors", "/error"), ("skipped", "/skipped")):
-        element.set(key, str(len(element.findall(cases + tag))))
 
 
 def to_junit(report: Report) -> str:
@@ -158,8 +144,9 @@ def to_junit(report: Report) -> str:
                               type=test.exc_type or test.outcome).text = message
         if s.reason and s.tests and s.status in (ERROR, TIMED_OUT):
             ET.SubElement(suite, "system-err").text = s.reason
-        _count(suite, "testcase")
-    _count(suites, "testsuite/testcase")
+    for element, cases in [(suite, "testcase") for suite in suites] + [(suites, "testsuite/testcase")]:  # the counts
+        for key, tag in (("tests", ""), ("failures", "/failure"), ("errors", "/error"), ("skipped", "/skipped")):
+            element.set(key, str(len(element.findall(cases + tag))))
     ET.indent(suites)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
@@ -184,20 +171,16 @@ def to_gradescope(report: Report, hidden_visibility: str = "after_published") ->
 def to_github(report: Report, impl_display: str = "exercises") -> tuple[str, list[str]]:
     """(Markdown job summary, workflow-command annotation lines)."""
     lines = ["## Transformer kata", "", f"**{report.score:g} / {report.max_score:g} points**", "",
-             f"_{report.fallback_note}_", ""]
-    lines += [f"> {note}" for note in report.notes]
-    lines += ["", "| # | stage | status | points | notes |", "| --- | --- | --- | --- | --- |"]
+             f"_{report.fallback_note}_", "", *[f"> {note}" for note in report.notes], "",
+             "| # | stage | status | points | notes |", "| --- | --- | --- | --- | --- |"]
     icons = {PASSED: "✅", FAILING: "❌", ERROR: "💥", TIMED_OUT: "⏱️", NOT_STARTED: "⬜", MISSING: "➖"}
     for s in report.stages:
-        notes = s.reason if s.status != FAILING else ""
-        if s.substituted:
-            notes = (notes + "; " if notes else "") + "reference/ used for " + ", ".join(s.substituted)
+        used = "reference/ used for " + ", ".join(s.substituted) if s.substituted else ""
+        notes = "; ".join(filter(None, (s.reason if s.status != FAILING else "", used)))
         lines.append(f"| {s.number} | `{stage_label(s)}` | {icons.get(s.status, '')} {s.status_text()} | {_score(s)} | "
                      f"{notes.replace('|', '/')} |")
     annotations = []
-    for s in report.graded:
-        if s.status in (PASSED, NOT_STARTED):
-            continue
+    for s in [s for s in report.graded if s.status not in (PASSED, NOT_STARTED)]:
         first = s.first_failure()
         message = s.reason if s.status != FAILING or first is None else f"{first.name}: {first.message.strip()}"
         where = f"{s.id}.py"

@@ -1,11 +1,6 @@
-"""The grader's result model: one set of dataclasses that every output format is rendered from.
-
-A *unit* is one suite run for one stage: the stage's own suite (tests/test_<id>.py) or one file
-of an instructor's hidden tests (--extra-tests). A Report holds every unit's StageResult in
-learning order, plus the run's notes (substitutions, integrity findings, platform limits).
-"""
-
-from __future__ import annotations
+"""The grader's result model, which every output format is rendered from. A *unit* is one suite run for one
+stage: its own suite (tests/test_<id>.py) or one file of an instructor's hidden tests (--extra-tests). A Report
+holds every unit's StageResult in learning order, plus the run's notes (substitutions, integrity, platform limits)."""
 
 from dataclasses import asdict, dataclass, field
 
