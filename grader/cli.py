@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from argparse import Namespace
 from pathlib import Path
 
 from . import curriculum, hints, integrity, report, run
@@ -62,27 +63,21 @@ OPTIONS = [
     (["--budget"], dict(type=float, default=0.0, help=argparse.SUPPRESS)),  # seconds for the run (batch, Gradescope)
 ]
 
-
 # Subcommands for courses, each a module with main(argv, root) -> exit status (docs/instructors.md).
 COURSE_COMMANDS = {"batch": "batch", "gradescope-bundle": "gradescope", "release": "release"}
-
 
 UsageError, _Parser = curriculum.UsageError, curriculum.Parser  # shared by every command
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m grader", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = curriculum.ROOT) -> Namespace:
+    """Validate the command line (else UsageError: one clear sentence). Adds to the options: action (grade, stage,
+    hint, refresh, watch), stage, tree (resolved), reference (None if absent), display (the tree as named), colour."""
+    parser = _Parser(prog="python -m grader", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     for flags, keywords in OPTIONS:
-        p.add_argument(*flags, **keywords)
-    return p
-
-
-def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = curriculum.ROOT) -> argparse.Namespace:
-    """Validate the command line (else UsageError: one clear sentence). Adds to the options the action (grade, stage,
-    hint, refresh, watch), stage, tree (resolved), reference (None when absent) and display (the tree as reported)."""
-    args = build_parser().parse_args(argv)
-    target, hint = list(args.target), args.target[:1] == ["hint"]
+        parser.add_argument(*flags, **keywords)
+    args = parser.parse_args(argv)
+    target, hint = args.target, args.target[:1] == ["hint"]
     not_text = args.format != "text" or args.output
     for wrong, message in [
         (hint and len(target) != 2, "usage: python -m grader hint STAGE (a number, id or topic, e.g. 3 or attention)"),
@@ -125,7 +120,8 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
             raise UsageError(f"--device {args.device}: not available on this machine (use cpu)")
     display = next((impl.relative_to(base).as_posix() or "." for base in (Path.cwd().resolve(), root)
                     if impl.is_relative_to(base)), str(impl))
-    return argparse.Namespace(**vars(args), action=action, stage=stage, tree=impl, reference=reference, display=display)
+    return Namespace(**vars(args), action=action, stage=stage, tree=impl, reference=reference, display=display,
+                     colour=use_colour(args.color) and not args.output)
 
 
 # ---------------------------------------------------------------- hidden tests
@@ -181,7 +177,7 @@ def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.
 # ---------------------------------------------------------------- grading
 
 
-def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], known_passed=None) -> Report:
+def grade(args: Namespace, stages, root: Path, units: list[run.Unit], known_passed=None) -> Report:
     """Grade ``units``; the report notes what this platform, the submission's files or the test files limit."""
     notes, no_credit = [], {}
     fork = run.fork_available() and not args.no_fork
@@ -222,19 +218,17 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
                   integrity_failed=bool(problems) and args.ci, pass_threshold=args.pass_threshold)
 
 
-def units_to_run(args: argparse.Namespace, stages, root: Path, workdir: Path) -> list[run.Unit]:
-    hidden = args.extra_tests
-    extra = extra_units(Path(hidden).resolve(), stages, workdir, root) if hidden else []
+def units_to_run(args: Namespace, stages, root: Path, workdir: Path) -> list[run.Unit]:
+    extra = extra_units(Path(args.extra_tests).resolve(), stages, workdir, root) if args.extra_tests else []
     units = run.units_for(stages, root)
     if args.action == "stage":
         deps = set(run.closure(stages)[args.stage.id])
         units = [u for u in units if u.stage.id in deps or u.stage.id == args.stage.id]
         extra = [u for u in extra if u.stage.id == args.stage.id]
-    order = {s.id: i for i, s in enumerate(stages)}
-    return sorted(units + extra, key=lambda u: (order[u.stage.id], u.extra))
+    return sorted(units + extra, key=lambda u: (stages.index(u.stage), u.extra))
 
 
-def render(args: argparse.Namespace, rep: Report) -> str:
+def render(args: Namespace, rep: Report) -> str:
     if args.action == "stage":
         rep.stages = [s for s in rep.stages if s.id == args.stage.id]
     if args.format == "github":
@@ -251,15 +245,14 @@ def render(args: argparse.Namespace, rep: Report) -> str:
         return report.to_json(rep) if args.format == "json" else report.to_junit(rep)
     if args.action == "stage":
         return stage_text(args, rep.stages)
-    return report.scorecard(rep, colour=use_colour(args.color) and not args.output, impl_display=args.display)
+    return report.scorecard(rep, colour=args.colour, impl_display=args.display)
 
 
-def stage_text(args: argparse.Namespace, results: list[StageResult]) -> str:
+def stage_text(args: Namespace, results: list[StageResult]) -> str:
     """A stage on one screen, or in full with -v."""
-    colour = use_colour(args.color) and not args.output
     if args.verbose:
-        return "".join(report.detail(r, colour=colour) for r in results)
-    return "".join(report.brief(r, colour=colour, impl_display=args.display) for r in results)
+        return "".join(report.detail(r, colour=args.colour) for r in results)
+    return "".join(report.brief(r, colour=args.colour, impl_display=args.display) for r in results)
 
 
 def use_colour(choice: str) -> bool:
@@ -268,7 +261,7 @@ def use_colour(choice: str) -> bool:
     return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb" and sys.stdout.isatty()
 
 
-def emit(args: argparse.Namespace, text: str) -> None:
+def emit(args: Namespace, text: str) -> None:
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -288,7 +281,7 @@ def snapshot(impl: Path, stages) -> dict[str, float]:
     return found
 
 
-def watch(args: argparse.Namespace, stages, root: Path, workdir: Path, interval: float = 0.3) -> int:
+def watch(args: Namespace, stages, root: Path, workdir: Path, interval: float = 0.3) -> int:
     """Full scorecard once, then re-grade each stage file that changes, with torch kept warm."""
     units = units_to_run(args, stages, root, workdir)
     seen = snapshot(args.tree, stages)  # before grading: a save while the scorecard runs is a change

@@ -84,17 +84,16 @@ def load(path: Path = MANIFEST) -> tuple[Stage, ...]:
     for index, entry in enumerate(data.get("stage", []), start=1):
         where = f"{path.name}: stage #{index}"
         try:
-            stage_id = entry["id"]
-            stage = Stage(id=stage_id, number=int(stage_id[1:3]), part=int(entry["part"]), title=str(entry["title"]),
-                          points=int(entry["points"]), depends=tuple(entry.get("depends", ())),
-                          hints=tuple(entry.get("hints", ())))
+            stage = Stage(id=entry["id"], number=int(entry["id"][1:3]), part=int(entry["part"]),
+                          title=str(entry["title"]), points=int(entry["points"]),
+                          depends=tuple(entry.get("depends", ())), hints=tuple(entry.get("hints", ())))
         except (KeyError, ValueError, TypeError) as error:
             raise ManifestError(f"{where}: missing or malformed field ({error})") from None
-        if stage.number != index or not stage_id.startswith(f"s{index:02d}_"):
-            raise ManifestError(f"{where}: id {stage_id!r} should start with 's{index:02d}_'")
+        if not stage.id.startswith(f"s{index:02d}_"):
+            raise ManifestError(f"{where}: id {stage.id!r} should start with 's{index:02d}_'")
         unknown = [dep for dep in stage.depends if dep not in {s.id for s in stages}]
         if unknown:
-            raise ManifestError(f"{where} ({stage_id}): depends on {unknown}, which are not earlier stages")
+            raise ManifestError(f"{where} ({stage.id}): depends on {unknown}, which are not earlier stages")
         stages.append(stage)
     return tuple(stages)
 

@@ -43,10 +43,9 @@ def scorecard(report: Report, *, colour: bool = False, impl_display: str = "exer
     total = (f"Total: {report.score:g}/{report.max_score:g} points, {sum(s.status == PASSED for s in graded)} of "
              f"{len(graded)} graded suites pass" + f" ({missing} without a suite yet, not counted)" * bool(missing))
     lines += ["", _paint(total, "1", colour)]
-    substituted = sorted({d for s in report.stages for d in s.substituted})
+    substituted = ", ".join(sorted({d for s in report.stages for d in s.substituted}))
     if substituted:
-        lines.append(_paint(f"Substituted from reference/ somewhere in this run: {', '.join(substituted)}", "33",
-                            colour))
+        lines.append(_paint(f"Substituted from reference/ somewhere in this run: {substituted}", "33", colour))
     return "\n".join(lines + [""] + next_steps(report, impl_display)) + "\n"
 
 
@@ -56,14 +55,13 @@ def next_steps(report: Report, impl_display: str = "exercises") -> list[str]:
     if current is None:
         return ["Every graded stage passes. Well done." if report.graded
                 else "Nothing was graded: no stage has a suite yet."]
-    number = current.number
-    lines = [f"Next: stage {number}, {current.id} ({current.title}): {current.status_text()}"]
+    lines = [f"Next: stage {current.number}, {current.id} ({current.title}): {current.status_text()}"]
     if current.status == NOT_STARTED:
         lines.append(f"  Open {impl_display}/{current.id}.py and read its docstrings: they are the spec.")
     else:  # the stage's own screen, less its status and its last line
         lines += brief(current, impl_display=impl_display).splitlines()[1:-1]
         lines.append(f"  Open {impl_display}/{current.id}.py")
-    return lines + [f"  Details: python -m grader {number}    A hint: python -m grader hint {number}"]
+    return lines + [f"  Details: python -m grader {current.number}    A hint: python -m grader hint {current.number}"]
 
 
 def _message(test, indent: str = "      ", limit: int | None = None) -> list[str]:
@@ -93,8 +91,7 @@ def brief(result: StageResult, *, colour: bool = False, impl_display: str = "exe
         return (f"{lines[0]}: open {impl_display}/{result.id}.py, its docstrings are the spec "
                 f"(a hint: python -m grader hint {result.number})\n")
     failing = [t for t in result.tests if not t.passed]
-    if result.status == ERROR and failing and failing[0].message \
-            and len({(t.exc_type, t.message) for t in failing}) == 1 \
+    if result.status == ERROR and len({(t.exc_type, t.message) for t in failing}) == 1 and failing[0].message \
             and _message(failing[0], "")[0] in result.reason:  # the reason already says it all
         lines.append(f"  every test ({len(failing)}) fails with this error")
         failing = []
@@ -181,11 +178,9 @@ def to_github(report: Report, impl_display: str = "exercises") -> tuple[str, lis
                      f"{notes.replace('|', '/')} |")
     annotations = []
     for s in [s for s in report.graded if s.status not in (PASSED, NOT_STARTED)]:
-        first = s.first_failure()
+        first = next((t for t in s.tests if not t.passed), None)
         message = s.reason if s.status != FAILING or first is None else f"{first.name}: {first.message.strip()}"
-        where = f"{s.id}.py"
-        if first is not None and ":" in first.where:
-            where = "{},line={}".format(*first.where.rsplit(":", 1))
+        where = "{},line={}".format(*first.where.rsplit(":", 1)) if first and ":" in first.where else f"{s.id}.py"
         message = message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
         annotations.append(f"::error file={impl_display}/{where},title={s.id} {s.status_text()}::{message}")
     return "\n".join(lines) + "\n", annotations

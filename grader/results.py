@@ -46,21 +46,10 @@ class StageResult:
     duration: float = 0.0  # wall seconds of the child process
     isolation: str = ""  # what the stage's sandbox reached (grader/sandbox.py LEVELS)
 
-    @property
-    def passed_count(self) -> int:
-        return sum(t.passed for t in self.tests)
-
-    @property
-    def graded(self) -> bool:
-        return self.status != MISSING
-
-    def first_failure(self) -> TestResult | None:
-        return next((t for t in self.tests if not t.passed), None)
-
     def status_text(self) -> str:
         """The scorecard's words: "passed", "failing 2 of 9", "not started", "error", ..."""
         if self.status == FAILING:
-            return f"failing {len(self.tests) - self.passed_count} of {len(self.tests)}"
+            return f"failing {sum(not t.passed for t in self.tests)} of {len(self.tests)}"
         return self.status
 
 
@@ -85,7 +74,7 @@ class Report:
 
     @property
     def graded(self) -> list[StageResult]:
-        return [s for s in self.stages if s.graded]
+        return [s for s in self.stages if s.status != MISSING]
 
     def succeeded(self) -> bool:
         """Exit 0: every graded stage passed (or the score reaches --pass-threshold), integrity intact."""
@@ -97,11 +86,11 @@ class Report:
 
     def current(self) -> StageResult | None:
         """The stage to work on next: the first graded main suite that does not pass."""
-        return next((s for s in self.stages if s.graded and not s.extra and s.status != PASSED), None)
+        return next((s for s in self.graded if not s.extra and s.status != PASSED), None)
 
     def to_dict(self) -> dict:
         """The JSON document (schema in docs/grader.md)."""
-        stages = [asdict(s) | {"tests_passed": s.passed_count, "tests_total": len(s.tests),
+        stages = [asdict(s) | {"tests_passed": sum(t.passed for t in s.tests), "tests_total": len(s.tests),
                                "duration": round(s.duration, 3),
                                "tests": [asdict(t) | {"duration": round(t.duration, 4)} for t in s.tests]}
                   for s in self.stages]
