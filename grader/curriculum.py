@@ -1,7 +1,5 @@
 """Read the curriculum manifest (curriculum.toml), the single source of truth for stages."""
 
-from __future__ import annotations
-
 import argparse
 import sys
 import tomllib
@@ -83,37 +81,28 @@ def load(path: Path = MANIFEST) -> tuple[Stage, ...]:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise ManifestError(f"{Path(path).name}: cannot be read ({reason})") from None
     stages: list[Stage] = []
-    seen: set[str] = set()
     for index, entry in enumerate(data.get("stage", []), start=1):
         where = f"{path.name}: stage #{index}"
         try:
-            stage_id = entry["id"]
-            stage = Stage(
-                id=stage_id,
-                number=int(stage_id[1:3]),
-                part=int(entry["part"]),
-                title=str(entry["title"]),
-                points=int(entry["points"]),
-                depends=tuple(entry.get("depends", ())),
-                hints=tuple(entry.get("hints", ())),
-            )
+            stage = Stage(id=entry["id"], number=int(entry["id"][1:3]), part=int(entry["part"]),
+                          title=str(entry["title"]), points=int(entry["points"]),
+                          depends=tuple(entry.get("depends", ())), hints=tuple(entry.get("hints", ())))
         except (KeyError, ValueError, TypeError) as error:
             raise ManifestError(f"{where}: missing or malformed field ({error})") from None
-        if stage.number != index or not stage_id.startswith(f"s{index:02d}_"):
-            raise ManifestError(f"{where}: id {stage_id!r} should start with 's{index:02d}_'")
-        unknown = [dep for dep in stage.depends if dep not in seen]
+        if not stage.id.startswith(f"s{index:02d}_"):
+            raise ManifestError(f"{where}: id {stage.id!r} should start with 's{index:02d}_'")
+        unknown = [dep for dep in stage.depends if dep not in {s.id for s in stages}]
         if unknown:
-            raise ManifestError(f"{where} ({stage_id}): depends on {unknown}, which are not earlier stages")
-        seen.add(stage_id)
+            raise ManifestError(f"{where} ({stage.id}): depends on {unknown}, which are not earlier stages")
         stages.append(stage)
     return tuple(stages)
 
 
 def find(stages: tuple[Stage, ...], key: str) -> Stage:
-    """Look a stage up by id ("s03_attention"), number ("3", "03") or topic ("attention")."""
-    key = key.strip()
+    """Look a stage up by id ("s03_attention"), number ("3", "03") or topic ("attention"); else UsageError."""
+    wanted = key.strip()
     for stage in stages:
-        topic = stage.id.split("_", 1)[1]
-        if key in (stage.id, topic) or (key.isdigit() and int(key) == stage.number):
+        if wanted in (stage.id, stage.id.split("_", 1)[1]) or (wanted.isdigit() and int(wanted) == stage.number):
             return stage
-    raise KeyError(key)
+    raise UsageError(f"unknown stage {key!r}: give a number (1-{len(stages)}), an id like "
+                     f"{stages[2 if len(stages) > 2 else 0].id} or a topic")

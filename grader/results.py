@@ -1,11 +1,6 @@
-"""The grader's result model: one set of dataclasses that every output format is rendered from.
-
-A *unit* is one suite run for one stage: the stage's own suite (tests/test_<id>.py) or one file
-of an instructor's hidden tests (--extra-tests). A Report holds every unit's StageResult in
-learning order, plus the run's notes (substitutions, integrity findings, platform limits).
-"""
-
-from __future__ import annotations
+"""The grader's result model, which every output format is rendered from. A *unit* is one suite run for one
+stage: its own suite (tests/test_<id>.py) or one file of an instructor's hidden tests (--extra-tests). A Report
+holds every unit's StageResult in learning order, plus the run's notes (substitutions, integrity, platform limits)."""
 
 from dataclasses import asdict, dataclass, field
 
@@ -16,7 +11,6 @@ NOT_STARTED = "not started"  # every failure is the stub's NotImplementedError a
 ERROR = "error"  # the stage could not be graded fairly: import error, crash, forbidden import ...
 TIMED_OUT = "timed out"  # a test or the whole stage ran past its time limit
 MISSING = "missing"  # no suite or no stage file to grade: not counted in the score
-STATUSES = (PASSED, FAILING, NOT_STARTED, ERROR, TIMED_OUT, MISSING)
 
 # Test outcomes.
 TEST_PASSED, TEST_FAILED, TEST_ERROR, TEST_SKIPPED, TEST_NOT_RUN = "passed", "failed", "error", "skipped", "not run"
@@ -41,7 +35,7 @@ class StageResult:
     id: str  # stage id, "s03_attention"
     number: int  # position in the learning order
     title: str
-    status: str  # one of STATUSES
+    status: str  # one of the statuses above
     score: float  # points earned: max_score when the suite passes, else 0
     max_score: float  # the stage's points (0 for a missing stage)
     suite: str  # the suite graded, relative to the repository root or the extra-tests directory
@@ -52,21 +46,10 @@ class StageResult:
     duration: float = 0.0  # wall seconds of the child process
     isolation: str = ""  # what the stage's sandbox reached (grader/sandbox.py LEVELS)
 
-    @property
-    def passed_count(self) -> int:
-        return sum(t.passed for t in self.tests)
-
-    @property
-    def graded(self) -> bool:
-        return self.status != MISSING
-
-    def first_failure(self) -> TestResult | None:
-        return next((t for t in self.tests if not t.passed), None)
-
     def status_text(self) -> str:
         """The scorecard's words: "passed", "failing 2 of 9", "not started", "error", ..."""
         if self.status == FAILING:
-            return f"failing {len(self.tests) - self.passed_count} of {len(self.tests)}"
+            return f"failing {sum(not t.passed for t in self.tests)} of {len(self.tests)}"
         return self.status
 
 
@@ -91,7 +74,7 @@ class Report:
 
     @property
     def graded(self) -> list[StageResult]:
-        return [s for s in self.stages if s.graded]
+        return [s for s in self.stages if s.status != MISSING]
 
     def succeeded(self) -> bool:
         """Exit 0: every graded stage passed (or the score reaches --pass-threshold), integrity intact."""
@@ -103,36 +86,14 @@ class Report:
 
     def current(self) -> StageResult | None:
         """The stage to work on next: the first graded main suite that does not pass."""
-        return next((s for s in self.stages if s.graded and not s.extra and s.status != PASSED), None)
+        return next((s for s in self.graded if not s.extra and s.status != PASSED), None)
 
     def to_dict(self) -> dict:
         """The JSON document (schema in docs/grader.md)."""
-        return {
-            "schema": "transformer-kata/grader-result/1",
-            "score": self.score,
-            "max_score": self.max_score,
-            "passed": self.succeeded(),
-            "impl": self.impl,
-            "fallback": self.fallback,
-            "notes": list(self.notes),
-            "stages": [
-                {
-                    "id": s.id,
-                    "number": s.number,
-                    "title": s.title,
-                    "suite": s.suite,
-                    "extra": s.extra,
-                    "status": s.status,
-                    "score": s.score,
-                    "max_score": s.max_score,
-                    "reason": s.reason,
-                    "substituted": list(s.substituted),
-                    "tests_passed": s.passed_count,
-                    "tests_total": len(s.tests),
-                    "duration": round(s.duration, 3),
-                    "isolation": s.isolation,
-                    "tests": [asdict(t) | {"duration": round(t.duration, 4)} for t in s.tests],
-                }
-                for s in self.stages
-            ],
-        }
+        stages = [asdict(s) | {"tests_passed": sum(t.passed for t in s.tests), "tests_total": len(s.tests),
+                               "duration": round(s.duration, 3),
+                               "tests": [asdict(t) | {"duration": round(t.duration, 4)} for t in s.tests]}
+                  for s in self.stages]
+        return {"schema": "transformer-kata/grader-result/1", "score": self.score, "max_score": self.max_score,
+                "passed": self.succeeded(), "impl": self.impl, "fallback": self.fallback, "notes": list(self.notes),
+                "stages": stages}
