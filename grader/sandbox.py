@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import linecache
+import math
 import os
 import resource
 import secrets
@@ -52,7 +53,7 @@ CAP_OUTPUT = 32 * 1024 * 1024  # bytes of channel data kept per stage (a flood i
 _NEWNS, _NEWIPC, _NEWUSER, _NEWPID, _NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
 _RDONLY, _BIND, _REMOUNT, _REC, _PRIVATE = 1, 4096, 32, 16384, 1 << 18
 _KEPT_FLAGS = {2: 2, 4: 4, 8: 8, 1024: 1024, 2048: 2048, 4096: 1 << 21}  # statvfs ST_* -> MS_* (locked in a userns)
-EMPTIED = ("/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/mnt", "/media", "/srv", "/opt")  # others' files live here
+EMPTIED = ("/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/mnt", "/media", "/srv", "/opt")  # others' files: here
 STAGE_UIDS = 1_000_000  # as root, a stage becomes uid STAGE_UIDS + its keeper's pid: a user of its own, owning no file
 
 
@@ -392,12 +393,10 @@ def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, 
                                                        "cpu": usage.ru_utime + usage.ru_stime})
                     return 0
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)
-    if limits.cpu:
-        seconds = max(1, int(limits.cpu + 0.999))
-        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 5))  # SIGXCPU, then SIGKILL if ignored
+    if limits.cpu:  # SIGXCPU, then SIGKILL if ignored
+        resource.setrlimit(resource.RLIMIT_CPU, (math.ceil(limits.cpu), math.ceil(limits.cpu) + 5))
     if limits.file_mb:
-        size = limits.file_mb * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb << 20, limits.file_mb << 20))
     if limits.memory_mb and not isinstance(target, list):  # a fresh interpreter sets it once torch is in
         limit_memory(limits.memory_mb)
     os.environ.update(env or {})
