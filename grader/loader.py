@@ -33,7 +33,6 @@ class StageFileError(Exception):
 
 def read_stage(path: Path) -> str:
     """The text of a stage file, if it is a regular file (not a link), readable, and UTF-8 text."""
-    path = Path(path)
     shown = f"{path.parent.name}/{path.name}"
     if path.is_symlink():
         raise StageFileError(f"{shown} is a link (to {os.readlink(path)}): a stage file must be a regular file "

@@ -78,11 +78,9 @@ class Report:
 
     def succeeded(self) -> bool:
         """Exit 0: every graded stage passed (or the score reaches --pass-threshold), integrity intact."""
-        if self.integrity_failed:
-            return False
-        if self.pass_threshold is not None:
-            return self.max_score > 0 and self.score >= self.pass_threshold * self.max_score - 1e-9
-        return bool(self.graded) and all(s.status == PASSED for s in self.graded)
+        met = (bool(self.graded) and all(s.status == PASSED for s in self.graded) if self.pass_threshold is None
+               else self.max_score > 0 and self.score >= self.pass_threshold * self.max_score - 1e-9)
+        return met and not self.integrity_failed
 
     def current(self) -> StageResult | None:
         """The stage to work on next: the first graded main suite that does not pass."""

@@ -90,8 +90,7 @@ def closure(stages: Iterable[curriculum.Stage]) -> dict[str, tuple[str, ...]]:
     deps: dict[str, set[str]] = {}
     for stage in stages:
         deps[stage.id] = set(stage.depends).union(*(deps.get(dep, ()) for dep in stage.depends))
-    order = list(deps)
-    return {sid: tuple(sorted(found, key=order.index)) for sid, found in deps.items()}
+    return {sid: tuple(s for s in deps if s in found) for sid, found in deps.items()}
 
 
 def units_for(stages: Iterable[curriculum.Stage], root: Path) -> list[Unit]:
@@ -100,8 +99,7 @@ def units_for(stages: Iterable[curriculum.Stage], root: Path) -> list[Unit]:
     for stage in stages:
         suite = Path(root) / "tests" / f"test_{stage.id}.py"
         text = suite.read_text(encoding="utf-8", errors="replace") if suite.is_file() else ""
-        split = all(word in text for word in ("test_capstone", "copy", "reverse"))
-        parts = ("not capstone", *SPLIT) if split else ("",)
+        parts = ("not capstone", *SPLIT) if all(w in text for w in ("test_capstone", "copy", "reverse")) else ("",)
         units.append(Unit(stage, (str(suite),), f"tests/{suite.name}", float(stage.points), parts=parts))
     return units
 
@@ -117,8 +115,9 @@ def precheck(unit: Unit, settings: Settings) -> StageResult | None:
 
 def _result(unit: Unit, status: str, reason: str = "", **kw) -> StageResult:
     stage = unit.stage
-    return StageResult(**{"id": stage.id, "number": stage.number, "title": stage.title, "status": status, "score": 0.0,
-                          "max_score": unit.points, "suite": unit.label, "extra": unit.extra, "reason": reason, **kw})
+    return StageResult(**{"id": stage.id, "number": stage.number, "title": stage.title, "status": status,
+                          "score": unit.points if status == PASSED else 0.0, "max_score": unit.points,
+                          "suite": unit.label, "extra": unit.extra, "reason": reason, **kw})
 
 
 # ---------------------------------------------------------------- reading a child's report (pure)
@@ -139,21 +138,24 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     earliest = {event.get("event"): event for event in reversed(events)}  # ... and the first
     collected = [str(t) for t in earliest.get("collected", {}).get("tests", [])]
     tests = {t: TestResult(t.split("::")[-1], TEST_NOT_RUN) for t in collected}
-    for event in events:
-        if event.get("event") == "phase" and event.get("test") in tests:
-            _apply_phase(tests[event["test"]], event)
+    for event in (e for e in events if e.get("event") == "phase" and e.get("test") in tests):
+        test, when, outcome = tests[event["test"]], event.get("when"), event.get("outcome")
+        test.duration += float(event.get("duration") or 0.0)
+        if outcome == "passed":
+            if when == "call" and test.outcome == TEST_NOT_RUN:
+                test.outcome = TEST_PASSED
+        elif test.outcome not in (TEST_FAILED, TEST_ERROR):  # else keep the first problem
+            test.outcome = TEST_SKIPPED if outcome == "skipped" else TEST_FAILED if when == "call" else TEST_ERROR
+            test.exc_type, test.message, test.where = (str(event.get(k, "")) for k in ("exc_type", "message", "where"))
     done = latest.get("done", {}).get("exitstatus")
     results = list(tests.values())
-    result = _result(unit, FAILING, substituted=list(substituted), tests=results, duration=duration,
-                     isolation=str(latest.get("sealed", {}).get("level", isolation)))
     started = str(latest.get("start", {}).get("test", ""))
     running = f" in {started.split('::')[-1]}" if started else ""
     not_passed = [t for t in results if not t.passed]
 
     def finish(status: str, reason: str = "") -> StageResult:
-        result.status, result.reason = status, reason
-        result.score = result.max_score if status == PASSED else 0.0
-        return result
+        return _result(unit, status, reason, substituted=list(substituted), tests=results, duration=duration,
+                       isolation=str(latest.get("sealed", {}).get("level", isolation)))
 
     if tampered:
         return finish(ERROR, f"no credit: {tampered}")
@@ -172,9 +174,8 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
         return finish(TIMED_OUT, f"stopped after {what}{running} (an endless loop?)")
     if exitcode is not None and exitcode < 0:
         name = next((s.name for s in signal.Signals if s == -exitcode), f"signal {-exitcode}")
-        if exitcode == -KILLED:
-            return finish(ERROR, f"killed ({name}){running}: out of memory?")
-        return finish(ERROR, f"crashed ({name}){running}")
+        return finish(ERROR, f"killed ({name}){running}: out of memory?" if exitcode == -KILLED
+                      else f"crashed ({name}){running}")
     if done is None:
         if crash := latest.get("crash", {}).get("message"):
             return finish(ERROR, f"the test run failed: {_first_line(crash)}")
@@ -208,17 +209,6 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     if first is not None and done != 0 and not any(t.outcome in (TEST_FAILED, TEST_ERROR) for t in results):
         return finish(ERROR, f"{first.name} was {first.outcome}: a skipped test never counts as passed")
     return finish(FAILING, f"first failure: {first.name}" if first else f"pytest exit status {done}")
-
-
-def _apply_phase(test: TestResult, event: dict) -> None:
-    when, outcome = event.get("when"), event.get("outcome")
-    test.duration += float(event.get("duration") or 0.0)
-    if outcome == "passed":
-        if when == "call" and test.outcome == TEST_NOT_RUN:
-            test.outcome = TEST_PASSED
-    elif test.outcome not in (TEST_FAILED, TEST_ERROR):  # else keep the first problem
-        test.outcome = TEST_SKIPPED if outcome == "skipped" else TEST_FAILED if when == "call" else TEST_ERROR
-        test.exc_type, test.message, test.where = (str(event.get(k, "")) for k in ("exc_type", "message", "where"))
 
 
 # ---------------------------------------------------------------- running
