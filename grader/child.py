@@ -44,11 +44,9 @@ class Recorder(importlib.abc.MetaPathFinder):
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
-        def out_of_time(*_):
-            pytest.fail(f"Timeout: used more than {self._timeout:g} s of CPU time", pytrace=False)
-
         if self._timeout:
-            signal.signal(signal.SIGPROF, out_of_time)
+            signal.signal(signal.SIGPROF, lambda *_: pytest.fail(f"Timeout: used more than {self._timeout:g} s of CPU "
+                                                                 "time", pytrace=False))
             signal.setitimer(signal.ITIMER_PROF, self._timeout)
         try:
             return (yield)

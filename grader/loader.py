@@ -84,8 +84,7 @@ def load_stage(sources: Mapping[str, Path], stage_id: str) -> types.ModuleType:
     key = tuple(sorted((stage, str(Path(directory).resolve())) for stage, directory in sources.items()))
     if key not in _packages:
         name = _packages[key] = f"_kata_plan_{len(_packages)}"
-        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)  # its submodules: the finder's only
-        sys.modules[name] = importlib.util.module_from_spec(spec)
+        sys.modules[name] = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(name, None, is_package=True))
         sys.meta_path.insert(0, _PlanFinder(name, dict(key)))
     return importlib.import_module(f"{_packages[key]}.{stage_id}")
 

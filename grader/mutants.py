@@ -75,15 +75,14 @@ def mutate(source: str, mutant: Mutant) -> str:
 
 def build_tree(mutant: Mutant, directory: Path) -> Path:
     """Write reference/ with the mutant's stage edited into ``directory``; return it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for path in curriculum.REFERENCE.glob("*.py"):
-        shutil.copy(path, directory / path.name)
+    shutil.copytree(curriculum.REFERENCE, directory, dirs_exist_ok=True,
+                    ignore=lambda _, names: [name for name in names if not name.endswith(".py")])
     target = directory / f"{mutant.stage}.py"
     target.write_text(mutate(target.read_text(encoding="utf-8"), mutant), encoding="utf-8")
     return directory
 
 
-def check_all(mutants: list[Mutant], jobs: int | None = None) -> list[Verdict]:
+def check_all(mutants: list[Mutant]) -> list[Verdict]:
     """Every mutant's suite through the one stage runner, in parallel: forked from this (torch-warm)
     process, or a fresh interpreter where fork is not available.
 
@@ -113,7 +112,7 @@ def check_all(mutants: list[Mutant], jobs: int | None = None) -> list[Verdict]:
     with tempfile.TemporaryDirectory(prefix="kata-mutants-") as tmp:
         for stop_early in (True, False):
             again = [m for m in mutants if m not in verdicts or not verdicts[m].ok]
-            sandbox.run_all(again, start, finish, jobs or max(1, os.cpu_count() or 1))
+            sandbox.run_all(again, start, finish, os.cpu_count() or 1)
     return [verdicts[m] for m in mutants]
 
 

@@ -110,7 +110,6 @@ def precheck(unit: Unit, settings: Settings) -> StageResult | None:
         return _result(unit, MISSING, f"no suite {unit.label} yet", max_score=0.0)
     if not unit.stage.source(settings.impl).is_file():
         return _result(unit, ERROR, f"no {unit.stage.id}.py in {settings.impl.name}/ (deleted or renamed?)")
-    return None
 
 
 def _result(unit: Unit, status: str, reason: str = "", **kw) -> StageResult:
@@ -232,8 +231,7 @@ def _start(unit: Unit, part: str, settings: Settings, learner: list[str] | None,
     args = [*unit.files, "--impl", str(settings.impl), "-p", "no:cacheprovider", "-p", "pytest_timeout",
             "-p", "no:unraisableexception", "--timeout", "0", "--device", settings.device,
             "-o", "console_output_style=classic", "--tb=short", *(["-v"] if verbose else ["-q", "--no-header"])]
-    args += ["--rootdir", unit.rootdir, "-c", os.devnull] if unit.rootdir else []
-    args += ["-k", part] if part else []
+    args += (["--rootdir", unit.rootdir, "-c", os.devnull] if unit.rootdir else []) + (["-k", part] if part else [])
     args += ["--no-fallback"] if learner is None else ["--learner-stages", ",".join(learner)] if learner else []
     job = {"args": args, "root": str(root), "impl": str(settings.impl), "timeout": settings.timeout,
            "memory_mb": settings.memory_mb, "block_reference": untrusted}
@@ -275,7 +273,7 @@ def isolation_notes(results: list[StageResult]) -> list[str]:
 
 
 def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage, ...],
-          on_result: Callable[[StageResult], None] | None = None,
+          on_result: Callable[[StageResult], None] = lambda result: None,
           known_passed: set[str] | None = None) -> list[StageResult]:
     """Grade every unit; return the results in the order of ``units``.
 
@@ -300,8 +298,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
         parts[unit.key][index] = result
         if all(r is not None for r in parts[unit.key]):
             results[unit.key] = merge(parts[unit.key])
-            if on_result:
-                on_result(results[unit.key])
+            on_result(results[unit.key])
 
     def waiting(unit: Unit) -> bool:  # for a stage this run grades that has no result yet
         needs = (deps_of.get(unit.stage.id, ()) if waves else ()) + ((unit.stage.id,) if unit.extra else ())
