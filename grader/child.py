@@ -85,8 +85,6 @@ def _message(value: BaseException) -> str:
         text = str(value)
     except Exception:  # noqa: BLE001 - a learner's exception whose __str__ fails
         text = f"<{type(value).__name__} whose message cannot be shown>"
-    if isinstance(value, SyntaxError) and value.lineno:
-        text = f"{value.msg} ({Path(value.filename or '?').name}, line {value.lineno})"
     return text[:4000]
 
 

@@ -48,9 +48,8 @@ class StageResult:
 
     def status_text(self) -> str:
         """The scorecard's words: "passed", "failing 2 of 9", "not started", "error", ..."""
-        if self.status == FAILING:
-            return f"failing {sum(not t.passed for t in self.tests)} of {len(self.tests)}"
-        return self.status
+        failing = sum(not t.passed for t in self.tests)
+        return f"failing {failing} of {len(self.tests)}" if self.status == FAILING else self.status
 
 
 @dataclass

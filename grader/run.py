@@ -122,9 +122,9 @@ def _result(unit: Unit, status: str, reason: str = "", **kw) -> StageResult:
 # ---------------------------------------------------------------- reading a child's report (pure)
 
 
-def _first_line(text: str, limit: int = 160) -> str:
+def _first_line(text: str) -> str:
     line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return line if len(line) <= 160 else line[:159] + "…"
 
 
 def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_for_time: str | bool,
@@ -236,10 +236,8 @@ def _start(unit: Unit, part: str, settings: Settings, learner: list[str] | None,
     job = {"args": args, "root": str(root), "impl": str(settings.impl), "timeout": settings.timeout,
            "memory_mb": settings.memory_mb, "block_reference": untrusted}
     limits = sandbox.Limits(cpu=settings.stage_timeout, wall=settings.wall, memory_mb=settings.memory_mb)
-    if untrusted:  # what could give the answer away: the stage's reference, its bytecode, history, mutants
-        hidden += (root / ".git", root / "tests" / "mutants", root / "tests" / "project", root / "benchmarks")
-        hidden += (unit.stage.source(reference), reference / "__pycache__") if reference else ()
-    jail = sandbox.Jail(home, hidden if untrusted else (), (root, settings.impl), seal=untrusted)
+    answers = (unit.stage.source(reference), reference / "__pycache__") if reference else ()  # its answer
+    jail = sandbox.Jail(home, (*hidden, *answers) if untrusted else (), (root, settings.impl), seal=untrusted)
     output = None if verbose else workdir / f"{home.name}.out"
     if settings.fork:
         from . import child
@@ -290,7 +288,8 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
     pending = [(u, i) for u in units for i in range(len(u.parts))]
     running: dict[sandbox.Stage, tuple[Unit, int, list[str]]] = {}
     began = time.monotonic()
-    hidden = tuple(settings.hide) + tuple({Path(u.rootdir).parent for u in units if u.rootdir})
+    hidden = (*settings.hide, *{Path(u.rootdir).parent for u in units if u.rootdir},  # what could give answers away
+              *(settings.root / path for path in (".git", "tests/mutants", "tests/project", "benchmarks")))
     if settings.fork and any(precheck(u, settings) is None for u in units):
         warm_up()
 
