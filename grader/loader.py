@@ -37,9 +37,8 @@ def read_stage(path: Path) -> str:
     if path.is_symlink():
         raise StageFileError(f"{shown} is a link (to {os.readlink(path)}): a stage file must be a regular file "
                              "inside the submission")
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # no link, no waiting on a pipe
-    try:
-        fd = os.open(path, flags)
+    try:  # no link, no waiting on a pipe
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         try:
             regular = stat.S_ISREG(os.fstat(fd).st_mode)
             data = open(fd, "rb", closefd=False).read(MAX_STAGE_BYTES + 1) if regular else b""

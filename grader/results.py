@@ -87,10 +87,9 @@ class Report:
 
     def to_dict(self) -> dict:
         """The JSON document (schema in docs/grader.md)."""
-        stages = [asdict(s) | {"tests_passed": sum(t.passed for t in s.tests), "tests_total": len(s.tests),
-                               "duration": round(s.duration, 3),
-                               "tests": [asdict(t) | {"duration": round(t.duration, 4)} for t in s.tests]}
-                  for s in self.stages]
         return {"schema": "transformer-kata/grader-result/1", "score": self.score, "max_score": self.max_score,
                 "passed": self.succeeded(), "impl": self.impl, "fallback": self.fallback, "notes": list(self.notes),
-                "stages": stages}
+                "stages": [asdict(s) | {"tests_passed": sum(t.passed for t in s.tests), "tests_total": len(s.tests),
+                                        "duration": round(s.duration, 3),
+                                        "tests": [asdict(t) | {"duration": round(t.duration, 4)} for t in s.tests]}
+                           for s in self.stages]}

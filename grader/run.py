@@ -66,8 +66,8 @@ class Settings:
     hide: tuple[Path, ...] = ()  # more paths learner code must not read (hidden tests)
 
     @property
-    def wall(self) -> float:
-        return 3 * self.stage_timeout + 60
+    def limits(self) -> sandbox.Limits:  # the wall-clock backstop: 3x the CPU limit + 60 s
+        return sandbox.Limits(cpu=self.stage_timeout, wall=3 * self.stage_timeout + 60, memory_mb=self.memory_mb)
 
     @property
     def trusted(self) -> bool:  # grading the reference itself: nothing to hide, seal or substitute
@@ -113,8 +113,7 @@ def precheck(unit: Unit, settings: Settings) -> StageResult | None:
 
 
 def _result(unit: Unit, status: str, reason: str = "", **kw) -> StageResult:
-    stage = unit.stage
-    return StageResult(**{"id": stage.id, "number": stage.number, "title": stage.title, "status": status,
+    return StageResult(**{"id": unit.stage.id, "number": unit.stage.number, "title": unit.stage.title, "status": status,
                           "score": unit.points if status == PASSED else 0.0, "max_score": unit.points,
                           "suite": unit.label, "extra": unit.extra, "reason": reason, **kw})
 
@@ -169,7 +168,7 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
         return finish(TIMED_OUT, f"stopped{running}: the run's time budget ({settings.budget:g} s) ran out")
     if killed_for_time:
         what = (f"{settings.stage_timeout:g} s of CPU time" if killed_for_time == "cpu"
-                else f"{settings.wall:g} s of wall-clock time (waiting, not computing?)")
+                else f"{settings.limits.wall:g} s of wall-clock time (waiting, not computing?)")
         return finish(TIMED_OUT, f"stopped after {what}{running} (an endless loop?)")
     if exitcode is not None and exitcode < 0:
         name = next((s.name for s in signal.Signals if s == -exitcode), f"signal {-exitcode}")
@@ -235,16 +234,15 @@ def _start(unit: Unit, part: str, settings: Settings, learner: list[str] | None,
     args += ["--no-fallback"] if learner is None else ["--learner-stages", ",".join(learner)] if learner else []
     job = {"args": args, "root": str(root), "impl": str(settings.impl), "timeout": settings.timeout,
            "memory_mb": settings.memory_mb, "block_reference": untrusted}
-    limits = sandbox.Limits(cpu=settings.stage_timeout, wall=settings.wall, memory_mb=settings.memory_mb)
     answers = (unit.stage.source(reference), reference / "__pycache__") if reference else ()  # its answer
     jail = sandbox.Jail(home, (*hidden, *answers) if untrusted else (), (root, settings.impl), seal=untrusted)
     output = None if verbose else workdir / f"{home.name}.out"
     if settings.fork:
         from . import child
 
-        return sandbox.start(lambda writer: child.run(job, writer), limits, jail=jail, output=output)
-    package = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # the stage starts in its own folder
-    return sandbox.start([sys.executable, "-m", "grader.child"], limits, jail=jail, job=job, env=package, output=output)
+        return sandbox.start(lambda writer: child.run(job, writer), settings.limits, jail=jail, output=output)
+    return sandbox.start([sys.executable, "-m", "grader.child"], settings.limits, jail=jail, job=job, output=output,
+                         env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})  # it starts in its own folder
 
 
 def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: list[str]) -> StageResult:
@@ -301,8 +299,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
 
     def waiting(unit: Unit) -> bool:  # for a stage this run grades that has no result yet
         needs = (deps_of.get(unit.stage.id, ()) if waves else ()) + ((unit.stage.id,) if unit.extra else ())
-        done = {r.id for r in results.values() if not r.extra}
-        return any(d in graded_ids and d not in done for d in needs)
+        return any(d in graded_ids and d not in {r.id for r in results.values() if not r.extra} for d in needs)
 
     with tempfile.TemporaryDirectory(prefix="kata-grade-", ignore_cleanup_errors=True) as tmp:
         try:
