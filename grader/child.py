@@ -44,10 +44,9 @@ class Recorder(importlib.abc.MetaPathFinder):
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
-        if self._timeout:
-            signal.signal(signal.SIGPROF, lambda *_: pytest.fail(f"Timeout: used more than {self._timeout:g} s of CPU "
-                                                                 "time", pytrace=False))
-            signal.setitimer(signal.ITIMER_PROF, self._timeout)
+        signal.signal(signal.SIGPROF, lambda *_: pytest.fail(f"Timeout: used more than {self._timeout:g} s of CPU time",
+                                                             pytrace=False))
+        signal.setitimer(signal.ITIMER_PROF, self._timeout)  # 0: no limit
         try:
             return (yield)
         finally:

@@ -71,10 +71,9 @@ class _PlanFinder(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname, path=None, target=None):
         parent, _, name = fullname.rpartition(".")
-        if parent != self.package or name not in self.sources:
-            return None  # not a stage: the import fails with ModuleNotFoundError, as it should
-        path = str(Path(self.sources[name]) / f"{name}.py")
-        return importlib.util.spec_from_file_location(fullname, path, loader=_StageLoader(fullname, path))
+        if parent == self.package and name in self.sources:  # else the import fails with ModuleNotFoundError
+            path = str(Path(self.sources[name]) / f"{name}.py")
+            return importlib.util.spec_from_file_location(fullname, path, loader=_StageLoader(fullname, path))
 
 
 def load_stage(sources: Mapping[str, Path], stage_id: str) -> types.ModuleType:

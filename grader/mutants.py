@@ -116,8 +116,7 @@ def check_all(mutants: list[Mutant]) -> list[Verdict]:
     return [verdicts[m] for m in mutants]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv: list[str]) -> int:
     at = argv.index("--json") if "--json" in argv else len(argv)
     json_path, stage_ids = argv[at + 1:at + 2], argv[:at] + argv[at + 2:]
     known = {stage.id for stage in curriculum.load()}
@@ -141,4 +140,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import curriculum, sandbox, stubgen
@@ -129,9 +129,7 @@ def _first_line(text: str) -> str:
 def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_for_time: str | bool,
               settings: Settings, substituted: list[str], duration: float, output_tail: str = "",
               tampered: str = "", isolation: str = "", cpu: float = 0.0) -> StageResult:
-    """Turn a stage's events and how it ended into the unit's StageResult.
-
-    ``killed_for_time``: '' or why the stage was stopped: "cpu", "wall" or "budget"."""
+    """Turn a stage's events and how it ended (``killed_for_time``: '', "cpu", "wall" or "budget") into its result."""
     latest = {event.get("event"): event for event in events}  # the last event of each kind
     earliest = {event.get("event"): event for event in reversed(events)}  # ... and the first
     collected = [str(t) for t in earliest.get("collected", {}).get("tests", [])]
@@ -198,8 +196,7 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     if exiting := next((t for t in not_passed if t.exc_type == "SystemExit"), None):
         return finish(ERROR, f"your code calls sys.exit() ({', '.join(filter(None, (exiting.name, exiting.where)))})")
     stub = stubgen.not_written_message(unit.stage.id)
-    if not any(t.passed for t in results) and all(t.exc_type == "NotImplementedError" or stub in t.message
-                                                  for t in not_passed):
+    if not_passed == results and all(t.exc_type == "NotImplementedError" or stub in t.message for t in not_passed):
         return finish(NOT_STARTED)
     first = not_passed[0] if not_passed else None
     if results[0].outcome == TEST_ERROR and len({(t.outcome, t.exc_type, t.message) for t in results}) == 1:
@@ -258,8 +255,7 @@ def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: l
 def merge(parts: list[StageResult]) -> StageResult:
     """One stage's result from the results of its parts (SPLIT): it passes when every part passes."""
     first = next((r for r in parts if r.status != PASSED), parts[0])  # its status, reason and score
-    return StageResult(**{**vars(first), "tests": [t for r in parts for t in r.tests],
-                          "duration": max(r.duration for r in parts)})
+    return replace(first, tests=[t for r in parts for t in r.tests], duration=max(r.duration for r in parts))
 
 
 def isolation_notes(results: list[StageResult]) -> list[str]:
@@ -273,10 +269,9 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
           known_passed: set[str] | None = None) -> list[StageResult]:
     """Grade every unit; return the results in the order of ``units``.
 
-    With the fallback on, a unit starts once every dependency of its stage has a result, so that the
-    dependencies that passed can be taken from the learner (``known_passed``: those passed earlier, not
-    graded now: watch mode). Past ``settings.budget`` seconds, what runs is stopped and what has not
-    started is reported as not reached; what was graded keeps its points."""
+    With the fallback on, a unit starts once every dependency of its stage has a result, so that those that
+    passed are taken from the learner (``known_passed``: passed earlier, not graded now: watch mode). Past
+    ``settings.budget`` seconds, what runs is stopped, what has not started is reported as not reached."""
     deps_of = closure(stages)
     graded_ids = {u.stage.id for u in units if not u.extra}
     known = set(known_passed or ()) - graded_ids  # passed in an earlier run (watch mode)
