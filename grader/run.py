@@ -180,9 +180,8 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
             return finish(ERROR, f"the test run did not start (exit code {exitcode})" + (f": {tail}" if tail else ""))
         return finish(ERROR, f"the process exited (code {exitcode}){running} before the suite finished: "
                              "does your code call os._exit or sys.exit?")
-    if "collect_error" in earliest:
-        problem = _first_line(earliest["collect_error"].get("message", ""))
-        return finish(ERROR, f"the suite could not be loaded: {problem}")
+    if problem := earliest.get("collect_error"):
+        return finish(ERROR, f"the suite could not be loaded: {_first_line(problem.get('message', ''))}")
     if not results:
         return finish(ERROR, "the suite collected no tests")
     if not not_passed and done == 0:
