@@ -44,12 +44,9 @@ class Recorder(importlib.abc.MetaPathFinder):
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
-        def out_of_time(*_):
-            pytest.fail(f"Timeout: used more than {self._timeout:g} s of CPU time", pytrace=False)
-
-        if self._timeout:
-            signal.signal(signal.SIGPROF, out_of_time)
-            signal.setitimer(signal.ITIMER_PROF, self._timeout)
+        signal.signal(signal.SIGPROF, lambda *_: pytest.fail(f"Timeout: used more than {self._timeout:g} s of CPU time",
+                                                             pytrace=False))
+        signal.setitimer(signal.ITIMER_PROF, self._timeout)  # 0: no limit
         try:
             return (yield)
         finally:
@@ -87,8 +84,6 @@ def _message(value: BaseException) -> str:
         text = str(value)
     except Exception:  # noqa: BLE001 - a learner's exception whose __str__ fails
         text = f"<{type(value).__name__} whose message cannot be shown>"
-    if isinstance(value, SyntaxError) and value.lineno:
-        text = f"{value.msg} ({Path(value.filename or '?').name}, line {value.lineno})"
     return text[:4000]
 
 

@@ -33,14 +33,12 @@ class StageFileError(Exception):
 
 def read_stage(path: Path) -> str:
     """The text of a stage file, if it is a regular file (not a link), readable, and UTF-8 text."""
-    path = Path(path)
     shown = f"{path.parent.name}/{path.name}"
     if path.is_symlink():
         raise StageFileError(f"{shown} is a link (to {os.readlink(path)}): a stage file must be a regular file "
                              "inside the submission")
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # no link, no waiting on a pipe
-    try:
-        fd = os.open(path, flags)
+    try:  # no link, no waiting on a pipe
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         try:
             regular = stat.S_ISREG(os.fstat(fd).st_mode)
             data = open(fd, "rb", closefd=False).read(MAX_STAGE_BYTES + 1) if regular else b""
@@ -73,10 +71,9 @@ class _PlanFinder(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname, path=None, target=None):
         parent, _, name = fullname.rpartition(".")
-        if parent != self.package or name not in self.sources:
-            return None  # not a stage: the import fails with ModuleNotFoundError, as it should
-        path = str(Path(self.sources[name]) / f"{name}.py")
-        return importlib.util.spec_from_file_location(fullname, path, loader=_StageLoader(fullname, path))
+        if parent == self.package and name in self.sources:  # else the import fails with ModuleNotFoundError
+            path = str(Path(self.sources[name]) / f"{name}.py")
+            return importlib.util.spec_from_file_location(fullname, path, loader=_StageLoader(fullname, path))
 
 
 def load_stage(sources: Mapping[str, Path], stage_id: str) -> types.ModuleType:
@@ -85,8 +82,7 @@ def load_stage(sources: Mapping[str, Path], stage_id: str) -> types.ModuleType:
     key = tuple(sorted((stage, str(Path(directory).resolve())) for stage, directory in sources.items()))
     if key not in _packages:
         name = _packages[key] = f"_kata_plan_{len(_packages)}"
-        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)  # its submodules: the finder's only
-        sys.modules[name] = importlib.util.module_from_spec(spec)
+        sys.modules[name] = importlib.util.module_from_spec(importlib.machinery.ModuleSpec(name, None, is_package=True))
         sys.meta_path.insert(0, _PlanFinder(name, dict(key)))
     return importlib.import_module(f"{_packages[key]}.{stage_id}")
 

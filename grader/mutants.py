@@ -57,22 +57,16 @@ class Verdict:
 
 def load(stage_ids: list[str] | None = None) -> list[Mutant]:
     """Every mutant in the catalogue, in stage order (optionally only these stages)."""
-    mutants = []
-    for stage in curriculum.load():
-        path = CATALOGUE / f"{stage.id}.toml"
-        if stage_ids and stage.id not in stage_ids or not path.is_file():
-            continue
-        for entry in tomllib.loads(path.read_text(encoding="utf-8")).get("mutant", []):
-            edits = tuple((edit["old"], edit["new"]) for edit in entry["edit"])
-            mutants.append(Mutant(stage.id, entry["name"], entry["description"], entry["symptom"], edits))
-    return mutants
+    paths = [CATALOGUE / f"{stage.id}.toml" for stage in curriculum.load() if not stage_ids or stage.id in stage_ids]
+    return [Mutant(path.stem, entry["name"], entry["description"], entry["symptom"],
+                   tuple((edit["old"], edit["new"]) for edit in entry["edit"]))
+            for path in paths if path.is_file() for entry in tomllib.loads(path.read_text("utf-8")).get("mutant", [])]
 
 
 def mutate(source: str, mutant: Mutant) -> str:
     """Apply the mutant's edits; each ``old`` must occur exactly once in the current text."""
     for old, new in mutant.edits:
-        count = source.count(old)
-        if count != 1:
+        if (count := source.count(old)) != 1:
             raise ValueError(f"{mutant.label}: edit text occurs {count} times in the reference (needs exactly 1): "
                              f"{old[:60]!r}")
         source = source.replace(old, new)
@@ -81,15 +75,14 @@ def mutate(source: str, mutant: Mutant) -> str:
 
 def build_tree(mutant: Mutant, directory: Path) -> Path:
     """Write reference/ with the mutant's stage edited into ``directory``; return it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for path in curriculum.REFERENCE.glob("*.py"):
-        shutil.copy(path, directory / path.name)
+    shutil.copytree(curriculum.REFERENCE, directory, dirs_exist_ok=True,
+                    ignore=lambda _, names: [name for name in names if not name.endswith(".py")])
     target = directory / f"{mutant.stage}.py"
     target.write_text(mutate(target.read_text(encoding="utf-8"), mutant), encoding="utf-8")
     return directory
 
 
-def check_all(mutants: list[Mutant], jobs: int | None = None) -> list[Verdict]:
+def check_all(mutants: list[Mutant]) -> list[Verdict]:
     """Every mutant's suite through the one stage runner, in parallel: forked from this (torch-warm)
     process, or a fresh interpreter where fork is not available.
 
@@ -119,28 +112,23 @@ def check_all(mutants: list[Mutant], jobs: int | None = None) -> list[Verdict]:
     with tempfile.TemporaryDirectory(prefix="kata-mutants-") as tmp:
         for stop_early in (True, False):
             again = [m for m in mutants if m not in verdicts or not verdicts[m].ok]
-            sandbox.run_all(again, start, finish, jobs or max(1, os.cpu_count() or 1))
+            sandbox.run_all(again, start, finish, os.cpu_count() or 1)
     return [verdicts[m] for m in mutants]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    json_path = None
-    if "--json" in argv:
-        at = argv.index("--json")
-        if at + 1 >= len(argv):
-            print("grader.mutants: --json needs a file path", file=sys.stderr)
-            return 2
-        json_path, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2:]
+def main(argv: list[str]) -> int:
+    at = argv.index("--json") if "--json" in argv else len(argv)
+    json_path, stage_ids = argv[at + 1:at + 2], argv[:at] + argv[at + 2:]
     known = {stage.id for stage in curriculum.load()}
-    if unknown := [a for a in argv if a not in known]:
-        print(f"grader.mutants: unknown stage {unknown[0]!r}", file=sys.stderr)
+    problems = ["--json needs a file path"] * (at == len(argv) - 1)
+    if problems := problems + [f"unknown stage {a!r}" for a in stage_ids if a not in known]:
+        print(f"grader.mutants: {problems[0]}", file=sys.stderr)
         return 2
-    verdicts = check_all(load(argv or None))
-    if json_path is not None:
+    verdicts = check_all(load(stage_ids or None))
+    if json_path:
         rows = [{"label": v.mutant.label, "caught": v.caught, "symptom_shown": v.symptom_shown,
                  "output": v.output[-6000:]} for v in verdicts]
-        json_path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        Path(json_path[0]).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     for verdict in verdicts:
         status = "caught" if verdict.ok else "caught, but the output lacks the symptom" if verdict.caught else "MISSED"
         print(f"{status:>40}  {verdict.mutant.label}: {verdict.mutant.description}")
@@ -152,4 +140,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

@@ -48,9 +48,8 @@ class StageResult:
 
     def status_text(self) -> str:
         """The scorecard's words: "passed", "failing 2 of 9", "not started", "error", ..."""
-        if self.status == FAILING:
-            return f"failing {sum(not t.passed for t in self.tests)} of {len(self.tests)}"
-        return self.status
+        failing = sum(not t.passed for t in self.tests)
+        return f"failing {failing} of {len(self.tests)}" if self.status == FAILING else self.status
 
 
 @dataclass
@@ -78,11 +77,9 @@ class Report:
 
     def succeeded(self) -> bool:
         """Exit 0: every graded stage passed (or the score reaches --pass-threshold), integrity intact."""
-        if self.integrity_failed:
-            return False
-        if self.pass_threshold is not None:
-            return self.max_score > 0 and self.score >= self.pass_threshold * self.max_score - 1e-9
-        return bool(self.graded) and all(s.status == PASSED for s in self.graded)
+        met = (bool(self.graded) and all(s.status == PASSED for s in self.graded) if self.pass_threshold is None
+               else self.max_score > 0 and self.score >= self.pass_threshold * self.max_score - 1e-9)
+        return met and not self.integrity_failed
 
     def current(self) -> StageResult | None:
         """The stage to work on next: the first graded main suite that does not pass."""
@@ -90,10 +87,9 @@ class Report:
 
     def to_dict(self) -> dict:
         """The JSON document (schema in docs/grader.md)."""
-        stages = [asdict(s) | {"tests_passed": sum(t.passed for t in s.tests), "tests_total": len(s.tests),
-                               "duration": round(s.duration, 3),
-                               "tests": [asdict(t) | {"duration": round(t.duration, 4)} for t in s.tests]}
-                  for s in self.stages]
         return {"schema": "transformer-kata/grader-result/1", "score": self.score, "max_score": self.max_score,
                 "passed": self.succeeded(), "impl": self.impl, "fallback": self.fallback, "notes": list(self.notes),
-                "stages": stages}
+                "stages": [asdict(s) | {"tests_passed": sum(t.passed for t in s.tests), "tests_total": len(s.tests),
+                                        "duration": round(s.duration, 3),
+                                        "tests": [asdict(t) | {"duration": round(t.duration, 4)} for t in s.tests]}
+                           for s in self.stages]}

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import curriculum, sandbox, stubgen
@@ -66,8 +66,8 @@ class Settings:
     hide: tuple[Path, ...] = ()  # more paths learner code must not read (hidden tests)
 
     @property
-    def wall(self) -> float:
-        return 3 * self.stage_timeout + 60
+    def limits(self) -> sandbox.Limits:  # the wall-clock backstop: 3x the CPU limit + 60 s
+        return sandbox.Limits(cpu=self.stage_timeout, wall=3 * self.stage_timeout + 60, memory_mb=self.memory_mb)
 
     @property
     def trusted(self) -> bool:  # grading the reference itself: nothing to hide, seal or substitute
@@ -90,8 +90,7 @@ def closure(stages: Iterable[curriculum.Stage]) -> dict[str, tuple[str, ...]]:
     deps: dict[str, set[str]] = {}
     for stage in stages:
         deps[stage.id] = set(stage.depends).union(*(deps.get(dep, ()) for dep in stage.depends))
-    order = list(deps)
-    return {sid: tuple(sorted(found, key=order.index)) for sid, found in deps.items()}
+    return {sid: tuple(s for s in deps if s in found) for sid, found in deps.items()}
 
 
 def units_for(stages: Iterable[curriculum.Stage], root: Path) -> list[Unit]:
@@ -100,8 +99,7 @@ def units_for(stages: Iterable[curriculum.Stage], root: Path) -> list[Unit]:
     for stage in stages:
         suite = Path(root) / "tests" / f"test_{stage.id}.py"
         text = suite.read_text(encoding="utf-8", errors="replace") if suite.is_file() else ""
-        split = all(word in text for word in ("test_capstone", "copy", "reverse"))
-        parts = ("not capstone", *SPLIT) if split else ("",)
+        parts = ("not capstone", *SPLIT) if all(w in text for w in ("test_capstone", "copy", "reverse")) else ("",)
         units.append(Unit(stage, (str(suite),), f"tests/{suite.name}", float(stage.points), parts=parts))
     return units
 
@@ -112,48 +110,48 @@ def precheck(unit: Unit, settings: Settings) -> StageResult | None:
         return _result(unit, MISSING, f"no suite {unit.label} yet", max_score=0.0)
     if not unit.stage.source(settings.impl).is_file():
         return _result(unit, ERROR, f"no {unit.stage.id}.py in {settings.impl.name}/ (deleted or renamed?)")
-    return None
 
 
 def _result(unit: Unit, status: str, reason: str = "", **kw) -> StageResult:
-    stage = unit.stage
-    return StageResult(**{"id": stage.id, "number": stage.number, "title": stage.title, "status": status, "score": 0.0,
-                          "max_score": unit.points, "suite": unit.label, "extra": unit.extra, "reason": reason, **kw})
+    return StageResult(**{"id": unit.stage.id, "number": unit.stage.number, "title": unit.stage.title, "status": status,
+                          "score": unit.points if status == PASSED else 0.0, "max_score": unit.points,
+                          "suite": unit.label, "extra": unit.extra, "reason": reason, **kw})
 
 
 # ---------------------------------------------------------------- reading a child's report (pure)
 
 
-def _first_line(text: str, limit: int = 160) -> str:
+def _first_line(text: str) -> str:
     line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return line if len(line) <= 160 else line[:159] + "…"
 
 
 def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_for_time: str | bool,
               settings: Settings, substituted: list[str], duration: float, output_tail: str = "",
               tampered: str = "", isolation: str = "", cpu: float = 0.0) -> StageResult:
-    """Turn a stage's events and how it ended into the unit's StageResult.
-
-    ``killed_for_time``: '' or why the stage was stopped: "cpu", "wall" or "budget"."""
+    """Turn a stage's events and how it ended (``killed_for_time``: '', "cpu", "wall" or "budget") into its result."""
     latest = {event.get("event"): event for event in events}  # the last event of each kind
     earliest = {event.get("event"): event for event in reversed(events)}  # ... and the first
     collected = [str(t) for t in earliest.get("collected", {}).get("tests", [])]
     tests = {t: TestResult(t.split("::")[-1], TEST_NOT_RUN) for t in collected}
-    for event in events:
-        if event.get("event") == "phase" and event.get("test") in tests:
-            _apply_phase(tests[event["test"]], event)
+    for event in (e for e in events if e.get("event") == "phase" and e.get("test") in tests):
+        test, when, outcome = tests[event["test"]], event.get("when"), event.get("outcome")
+        test.duration += float(event.get("duration") or 0.0)
+        if outcome == "passed":
+            if when == "call" and test.outcome == TEST_NOT_RUN:
+                test.outcome = TEST_PASSED
+        elif test.outcome not in (TEST_FAILED, TEST_ERROR):  # else keep the first problem
+            test.outcome = TEST_SKIPPED if outcome == "skipped" else TEST_FAILED if when == "call" else TEST_ERROR
+            test.exc_type, test.message, test.where = (str(event.get(k, "")) for k in ("exc_type", "message", "where"))
     done = latest.get("done", {}).get("exitstatus")
     results = list(tests.values())
-    result = _result(unit, FAILING, substituted=list(substituted), tests=results, duration=duration,
-                     isolation=str(latest.get("sealed", {}).get("level", isolation)))
     started = str(latest.get("start", {}).get("test", ""))
     running = f" in {started.split('::')[-1]}" if started else ""
     not_passed = [t for t in results if not t.passed]
 
     def finish(status: str, reason: str = "") -> StageResult:
-        result.status, result.reason = status, reason
-        result.score = result.max_score if status == PASSED else 0.0
-        return result
+        return _result(unit, status, reason, substituted=list(substituted), tests=results, duration=duration,
+                       isolation=str(latest.get("sealed", {}).get("level", isolation)))
 
     if tampered:
         return finish(ERROR, f"no credit: {tampered}")
@@ -168,13 +166,12 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
         return finish(TIMED_OUT, f"stopped{running}: the run's time budget ({settings.budget:g} s) ran out")
     if killed_for_time:
         what = (f"{settings.stage_timeout:g} s of CPU time" if killed_for_time == "cpu"
-                else f"{settings.wall:g} s of wall-clock time (waiting, not computing?)")
+                else f"{settings.limits.wall:g} s of wall-clock time (waiting, not computing?)")
         return finish(TIMED_OUT, f"stopped after {what}{running} (an endless loop?)")
     if exitcode is not None and exitcode < 0:
         name = next((s.name for s in signal.Signals if s == -exitcode), f"signal {-exitcode}")
-        if exitcode == -KILLED:
-            return finish(ERROR, f"killed ({name}){running}: out of memory?")
-        return finish(ERROR, f"crashed ({name}){running}")
+        return finish(ERROR, f"killed ({name}){running}: out of memory?" if exitcode == -KILLED
+                      else f"crashed ({name}){running}")
     if done is None:
         if crash := latest.get("crash", {}).get("message"):
             return finish(ERROR, f"the test run failed: {_first_line(crash)}")
@@ -183,9 +180,8 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
             return finish(ERROR, f"the test run did not start (exit code {exitcode})" + (f": {tail}" if tail else ""))
         return finish(ERROR, f"the process exited (code {exitcode}){running} before the suite finished: "
                              "does your code call os._exit or sys.exit?")
-    if "collect_error" in earliest:
-        problem = _first_line(earliest["collect_error"].get("message", ""))
-        return finish(ERROR, f"the suite could not be loaded: {problem}")
+    if problem := earliest.get("collect_error"):
+        return finish(ERROR, f"the suite could not be loaded: {_first_line(problem.get('message', ''))}")
     if not results:
         return finish(ERROR, "the suite collected no tests")
     if not not_passed and done == 0:
@@ -199,8 +195,7 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     if exiting := next((t for t in not_passed if t.exc_type == "SystemExit"), None):
         return finish(ERROR, f"your code calls sys.exit() ({', '.join(filter(None, (exiting.name, exiting.where)))})")
     stub = stubgen.not_written_message(unit.stage.id)
-    if not any(t.passed for t in results) and all(t.exc_type == "NotImplementedError" or stub in t.message
-                                                  for t in not_passed):
+    if not_passed == results and all(t.exc_type == "NotImplementedError" or stub in t.message for t in not_passed):
         return finish(NOT_STARTED)
     first = not_passed[0] if not_passed else None
     if results[0].outcome == TEST_ERROR and len({(t.outcome, t.exc_type, t.message) for t in results}) == 1:
@@ -208,17 +203,6 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     if first is not None and done != 0 and not any(t.outcome in (TEST_FAILED, TEST_ERROR) for t in results):
         return finish(ERROR, f"{first.name} was {first.outcome}: a skipped test never counts as passed")
     return finish(FAILING, f"first failure: {first.name}" if first else f"pytest exit status {done}")
-
-
-def _apply_phase(test: TestResult, event: dict) -> None:
-    when, outcome = event.get("when"), event.get("outcome")
-    test.duration += float(event.get("duration") or 0.0)
-    if outcome == "passed":
-        if when == "call" and test.outcome == TEST_NOT_RUN:
-            test.outcome = TEST_PASSED
-    elif test.outcome not in (TEST_FAILED, TEST_ERROR):  # else keep the first problem
-        test.outcome = TEST_SKIPPED if outcome == "skipped" else TEST_FAILED if when == "call" else TEST_ERROR
-        test.exc_type, test.message, test.where = (str(event.get(k, "")) for k in ("exc_type", "message", "where"))
 
 
 # ---------------------------------------------------------------- running
@@ -242,23 +226,19 @@ def _start(unit: Unit, part: str, settings: Settings, learner: list[str] | None,
     args = [*unit.files, "--impl", str(settings.impl), "-p", "no:cacheprovider", "-p", "pytest_timeout",
             "-p", "no:unraisableexception", "--timeout", "0", "--device", settings.device,
             "-o", "console_output_style=classic", "--tb=short", *(["-v"] if verbose else ["-q", "--no-header"])]
-    args += ["--rootdir", unit.rootdir, "-c", os.devnull] if unit.rootdir else []
-    args += ["-k", part] if part else []
+    args += (["--rootdir", unit.rootdir, "-c", os.devnull] if unit.rootdir else []) + (["-k", part] if part else [])
     args += ["--no-fallback"] if learner is None else ["--learner-stages", ",".join(learner)] if learner else []
     job = {"args": args, "root": str(root), "impl": str(settings.impl), "timeout": settings.timeout,
            "memory_mb": settings.memory_mb, "block_reference": untrusted}
-    limits = sandbox.Limits(cpu=settings.stage_timeout, wall=settings.wall, memory_mb=settings.memory_mb)
-    if untrusted:  # what could give the answer away: the stage's reference, its bytecode, history, mutants
-        hidden += (root / ".git", root / "tests" / "mutants", root / "tests" / "project", root / "benchmarks")
-        hidden += (unit.stage.source(reference), reference / "__pycache__") if reference else ()
-    jail = sandbox.Jail(home, hidden if untrusted else (), (root, settings.impl), seal=untrusted)
+    answers = (unit.stage.source(reference), reference / "__pycache__") if reference else ()  # its answer
+    jail = sandbox.Jail(home, (*hidden, *answers) if untrusted else (), (root, settings.impl), seal=untrusted)
     output = None if verbose else workdir / f"{home.name}.out"
     if settings.fork:
         from . import child
 
-        return sandbox.start(lambda writer: child.run(job, writer), limits, jail=jail, output=output)
-    package = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # the stage starts in its own folder
-    return sandbox.start([sys.executable, "-m", "grader.child"], limits, jail=jail, job=job, env=package, output=output)
+        return sandbox.start(lambda writer: child.run(job, writer), settings.limits, jail=jail, output=output)
+    return sandbox.start([sys.executable, "-m", "grader.child"], settings.limits, jail=jail, job=job, output=output,
+                         env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})  # it starts in its own folder
 
 
 def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: list[str]) -> StageResult:
@@ -274,8 +254,7 @@ def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: l
 def merge(parts: list[StageResult]) -> StageResult:
     """One stage's result from the results of its parts (SPLIT): it passes when every part passes."""
     first = next((r for r in parts if r.status != PASSED), parts[0])  # its status, reason and score
-    return StageResult(**{**vars(first), "tests": [t for r in parts for t in r.tests],
-                          "duration": max(r.duration for r in parts)})
+    return replace(first, tests=[t for r in parts for t in r.tests], duration=max(r.duration for r in parts))
 
 
 def isolation_notes(results: list[StageResult]) -> list[str]:
@@ -285,14 +264,13 @@ def isolation_notes(results: list[StageResult]) -> list[str]:
 
 
 def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage, ...],
-          on_result: Callable[[StageResult], None] | None = None,
+          on_result: Callable[[StageResult], None] = lambda result: None,
           known_passed: set[str] | None = None) -> list[StageResult]:
     """Grade every unit; return the results in the order of ``units``.
 
-    With the fallback on, a unit starts once every dependency of its stage has a result, so that the
-    dependencies that passed can be taken from the learner (``known_passed``: those passed earlier, not
-    graded now: watch mode). Past ``settings.budget`` seconds, what runs is stopped and what has not
-    started is reported as not reached; what was graded keeps its points."""
+    With the fallback on, a unit starts once every dependency of its stage has a result, so that those that
+    passed are taken from the learner (``known_passed``: passed earlier, not graded now: watch mode). Past
+    ``settings.budget`` seconds, what runs is stopped, what has not started is reported as not reached."""
     deps_of = closure(stages)
     graded_ids = {u.stage.id for u in units if not u.extra}
     known = set(known_passed or ()) - graded_ids  # passed in an earlier run (watch mode)
@@ -302,7 +280,8 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
     pending = [(u, i) for u in units for i in range(len(u.parts))]
     running: dict[sandbox.Stage, tuple[Unit, int, list[str]]] = {}
     began = time.monotonic()
-    hidden = tuple(settings.hide) + tuple({Path(u.rootdir).parent for u in units if u.rootdir})
+    hidden = (*settings.hide, *{Path(u.rootdir).parent for u in units if u.rootdir},  # what could give answers away
+              *(settings.root / path for path in (".git", "tests/mutants", "tests/project", "benchmarks")))
     if settings.fork and any(precheck(u, settings) is None for u in units):
         warm_up()
 
@@ -310,13 +289,11 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
         parts[unit.key][index] = result
         if all(r is not None for r in parts[unit.key]):
             results[unit.key] = merge(parts[unit.key])
-            if on_result:
-                on_result(results[unit.key])
+            on_result(results[unit.key])
 
     def waiting(unit: Unit) -> bool:  # for a stage this run grades that has no result yet
         needs = (deps_of.get(unit.stage.id, ()) if waves else ()) + ((unit.stage.id,) if unit.extra else ())
-        done = {r.id for r in results.values() if not r.extra}
-        return any(d in graded_ids and d not in done for d in needs)
+        return any(d in graded_ids and d not in {r.id for r in results.values() if not r.extra} for d in needs)
 
     with tempfile.TemporaryDirectory(prefix="kata-grade-", ignore_cleanup_errors=True) as tmp:
         try:
