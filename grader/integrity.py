@@ -64,13 +64,10 @@ def hashed_files(root: Path = curriculum.ROOT) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes().replace(b"\r\n", b"\n")).hexdigest()
-
-
 def current_hashes(root: Path = curriculum.ROOT, manifest: bool = False) -> dict[str, str]:
     files = hashed_files(root) + ([root / "grader" / HASHES.name] if manifest else [])
-    return {f.relative_to(root).as_posix(): digest(f) for f in files if f.is_file()}
+    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+            for f in files if f.is_file()}
 
 
 def refresh(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> dict[str, str]:
@@ -145,12 +142,10 @@ def _parse(source: str) -> ast.AST:
 
 def _flag_of(name: str) -> tuple[str, str] | None:
     """(what to show, why) when this dotted name is flagged: itself or a prefix is in FLAGGED_NAMES."""
-    if name in ("sys", "") or name.startswith(tuple(SAFE_SYS)):
+    if name == "sys" or name.startswith(tuple(SAFE_SYS)):
         return None  # import sys, sys.stderr: harmless; what is done with it is flagged
-    for key in (name, *(name.rsplit(".", n)[0] for n in range(1, name.count(".") + 1))):
-        if key in FLAGGED_NAMES:
-            return (".".join(name.split(".")[:2]) if key == "sys" else key), FLAGGED_NAMES[key]
-    return None
+    keys = [key for n in range(name.count(".") + 1) if (key := name.rsplit(".", n)[0]) in FLAGGED_NAMES]
+    return ((".".join(name.split(".")[:2]) if keys[0] == "sys" else keys[0]), FLAGGED_NAMES[keys[0]]) if keys else None
 
 
 def flags(source: str) -> list[str]:
