@@ -24,9 +24,8 @@ SETTINGS = "autograder.json"
 def bundle_files(root: Path, hidden: Path | None) -> dict[str, Path]:
     """Archive name -> file on disk, for everything the bundle carries except the settings."""
     files = {name: root / "courses" / "gradescope" / name for name in TEMPLATES}
-    files["kata/grader/test_hashes.json"] = root / "grader" / "test_hashes.json"
-    tops = [root / name for name in ("requirements.txt", "pyproject.toml", "LICENSE") if (root / name).is_file()]
-    for path in integrity.hashed_files(root) + tops:  # the suites, curriculum, grader, reference and corpus
+    tops = ("grader/test_hashes.json", "requirements.txt", "pyproject.toml", "LICENSE")
+    for path in integrity.hashed_files(root) + [root / name for name in tops if (root / name).is_file()]:
         files[f"kata/{path.relative_to(root).as_posix()}"] = path
     for folder, prefix in ((root / "data", "kata/data"), (hidden, "kata/hidden")):
         for path in sorted(folder.rglob("*")) if folder else ():

@@ -24,30 +24,25 @@ FORBIDDEN_TOPS = {  # a stage file that imports one of these gets no credit
 
 # What a stage uses that can patch the tests, the grader or torch in memory, or run code where the
 # grader's guards do not reach: a dotted name (import aliases resolved) or a prefix of one -> why.
-FLAGGED_NAMES = {
-    **dict.fromkeys("sys vars globals".split(), "can patch the tests or the grader in memory"),
-    **dict.fromkeys("gc ctypes cffi".split(), "reaches any object in memory"),
-    **dict.fromkeys("importlib runpy __import__".split(), "loads modules by path or by a computed name"),
-    **dict.fromkeys("exec eval compile marshal types.CodeType types.FunctionType".split(),
-                    "runs code built at run time"),
-    **dict.fromkeys("inspect sys._getframe".split(), "inspects frames and the tests' code"),
-    **dict.fromkeys("builtins __builtins__".split(), "patches Python's builtins"),
-    **dict.fromkeys("os.fork os.forkpty os.setsid os.setpgid os.kill os.killpg os.system os.popen os.posix_spawn "
-                    "os.posix_spawnp os.spawnv os.spawnl os.execv os.execl os.execve os.execvp subprocess "
-                    "multiprocessing pty signal".split(), "starts or signals processes that can outlive the stage"),
-    **dict.fromkeys("threading _thread concurrent torch.overrides torch._C torch.utils._python_dispatch torch.jit "
-                    "torch.compile torch._dynamo torch.library torch.ops".split(),
-                    "can run torch outside the forbidden-call guard"),
-}
-FLAGGED_ATTRIBUTES = {  # attribute names that reach frames, code or dispatch, whatever the object
-    **dict.fromkeys("f_back f_globals f_locals f_builtins tb_frame gi_frame cr_frame ag_frame".split(),
-                    "inspects frames"),
-    **dict.fromkeys("__globals__ __code__ __closure__ co_filename __wrapped__".split(),
-                    "rewrites, disguises or inspects functions"),
-    **dict.fromkeys("__subclasses__ __dict__".split(), "searches objects in memory"),
-    **dict.fromkeys("__torch_function__ __torch_dispatch__".split(),
-                    "overrides torch's dispatch, which can lie to the checks"),
-}
+FLAGGED_NAMES = {name: why for why, names in {
+    "can patch the tests or the grader in memory": "sys vars globals",
+    "reaches any object in memory": "gc ctypes cffi",
+    "loads modules by path or by a computed name": "importlib runpy __import__",
+    "runs code built at run time": "exec eval compile marshal types.CodeType types.FunctionType",
+    "inspects frames and the tests' code": "inspect sys._getframe",
+    "patches Python's builtins": "builtins __builtins__",
+    "starts or signals processes that can outlive the stage": "os.fork os.forkpty os.setsid os.setpgid os.kill "
+        "os.killpg os.system os.popen os.posix_spawn os.posix_spawnp os.spawnv os.spawnl os.execv os.execl os.execve "
+        "os.execvp subprocess multiprocessing pty signal",
+    "can run torch outside the forbidden-call guard": "threading _thread concurrent torch.overrides torch._C "
+        "torch.utils._python_dispatch torch.jit torch.compile torch._dynamo torch.library torch.ops",
+}.items() for name in names.split()}
+FLAGGED_ATTRIBUTES = {name: why for why, names in {  # attributes that reach frames, code or dispatch, on any object
+    "inspects frames": "f_back f_globals f_locals f_builtins tb_frame gi_frame cr_frame ag_frame",
+    "rewrites, disguises or inspects functions": "__globals__ __code__ __closure__ co_filename __wrapped__",
+    "searches objects in memory": "__subclasses__ __dict__",
+    "overrides torch's dispatch, which can lie to the checks": "__torch_function__ __torch_dispatch__",
+}.items() for name in names.split()}
 BUILTINS = ("exec", "eval", "compile", "__import__", "__builtins__", "vars", "globals")
 FLAG_NOTE = "flagged for review:"  # the report note for a flag; the gradebook's patching column reads it
 SAFE_SYS = {"sys.stdout", "sys.stderr", "sys.maxsize", "sys.float_info", "sys.version_info", "sys.platform"}
@@ -126,11 +121,10 @@ def _imports(tree: ast.AST):
             yield node, node.module, None
             for alias in node.names:
                 yield node, f"{node.module}.{alias.name}", (alias.asname or alias.name, f"{node.module}.{alias.name}")
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant) \
                 and isinstance(node.args[0].value, str):
-            func = node.func
-            if getattr(func, "attr", getattr(func, "id", "")) in ("import_module", "__import__"):
-                yield node, node.args[0].value, None
+            yield node, node.args[0].value, None
 
 
 def _parse(source: str) -> ast.AST:

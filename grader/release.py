@@ -33,9 +33,8 @@ def build(root: Path, out: Path, with_reference: bool) -> list[str]:
     integrity.refresh(out, out / "grader" / "test_hashes.json")
     notes = [f"the test files differ from this copy's grader/test_hashes.json ({before[0]}); "
              "the release's manifest is written from the files it ships"] if before else []
-    if not with_reference:
-        notes.append("no reference/: the release grades without the fallback, and its scorecard says so")
-    return notes
+    bare = ["no reference/: the release grades without the fallback, and its scorecard says so"]
+    return notes + ([] if with_reference else bare)
 
 
 def build_parser():
