@@ -231,8 +231,7 @@ class Progress:
         else:
             text = (f"[{self.done}/{self.total}] {row.student}: {row.status} {row.score:g}/{row.max_score:g}"
                     f"{' (flagged)' if row.flagged else ''}; {times}\n")
-        self.stream.write(text)
-        self.stream.flush()
+        print(text, end="", file=self.stream, flush=True)
 
 
 def columns_of(rows: list[Row], stages: tuple[curriculum.Stage, ...]) -> list[str]:

@@ -107,18 +107,14 @@ def find_stage_file(submission: Path, stage_id: str) -> Path | None:
 
 
 def collect(submission: Path, kata: Path, target: Path, stages) -> tuple[list[str], list[str]]:
-    """Copy the submitted stage files to ``target``; stub the rest. Returns (found, not submitted)."""
-    target.mkdir(parents=True, exist_ok=True)
+    """Copy the submitted stage files over fresh stubs in ``target``. Returns (found, not submitted)."""
+    stubgen.generate(kata / "reference", target, stages)
     (target / "__init__.py").write_text('"""A submission, collected by the autograder."""\n', encoding="utf-8")
     found, absent = [], []
     for stage in stages:
         source = find_stage_file(submission, stage.id)  # None too when nothing was uploaded
-        reference = stage.source(kata / "reference")
         if source is not None:
             shutil.copyfile(source, stage.source(target))
-        elif reference.is_file():
-            stub = stubgen.make_stub(reference.read_text(encoding="utf-8"), stage.id)
-            stage.source(target).write_text(stub, encoding="utf-8")
         (absent if source is None else found).append(stage.id)
     return found, absent
 
