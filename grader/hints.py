@@ -20,8 +20,7 @@ def state_file(root: Path = curriculum.ROOT) -> Path:
               "darwin": Path.home() / "Library" / "Caches"}
     cache = caches.get(sys.platform) or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     base = Path(os.environ.get("KATA_STATE_DIR") or Path(cache) / "transformer-kata")
-    clone = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
-    return base / f"hints-{clone}.json"
+    return base / f"hints-{hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]}.json"  # one a clone
 
 
 def _load(path: Path) -> dict[str, int]:

@@ -52,11 +52,9 @@ FLAGGED_TEXT = re.compile(r"/proc\b|/dev/fd|pytest|conftest|\bchecks\b|\btest_\w
 
 def hashed_files(root: Path = curriculum.ROOT) -> list[Path]:
     """The files whose content decides a grade, in a stable order (the manifest itself excluded)."""
-    tests = root / "tests"
-    files = sorted(tests.glob("test_*.py")) + [tests / "checks.py", tests / "conftest.py", root / "curriculum.toml"]
-    files += sorted((root / "grader").glob("*.py")) + sorted((root / "reference").glob("*.py"))
-    files += sorted((root / "data").glob("*.txt"))  # the corpus the suites read
-    return [f for f in files if f.is_file()]
+    named = [root / name for name in ("tests/checks.py", "tests/conftest.py", "curriculum.toml")]
+    globbed = [p for pattern in ("grader/*.py", "reference/*.py", "data/*.txt") for p in sorted(root.glob(pattern))]
+    return [f for f in sorted(root.glob("tests/test_*.py")) + named + globbed if f.is_file()]  # data: the corpus
 
 
 def current_hashes(root: Path = curriculum.ROOT, manifest: bool = False) -> dict[str, str]:
@@ -73,9 +71,8 @@ def refresh(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> dict[str, 
 
 def differences(expected: dict[str, str], actual: dict[str, str], version: str, listing: str) -> list[str]:
     """One line per file changed, removed, or added since ``version``, whose hashes ``listing`` holds."""
-    changed = [name for name in sorted(expected) if actual.get(name) != expected[name]]
-    problems = [f"{name} differs from {version} (edited?)" if name in actual else
-                f"{name} is missing (it is in {listing})" for name in changed]
+    problems = [f"{n} differs from {version} (edited?)" if n in actual else f"{n} is missing (it is in {listing})"
+                for n in sorted(expected) if actual.get(n) != expected[n]]
     return problems + [f"{name} is not in {listing} (added?)" for name in sorted(set(actual) - set(expected))]
 
 
