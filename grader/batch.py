@@ -140,7 +140,6 @@ def grader_command(impl: Path, options: Options, fmt: str = "json") -> list[str]
 
 
 def start_grader(impl: Path, options: Options, log: Path, fmt: str = "json", *more: str) -> sandbox.Stage:
-    """``python -m grader --impl IMPL`` with the options' limits, through the one stage runner."""
     limits = sandbox.Limits(wall=options.submission_timeout + options.grace, file_mb=0, processes=0)
     return sandbox.start([*grader_command(impl, options, fmt), *more], limits, output=log,
                          env={"NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"})
@@ -256,7 +255,6 @@ def gradebook(rows: list[Row], stages: tuple[curriculum.Stage, ...]) -> dict[str
 
 
 def add_limits(p, submission_timeout: float) -> None:
-    """The limits every graded submission runs under: batch and gradescope-bundle."""
     p.add_argument("--submission-timeout", type=float, default=submission_timeout,
                    help="seconds one submission may take in all; graded stages keep their points "
                         f"(default {submission_timeout:g})")

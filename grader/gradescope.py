@@ -76,14 +76,13 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
                                     "run python -m grader --refresh-hashes if the change is intended")
     stages = curriculum.load(root / "curriculum.toml")
     hidden = Path(args.hidden_tests).resolve() if args.hidden_tests else None
-    if hidden:
-        if not hidden.is_dir():
-            raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: no such directory")
-        suites = sorted(hidden.glob("test_*.py"))
-        stray = [p.name for p in suites if not any(p.name.startswith(f"test_{s.id}") for s in stages)]
-        if not suites or stray:
-            raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: files must be named test_<stage id>*.py"
-                                        + (f" ({stray[0]} names no stage)" if stray else " (none found)"))
+    if hidden and not hidden.is_dir():
+        raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: no such directory")
+    suites = sorted(hidden.glob("test_*.py")) if hidden else []
+    stray = [p.name for p in suites if not any(p.name.startswith(f"test_{s.id}") for s in stages)]
+    if hidden and (not suites or stray):
+        raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: files must be named test_<stage id>*.py"
+                                    + (f" ({stray[0]} names no stage)" if stray else " (none found)"))
     out = Path(args.out)
     batch.check_folders(out, f"--out {args.out}")
     if out.is_dir():
@@ -91,8 +90,7 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     settings = {k: v for k, v in vars(args).items() if k not in ("hidden_tests", "out", "no_leaderboard")}
     files = bundle_files(root, hidden)
     write_zip(out, files, settings | {"leaderboard": not args.no_leaderboard})
-    hidden_count = sum(name.startswith("kata/hidden/test_") for name in files)
-    print(f"wrote {out} ({len(files) + 1} files, {len(stages)} stages, {hidden_count} hidden suites): "
+    print(f"wrote {out} ({len(files) + 1} files, {len(stages)} stages, {len(suites)} hidden suites): "
           "upload it as the assignment's autograder (docs/instructors.md)")
     return 0
 
@@ -110,13 +108,10 @@ def collect(submission: Path, kata: Path, target: Path, stages) -> tuple[list[st
     """Copy the submitted stage files over fresh stubs in ``target``. Returns (found, not submitted)."""
     stubgen.generate(kata / "reference", target, stages)
     (target / "__init__.py").write_text('"""A submission, collected by the autograder."""\n', encoding="utf-8")
-    found, absent = [], []
-    for stage in stages:
-        source = find_stage_file(submission, stage.id)  # None too when nothing was uploaded
-        if source is not None:
-            shutil.copyfile(source, stage.source(target))
-        (absent if source is None else found).append(stage.id)
-    return found, absent
+    found = {stage: source for stage in stages if (source := find_stage_file(submission, stage.id))}
+    for stage, source in found.items():
+        shutil.copyfile(source, stage.source(target))
+    return [stage.id for stage in found], [stage.id for stage in stages if stage not in found]
 
 
 def failure_results(message: str, settings: dict) -> dict:

@@ -111,9 +111,8 @@ def _imports(tree: ast.AST):
     """(node, module name, (local name, what it names) or None) a name imported, import_module("...") too."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                top = alias.name.split(".")[0]
-                yield node, alias.name, (alias.asname, alias.name) if alias.asname else (top, top)
+            for alias in node.names:  # import a.b binds a; import a.b as c binds c to a.b
+                yield node, alias.name, (alias.asname, alias.name) if alias.asname else (alias.name.split(".")[0],) * 2
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             yield node, node.module, None
             for alias in node.names:
