@@ -68,23 +68,18 @@ def find_submissions(directory: Path, stages: tuple[curriculum.Stage, ...]) -> l
             continue
         name = child.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         impl = child / "exercises" if (child / "exercises").is_dir() else child
-        problem = ""
-        if child.is_symlink() or impl.is_symlink():
-            problem = f"{name}/ is a symbolic link: a submission must be a real folder (not followed)"
-        elif not any(stage.source(impl).is_file() for stage in stages):
-            problem = f"no stage files: expected {stages[0].id}.py ... at the top of {name}/ or in {name}/exercises/"
+        staged = any(stage.source(impl).is_file() for stage in stages)
+        problem = f"{name}/ is a symbolic link: a submission must be a real folder (not followed)" \
+            if child.is_symlink() or impl.is_symlink() else "" if staged else \
+            f"no stage files: expected {stages[0].id}.py ... at the top of {name}/ or in {name}/exercises/"
         found.append(Submission(name, child, impl, problem))
     return found
 
 
 def tampered_copies(submission: Path, manifest: Path = integrity.HASHES) -> list[str]:
     """The test files in a student's own clone that differ from the manifest: never used, shown as a sign."""
-    try:
-        expected = json.loads(Path(manifest).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    copies = {name: Path(submission) / name for name in sorted(expected)}
-    return [name for name, copy in copies.items() if copy.is_file() and integrity.digest(copy) != expected[name]]
+    edited = " differs from the shipped version (edited?)"  # a file missing or added is no sign
+    return [line.removesuffix(edited) for line in integrity.check_hashes(submission, manifest) if line.endswith(edited)]
 
 
 def valid_document(doc: object) -> str:
@@ -145,7 +140,6 @@ def grader_command(impl: Path, options: Options, fmt: str = "json") -> list[str]
 
 
 def start_grader(impl: Path, options: Options, log: Path, fmt: str = "json", *more: str) -> sandbox.Stage:
-    """``python -m grader --impl IMPL`` with the options' limits, through the one stage runner."""
     limits = sandbox.Limits(wall=options.submission_timeout + options.grace, file_mb=0, processes=0)
     return sandbox.start([*grader_command(impl, options, fmt), *more], limits, output=log,
                          env={"NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"})
@@ -167,27 +161,20 @@ def result_of(stage: sandbox.Stage, detail: bool = False) -> tuple[object, str]:
 def finish_one(submission: Submission, options: Options, stage: sandbox.Stage | None) -> Row:
     """The row of a submission whose grading ended (never raises)."""
     try:
-        row = _row(submission, options, stage)
+        doc, problem = result_of(stage, detail=True) if stage else (None, submission.problem)
+        problem = problem or valid_document(doc) or \
+            ("" if doc.get("impl") == str(submission.impl) else "the result names another submission")
+        status = NOT_GRADABLE if stage is None else SUBMISSION_TIMED_OUT if stage.stopped else GRADER_FAILED
+        row = failed_row(submission.student, status, problem) if problem else row_from_document(submission.student, doc)
+        if not problem and any(str(s.get("reason", "")).startswith("not graded: the run's time budget")
+                               for s in doc["stages"]):
+            row.notes.append(f"the time budget ({options.submission_timeout:g} s) ran out: the stages graded keep "
+                             "their points, the others say they were not reached")
     except Exception as error:  # noqa: BLE001 - one submission never stops the batch
         row = failed_row(submission.student, GRADER_FAILED, f"{type(error).__name__}: {error}")
     row.duration = round(time.monotonic() - stage.started, 3) if stage else 0.0
     for name in tampered_copies(submission.path, options.root / "grader" / "test_hashes.json"):
         row.flags["tampered_tests"].append(f"{name} (the student's copy) differs from the shipped version")
-    return row
-
-
-def _row(submission: Submission, options: Options, stage: sandbox.Stage | None) -> Row:
-    if stage is None:
-        return failed_row(submission.student, NOT_GRADABLE, submission.problem)
-    doc, problem = result_of(stage, detail=True)
-    problem = problem or valid_document(doc) or \
-        ("" if doc.get("impl") == str(submission.impl) else "the result names another submission")
-    if problem:
-        return failed_row(submission.student, SUBMISSION_TIMED_OUT if stage.stopped else GRADER_FAILED, problem)
-    row = row_from_document(submission.student, doc)
-    if any(str(s.get("reason", "")).startswith("not graded: the run's time budget") for s in doc["stages"]):
-        row.notes.append(f"the time budget ({options.submission_timeout:g} s) ran out: the stages graded keep "
-                         "their points, the others say they were not reached")
     return row
 
 
@@ -243,8 +230,7 @@ class Progress:
         else:
             text = (f"[{self.done}/{self.total}] {row.student}: {row.status} {row.score:g}/{row.max_score:g}"
                     f"{' (flagged)' if row.flagged else ''}; {times}\n")
-        self.stream.write(text)
-        self.stream.flush()
+        print(text, end="", file=self.stream, flush=True)
 
 
 def columns_of(rows: list[Row], stages: tuple[curriculum.Stage, ...]) -> list[str]:
@@ -269,7 +255,6 @@ def gradebook(rows: list[Row], stages: tuple[curriculum.Stage, ...]) -> dict[str
 
 
 def add_limits(p, submission_timeout: float) -> None:
-    """The limits every graded submission runs under: batch and gradescope-bundle."""
     p.add_argument("--submission-timeout", type=float, default=submission_timeout,
                    help="seconds one submission may take in all; graded stages keep their points "
                         f"(default {submission_timeout:g})")

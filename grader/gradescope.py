@@ -24,9 +24,8 @@ SETTINGS = "autograder.json"
 def bundle_files(root: Path, hidden: Path | None) -> dict[str, Path]:
     """Archive name -> file on disk, for everything the bundle carries except the settings."""
     files = {name: root / "courses" / "gradescope" / name for name in TEMPLATES}
-    files["kata/grader/test_hashes.json"] = root / "grader" / "test_hashes.json"
-    tops = [root / name for name in ("requirements.txt", "pyproject.toml", "LICENSE") if (root / name).is_file()]
-    for path in integrity.hashed_files(root) + tops:  # the suites, curriculum, grader, reference and corpus
+    tops = ("grader/test_hashes.json", "requirements.txt", "pyproject.toml", "LICENSE")
+    for path in integrity.hashed_files(root) + [root / name for name in tops if (root / name).is_file()]:
         files[f"kata/{path.relative_to(root).as_posix()}"] = path
     for folder, prefix in ((root / "data", "kata/data"), (hidden, "kata/hidden")):
         for path in sorted(folder.rglob("*")) if folder else ():
@@ -77,14 +76,13 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
                                     "run python -m grader --refresh-hashes if the change is intended")
     stages = curriculum.load(root / "curriculum.toml")
     hidden = Path(args.hidden_tests).resolve() if args.hidden_tests else None
-    if hidden:
-        if not hidden.is_dir():
-            raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: no such directory")
-        suites = sorted(hidden.glob("test_*.py"))
-        stray = [p.name for p in suites if not any(p.name.startswith(f"test_{s.id}") for s in stages)]
-        if not suites or stray:
-            raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: files must be named test_<stage id>*.py"
-                                        + (f" ({stray[0]} names no stage)" if stray else " (none found)"))
+    if hidden and not hidden.is_dir():
+        raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: no such directory")
+    suites = sorted(hidden.glob("test_*.py")) if hidden else []
+    stray = [p.name for p in suites if not any(p.name.startswith(f"test_{s.id}") for s in stages)]
+    if hidden and (not suites or stray):
+        raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: files must be named test_<stage id>*.py"
+                                    + (f" ({stray[0]} names no stage)" if stray else " (none found)"))
     out = Path(args.out)
     batch.check_folders(out, f"--out {args.out}")
     if out.is_dir():
@@ -92,8 +90,7 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     settings = {k: v for k, v in vars(args).items() if k not in ("hidden_tests", "out", "no_leaderboard")}
     files = bundle_files(root, hidden)
     write_zip(out, files, settings | {"leaderboard": not args.no_leaderboard})
-    hidden_count = sum(name.startswith("kata/hidden/test_") for name in files)
-    print(f"wrote {out} ({len(files) + 1} files, {len(stages)} stages, {hidden_count} hidden suites): "
+    print(f"wrote {out} ({len(files) + 1} files, {len(stages)} stages, {len(suites)} hidden suites): "
           "upload it as the assignment's autograder (docs/instructors.md)")
     return 0
 
@@ -108,20 +105,13 @@ def find_stage_file(submission: Path, stage_id: str) -> Path | None:
 
 
 def collect(submission: Path, kata: Path, target: Path, stages) -> tuple[list[str], list[str]]:
-    """Copy the submitted stage files to ``target``; stub the rest. Returns (found, not submitted)."""
-    target.mkdir(parents=True, exist_ok=True)
+    """Copy the submitted stage files over fresh stubs in ``target``. Returns (found, not submitted)."""
+    stubgen.generate(kata / "reference", target, stages)
     (target / "__init__.py").write_text('"""A submission, collected by the autograder."""\n', encoding="utf-8")
-    found, absent = [], []
-    for stage in stages:
-        source = find_stage_file(submission, stage.id)  # None too when nothing was uploaded
-        reference = stage.source(kata / "reference")
-        if source is not None:
-            shutil.copyfile(source, stage.source(target))
-        elif reference.is_file():
-            stub = stubgen.make_stub(reference.read_text(encoding="utf-8"), stage.id)
-            stage.source(target).write_text(stub, encoding="utf-8")
-        (absent if source is None else found).append(stage.id)
-    return found, absent
+    found = {stage: source for stage in stages if (source := find_stage_file(submission, stage.id))}
+    for stage, source in found.items():
+        shutil.copyfile(source, stage.source(target))
+    return [stage.id for stage in found], [stage.id for stage in stages if stage not in found]
 
 
 def failure_results(message: str, settings: dict) -> dict:

@@ -20,8 +20,7 @@ def state_file(root: Path = curriculum.ROOT) -> Path:
               "darwin": Path.home() / "Library" / "Caches"}
     cache = caches.get(sys.platform) or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     base = Path(os.environ.get("KATA_STATE_DIR") or Path(cache) / "transformer-kata")
-    clone = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
-    return base / f"hints-{clone}.json"
+    return base / f"hints-{hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]}.json"  # one a clone
 
 
 def _load(path: Path) -> dict[str, int]:
@@ -37,9 +36,8 @@ def _save(path: Path, shown: dict[str, int]) -> None:
         path.write_text(json.dumps(shown, indent=1, sort_keys=True), encoding="utf-8")
 
 
-def next_hint(stage: curriculum.Stage, path: Path | None = None) -> tuple[int, str]:
+def next_hint(stage: curriculum.Stage, path: Path) -> tuple[int, str]:
     """(1-based number of the hint shown, its text); advances the stored counter, stopping at the last."""
-    path = path or state_file()
     if not stage.hints:
         return 0, "This stage has no hints yet."
     shown = _load(path)
@@ -64,5 +62,4 @@ def command(stage: curriculum.Stage, show_all: bool, reset: bool, path: Path) ->
 def format_hint(stage: curriculum.Stage, number: int, text: str, last: bool = True) -> str:
     total = len(stage.hints)
     more = "ask again for the next one" if number < total else "that is the last one; the docstring is the spec"
-    closing = f"({more})\n" if last else ""
-    return f"Hint {number} of {total} for stage {stage.number}, {stage.id}:\n  {text}\n{closing}"
+    return f"Hint {number} of {total} for stage {stage.number}, {stage.id}:\n  {text}\n" + f"({more})\n" * last

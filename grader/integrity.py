@@ -24,30 +24,25 @@ FORBIDDEN_TOPS = {  # a stage file that imports one of these gets no credit
 
 # What a stage uses that can patch the tests, the grader or torch in memory, or run code where the
 # grader's guards do not reach: a dotted name (import aliases resolved) or a prefix of one -> why.
-FLAGGED_NAMES = {
-    **dict.fromkeys("sys vars globals".split(), "can patch the tests or the grader in memory"),
-    **dict.fromkeys("gc ctypes cffi".split(), "reaches any object in memory"),
-    **dict.fromkeys("importlib runpy __import__".split(), "loads modules by path or by a computed name"),
-    **dict.fromkeys("exec eval compile marshal types.CodeType types.FunctionType".split(),
-                    "runs code built at run time"),
-    **dict.fromkeys("inspect sys._getframe".split(), "inspects frames and the tests' code"),
-    **dict.fromkeys("builtins __builtins__".split(), "patches Python's builtins"),
-    **dict.fromkeys("os.fork os.forkpty os.setsid os.setpgid os.kill os.killpg os.system os.popen os.posix_spawn "
-                    "os.posix_spawnp os.spawnv os.spawnl os.execv os.execl os.execve os.execvp subprocess "
-                    "multiprocessing pty signal".split(), "starts or signals processes that can outlive the stage"),
-    **dict.fromkeys("threading _thread concurrent torch.overrides torch._C torch.utils._python_dispatch torch.jit "
-                    "torch.compile torch._dynamo torch.library torch.ops".split(),
-                    "can run torch outside the forbidden-call guard"),
-}
-FLAGGED_ATTRIBUTES = {  # attribute names that reach frames, code or dispatch, whatever the object
-    **dict.fromkeys("f_back f_globals f_locals f_builtins tb_frame gi_frame cr_frame ag_frame".split(),
-                    "inspects frames"),
-    **dict.fromkeys("__globals__ __code__ __closure__ co_filename __wrapped__".split(),
-                    "rewrites, disguises or inspects functions"),
-    **dict.fromkeys("__subclasses__ __dict__".split(), "searches objects in memory"),
-    **dict.fromkeys("__torch_function__ __torch_dispatch__".split(),
-                    "overrides torch's dispatch, which can lie to the checks"),
-}
+FLAGGED_NAMES = {name: why for why, names in {
+    "can patch the tests or the grader in memory": "sys vars globals",
+    "reaches any object in memory": "gc ctypes cffi",
+    "loads modules by path or by a computed name": "importlib runpy __import__",
+    "runs code built at run time": "exec eval compile marshal types.CodeType types.FunctionType",
+    "inspects frames and the tests' code": "inspect sys._getframe",
+    "patches Python's builtins": "builtins __builtins__",
+    "starts or signals processes that can outlive the stage": "os.fork os.forkpty os.setsid os.setpgid os.kill "
+        "os.killpg os.system os.popen os.posix_spawn os.posix_spawnp os.spawnv os.spawnl os.execv os.execl os.execve "
+        "os.execvp subprocess multiprocessing pty signal",
+    "can run torch outside the forbidden-call guard": "threading _thread concurrent torch.overrides torch._C "
+        "torch.utils._python_dispatch torch.jit torch.compile torch._dynamo torch.library torch.ops",
+}.items() for name in names.split()}
+FLAGGED_ATTRIBUTES = {name: why for why, names in {  # attributes that reach frames, code or dispatch, on any object
+    "inspects frames": "f_back f_globals f_locals f_builtins tb_frame gi_frame cr_frame ag_frame",
+    "rewrites, disguises or inspects functions": "__globals__ __code__ __closure__ co_filename __wrapped__",
+    "searches objects in memory": "__subclasses__ __dict__",
+    "overrides torch's dispatch, which can lie to the checks": "__torch_function__ __torch_dispatch__",
+}.items() for name in names.split()}
 BUILTINS = ("exec", "eval", "compile", "__import__", "__builtins__", "vars", "globals")
 FLAG_NOTE = "flagged for review:"  # the report note for a flag; the gradebook's patching column reads it
 SAFE_SYS = {"sys.stdout", "sys.stderr", "sys.maxsize", "sys.float_info", "sys.version_info", "sys.platform"}
@@ -57,20 +52,15 @@ FLAGGED_TEXT = re.compile(r"/proc\b|/dev/fd|pytest|conftest|\bchecks\b|\btest_\w
 
 def hashed_files(root: Path = curriculum.ROOT) -> list[Path]:
     """The files whose content decides a grade, in a stable order (the manifest itself excluded)."""
-    tests = root / "tests"
-    files = sorted(tests.glob("test_*.py")) + [tests / "checks.py", tests / "conftest.py", root / "curriculum.toml"]
-    files += sorted((root / "grader").glob("*.py")) + sorted((root / "reference").glob("*.py"))
-    files += sorted((root / "data").glob("*.txt"))  # the corpus the suites read
-    return [f for f in files if f.is_file()]
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+    named = [root / name for name in ("tests/checks.py", "tests/conftest.py", "curriculum.toml")]
+    globbed = [p for pattern in ("grader/*.py", "reference/*.py", "data/*.txt") for p in sorted(root.glob(pattern))]
+    return [f for f in sorted(root.glob("tests/test_*.py")) + named + globbed if f.is_file()]  # data: the corpus
 
 
 def current_hashes(root: Path = curriculum.ROOT, manifest: bool = False) -> dict[str, str]:
     files = hashed_files(root) + ([root / "grader" / HASHES.name] if manifest else [])
-    return {f.relative_to(root).as_posix(): digest(f) for f in files if f.is_file()}
+    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
+            for f in files if f.is_file()}
 
 
 def refresh(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> dict[str, str]:
@@ -81,9 +71,8 @@ def refresh(root: Path = curriculum.ROOT, manifest: Path = HASHES) -> dict[str, 
 
 def differences(expected: dict[str, str], actual: dict[str, str], version: str, listing: str) -> list[str]:
     """One line per file changed, removed, or added since ``version``, whose hashes ``listing`` holds."""
-    changed = [name for name in sorted(expected) if actual.get(name) != expected[name]]
-    problems = [f"{name} differs from {version} (edited?)" if name in actual else
-                f"{name} is missing (it is in {listing})" for name in changed]
+    problems = [f"{n} differs from {version} (edited?)" if n in actual else f"{n} is missing (it is in {listing})"
+                for n in sorted(expected) if actual.get(n) != expected[n]]
     return problems + [f"{name} is not in {listing} (added?)" for name in sorted(set(actual) - set(expected))]
 
 
@@ -122,18 +111,16 @@ def _imports(tree: ast.AST):
     """(node, module name, (local name, what it names) or None) a name imported, import_module("...") too."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                top = alias.name.split(".")[0]
-                yield node, alias.name, (alias.asname, alias.name) if alias.asname else (top, top)
+            for alias in node.names:  # import a.b binds a; import a.b as c binds c to a.b
+                yield node, alias.name, (alias.asname, alias.name) if alias.asname else (alias.name.split(".")[0],) * 2
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             yield node, node.module, None
             for alias in node.names:
                 yield node, f"{node.module}.{alias.name}", (alias.asname or alias.name, f"{node.module}.{alias.name}")
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant) \
                 and isinstance(node.args[0].value, str):
-            func = node.func
-            if getattr(func, "attr", getattr(func, "id", "")) in ("import_module", "__import__"):
-                yield node, node.args[0].value, None
+            yield node, node.args[0].value, None
 
 
 def _parse(source: str) -> ast.AST:
@@ -145,12 +132,10 @@ def _parse(source: str) -> ast.AST:
 
 def _flag_of(name: str) -> tuple[str, str] | None:
     """(what to show, why) when this dotted name is flagged: itself or a prefix is in FLAGGED_NAMES."""
-    if name in ("sys", "") or name.startswith(tuple(SAFE_SYS)):
+    if name == "sys" or name.startswith(tuple(SAFE_SYS)):
         return None  # import sys, sys.stderr: harmless; what is done with it is flagged
-    for key in (name, *(name.rsplit(".", n)[0] for n in range(1, name.count(".") + 1))):
-        if key in FLAGGED_NAMES:
-            return (".".join(name.split(".")[:2]) if key == "sys" else key), FLAGGED_NAMES[key]
-    return None
+    keys = [key for n in range(name.count(".") + 1) if (key := name.rsplit(".", n)[0]) in FLAGGED_NAMES]
+    return ((".".join(name.split(".")[:2]) if keys[0] == "sys" else keys[0]), FLAGGED_NAMES[keys[0]]) if keys else None
 
 
 def flags(source: str) -> list[str]:

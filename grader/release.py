@@ -10,11 +10,10 @@ from pathlib import Path
 
 from . import batch, curriculum, integrity, stubgen
 
-ALWAYS_FILES = ("README.md", "LICENSE", "curriculum.toml", "requirements.txt", "pyproject.toml", ".gitignore")
-ALWAYS_TREES = ("docs", "data")
+ALWAYS = ("README.md", "LICENSE", "curriculum.toml", "requirements.txt", "pyproject.toml", ".gitignore",
+          "grader", "docs", "data")
 # Shipped only with the reference: each of these quotes or runs the answer key.
-REFERENCE_FILES = ("CONTRIBUTING.md", "tox.ini")
-REFERENCE_TREES = ("reference", "tests/mutants", "tests/project", "benchmarks", ".ci")
+WITH_REFERENCE = ("CONTRIBUTING.md", "tox.ini", "reference", "tests/mutants", "tests/project", "benchmarks", ".ci")
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
 
 
@@ -22,20 +21,18 @@ def build(root: Path, out: Path, with_reference: bool) -> list[str]:
     """Write the release into ``out`` (absent or empty); return notes for the instructor."""
     stubgen.generate(root / "reference", out / "exercises", curriculum.load(root / "curriculum.toml"))
     tests = [path.relative_to(root) for path in integrity.hashed_files(root) if path.parent == root / "tests"]
-    for name in (*ALWAYS_FILES, "exercises/__init__.py", *tests, *(REFERENCE_FILES if with_reference else ())):
-        if (root / name).is_file():
-            (out / name).parent.mkdir(exist_ok=True)
-            shutil.copy2(root / name, out / name)
-    for name in ("grader", *ALWAYS_TREES, *(REFERENCE_TREES if with_reference else ())):
+    for name in (*ALWAYS, "exercises/__init__.py", *tests, *(WITH_REFERENCE if with_reference else ())):
         if (root / name).is_dir():
             shutil.copytree(root / name, out / name, ignore=IGNORE)
+        elif (root / name).is_file():
+            (out / name).parent.mkdir(exist_ok=True)
+            shutil.copy2(root / name, out / name)
     before = integrity.check_hashes(root, root / "grader" / "test_hashes.json")
     integrity.refresh(out, out / "grader" / "test_hashes.json")
     notes = [f"the test files differ from this copy's grader/test_hashes.json ({before[0]}); "
              "the release's manifest is written from the files it ships"] if before else []
-    if not with_reference:
-        notes.append("no reference/: the release grades without the fallback, and its scorecard says so")
-    return notes
+    bare = ["no reference/: the release grades without the fallback, and its scorecard says so"]
+    return notes + ([] if with_reference else bare)
 
 
 def build_parser():
