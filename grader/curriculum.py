@@ -52,10 +52,11 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def run_main(prog: str, main: Callable[..., int], *args) -> int:
-    """Every command's entry point: run ``main``; bad input it knows becomes one line on stderr, exit 2."""
+def run_main(prog: str, main: Callable[..., int], argv: list[str] | None = None, *args, **kwargs) -> int:
+    """Every command's entry point, as ``functools.partial(run_main, prog, main)``: ``main`` on ``argv`` (default: the
+    command line); bad input it knows becomes one line on stderr, exit 2."""
     try:
-        return main(*args)
+        return main(sys.argv[1:] if argv is None else argv, *args, **kwargs)
     except (UsageError, ManifestError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ pytorch_model.bin); nothing is downloaded. Your stages s13-s19 and s21 do the wo
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import traceback
@@ -105,8 +106,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
     return run_plan(plan, lambda modules, _: generate(modules, args, out, plan), args.verbose, PROG, sys.stderr)[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_main(PROG, run, sys.argv[1:] if argv is None else argv)
+main = functools.partial(run_main, PROG, run)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":

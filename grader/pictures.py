@@ -58,20 +58,17 @@ class AttentionRecorder:
     def __init__(self, model) -> None:
         self.modules = {name: module for name, module in model.named_modules() if is_attention(module)}
         self.weights: dict = {}
-        self.handles: list = []
 
     def __enter__(self) -> "AttentionRecorder":
-        for name, module in self.modules.items():
-            self.handles.append(module.register_forward_hook(functools.partial(self.record, name), with_kwargs=True))
+        record = lambda name, module, args, kwargs, _: self.weights.__setitem__(  # noqa: E731
+            name, attention_weights(module, args, kwargs))
+        self.handles = [module.register_forward_hook(functools.partial(record, name), with_kwargs=True)
+                        for name, module in self.modules.items()]
         return self
-
-    def record(self, name: str, module, args: tuple, kwargs: dict, output) -> None:
-        self.weights[name] = attention_weights(module, args, kwargs)
 
     def __exit__(self, *exc) -> None:
         for handle in self.handles:
             handle.remove()
-        self.handles.clear()
 
 
 def attention_weights(module, args: tuple, kwargs: dict):
@@ -113,8 +110,7 @@ def of_kind(weights: dict, kind: str) -> list:
 def diagonal_fraction(weights, reverse: bool = False) -> float:
     """How many output positions' head-averaged (H, T, S) cross-attention peaks on source t (S - 1 - t: reverse)."""
     average = weights.mean(dim=0)  # (T, S)
-    length = average.size(1)
-    hits = [int(average[t].argmax()) == (length - 1 - t if reverse else t) for t in range(min(average.shape))]
+    hits = [int(average[t].argmax()) == (average.size(1) - 1 - t if reverse else t) for t in range(min(average.shape))]
     return sum(hits) / len(hits)
 
 
@@ -181,10 +177,6 @@ def write_pictures(plt, copy_task, schedule, result, config, source: list[str], 
     return written + [plot_training(plt, result, config, out / "training_loss.png")], example
 
 
-def main(argv: list[str] | None = None) -> int:
-    return curriculum.run_main(PROG, run, sys.argv[1:] if argv is None else argv)
-
-
 def run(argv: list[str]) -> int:
     args = train.parse(PROG, __doc__, argv, {
         "--out": {"type": Path, "default": Path("pictures"), "help": "folder for the PNG files (default: pictures)"},
@@ -219,6 +211,9 @@ def run(argv: list[str]) -> int:
 
     return train.run_plan(train.make_plan(args.impl_path, train.COPY), work, args.verbose, PROG, sys.stdout,
                           live=sys.stdout.isatty(), total=steps, early_stop=True)[0]
+
+
+main = functools.partial(curriculum.run_main, PROG, run)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ grader.generate share this plan). Exit 0 trained, 1 your code crashed (one line:
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import re
 import sys
@@ -240,8 +241,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
                     early_stop=args.task != "lm")[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    return curriculum.run_main(PROG, run, sys.argv[1:] if argv is None else argv)
+main = functools.partial(curriculum.run_main, PROG, run)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":
