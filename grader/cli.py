@@ -6,16 +6,14 @@ stage passes (or the score reaches --pass-threshold), 1 otherwise, 2 for a usage
 """
 
 import argparse
-import ast
 import functools
 import importlib
-import json
 import os
+import re
 import sys
 import tempfile
 import time
 import tomllib
-from argparse import Namespace
 from pathlib import Path
 
 from . import curriculum, hints, integrity, report, run
@@ -61,7 +59,7 @@ COURSE_COMMANDS = {"batch": "batch", "gradescope-bundle": "gradescope", "release
 UsageError = curriculum.UsageError  # shared by every command
 
 
-def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = curriculum.ROOT) -> Namespace:
+def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = curriculum.ROOT) -> argparse.Namespace:
     """Validate the command line (else UsageError: one clear sentence). Adds to the options: action (grade, stage,
     hint, refresh, watch), stage, tree (resolved), reference (None if absent), display (the tree as named), colour."""
     parser = curriculum.Parser(prog="python -m grader", description=__doc__.split("\n\n")[0])
@@ -111,8 +109,8 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
             raise UsageError(f"--device {args.device}: not available on this machine (use cpu)")
     display = next((impl.relative_to(base).as_posix() or "." for base in (Path.cwd().resolve(), root)
                     if impl.is_relative_to(base)), str(impl))
-    return Namespace(**vars(args), action=action, stage=stage, tree=impl, reference=reference, display=display,
-                     colour=use_colour(args.color) and not args.output)
+    return argparse.Namespace(**vars(args), action=action, stage=stage, tree=impl, reference=reference,
+                              display=display, colour=use_colour(args.color) and not args.output)
 
 
 # ---------------------------------------------------------------- hidden tests
@@ -123,12 +121,10 @@ def points_of(path: Path, table: dict[str, float], default: float) -> float:
     if path.name in table:
         return float(table[path.name])
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError):
+        found = re.search(r"^POINTS *= *(\d+(?:\.\d*)?) *(?:#.*)?$", path.read_text(encoding="utf-8"), re.MULTILINE)
+    except (OSError, ValueError):
         return default
-    values = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
-              and isinstance(node.value, ast.Constant) and any(getattr(t, "id", "") == "POINTS" for t in node.targets)]
-    return next((float(v) for v in values if isinstance(v, (int, float))), default)
+    return float(found[1]) if found else default
 
 
 EXTRA_CONFTEST = '''"""Hidden tests get the kata's fixtures and options (written by the grader)."""
@@ -144,7 +140,8 @@ from tests.conftest import _fixed_seed  # noqa: F401
 def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.Unit]:
     """Copy each hidden suite to a private directory as test_<stage id>.py, beside a conftest that
     gives it the kata's fixtures, and describe it as a unit with its own points."""
-    table, toml = {}, directory / "points.toml"
+    table = {}
+    toml = directory / "points.toml"
     if toml.is_file():
         try:
             table = tomllib.loads(toml.read_text(encoding="utf-8")).get("points", {})
@@ -167,7 +164,7 @@ def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.
 # ---------------------------------------------------------------- grading
 
 
-def grade(args: Namespace, stages, root: Path, units: list[run.Unit], known_passed=None) -> Report:
+def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], known_passed=None) -> Report:
     """Grade ``units``; the report notes what this platform, the submission's files or the test files limit."""
     notes, no_credit = [], {}
     fork = run.fork_available() and not args.no_fork
@@ -179,8 +176,8 @@ def grade(args: Namespace, stages, root: Path, units: list[run.Unit], known_pass
     if args.tree != args.reference:
         no_credit = {stage.id: why for stage in stages if (why := integrity.scan_stage(stage, args.tree))}
         # what one process cannot prevent (patching the tests in memory) is flagged for a reviewer
-        flagged = integrity.flag_stages(stages, args.tree)
-        notes += [f"{integrity.FLAG_NOTE} {stage_id}: {why}" for stage_id, why in flagged]
+        notes += [f"{integrity.FLAG_NOTE} {stage_id}: {why}"
+                  for stage_id, why in integrity.flag_stages(stages, args.tree)]
     settings = run.Settings(root=root, impl=args.tree, reference=args.reference,
                             fallback=not args.no_fallback and args.reference is not None,
                             timeout=args.timeout, stage_timeout=args.stage_timeout, memory_mb=args.memory_limit,
@@ -208,7 +205,7 @@ def grade(args: Namespace, stages, root: Path, units: list[run.Unit], known_pass
                   integrity_failed=bool(problems) and args.ci, pass_threshold=args.pass_threshold)
 
 
-def units_to_run(args: Namespace, stages, root: Path, workdir: Path) -> list[run.Unit]:
+def units_to_run(args: argparse.Namespace, stages, root: Path, workdir: Path) -> list[run.Unit]:
     extra = extra_units(Path(args.extra_tests).resolve(), stages, workdir, root) if args.extra_tests else []
     units = run.units_for(stages, root)
     if args.action == "stage":
@@ -218,7 +215,7 @@ def units_to_run(args: Namespace, stages, root: Path, workdir: Path) -> list[run
     return sorted(units + extra, key=lambda u: (stages.index(u.stage), u.extra))
 
 
-def render(args: Namespace, rep: Report) -> str:
+def render(args: argparse.Namespace, rep: Report) -> str:
     if args.action == "stage":
         rep.stages = [s for s in rep.stages if s.id == args.stage.id]
     if args.format == "github":
@@ -229,7 +226,7 @@ def render(args: Namespace, rep: Report) -> str:
                 handle.write(summary)
         return summary * (not step_summary) + "".join(line + "\n" for line in annotations)
     if args.format == "gradescope":
-        return json.dumps(report.to_gradescope(rep, args.hidden_visibility), indent=2) + "\n"
+        return report.to_gradescope(rep, args.hidden_visibility)
     if args.format != "text":
         return report.to_json(rep) if args.format == "json" else report.to_junit(rep)
     if args.action == "stage":
@@ -237,7 +234,7 @@ def render(args: Namespace, rep: Report) -> str:
     return report.scorecard(rep, colour=args.colour, impl_display=args.display)
 
 
-def stage_text(args: Namespace, results: list[StageResult]) -> str:
+def stage_text(args: argparse.Namespace, results: list[StageResult]) -> str:
     """A stage on one screen, or in full with -v."""
     show = report.detail if args.verbose else functools.partial(report.brief, impl_display=args.display)
     return "".join(show(r, colour=args.colour) for r in results)
@@ -248,7 +245,7 @@ def use_colour(choice: str) -> bool:
     return choice == "always" or choice == "auto" and auto
 
 
-def emit(args: Namespace, text: str) -> None:
+def emit(args: argparse.Namespace, text: str) -> None:
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -268,7 +265,7 @@ def snapshot(impl: Path, stages) -> dict[str, float]:
     return found
 
 
-def watch(args: Namespace, stages, root: Path, workdir: Path, interval: float = 0.3) -> int:
+def watch(args: argparse.Namespace, stages, root: Path, workdir: Path, interval: float = 0.3) -> int:
     """Full scorecard once, then re-grade each stage file that changes, with torch kept warm."""
     units = units_to_run(args, stages, root, workdir)
     seen = snapshot(args.tree, stages)  # before grading: a save while the scorecard runs is a change

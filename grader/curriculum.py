@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MANIFEST = ROOT / "curriculum.toml"
 EXERCISES = ROOT / "exercises"
 REFERENCE = ROOT / "reference"
 TESTS = ROOT / "tests"
@@ -74,7 +73,7 @@ def resolve_impl(value: str, stages: tuple[Stage, ...], root: Path = ROOT) -> Pa
     return path.resolve()
 
 
-def load(path: Path = MANIFEST) -> tuple[Stage, ...]:
+def load(path: Path = ROOT / "curriculum.toml") -> tuple[Stage, ...]:
     """Parse and validate the manifest; stages come back in learning order."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -92,8 +91,7 @@ def load(path: Path = MANIFEST) -> tuple[Stage, ...]:
             raise ManifestError(f"{where}: missing or malformed field ({error})") from None
         if not stage.id.startswith(f"s{index:02d}_"):
             raise ManifestError(f"{where}: id {stage.id!r} should start with 's{index:02d}_'")
-        unknown = [dep for dep in stage.depends if dep not in {s.id for s in stages}]
-        if unknown:
+        if unknown := [dep for dep in stage.depends if dep not in {s.id for s in stages}]:
             raise ManifestError(f"{where} ({stage.id}): depends on {unknown}, which are not earlier stages")
         stages.append(stage)
     return tuple(stages)

@@ -67,8 +67,8 @@ class AttentionRecorder:
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self.handles:
-            handle.remove()
+        while self.handles:
+            self.handles.pop().remove()
 
 
 def attention_weights(module, args: tuple, kwargs: dict):
@@ -79,10 +79,9 @@ def attention_weights(module, args: tuple, kwargs: dict):
         q = module.split_heads(module.q_proj(query))  # (B, H, Sq, Dh)
         k = module.split_heads(module.k_proj(key))  # (B, H, Sk, Dh)
         scores = q @ k.transpose(-2, -1) / q.size(-1) ** 0.5  # (B, H, Sq, Sk)
-        if mask is None:
-            return torch.softmax(scores, dim=-1)
-        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-        return weights.masked_fill(~mask, 0.0)  # fully masked rows: 0, not NaN
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked rows: 0, not NaN
 
 
 def record_example(copy_task, model, vocab, source: list[str]) -> dict:
@@ -102,9 +101,9 @@ def record_example(copy_task, model, vocab, source: list[str]) -> dict:
 
 def of_kind(weights: dict, kind: str) -> list:
     """The (H, Sq, Sk) weights of the modules of one of the KINDS, in layer order."""
-    kinds = ["encoder_self" if name.startswith("encoder") else "cross" if "cross" in name else "decoder_self"
-             for name in weights]
-    return [w for w, its in zip(weights.values(), kinds) if its == kind]
+    kinds = {name: "encoder_self" if name.startswith("encoder") else "cross" if "cross" in name else "decoder_self"
+             for name in weights}
+    return [w for name, w in weights.items() if kinds[name] == kind]
 
 
 def diagonal_fraction(weights, reverse: bool = False) -> float:

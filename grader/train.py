@@ -118,8 +118,7 @@ class Progress:
         if not self.live:
             return
         text = f"{line}  {self.elapsed():6.1f}s"
-        done = re.search(r"step\s+(\d+)", line)
-        if self.total and done and int(done[1]):
+        if self.total and (done := re.search(r"step\s+(\d+)", line)) and int(done[1]):
             left = self.elapsed() * max(0, self.total - int(done[1])) / int(done[1])
             text += f", {'at most ' if self.early_stop else ''}about {left:.0f}s left"
         print("\r" + text.ljust(self.width), end="", file=self.out, flush=True)
@@ -137,8 +136,8 @@ def train_copy(modules: Callable[[str], object], args, steps: int, progress: Pro
     config = copy_task.CopyTaskConfig(reverse=args.task == "reverse", max_steps=steps, seed=args.seed)
     result = copy_task.train_copy_task(config, log=progress)
     progress.close()
-    seconds = progress.elapsed()
-    lines = [f"{args.task}: held-out exact match {result.accuracy:.1%} after {result.steps} steps ({seconds:.1f} s)"]
+    lines = [f"{args.task}: held-out exact match {result.accuracy:.1%} after {result.steps} steps "
+             f"({progress.elapsed():.1f} s)"]
     sources = copy_task.random_strings(3, config.min_len, config.max_len, random.Random(args.seed + 1))
     vocab = result.vocab
     batch = copy_task.make_batch(sources, [s[::-1] if config.reverse else s for s in sources], vocab)
@@ -187,16 +186,15 @@ def forward_frames(again: Callable[[], object]) -> list[tuple[str, int]]:
     return [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', trace)]
 
 
-def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, again=None) -> int:
+def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, again: Callable[[], object]) -> int:
     """Exit status 1, one line on stderr: your stage's file:line (via ``again`` for a failing backward) or where."""
     if verbose:
         traceback.print_exception(error)
     frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)]
-    if again is not None and ("gradient computation" in str(error) or "backward" in str(error)):
+    if "gradient computation" in str(error) or "backward" in str(error):
         frames += forward_frames(again)
     what = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}".rstrip(": ")
-    found = plan.crashed_in(frames)
-    if found:
+    if found := plan.crashed_in(frames):
         line = f"your {found[0]} crashed at {plan.impl.name}/{found[0]}.py:{found[1]}: {what}"
     else:
         where = f" in {Path(frames[-1][0]).parent.name}/{Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else ""
@@ -208,8 +206,7 @@ def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, aga
 
 def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdout, **progress) -> tuple[int, object]:
     """Say whose stages are used, then (0, work(modules, Progress(...))), restarted on a stage's NotImplementedError."""
-    for line in plan.describe():
-        print(line, file=out)
+    print("".join(line + "\n" for line in plan.describe()), end="", file=out)
     modules = lambda stage_id: loader.load_stage(plan.sources, stage_id)  # noqa: E731
     while True:
         bar = Progress(out=out, **progress)
