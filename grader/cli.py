@@ -138,8 +138,7 @@ from tests.conftest import _fixed_seed  # noqa: F401
 
 
 def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.Unit]:
-    """Copy each hidden suite to a private directory as test_<stage id>.py, beside a conftest that
-    gives it the kata's fixtures, and describe it as a unit with its own points."""
+    """Each hidden suite as a unit with its own points, copied to a private folder beside the kata's fixtures."""
     table = {}
     toml = directory / "points.toml"
     if toml.is_file():
@@ -220,8 +219,7 @@ def render(args: argparse.Namespace, rep: Report) -> str:
         rep.stages = [s for s in rep.stages if s.id == args.stage.id]
     if args.format == "github":
         summary, annotations = report.to_github(rep, args.display)
-        step_summary = not args.output and os.environ.get("GITHUB_STEP_SUMMARY")
-        if step_summary:  # the summary goes to the job's page, the annotations to the log
+        if step_summary := not args.output and os.environ.get("GITHUB_STEP_SUMMARY"):  # to the job's page
             with open(step_summary, "a", encoding="utf-8") as handle:
                 handle.write(summary)
         return summary * (not step_summary) + "".join(line + "\n" for line in annotations)
@@ -265,12 +263,9 @@ def snapshot(impl: Path, stages) -> dict[str, float]:
     return found
 
 
-def watch(args: argparse.Namespace, stages, root: Path, workdir: Path, interval: float = 0.3) -> int:
-    """Full scorecard once, then re-grade each stage file that changes, with torch kept warm."""
-    units = units_to_run(args, stages, root, workdir)
-    seen = snapshot(args.tree, stages)  # before grading: a save while the scorecard runs is a change
-    rep = grade(args, stages, root, units)
-    emit(args, render(args, rep) + f"Watching {args.display}/ for changes (Ctrl-C stops).\n")
+def watch(args: argparse.Namespace, stages, root: Path, units, rep: Report, seen: dict, interval: float = 0.3) -> int:
+    """After the full scorecard ``rep``: re-grade each stage file that changes from ``seen``, with torch kept warm."""
+    emit(args, f"Watching {args.display}/ for changes (Ctrl-C stops).\n")
     latest, regrades = {s.id: s for s in rep.stages if not s.extra}, 0
     try:
         while True:
@@ -308,10 +303,12 @@ def _main(argv: list[str], root: Path = curriculum.ROOT) -> int:
         print(f"wrote {integrity.HASHES.relative_to(root)} ({len(integrity.refresh(root))} files)")
         return 0
     with tempfile.TemporaryDirectory(prefix="kata-extra-") as tmp:
-        if args.action == "watch":
-            return watch(args, stages, root, Path(tmp))
-        rep = grade(args, stages, root, units_to_run(args, stages, root, Path(tmp)))
+        units = units_to_run(args, stages, root, Path(tmp))
+        seen = snapshot(args.tree, stages)  # for --watch, before grading: a save while the scorecard runs is a change
+        rep = grade(args, stages, root, units)
         emit(args, render(args, rep))
+        if args.action == "watch":
+            return watch(args, stages, root, units, rep, seen)
         if args.action == "stage":
             return 0 if all(s.status == PASSED for s in rep.stages) and not rep.integrity_failed else 1
         return 0 if rep.succeeded() else 1

@@ -3,7 +3,6 @@
 import argparse
 import sys
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +50,8 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def run_main(prog: str, main: Callable[..., int], argv: list[str] | None = None, *args, **kwargs) -> int:
-    """Every command's entry point, as ``functools.partial(run_main, prog, main)``: ``main`` on ``argv`` (default: the
-    command line); bad input it knows becomes one line on stderr, exit 2."""
+def run_main(prog: str, main, argv: list[str] | None = None, *args, **kwargs) -> int:
+    """Every command's main is partial(run_main, prog, its main): bad input it knows is one line on stderr, exit 2."""
     try:
         return main(sys.argv[1:] if argv is None else argv, *args, **kwargs)
     except (UsageError, ManifestError) as error:

@@ -26,8 +26,7 @@ WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.b
 
 
 def read_checkpoint(directory: Path) -> tuple[list[int], set[int]]:
-    """The ids put before the prompt (the tokenizer's post-processor template) and the end-of-sequence ids; a
-    UsageError saying why if ``directory`` is not a checkpoint this command can run."""
+    """(ids before the prompt from the tokenizer's template, end-of-sequence ids); UsageError if it cannot run."""
     if not directory.is_dir():
         raise UsageError(f"{directory}: no such directory")
     missing = [name for name in ("config.json", "tokenizer.json") if not (directory / name).is_file()]

@@ -11,7 +11,6 @@ each attention module sees. Exit 0 written, 1 training crashed (as train), 2 bad
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import sys
 from pathlib import Path
@@ -33,12 +32,12 @@ PROG = "python -m grader.pictures"
 def import_pyplot():
     """matplotlib.pyplot on the Agg backend (files only, no window), or exit 2 with the install line."""
     try:
-        import matplotlib
+        import matplotlib.pyplot as plt
     except ImportError:
         print("pictures need matplotlib: python -m pip install matplotlib", file=sys.stderr)
         raise SystemExit(2) from None
-    matplotlib.use("Agg")
-    return importlib.import_module("matplotlib.pyplot")
+    plt.switch_backend("Agg")
+    return plt
 
 
 def load_capstone(impl: Path):

@@ -1,5 +1,4 @@
-"""Render a Report (pure functions): the learner's scorecard (text) and the formats CI systems read.
-The JSON document is Report.to_dict(); its schema is in docs/grader.md."""
+"""Render a Report (pure functions): the learner's scorecard and the formats CI reads (JSON schema: docs/grader.md)."""
 
 import json
 import textwrap
@@ -19,7 +18,6 @@ def _paint(text: str, code: str, colour: bool) -> str:
 
 
 def _score(result: StageResult) -> str:
-    """A row's points: "3/5", or "-" for a stage without a suite."""
     return "-" if result.status == MISSING else f"{result.score:g}/{result.max_score:g}"
 
 
@@ -81,8 +79,7 @@ def _head(result: StageResult, colour: bool, reason: bool = False) -> list[str]:
 
 
 def brief(result: StageResult, *, colour: bool = False, impl_display: str = "exercises") -> str:
-    """One stage on one screen (python -m grader <stage>): its status, the first failing test in full (name, where,
-    message cut to MESSAGE_LINES), the others by name only (most follow from the first), the commands to run next."""
+    """python -m grader <stage>: status, the first failing test in full, the others by name only, what to run next."""
     lines = _head(result, colour, result.status in (ERROR, TIMED_OUT))
     if result.status in (PASSED, MISSING):
         return lines[0] + (f": {result.reason}" if result.reason else "") + "\n"

@@ -136,14 +136,13 @@ def train_copy(modules: Callable[[str], object], args, steps: int, progress: Pro
     config = copy_task.CopyTaskConfig(reverse=args.task == "reverse", max_steps=steps, seed=args.seed)
     result = copy_task.train_copy_task(config, log=progress)
     progress.close()
-    lines = [f"{args.task}: held-out exact match {result.accuracy:.1%} after {result.steps} steps "
-             f"({progress.elapsed():.1f} s)"]
+    seconds = progress.elapsed()
+    lines = [f"{args.task}: held-out exact match {result.accuracy:.1%} after {result.steps} steps ({seconds:.1f} s)"]
     sources = copy_task.random_strings(3, config.min_len, config.max_len, random.Random(args.seed + 1))
-    vocab = result.vocab
-    batch = copy_task.make_batch(sources, [s[::-1] if config.reverse else s for s in sources], vocab)
+    batch = copy_task.make_batch(sources, [s[::-1] if config.reverse else s for s in sources], result.vocab)
     decoded = copy_task.greedy_decode(result.model, batch.src, batch.src_mask, config.max_len + 1,
-                                      vocab.bos_id, vocab.eos_id, vocab.pad_id)
-    return lines + [f"  {''.join(source):<12} -> {''.join(vocab.decode(row, skip_special=True))}"
+                                      result.vocab.bos_id, result.vocab.eos_id, result.vocab.pad_id)
+    return lines + [f"  {''.join(source):<12} -> {''.join(result.vocab.decode(row, skip_special=True))}"
                     for source, row in zip(sources, decoded.tolist())]
 
 
