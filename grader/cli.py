@@ -6,76 +6,65 @@ stage passes (or the score reaches --pass-threshold), 1 otherwise, 2 for a usage
 """
 
 import argparse
-import ast
+import functools
 import importlib
-import json
 import os
+import re
 import sys
 import tempfile
 import time
 import tomllib
-from argparse import Namespace
 from pathlib import Path
 
 from . import curriculum, hints, integrity, report, run
 from .results import PASSED, Report, StageResult
 
 _FLAG = {"action": "store_true"}
-# The options of python -m grader, in --help order: (flags, argparse keywords).
-OPTIONS = [
-    (["target"], dict(nargs="*", help="a stage to grade in detail (3, s03_attention or attention), or: hint STAGE; "
-                                      "for courses: batch, gradescope-bundle, release (each has --help)")),
-    (["--impl"], dict(default="exercises",
-                      help="what to grade: exercises (default), reference, or a directory shaped like exercises/")),
-    (["--no-fallback"], _FLAG | dict(help="grade your own code all the way down: never load a stage from reference/")),
-    (["--format"], dict(default="text", choices=report.FORMATS,
-                        help="output format: text (default), json, junit, gradescope or github")),
-    (["--output"], dict(help="write the report to this file instead of standard output")),
-    (["--watch"], _FLAG | dict(help="re-grade the stage you are editing every time you save it (Ctrl-C stops)")),
-    (["-v", "--verbose"], _FLAG | dict(help="a stage in full: every failing test's message and pytest's own output "
-                                            "(default: one screen)")),
-    (["--all"], _FLAG | dict(help="with hint: show again every hint shown so far for the stage")),
-    (["--reset"], _FLAG | dict(help="with hint: start the stage's hints again from the first")),
-    (["--jobs"], dict(type=int, default=os.cpu_count() or 1,
-                      help="stages graded at the same time (default: the number of CPU cores)")),
-    (["--timeout"], dict(type=float, default=60.0, help="CPU seconds one test may use (default 60)")),
-    (["--stage-timeout"], dict(type=float, default=300.0, help="CPU seconds one stage's suite may use "
-                                                               "(default 300; the wall-clock backstop is 3x + 60 s)")),
-    (["--memory-limit"], dict(type=int, default=4096, help="MiB of memory one stage may use on top of what it "
-                                                           "starts with; 0 = no limit (default 4096)")),
-    (["--device"], dict(default=os.environ.get("KATA_DEVICE", "cpu"), choices=("cpu", "cuda", "mps"),
-                        help="torch device for the suites: cpu (default), cuda or mps")),
-    (["--no-fork"], _FLAG | dict(help="start a fresh interpreter per stage instead of forking (also: KATA_NO_FORK=1)")),
-    (["--ci"], _FLAG | dict(help="course mode: a tampered test file fails the run")),
-    (["--pass-threshold"], dict(type=float, help="exit 0 when the score is at least this fraction of the maximum "
-                                                 "(0 to 1), for partial credit")),
-    (["--extra-tests"], dict(help="a directory of hidden instructor tests (test_<stage id>*.py), graded with their "
-                                  "own points")),
-    (["--refresh-hashes"], _FLAG | dict(help="rewrite grader/test_hashes.json from the test files as they are now, "
-                                             "then exit")),
-    (["--color", "--colour"], dict(dest="color", default="auto", choices=("auto", "always", "never"),
-                                   help="colour the scorecard: auto (default: on a terminal, unless NO_COLOR is set), "
-                                        "always, never")),
-    (["--hidden-visibility"], dict(default="after_published",
-                                   choices=("hidden", "after_due_date", "after_published", "visible"),
-                                   help="Gradescope visibility of hidden suites (default after_published)")),
-    (["--max-regrades"], dict(type=int, default=0, help=argparse.SUPPRESS)),  # watch mode stops after N (tests)
-    (["--budget"], dict(type=float, default=0.0, help=argparse.SUPPRESS)),  # seconds for the run (batch, Gradescope)
-]
+# The options of python -m grader, in --help order: flags -> argparse keywords.
+OPTIONS = {
+    "target": dict(nargs="*", help="a stage to grade in detail (3, s03_attention or attention), or: hint STAGE; "
+                                   "for courses: batch, gradescope-bundle, release (each has --help)"),
+    "--impl": dict(default="exercises", help="what to grade: exercises (default), reference, or a directory like it"),
+    "--no-fallback": _FLAG | dict(help="grade your own code all the way down: never load a stage from reference/"),
+    "--format": dict(default="text", choices=report.FORMATS, help="output format (default: text)"),
+    "--output": dict(help="write the report to this file instead of standard output"),
+    "--watch": _FLAG | dict(help="re-grade the stage you are editing every time you save it (Ctrl-C stops)"),
+    "-v --verbose": _FLAG | dict(help="in full: every failing test's message, pytest's output (default: one screen)"),
+    "--all": _FLAG | dict(help="with hint: show again every hint shown so far for the stage"),
+    "--reset": _FLAG | dict(help="with hint: start the stage's hints again from the first"),
+    "--jobs": dict(type=int, default=os.cpu_count() or 1, help="stages graded at once (default: the CPU cores)"),
+    "--timeout": dict(type=float, default=60.0, help="CPU seconds one test may use (default 60)"),
+    "--stage-timeout": dict(type=float, default=300.0, help="CPU seconds one stage's suite may use "
+                                                            "(default 300; the wall-clock backstop is 3x + 60 s)"),
+    "--memory-limit": dict(type=int, default=4096, help="memory in MiB one stage may add (0: no limit; default 4096)"),
+    "--device": dict(default=os.environ.get("KATA_DEVICE", "cpu"), choices=("cpu", "cuda", "mps"),
+                     help="torch device for the suites: cpu (default), cuda or mps"),
+    "--no-fork": _FLAG | dict(help="start a fresh interpreter per stage instead of forking (also: KATA_NO_FORK=1)"),
+    "--ci": _FLAG | dict(help="course mode: a tampered test file fails the run"),
+    "--pass-threshold": dict(type=float, help="exit 0 when the score reaches this fraction (0 to 1) of the maximum"),
+    "--extra-tests": dict(help="a directory of hidden instructor tests (test_<stage id>*.py), with their own points"),
+    "--refresh-hashes": _FLAG | dict(help="rewrite grader/test_hashes.json from the test files as they are, then exit"),
+    "--color --colour": dict(dest="color", default="auto", choices=("auto", "always", "never"),
+                             help="colour the scorecard: auto (default: on a terminal, unless NO_COLOR is set), "
+                                  "always, never"),
+    "--hidden-visibility": dict(default="after_published", help="Gradescope visibility of hidden suites (default "
+                                "after_published)", choices=("hidden", "after_due_date", "after_published", "visible")),
+    "--max-regrades": dict(type=int, default=0, help=argparse.SUPPRESS),  # watch mode stops after N (tests)
+    "--budget": dict(type=float, default=0.0, help=argparse.SUPPRESS),  # seconds for the run (batch, Gradescope)
+}
 
 # Subcommands for courses, each a module with main(argv, root) -> exit status (docs/instructors.md).
 COURSE_COMMANDS = {"batch": "batch", "gradescope-bundle": "gradescope", "release": "release"}
 
-UsageError, _Parser = curriculum.UsageError, curriculum.Parser  # shared by every command
+UsageError = curriculum.UsageError  # shared by every command
 
 
-def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = curriculum.ROOT) -> Namespace:
+def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = curriculum.ROOT) -> argparse.Namespace:
     """Validate the command line (else UsageError: one clear sentence). Adds to the options: action (grade, stage,
     hint, refresh, watch), stage, tree (resolved), reference (None if absent), display (the tree as named), colour."""
-    parser = _Parser(prog="python -m grader", description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    for flags, keywords in OPTIONS:
-        parser.add_argument(*flags, **keywords)
+    parser = curriculum.Parser(prog="python -m grader", description=__doc__.split("\n\n")[0])
+    for flags, keywords in OPTIONS.items():
+        parser.add_argument(*flags.split(), **keywords)
     args = parser.parse_args(argv)
     target, hint = args.target, args.target[:1] == ["hint"]
     not_text = args.format != "text" or args.output
@@ -93,12 +82,12 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
          "--jobs, --timeout and --stage-timeout must be positive, --memory-limit 0 or more"),
         (args.extra_tests and not Path(args.extra_tests).is_dir(),
          f"--extra-tests {args.extra_tests}: no such directory"),
+        (not 0 <= (args.pass_threshold or 0) <= 1,
+         f"--pass-threshold must be a fraction between 0 and 1, got {args.pass_threshold or 0:g}"),
     ]:
         if wrong:
             raise UsageError(message)
     stage = curriculum.find(stages, target[-1]) if target else None
-    if args.pass_threshold is not None and not 0.0 <= args.pass_threshold <= 1.0:
-        raise UsageError(f"--pass-threshold must be a fraction between 0 and 1, got {args.pass_threshold:g}")
     action = "hint" if hint else "refresh" if args.refresh_hashes else "watch" if args.watch else \
         "stage" if target else "grade"
     reference = root / "reference" if any((root / "reference").glob("s[0-9][0-9]_*.py")) else None
@@ -120,8 +109,8 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
             raise UsageError(f"--device {args.device}: not available on this machine (use cpu)")
     display = next((impl.relative_to(base).as_posix() or "." for base in (Path.cwd().resolve(), root)
                     if impl.is_relative_to(base)), str(impl))
-    return Namespace(**vars(args), action=action, stage=stage, tree=impl, reference=reference, display=display,
-                     colour=use_colour(args.color) and not args.output)
+    return argparse.Namespace(**vars(args), action=action, stage=stage, tree=impl, reference=reference,
+                              display=display, colour=use_colour(args.color) and not args.output)
 
 
 # ---------------------------------------------------------------- hidden tests
@@ -132,12 +121,10 @@ def points_of(path: Path, table: dict[str, float], default: float) -> float:
     if path.name in table:
         return float(table[path.name])
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError):
+        found = re.search(r"^POINTS *= *(\d+(?:\.\d*)?) *(?:#.*)?$", path.read_text(encoding="utf-8"), re.MULTILINE)
+    except (OSError, ValueError):
         return default
-    values = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
-              and isinstance(node.value, ast.Constant) and any(getattr(t, "id", "") == "POINTS" for t in node.targets)]
-    return next((float(v) for v in values if isinstance(v, (int, float))), default)
+    return float(found[1]) if found else default
 
 
 EXTRA_CONFTEST = '''"""Hidden tests get the kata's fixtures and options (written by the grader)."""
@@ -151,8 +138,7 @@ from tests.conftest import _fixed_seed  # noqa: F401
 
 
 def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.Unit]:
-    """Copy each hidden suite to a private directory as test_<stage id>.py, beside a conftest that
-    gives it the kata's fixtures, and describe it as a unit with its own points."""
+    """Each hidden suite as a unit with its own points, copied to a private folder beside the kata's fixtures."""
     table = {}
     toml = directory / "points.toml"
     if toml.is_file():
@@ -177,7 +163,7 @@ def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.
 # ---------------------------------------------------------------- grading
 
 
-def grade(args: Namespace, stages, root: Path, units: list[run.Unit], known_passed=None) -> Report:
+def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], known_passed=None) -> Report:
     """Grade ``units``; the report notes what this platform, the submission's files or the test files limit."""
     notes, no_credit = [], {}
     fork = run.fork_available() and not args.no_fork
@@ -189,8 +175,8 @@ def grade(args: Namespace, stages, root: Path, units: list[run.Unit], known_pass
     if args.tree != args.reference:
         no_credit = {stage.id: why for stage in stages if (why := integrity.scan_stage(stage, args.tree))}
         # what one process cannot prevent (patching the tests in memory) is flagged for a reviewer
-        flagged = integrity.flag_stages(stages, args.tree)
-        notes += [f"{integrity.FLAG_NOTE} {stage_id}: {why}" for stage_id, why in flagged]
+        notes += [f"{integrity.FLAG_NOTE} {stage_id}: {why}"
+                  for stage_id, why in integrity.flag_stages(stages, args.tree)]
     settings = run.Settings(root=root, impl=args.tree, reference=args.reference,
                             fallback=not args.no_fallback and args.reference is not None,
                             timeout=args.timeout, stage_timeout=args.stage_timeout, memory_mb=args.memory_limit,
@@ -218,7 +204,7 @@ def grade(args: Namespace, stages, root: Path, units: list[run.Unit], known_pass
                   integrity_failed=bool(problems) and args.ci, pass_threshold=args.pass_threshold)
 
 
-def units_to_run(args: Namespace, stages, root: Path, workdir: Path) -> list[run.Unit]:
+def units_to_run(args: argparse.Namespace, stages, root: Path, workdir: Path) -> list[run.Unit]:
     extra = extra_units(Path(args.extra_tests).resolve(), stages, workdir, root) if args.extra_tests else []
     units = run.units_for(stages, root)
     if args.action == "stage":
@@ -228,19 +214,17 @@ def units_to_run(args: Namespace, stages, root: Path, workdir: Path) -> list[run
     return sorted(units + extra, key=lambda u: (stages.index(u.stage), u.extra))
 
 
-def render(args: Namespace, rep: Report) -> str:
+def render(args: argparse.Namespace, rep: Report) -> str:
     if args.action == "stage":
         rep.stages = [s for s in rep.stages if s.id == args.stage.id]
     if args.format == "github":
         summary, annotations = report.to_github(rep, args.display)
-        text = "".join(line + "\n" for line in annotations)
-        if os.environ.get("GITHUB_STEP_SUMMARY") and not args.output:
-            with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as handle:
+        if step_summary := not args.output and os.environ.get("GITHUB_STEP_SUMMARY"):  # to the job's page
+            with open(step_summary, "a", encoding="utf-8") as handle:
                 handle.write(summary)
-            return text
-        return summary + text
+        return summary * (not step_summary) + "".join(line + "\n" for line in annotations)
     if args.format == "gradescope":
-        return json.dumps(report.to_gradescope(rep, args.hidden_visibility), indent=2) + "\n"
+        return report.to_gradescope(rep, args.hidden_visibility)
     if args.format != "text":
         return report.to_json(rep) if args.format == "json" else report.to_junit(rep)
     if args.action == "stage":
@@ -248,20 +232,18 @@ def render(args: Namespace, rep: Report) -> str:
     return report.scorecard(rep, colour=args.colour, impl_display=args.display)
 
 
-def stage_text(args: Namespace, results: list[StageResult]) -> str:
+def stage_text(args: argparse.Namespace, results: list[StageResult]) -> str:
     """A stage on one screen, or in full with -v."""
-    if args.verbose:
-        return "".join(report.detail(r, colour=args.colour) for r in results)
-    return "".join(report.brief(r, colour=args.colour, impl_display=args.display) for r in results)
+    show = report.detail if args.verbose else functools.partial(report.brief, impl_display=args.display)
+    return "".join(show(r, colour=args.colour) for r in results)
 
 
 def use_colour(choice: str) -> bool:
-    if choice != "auto":
-        return choice == "always"
-    return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb" and sys.stdout.isatty()
+    auto = not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb" and sys.stdout.isatty()
+    return choice == "always" or choice == "auto" and auto
 
 
-def emit(args: Namespace, text: str) -> None:
+def emit(args: argparse.Namespace, text: str) -> None:
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -281,12 +263,9 @@ def snapshot(impl: Path, stages) -> dict[str, float]:
     return found
 
 
-def watch(args: Namespace, stages, root: Path, workdir: Path, interval: float = 0.3) -> int:
-    """Full scorecard once, then re-grade each stage file that changes, with torch kept warm."""
-    units = units_to_run(args, stages, root, workdir)
-    seen = snapshot(args.tree, stages)  # before grading: a save while the scorecard runs is a change
-    rep = grade(args, stages, root, units)
-    emit(args, render(args, rep) + f"Watching {args.display}/ for changes (Ctrl-C stops).\n")
+def watch(args: argparse.Namespace, stages, root: Path, units, rep: Report, seen: dict, interval: float = 0.3) -> int:
+    """After the full scorecard ``rep``: re-grade each stage file that changes from ``seen``, with torch kept warm."""
+    emit(args, f"Watching {args.display}/ for changes (Ctrl-C stops).\n")
     latest, regrades = {s.id: s for s in rep.stages if not s.extra}, 0
     try:
         while True:
@@ -312,11 +291,7 @@ def watch(args: Namespace, stages, root: Path, workdir: Path, interval: float = 
 # ---------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None, root: Path = curriculum.ROOT) -> int:
-    return curriculum.run_main("python -m grader", _main, sys.argv[1:] if argv is None else argv, root)
-
-
-def _main(argv: list[str], root: Path) -> int:
+def _main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     stages = curriculum.load(root / "curriculum.toml")
     if argv[:1] and argv[0] in COURSE_COMMANDS:  # python -m grader batch | gradescope-bundle | release
         return importlib.import_module(f".{COURSE_COMMANDS[argv[0]]}", __package__).main(argv[1:], root)
@@ -328,10 +303,15 @@ def _main(argv: list[str], root: Path) -> int:
         print(f"wrote {integrity.HASHES.relative_to(root)} ({len(integrity.refresh(root))} files)")
         return 0
     with tempfile.TemporaryDirectory(prefix="kata-extra-") as tmp:
-        if args.action == "watch":
-            return watch(args, stages, root, Path(tmp))
-        rep = grade(args, stages, root, units_to_run(args, stages, root, Path(tmp)))
+        units = units_to_run(args, stages, root, Path(tmp))
+        seen = snapshot(args.tree, stages)  # for --watch, before grading: a save while the scorecard runs is a change
+        rep = grade(args, stages, root, units)
         emit(args, render(args, rep))
+        if args.action == "watch":
+            return watch(args, stages, root, units, rep, seen)
         if args.action == "stage":
             return 0 if all(s.status == PASSED for s in rep.stages) and not rep.integrity_failed else 1
         return 0 if rep.succeeded() else 1
+
+
+main = functools.partial(curriculum.run_main, "python -m grader", _main)  # main(argv=None, root=ROOT) -> exit status

@@ -3,12 +3,10 @@
 import argparse
 import sys
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MANIFEST = ROOT / "curriculum.toml"
 EXERCISES = ROOT / "exercises"
 REFERENCE = ROOT / "reference"
 TESTS = ROOT / "tests"
@@ -52,10 +50,10 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def run_main(prog: str, main: Callable[..., int], *args) -> int:
-    """Every command's entry point: run ``main``; bad input it knows becomes one line on stderr, exit 2."""
+def run_main(prog: str, main, argv: list[str] | None = None, *args, **kwargs) -> int:
+    """Every command's main is partial(run_main, prog, its main): bad input it knows is one line on stderr, exit 2."""
     try:
-        return main(*args)
+        return main(sys.argv[1:] if argv is None else argv, *args, **kwargs)
     except (UsageError, ManifestError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 2
@@ -73,7 +71,7 @@ def resolve_impl(value: str, stages: tuple[Stage, ...], root: Path = ROOT) -> Pa
     return path.resolve()
 
 
-def load(path: Path = MANIFEST) -> tuple[Stage, ...]:
+def load(path: Path = ROOT / "curriculum.toml") -> tuple[Stage, ...]:
     """Parse and validate the manifest; stages come back in learning order."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -91,8 +89,7 @@ def load(path: Path = MANIFEST) -> tuple[Stage, ...]:
             raise ManifestError(f"{where}: missing or malformed field ({error})") from None
         if not stage.id.startswith(f"s{index:02d}_"):
             raise ManifestError(f"{where}: id {stage.id!r} should start with 's{index:02d}_'")
-        unknown = [dep for dep in stage.depends if dep not in {s.id for s in stages}]
-        if unknown:
+        if unknown := [dep for dep in stage.depends if dep not in {s.id for s in stages}]:
             raise ManifestError(f"{where} ({stage.id}): depends on {unknown}, which are not earlier stages")
         stages.append(stage)
     return tuple(stages)

@@ -9,6 +9,7 @@ pytorch_model.bin); nothing is downloaded. Your stages s13-s19 and s21 do the wo
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import traceback
@@ -24,8 +25,8 @@ STAGES = ("s13_bpe", "s21_generation")  # the stages called here; s21's dependen
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-def check_checkpoint(directory: Path) -> None:
-    """UsageError if ``directory`` is not a checkpoint this command can run, saying why."""
+def read_checkpoint(directory: Path) -> tuple[list[int], set[int]]:
+    """(ids before the prompt from the tokenizer's template, end-of-sequence ids); UsageError if it cannot run."""
     if not directory.is_dir():
         raise UsageError(f"{directory}: no such directory")
     missing = [name for name in ("config.json", "tokenizer.json") if not (directory / name).is_file()]
@@ -33,21 +34,16 @@ def check_checkpoint(directory: Path) -> None:
     if missing:
         raise UsageError(f"{directory}: not a checkpoint directory: no {', no '.join(missing)}")
     try:
-        for name in ("config.json", "tokenizer.json"):
-            json.loads((directory / name).read_text(encoding="utf-8"))
+        config, tokenizer = [json.loads((directory / name).read_text(encoding="utf-8"))
+                             for name in ("config.json", "tokenizer.json")]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UsageError(f"{directory}: unreadable config.json or tokenizer.json ({error})") from None
-
-
-def special_ids(directory: Path) -> tuple[list[int], set[int]]:
-    """The ids put before the prompt (the tokenizer's post-processor template) and the end-of-sequence ids."""
-    post = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8")).get("post_processor") or {}
-    prefix = []
+    post, prefix = tokenizer.get("post_processor") or {}, []
     for processor in post.get("processors", [post]):  # a Sequence holds a list of them
         for piece in processor.get("single", [])[:1] if processor.get("type") == "TemplateProcessing" else []:
             if "SpecialToken" in piece:
                 prefix = list(processor["special_tokens"][piece["SpecialToken"]["id"]]["ids"])
-    eos = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("eos_token_id")
+    eos = config.get("eos_token_id")
     return prefix, set(eos if isinstance(eos, list) else [] if eos is None else [eos])
 
 
@@ -62,8 +58,7 @@ def generate(modules, args, out, plan) -> int:
             raise  # the learner's loader failed: their crash, not a bad checkpoint
         message = " ".join(str(error).split())[:300]  # one line, even for load_state_dict's list of keys
         raise UsageError(f"{args.directory}: cannot run this checkpoint: {message}") from error
-    prefix, eos = special_ids(args.directory)
-    tokens = prefix + tokenizer.encode(args.prompt, allowed_special=True)
+    tokens = args.prefix + tokenizer.encode(args.prompt, allowed_special=True)
     tokens = torch.tensor([tokens], dtype=torch.long, device=args.device)
     generator = torch.Generator(args.device).manual_seed(args.seed)
     caches, new_ids, shown = model.new_caches(), [], 0  # shown: characters printed so far
@@ -71,7 +66,7 @@ def generate(modules, args, out, plan) -> int:
         for _ in range(min(args.max_new_tokens, model.config.max_seq_len - tokens.size(1))):  # RoPE tables end there
             logits, _ = model(tokens, caches)  # the prompt first, then one token at a time
             next_id = sampling.sample_next(logits[:, -1], args.temperature, args.top_k, args.top_p, generator)  # (1,)
-            if int(next_id) in eos:
+            if int(next_id) in args.eos:
                 break
             new_ids.append(int(next_id))
             text = args.prompt + tokenizer.decode(new_ids)
@@ -80,7 +75,6 @@ def generate(modules, args, out, plan) -> int:
                 shown = len(text)
             tokens = next_id[:, None]  # (1, 1)
     print((args.prompt + tokenizer.decode(new_ids))[shown:], file=out)
-    return 0
 
 
 def run(argv: list[str], out=sys.stdout) -> int:
@@ -100,13 +94,12 @@ def run(argv: list[str], out=sys.stdout) -> int:
         known = args.device.split(":")[0] in usable
         raise UsageError(f"--device {args.device}: {'not available here' if known else 'use cpu, cuda or mps'}")
     args.directory = args.directory.expanduser()
-    check_checkpoint(args.directory)
+    args.prefix, args.eos = read_checkpoint(args.directory)
     plan = make_plan(args.impl_path, STAGES)
     return run_plan(plan, lambda modules, _: generate(modules, args, out, plan), args.verbose, PROG, sys.stderr)[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_main(PROG, run, sys.argv[1:] if argv is None else argv)
+main = functools.partial(run_main, PROG, run)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":

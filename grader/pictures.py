@@ -11,7 +11,6 @@ each attention module sees. Exit 0 written, 1 training crashed (as train), 2 bad
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 import sys
 from pathlib import Path
@@ -33,12 +32,12 @@ PROG = "python -m grader.pictures"
 def import_pyplot():
     """matplotlib.pyplot on the Agg backend (files only, no window), or exit 2 with the install line."""
     try:
-        import matplotlib
+        import matplotlib.pyplot as plt
     except ImportError:
         print("pictures need matplotlib: python -m pip install matplotlib", file=sys.stderr)
         raise SystemExit(2) from None
-    matplotlib.use("Agg")
-    return importlib.import_module("matplotlib.pyplot")
+    plt.switch_backend("Agg")
+    return plt
 
 
 def load_capstone(impl: Path):
@@ -58,20 +57,17 @@ class AttentionRecorder:
     def __init__(self, model) -> None:
         self.modules = {name: module for name, module in model.named_modules() if is_attention(module)}
         self.weights: dict = {}
-        self.handles: list = []
 
     def __enter__(self) -> "AttentionRecorder":
-        for name, module in self.modules.items():
-            self.handles.append(module.register_forward_hook(functools.partial(self.record, name), with_kwargs=True))
+        record = lambda name, module, args, kwargs, _: self.weights.__setitem__(  # noqa: E731
+            name, attention_weights(module, args, kwargs))
+        self.handles = [module.register_forward_hook(functools.partial(record, name), with_kwargs=True)
+                        for name, module in self.modules.items()]
         return self
 
-    def record(self, name: str, module, args: tuple, kwargs: dict, output) -> None:
-        self.weights[name] = attention_weights(module, args, kwargs)
-
     def __exit__(self, *exc) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
+        while self.handles:
+            self.handles.pop().remove()
 
 
 def attention_weights(module, args: tuple, kwargs: dict):
@@ -82,10 +78,9 @@ def attention_weights(module, args: tuple, kwargs: dict):
         q = module.split_heads(module.q_proj(query))  # (B, H, Sq, Dh)
         k = module.split_heads(module.k_proj(key))  # (B, H, Sk, Dh)
         scores = q @ k.transpose(-2, -1) / q.size(-1) ** 0.5  # (B, H, Sq, Sk)
-        if mask is None:
-            return torch.softmax(scores, dim=-1)
-        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-        return weights.masked_fill(~mask, 0.0)  # fully masked rows: 0, not NaN
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores, dim=-1).nan_to_num(0.0)  # fully masked rows: 0, not NaN
 
 
 def record_example(copy_task, model, vocab, source: list[str]) -> dict:
@@ -105,16 +100,15 @@ def record_example(copy_task, model, vocab, source: list[str]) -> dict:
 
 def of_kind(weights: dict, kind: str) -> list:
     """The (H, Sq, Sk) weights of the modules of one of the KINDS, in layer order."""
-    kinds = ["encoder_self" if name.startswith("encoder") else "cross" if "cross" in name else "decoder_self"
-             for name in weights]
-    return [w for w, its in zip(weights.values(), kinds) if its == kind]
+    kinds = {name: "encoder_self" if name.startswith("encoder") else "cross" if "cross" in name else "decoder_self"
+             for name in weights}
+    return [w for name, w in weights.items() if kinds[name] == kind]
 
 
 def diagonal_fraction(weights, reverse: bool = False) -> float:
     """How many output positions' head-averaged (H, T, S) cross-attention peaks on source t (S - 1 - t: reverse)."""
     average = weights.mean(dim=0)  # (T, S)
-    length = average.size(1)
-    hits = [int(average[t].argmax()) == (length - 1 - t if reverse else t) for t in range(min(average.shape))]
+    hits = [int(average[t].argmax()) == (average.size(1) - 1 - t if reverse else t) for t in range(min(average.shape))]
     return sum(hits) / len(hits)
 
 
@@ -181,10 +175,6 @@ def write_pictures(plt, copy_task, schedule, result, config, source: list[str], 
     return written + [plot_training(plt, result, config, out / "training_loss.png")], example
 
 
-def main(argv: list[str] | None = None) -> int:
-    return curriculum.run_main(PROG, run, sys.argv[1:] if argv is None else argv)
-
-
 def run(argv: list[str]) -> int:
     args = train.parse(PROG, __doc__, argv, {
         "--out": {"type": Path, "default": Path("pictures"), "help": "folder for the PNG files (default: pictures)"},
@@ -219,6 +209,9 @@ def run(argv: list[str]) -> int:
 
     return train.run_plan(train.make_plan(args.impl_path, train.COPY), work, args.verbose, PROG, sys.stdout,
                           live=sys.stdout.isatty(), total=steps, early_stop=True)[0]
+
+
+main = functools.partial(curriculum.run_main, PROG, run)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":

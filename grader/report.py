@@ -1,5 +1,4 @@
-"""Render a Report (pure functions): the learner's scorecard (text) and the formats CI systems read.
-The JSON document is Report.to_dict(); its schema is in docs/grader.md."""
+"""Render a Report (pure functions): the learner's scorecard and the formats CI reads (JSON schema: docs/grader.md)."""
 
 import json
 import textwrap
@@ -19,7 +18,6 @@ def _paint(text: str, code: str, colour: bool) -> str:
 
 
 def _score(result: StageResult) -> str:
-    """A row's points: "3/5", or "-" for a stage without a suite."""
     return "-" if result.status == MISSING else f"{result.score:g}/{result.max_score:g}"
 
 
@@ -43,8 +41,7 @@ def scorecard(report: Report, *, colour: bool = False, impl_display: str = "exer
     total = (f"Total: {report.score:g}/{report.max_score:g} points, {sum(s.status == PASSED for s in graded)} of "
              f"{len(graded)} graded suites pass" + f" ({missing} without a suite yet, not counted)" * bool(missing))
     lines += ["", _paint(total, "1", colour)]
-    substituted = ", ".join(sorted({d for s in report.stages for d in s.substituted}))
-    if substituted:
+    if substituted := ", ".join(sorted({d for s in report.stages for d in s.substituted})):
         lines.append(_paint(f"Substituted from reference/ somewhere in this run: {substituted}", "33", colour))
     return "\n".join(lines + [""] + next_steps(report, impl_display)) + "\n"
 
@@ -82,8 +79,7 @@ def _head(result: StageResult, colour: bool, reason: bool = False) -> list[str]:
 
 
 def brief(result: StageResult, *, colour: bool = False, impl_display: str = "exercises") -> str:
-    """One stage on one screen (python -m grader <stage>): its status, the first failing test in full (name, where,
-    message cut to MESSAGE_LINES), the others by name only (most follow from the first), the commands to run next."""
+    """python -m grader <stage>: status, the first failing test in full, the others by name only, what to run next."""
     lines = _head(result, colour, result.status in (ERROR, TIMED_OUT))
     if result.status in (PASSED, MISSING):
         return lines[0] + (f": {result.reason}" if result.reason else "") + "\n"
@@ -98,8 +94,7 @@ def brief(result: StageResult, *, colour: bool = False, impl_display: str = "exe
     if failing:
         where = f" ({impl_display}/{failing[0].where})" if failing[0].where and not result.extra else ""
         lines += [f"  First failing test: {failing[0].name}{where}"] + _message(failing[0], limit=MESSAGE_LINES)
-    others = [t.name.split("[")[0] for t in failing][1:]
-    if others:
+    if others := [t.name.split("[")[0] for t in failing][1:]:
         names = ", ".join(name + (f" (x{others.count(name)})" if others.count(name) > 1 else "")
                           for name in dict.fromkeys(others))
         wrapped = textwrap.wrap(f"  {len(others)} more failing, often for the same reason: {names}", 100,
@@ -148,7 +143,7 @@ def to_junit(report: Report) -> str:
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
-def to_gradescope(report: Report, hidden_visibility: str = "after_published") -> dict:
+def to_gradescope(report: Report, hidden_visibility: str = "after_published") -> str:
     """Gradescope's results.json: one entry a graded unit, the hidden suites with their own visibility."""
     tests = []
     for s in report.graded:
@@ -160,9 +155,9 @@ def to_gradescope(report: Report, hidden_visibility: str = "after_published") ->
                       "score": s.score, "max_score": s.max_score,
                       "status": "passed" if s.status == PASSED else "failed", "output": "\n".join(output),
                       "visibility": hidden_visibility if s.extra else "visible"})
-    return {"score": report.score, "max_score": report.max_score,
-            "output": "\n".join(report.notes) or "Transformer kata autograder",
-            "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
+    return json.dumps({"score": report.score, "max_score": report.max_score,
+                       "output": "\n".join(report.notes) or "Transformer kata autograder",
+                       "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}, indent=2) + "\n"
 
 
 def to_github(report: Report, impl_display: str = "exercises") -> tuple[str, list[str]]:

@@ -11,6 +11,7 @@ A body becomes its numbered step comments (``# 1) project, and split into heads`
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from pathlib import Path
@@ -58,14 +59,10 @@ def is_untouched(source: str, stage_id: str) -> bool:
         return False
 
 
-def generate(reference: Path, target: Path, stages=None) -> list[Path]:
-    """Write a stub for every stage into ``target`` (a fresh directory); return the files written."""
-    stages = stages or curriculum.load()
+def generate(reference: Path, target: Path, stages=None) -> None:
+    """Write a stub for every stage into ``target`` (a fresh directory)."""
     target.mkdir(parents=True, exist_ok=True)
-    for stage in stages:
-        stub = make_stub(stage.source(reference).read_text(encoding="utf-8"), stage.id)
-        stage.source(target).write_text(stub, encoding="utf-8")
-    return [stage.source(target) for stage in stages]
+    sync(reference, target, stages or curriculum.load(), write=True)
 
 
 def sync(reference: Path, exercises: Path, stages, write: bool) -> tuple[list[str], list[str]]:
@@ -90,10 +87,6 @@ def sync(reference: Path, exercises: Path, stages, write: bool) -> tuple[list[st
     return stale, messages
 
 
-def main(argv: list[str] | None = None) -> int:
-    return curriculum.run_main("python -m grader.stubgen", _main, sys.argv[1:] if argv is None else argv)
-
-
 def _main(argv: list[str]) -> int:
     if argv not in ([], ["--check"]):
         print("usage: python -m grader.stubgen [--check]", file=sys.stderr)
@@ -106,6 +99,9 @@ def _main(argv: list[str]) -> int:
     print(f"exercises/ is out of date for: {', '.join(stale)} (run python -m grader.stubgen)" if stale
           else "every untouched stub in exercises/ matches reference/")
     return 1 if stale else 0
+
+
+main = functools.partial(curriculum.run_main, "python -m grader.stubgen", _main)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ grader.generate share this plan). Exit 0 trained, 1 your code crashed (one line:
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import re
 import sys
@@ -117,8 +118,7 @@ class Progress:
         if not self.live:
             return
         text = f"{line}  {self.elapsed():6.1f}s"
-        done = re.search(r"step\s+(\d+)", line)
-        if self.total and done and int(done[1]):
+        if self.total and (done := re.search(r"step\s+(\d+)", line)) and int(done[1]):
             left = self.elapsed() * max(0, self.total - int(done[1])) / int(done[1])
             text += f", {'at most ' if self.early_stop else ''}about {left:.0f}s left"
         print("\r" + text.ljust(self.width), end="", file=self.out, flush=True)
@@ -139,11 +139,10 @@ def train_copy(modules: Callable[[str], object], args, steps: int, progress: Pro
     seconds = progress.elapsed()
     lines = [f"{args.task}: held-out exact match {result.accuracy:.1%} after {result.steps} steps ({seconds:.1f} s)"]
     sources = copy_task.random_strings(3, config.min_len, config.max_len, random.Random(args.seed + 1))
-    vocab = result.vocab
-    batch = copy_task.make_batch(sources, [s[::-1] if config.reverse else s for s in sources], vocab)
+    batch = copy_task.make_batch(sources, [s[::-1] if config.reverse else s for s in sources], result.vocab)
     decoded = copy_task.greedy_decode(result.model, batch.src, batch.src_mask, config.max_len + 1,
-                                      vocab.bos_id, vocab.eos_id, vocab.pad_id)
-    return lines + [f"  {''.join(source):<12} -> {''.join(vocab.decode(row, skip_special=True))}"
+                                      result.vocab.bos_id, result.vocab.eos_id, result.vocab.pad_id)
+    return lines + [f"  {''.join(source):<12} -> {''.join(result.vocab.decode(row, skip_special=True))}"
                     for source, row in zip(sources, decoded.tolist())]
 
 
@@ -186,16 +185,15 @@ def forward_frames(again: Callable[[], object]) -> list[tuple[str, int]]:
     return [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', trace)]
 
 
-def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, again=None) -> int:
+def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, again: Callable[[], object]) -> int:
     """Exit status 1, one line on stderr: your stage's file:line (via ``again`` for a failing backward) or where."""
     if verbose:
         traceback.print_exception(error)
     frames = [(f.filename, f.lineno) for f in traceback.extract_tb(error.__traceback__)]
-    if again is not None and ("gradient computation" in str(error) or "backward" in str(error)):
+    if "gradient computation" in str(error) or "backward" in str(error):
         frames += forward_frames(again)
     what = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}".rstrip(": ")
-    found = plan.crashed_in(frames)
-    if found:
+    if found := plan.crashed_in(frames):
         line = f"your {found[0]} crashed at {plan.impl.name}/{found[0]}.py:{found[1]}: {what}"
     else:
         where = f" in {Path(frames[-1][0]).parent.name}/{Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else ""
@@ -207,8 +205,7 @@ def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, aga
 
 def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdout, **progress) -> tuple[int, object]:
     """Say whose stages are used, then (0, work(modules, Progress(...))), restarted on a stage's NotImplementedError."""
-    for line in plan.describe():
-        print(line, file=out)
+    print("".join(line + "\n" for line in plan.describe()), end="", file=out)
     modules = lambda stage_id: loader.load_stage(plan.sources, stage_id)  # noqa: E731
     while True:
         bar = Progress(out=out, **progress)
@@ -240,8 +237,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
                     early_stop=args.task != "lm")[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    return curriculum.run_main(PROG, run, sys.argv[1:] if argv is None else argv)
+main = functools.partial(curriculum.run_main, PROG, run)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":
