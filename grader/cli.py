@@ -199,7 +199,7 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
             "fallback: on: a stage uses your earlier stages where they pass and reference/ where they do not "
             "(every substitution is listed)")
     results = run.grade(units, settings, stages, known_passed=known_passed)
-    return Report(impl=args.impl, impl_path=str(args.tree), fallback=settings.fallback, fallback_note=note,
+    return Report(impl=args.impl, fallback=settings.fallback, fallback_note=note,
                   stages=results, notes=notes + run.isolation_notes(results),
                   integrity_failed=bool(problems) and args.ci, pass_threshold=args.pass_threshold)
 

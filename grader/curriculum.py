@@ -23,10 +23,6 @@ class Stage:
     hints: tuple[str, ...]  # from a nudge to a near-solution
 
     @property
-    def module(self) -> str:
-        return self.id
-
-    @property
     def suite(self) -> Path:
         return TESTS / f"test_{self.id}.py"
 

@@ -55,7 +55,6 @@ class StageResult:
 @dataclass
 class Report:
     impl: str  # what was graded, as given ("exercises", "reference" or a path)
-    impl_path: str  # its absolute path
     fallback: bool  # True when unfinished dependencies were taken from reference/
     fallback_note: str  # one line saying how dependencies were chosen
     stages: list[StageResult]

@@ -18,6 +18,7 @@ process can find the key in memory: documented and flagged (docs/grader.md), not
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import hmac
@@ -527,19 +528,15 @@ def limit_memory(megabytes: int) -> None:
 
 def kill_descendants() -> None:
     """Kill every process this one started until none is left (orphans come back to a subreaper)."""
-    for _ in range(10000):
-        try:
-            found = [int(c) for c in Path(f"/proc/self/task/{os.getpid()}/children").read_text().split()]
-        except OSError:  # no /proc (not Linux): the caller kills the process group
-            return
+    children = Path(f"/proc/self/task/{os.getpid()}/children")
+    for _ in range(10000):  # bounded: a fork bomb cannot hold the keeper here forever
+        found = children.read_text().split() if children.exists() else ()  # no /proc: the caller kills the group
         if not found:
             return
-        for pid in found:
-            try:
+        for pid in map(int, found):
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-            except OSError:
-                pass
 
 
 

@@ -83,3 +83,15 @@ def test_the_shipped_hash_manifest_matches_the_test_files():
 
     problems = integrity.check_hashes()
     assert not problems, f"grader/test_hashes.json is stale: {problems}. After changing a suite run: python -m grader --refresh-hashes"
+
+
+def test_the_grader_stays_smaller_than_the_model_it_grades():
+    """STYLE.md: the grader stays smaller than the model it grades; issue 10: grader/ no larger than the
+    3,484 lines it had before the sandbox. A change that needs more deletes duplication first."""
+    def lines(folder: str) -> int:
+        return sum(len(p.read_text(encoding="utf-8").splitlines()) for p in (curriculum.ROOT / folder).glob("*.py"))
+
+    grader, reference = lines("grader"), lines("reference")
+    assert grader <= min(reference, 3484), (
+        f"grader/*.py has {grader} lines and reference/*.py {reference}: the grader must stay within 3,484 lines "
+        "and smaller than the model it grades")

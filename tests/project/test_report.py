@@ -87,7 +87,7 @@ def test_a_long_first_message_is_cut_and_many_names_are_grouped():
     assert "  First failing test: test_first (exercises/s05_multihead.py:7)" in lines
     assert "more lines: add -v" in text and "line 99" not in text
     assert "110 more failing" in text and "test_many (x50)" in text
-    card = report.scorecard(Report("exercises", "/x", True, "fallback: on", [_stage(tests)]))
+    card = report.scorecard(Report("exercises", True, "fallback: on", [_stage(tests)]))
     assert "line 99" not in card and "more lines: add -v" in card, "the scorecard cuts the message too"
 
 
