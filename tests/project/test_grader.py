@@ -136,6 +136,8 @@ def test_without_fork_the_same_grades_and_a_note_saying_so(kata):
     statuses = {s["id"]: (s["status"], s["reason"]) for s in doc["stages"]}
     assert statuses["s02_scale"][0] == "error" and "crashed (SIGABRT)" in statuses["s02_scale"][1]
     assert statuses["s01_add"][0] == statuses["s03_combo"][0] == "passed"
+    sealed = {s["isolation"] for s in doc["stages"] if s["id"] == "s01_add"}
+    assert all(" (but" not in level for level in sealed), f"a fresh interpreter is sealed as fully as a fork: {sealed}"
 
 
 def test_junit_output_is_valid_xml_with_a_case_per_test(kata, tmp_path):
