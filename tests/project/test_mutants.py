@@ -82,7 +82,9 @@ def test_through_the_grader_a_mutant_fails_only_its_own_stage(tmp_path):
     assert report.is_file(), f"the grader wrote no result (exit {done.returncode}): {done.stderr[-2000:]}"
     stages = {stage["id"]: stage for stage in json.loads(report.read_text(encoding="utf-8"))["stages"]}
     assert stages["s05_multihead"]["status"] != "passed", "the grader passed stage 5 with heads split without a transpose"
-    others = {sid: s["status"] for sid, s in stages.items() if sid != "s05_multihead" and s["status"] != "passed"}
+    others = {sid: (s["status"], s["reason"], next((f"{t['exc_type']}: {t['message'][:500]}" for t in s["tests"]
+                                                    if t["outcome"] != "passed"), ""))
+              for sid, s in stages.items() if sid != "s05_multihead" and s["status"] != "passed"}
     assert not others, f"a mistake in stage 5 made other stages fail: {others}"
     for dependent in ("s07_encoder", "s08_decoder", "s09_transformer", "s11_copy_task"):
         assert "s05_multihead" in stages[dependent]["substituted"], (
