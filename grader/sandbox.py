@@ -55,7 +55,7 @@ _NEWNS, _NEWIPC, _NEWUSER, _NEWPID, _NEWNET = 0x20000, 0x8000000, 0x10000000, 0x
 _RDONLY, _BIND, _REMOUNT, _REC, _PRIVATE = 1, 4096, 32, 16384, 1 << 18
 _KEPT_FLAGS = {2: 2, 4: 4, 8: 8, 1024: 1024, 2048: 2048, 4096: 1 << 21}  # statvfs ST_* -> MS_* (locked in a userns)
 EMPTIED = ("/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/mnt", "/media", "/srv", "/opt")  # other people's files
-STAGE_UIDS = 1_000_000  # as root, a stage becomes uid STAGE_UIDS + its keeper's pid: a user of its own, owning no file
+STAGE_UIDS = 1_000_000  # as root, a stage becomes uid STAGE_UIDS + a random number: a user of its own, owning no file
 
 
 @dataclass
@@ -329,7 +329,7 @@ def _keeper(target, limits: Limits, channel: int, key: bytes, output: Path | Non
     writer = Writer(channel, key, "keeper")
     level = _enter_namespaces()
     writer.send({"event": "sandbox", "level": level})
-    owner = STAGE_UIDS + os.getpid()  # unique while this keeper lives
+    owner = STAGE_UIDS + secrets.randbelow(1 << 30)  # not a pid: those repeat in the nested namespaces of a batch
     pid = os.fork()
     if pid == 0:
         code = 70
