@@ -55,6 +55,7 @@ _NEWNS, _NEWIPC, _NEWUSER, _NEWPID, _NEWNET = 0x20000, 0x8000000, 0x10000000, 0x
 _RDONLY, _BIND, _REMOUNT, _REC, _PRIVATE = 1, 4096, 32, 16384, 1 << 18
 _KEPT_FLAGS = {2: 2, 4: 4, 8: 8, 1024: 1024, 2048: 2048, 4096: 1 << 21}  # statvfs ST_* -> MS_* (locked in a userns)
 EMPTIED = ("/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/mnt", "/media", "/srv", "/opt")  # other people's files
+SCRATCH = EMPTIED[:3]  # emptied but writable (64 MiB, the stage's alone): libraries write there (torch's caches)
 STAGE_UIDS = 1_000_000  # as root, a stage becomes uid STAGE_UIDS + a random number: a user of its own, owning no file
 
 
@@ -442,9 +443,9 @@ def seal() -> str:
     libc.mount(b"/dev/null", b"/proc/sysrq-trigger", None, _BIND, None)
     needed = (home, *_SEAL["keep"], sys.prefix, sys.base_prefix, sys.exec_prefix, *filter(None, sys.path))
     needed = [os.path.realpath(path) for path in needed if os.path.exists(path)]
-    _empty(libc, needed)
+    scratch = _empty(libc, needed)
     for point in _mount_points():  # read-only; /dev also without devices (but the few above)
-        if point in (home, "/proc", "/dev/pts") or point.startswith("/dev/") and point != "/dev/shm":
+        if point in (home, "/proc", "/dev/pts", *scratch) or point.startswith("/dev/") and point != "/dev/shm":
             continue
         try:
             kept = sum(ms for st, ms in _KEPT_FLAGS.items() if os.statvfs(point).f_flag & st)
@@ -481,20 +482,25 @@ def seal() -> str:
     return level + note
 
 
-def _empty(libc, keep: list[str]) -> None:
+def _empty(libc, keep: list[str]) -> list[str]:
     """Mount an empty folder over each of ``EMPTIED`` (other students' files, copies of hidden tests),
-    each path of ``keep`` inside it mounted back in its place from a handle opened before."""
+    each path of ``keep`` inside it mounted back in its place from a handle opened before. Returns
+    the folders of ``SCRATCH`` emptied (they stay writable)."""
     keep = [p for p in keep if os.path.isdir(p) and any(p.startswith(top + "/") for top in EMPTIED)]
     keep = [p for p in keep if not any(p.startswith(q + "/") for q in keep)]  # the outermost of nested paths
+    emptied = []
     for top in EMPTIED:
         if not os.path.isdir(top) or os.path.islink(top):
             continue
         inside = [(p, os.open(p, os.O_PATH)) for p in keep if p.startswith(top + "/")]
-        libc.mount(b"tmpfs", os.fsencode(top), b"tmpfs", 0, b"mode=755,size=64k")
+        scratch = top in SCRATCH
+        if libc.mount(b"tmpfs", os.fsencode(top), b"tmpfs", 0, b"mode=1777,size=64m" if scratch else b"mode=755") == 0:
+            emptied += [top] if scratch else []
         for path, handle in inside:
             os.makedirs(path, exist_ok=True)
             libc.mount(f"/proc/self/fd/{handle}".encode(), os.fsencode(path), None, _BIND | _REC, None)
             os.close(handle)
+    return emptied
 
 
 def _open_to_all(path, mine: bool = False) -> bool:

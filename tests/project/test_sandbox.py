@@ -152,6 +152,7 @@ def test_a_sealed_stage_cannot_write_the_checkout_nor_read_what_is_hidden(tmp_pa
         seen["null"] = Path("/dev/null").write_text("fine") == 4
         seen["elsewhere"] = [p for p in (tmp_path / "left_in_tmp.py", Path.home() / ".bash_history") if p.exists()]
         seen["uid"] = os.getuid()
+        seen["scratch"] = Path(f"/tmp/{TOKEN}").write_text("private") == 7  # torch writes its caches there
         writer.send({"event": "seen", **seen})
         return 0
 
@@ -163,7 +164,8 @@ def test_a_sealed_stage_cannot_write_the_checkout_nor_read_what_is_hidden(tmp_pa
         pytest.skip(f"this system refuses namespaces: {sealed['level']}")
     uid = seen.pop("uid")
     assert seen == {"event": "seen", "answer": "", "hidden": [], "wrote": False, "home": True, "null": True,
-                    "elsewhere": []}, seen
+                    "elsewhere": [], "scratch": True}, seen
+    assert not Path(f"/tmp/{TOKEN}").exists(), "the stage's /tmp is its own: nothing it writes there is left behind"
     assert sealed["level"] == sandbox.NAMESPACES and uid >= sandbox.STAGE_UIDS or os.getuid() != 0, (sealed, uid)
     assert not (checkout / "planted.py").exists()
 
