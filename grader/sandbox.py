@@ -56,6 +56,7 @@ _RDONLY, _BIND, _REMOUNT, _REC, _PRIVATE = 1, 4096, 32, 16384, 1 << 18
 _KEPT_FLAGS = {2: 2, 4: 4, 8: 8, 1024: 1024, 2048: 2048, 4096: 1 << 21}  # statvfs ST_* -> MS_* (locked in a userns)
 EMPTIED = ("/tmp", "/var/tmp", "/dev/shm", "/root", "/home", "/mnt", "/media", "/srv", "/opt")  # other people's files
 SCRATCH = EMPTIED[:3]  # emptied but writable (64 MiB, the stage's alone): libraries write there (torch's caches)
+libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None  # mount, unshare, prctl
 STAGE_UIDS = 1_000_000  # as root, a stage becomes uid STAGE_UIDS + a random number: a user of its own, owning no file
 
 
@@ -307,10 +308,6 @@ def _popen(target, limits: Limits, key: bytes, output: Path | None, stdin: bytes
     return stage
 
 
-def _libc():
-    return ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
 def _keeper(target, limits: Limits, channel: int, key: bytes, output: Path | None, jail: Jail | None,
             env: dict | None, stdin: bytes) -> int:
     os.setpgid(0, 0)
@@ -353,7 +350,6 @@ def _keeper(target, limits: Limits, channel: int, key: bytes, output: Path | Non
 
 
 def _enter_namespaces() -> str:
-    libc = _libc()
     if libc is None:
         return GROUP
     libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come back to the keeper
@@ -380,7 +376,6 @@ def _enter_namespaces() -> str:
 
 def _stage(target, limits: Limits, channel: int, key: bytes, jail: Jail | None, env: dict | None, level: str,
            owner: int) -> int:
-    libc = _libc()
     if libc is not None:
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: the stage dies with its keeper
     if level in (NAMESPACES, USER_NAMESPACES):  # this is process 1 of the namespace: stay a plain init
@@ -428,7 +423,7 @@ def seal() -> str:
     needs), give up privileges and, as root, become a user of its own. Returns the level reached."""
     if _SEAL is None:
         return ""
-    level, home, libc, note = _SEAL["level"], _SEAL["home"], _libc(), ""
+    level, home, note = _SEAL["level"], _SEAL["home"], ""
     linecache.clearcache()  # the tests' source, read while they were collected, is not left in memory
     if level not in (NAMESPACES, USER_NAMESPACES):
         return level
@@ -443,7 +438,7 @@ def seal() -> str:
     libc.mount(b"/dev/null", b"/proc/sysrq-trigger", None, _BIND, None)
     needed = (home, *_SEAL["keep"], sys.prefix, sys.base_prefix, sys.exec_prefix, *filter(None, sys.path))
     needed = [os.path.realpath(path) for path in needed if os.path.exists(path)]
-    scratch = _empty(libc, needed)
+    scratch = _empty(needed)
     for point in _mount_points():  # read-only; /dev also without devices (but the few above)
         if point in (home, "/proc", "/dev/pts", *scratch) or point.startswith("/dev/") and point != "/dev/shm":
             continue
@@ -482,7 +477,7 @@ def seal() -> str:
     return level + note
 
 
-def _empty(libc, keep: list[str]) -> list[str]:
+def _empty(keep: list[str]) -> list[str]:
     """Mount an empty folder over each of ``EMPTIED`` (other students' files, copies of hidden tests),
     each path of ``keep`` inside it mounted back in its place from a handle opened before. Returns
     the folders of ``SCRATCH`` emptied (they stay writable)."""
