@@ -35,13 +35,13 @@ def scorecard(report: Report, *, colour: bool = False, impl_display: str = "exer
         status = _paint(f"{s.status_text():<16}", _COLOURS.get(s.status, ""), colour)
         extra = s.reason if s.status in (ERROR, TIMED_OUT, MISSING) else ""
         lines.append(f"  {s.number:>2}  {stage_label(s):<{width}}  {status}  {_score(s):<7}  {extra}".rstrip())
-        if s.substituted:
+        if s.substituted and s.status != NOT_STARTED:  # a stub's verdict does not depend on what it loads
             lines.append(_paint(f"{'':{width + 8}}↳ used reference/ for: {', '.join(s.substituted)}", "33", colour))
     graded, missing = report.graded, len(report.stages) - len(report.graded)
     total = (f"Total: {report.score:g}/{report.max_score:g} points, {sum(s.status == PASSED for s in graded)} of "
              f"{len(graded)} graded suites pass" + f" ({missing} without a suite yet, not counted)" * bool(missing))
     lines += ["", _paint(total, "1", colour)]
-    if substituted := ", ".join(sorted({d for s in report.stages for d in s.substituted})):
+    if substituted := ", ".join(sorted({d for s in report.stages if s.status != NOT_STARTED for d in s.substituted})):
         lines.append(_paint(f"Substituted from reference/ somewhere in this run: {substituted}", "33", colour))
     return "\n".join(lines + [""] + next_steps(report, impl_display)) + "\n"
 

@@ -201,6 +201,14 @@ def test_scorecard_counts_missing_suites_apart_and_lists_substitutions():
         assert words in text, f"expected {words!r} in the scorecard:\n{text}"
 
 
+def test_substitutions_are_listed_only_where_a_verdict_depended_on_them():
+    rep = _report(_stage(1, NOT_STARTED), _stage(2, NOT_STARTED, substituted=["s01_x1"]))
+    text = report.scorecard(rep)
+    assert "used reference/" not in text and "Substituted" not in text, \
+        f"a stage that was not started was not graded, so nothing it loaded mattered:\n{text}"
+    assert text.rstrip().splitlines()[-1].startswith("  Details: python -m grader 1"), f"next step last:\n{text}"
+
+
 def test_next_steps_when_nothing_is_graded_or_everything_passes():
     assert report.next_steps(_report(_stage(1, MISSING))) == ["Nothing was graded: no stage has a suite yet."]
     assert report.next_steps(_report(_stage(1, PASSED))) == ["Every graded stage passes. Well done."]
