@@ -342,7 +342,8 @@ def test_cached_logits_equal_full_sequence_logits_at_every_step(stage):
             except RuntimeError as error:
                 hint, left = cache_cause(stage, model), max(0, end - 2 * start)  # rows left if sliced again at start
                 found = re.search(r"tensor a \((\d+)\) must match the size of tensor b \((\d+)\)", str(error))
-                twice = hint == HINT_OFFSET and found and sorted(map(int, found.groups())) == sorted([left, end - start])
+                sizes = sorted(map(int, found.groups())) if found else []
+                twice = hint == HINT_OFFSET and sizes == sorted([left, end - start])
                 fail(f"model(tokens[:, {start}:{end}], caches) with {start} cached positions raised RuntimeError: "
                      f"{str(error).splitlines()[0][:160]}", HINT_ROWS_TWICE if twice else hint,
                      f"RoPE rows for {left} position(s) met {end - start} new ones: the rows of positions {start}.."
