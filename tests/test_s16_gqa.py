@@ -13,6 +13,7 @@ raise while the learner's module runs (after the oracle has been computed).
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -53,6 +54,10 @@ HINT_CACHE = ("With a cache, x holds only the new positions: project and rotate 
               "an additive mask for those positions.")
 HINT_CACHE_HEADS = ("The cache stores the Hkv key/value heads, rotated, BEFORE repeat_kv: storing H repeated heads "
                     "throws away the memory saving that is the point of GQA.")
+HINT_KEYS_TWICE = ("cache.update already returns the cached keys WITH the new ones appended; do not concatenate k "
+                   "again (nor v with the values): attend over exactly what it returns.")
+HINT_ROPE_TWICE = ("rope holds the rows of the new positions already (the caller sliced them); slicing again by "
+                   "cache.length offsets them twice. Apply cos and sin to q and k as they come.")
 HINT_FORBIDDEN = ("Compute the attention yourself (scores, additive mask, softmax, dropout, weighted sum): "
                   "torch.nn.functional.scaled_dot_product_attention is the test's oracle.")
 
@@ -185,9 +190,13 @@ def run(module, x, monkeypatch, **kwargs) -> torch.Tensor:
     except RuntimeError as error:
         if cache is None:
             raise
-        check_growth(cache, before, x.size(1))
+        monkeypatch.undo()  # torch's attention back for the check below
+        observed, why = ("", HINT_FOLLOW_ON) if plain_attention_is_off(module, monkeypatch) else \
+            cache_shape_error(error, kwargs.get("rope"), before, x.size(1), cache.length - before)
+        if not why:
+            check_growth(cache, before, x.size(1))
         fail(f"forward with a KVCache and x of shape {tuple(x.shape)} raised RuntimeError: "
-             f"{str(error).splitlines()[0][:160]}", HINT_CACHE)
+             f"{str(error).splitlines()[0][:160]}", why or HINT_CACHE, observed)
     finally:
         monkeypatch.undo()
     if cache is not None:
@@ -195,15 +204,36 @@ def run(module, x, monkeypatch, **kwargs) -> torch.Tensor:
     return out
 
 
+def cache_shape_error(error: RuntimeError, rope, before: int, new: int, grown: int) -> tuple[str, str]:
+    """(observed, cause) when the sizes a broadcast error names fit a known cache mistake, else ("", "")."""
+    found = re.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)", str(error))
+    sizes = sorted(int(n) for n in found.groups()) if found else []
+    if sizes == [before + new, before + 2 * new]:  # the scores' keys against the mask's columns
+        return (f"the attention saw {before + 2 * new} keys for {before} cached + {new} new positions: "
+                "the new positions twice", HINT_KEYS_TWICE)
+    if rope is None or not before:
+        return "", ""
+    left = max(0, min(new, rope[0].size(-2) - before))  # the rows passed, sliced again from row `before`
+    if left not in (1, new) and sizes == sorted([left, new]):  # the rows against the new queries
+        return (f"RoPE rows for {left} position(s) met {new} new position(s) at offset {before}: the {new} rows "
+                f"passed, sliced again from row {before}", HINT_ROPE_TWICE)
+    if left == 0 and new == 1 and grown == 0 and sizes == [before, before + new]:  # no row: an empty key went in
+        return (f"the new position's key came out empty (the cache grew by 0; the attention saw only the {before} "
+                f"cached keys): the 1 row passed, sliced again from row {before}, leaves none", HINT_ROPE_TWICE)
+    return "", ""
+
+
 def check_growth(cache, before: int, new: int) -> None:
     """The cache must grow by exactly the new positions: more means the keys went in twice."""
     grown = cache.length - before
     if grown != new:
+        again = {before + new: f"the {before} cached position(s) went in again with the new ones",
+                 2 * new: "the new positions went in twice"}.get(grown, "") if before != new else ""
         fail(f"the KVCache grew by {grown} positions during one forward with {new} new position(s) "
              f"(length {before} -> {cache.length})",
              "Call cache.update(k, v) exactly once per forward, with the new positions only, and attend over what "
              "it returns; appending twice (or re-appending the returned keys) duplicates positions."
-             if grown > new else HINT_CACHE)
+             if grown > new else HINT_CACHE, again)
 
 
 # ----------------------------------------------------------------------------- shapes and parameters
@@ -402,6 +432,35 @@ def test_one_token_step_after_a_prompt_equals_the_last_row_of_the_full_pass(stag
     run(module, x[:, :4], monkeypatch, mask=causal(4, 4), rope=(cos[:4], sin[:4]), cache=cache)
     out = run(module, x[:, 4:], monkeypatch, mask=causal(1, 5), rope=(cos[4:], sin[4:]), cache=cache)
     assert_close(out, expected, "the generation step's output", atol=1e-5, hint=cause(module, monkeypatch, HINT_CACHE))
+
+
+def test_without_a_mask_a_chunk_after_a_cached_prompt_sees_every_position_once(stage, monkeypatch):
+    """A prompt of 1 position, then 2 new ones at offset 1, mask=None: the new queries attend to all 3 keys, each
+    once, rotated by the rows the caller passes (positions 1 and 2). Two mistakes raise nothing here."""
+    module = stage.GroupedQueryAttention(D, H, HKV)
+    x, (cos, sin) = torch.randn(B, 3, D), rope_tables(DH, 3)
+    expected = oracle(module, x, rope=(cos, sin))[:, 1:]
+    q, k, v, w_o = projections(module, x, H, HKV, rope=(cos, sin))
+    plain_q, plain_k, _, _ = projections(module, x, H, HKV)
+
+    def rotated_by(rows):  # attention with the new queries and keys rotated by these (cos, sin) rows
+        new_k = torch.cat([k[:, :, :1], rotate(plain_k[:, :, 1:], *rows)], dim=2)
+        return attention(rotate(plain_q[:, :, 1:], *rows), new_k, v, w_o), HINT_ROPE_TWICE
+
+    suspects = {  # rows 1..2 sliced again from row 1 leave row 2 alone, which broadcasts to both positions
+        "your output equals attention over the 3 keys and the 2 new ones again (5 keys)":
+            (attention(q[:, :, 1:], torch.cat([k, k[:, :, 1:]], dim=2), torch.cat([v, v[:, :, 1:]], dim=2), w_o),
+             HINT_KEYS_TWICE),
+        "your output equals attention with both new positions rotated as position 2 (the rows offset twice)":
+            rotated_by((cos[2:], sin[2:])),
+        "your output equals attention with the sin rows of position 2 for both new positions (offset twice)":
+            rotated_by((cos[1:], sin[2:])),
+    }
+    cache = stage.KVCache()
+    run(module, x[:, :1], monkeypatch, rope=(cos[:1], sin[:1]), cache=cache)
+    out = run(module, x[:, 1:], monkeypatch, rope=(cos[1:], sin[1:]), cache=cache)
+    assert_close(out, expected, "the chunk's output at offset 1, mask=None", atol=1e-5, suspects=suspects,
+                 hint=cause(module, monkeypatch, HINT_CACHE))
 
 
 # ----------------------------------------------------------------------------- in place

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -51,6 +52,11 @@ HINT_IN_PLACE = ("forward must not change its inputs, and a second forward/backw
 HINT_FOLLOW_ON = ("This follows from an earlier failure: the plain forward (no cache, no padding, no scaling) already "
                   "differs from the oracle, and test_forward_matches_the_llama_forward_built_from_torch_ops names the "
                   "cause. Fix that first.")
+HINT_ATTENTION_CACHE = ("This follows from stage 16: one block's attention alone, fed 3 positions then 1 through a "
+                        "KVCache with the right RoPE rows and mask, already goes wrong (against its own output without "
+                        "a cache). python -m grader 16 names the cause.")
+HINT_ROWS_TWICE = ("The RoPE rows were sliced twice: take rope_cos/rope_sin[offset : offset + S] once, in forward, and "
+                   "pass those rows to every block as they are (the attention applies the rows it is given).")
 HINT_ORACLE = ("The order is embed -> blocks (each with the causal mask and the RoPE rows of these positions) -> "
                "final norm -> lm_head. Is the final RMSNorm applied, and are cos/sin built for the head size "
                "Dh = d_model / n_heads with config.rope_base?")
@@ -169,6 +175,26 @@ def cause(stage, hint: str) -> str:
         except Exception:  # noqa: BLE001 - any failure here is the earlier failure
             fine = False
     return hint if fine else HINT_FOLLOW_ON
+
+
+def cache_cause(stage, model) -> str:
+    """HINT_OFFSET, unless an earlier failure explains wrong cached logits: the plain forward, or stage 16's cache."""
+    hint = cause(stage, HINT_OFFSET)
+    if hint != HINT_OFFSET:
+        return hint
+    with torch.random.fork_rng():  # a prompt of 3 positions, then 1, through the first block's attention
+        try:
+            attention, x, rows = model.layers[0].attn, torch.randn(1, 4, D), (model.rope_cos[:4], model.rope_sin[:4])
+            with torch.no_grad():
+                whole = attention(x, mask=torch.full((4, 4), float("-inf")).triu(1), rope=rows)
+                cache = stage.KVCache()
+                attention(x[:, :3], mask=torch.full((3, 3), float("-inf")).triu(1),
+                          rope=(rows[0][:3], rows[1][:3]), cache=cache)
+                step = attention(x[:, 3:], mask=torch.zeros(1, 4), rope=(rows[0][3:], rows[1][3:]), cache=cache)
+            fine = type(step) is torch.Tensor and torch.allclose(step, whole[:, 3:], atol=1e-5)
+        except Exception:  # noqa: BLE001 - any failure here is stage 16's
+            fine = False
+    return hint if fine else HINT_ATTENTION_CACHE
 
 
 # --- the config -------------------------------------------------------------------------------
@@ -311,9 +337,19 @@ def test_cached_logits_equal_full_sequence_logits_at_every_step(stage):
         caches = model.new_caches()
         pieces = [(0, 3), (3, 5)] + [(t, t + 1) for t in range(5, 10)]  # prefill 3, a chunk of 2, then one at a time
         for start, end in pieces:
-            step, _ = model(tokens[:, start:end], caches)
+            try:
+                step, _ = model(tokens[:, start:end], caches)
+            except RuntimeError as error:
+                hint, left = cache_cause(stage, model), max(0, end - 2 * start)  # rows left if sliced again at start
+                found = re.search(r"tensor a \((\d+)\) must match the size of tensor b \((\d+)\)", str(error))
+                sizes = sorted(map(int, found.groups())) if found else []
+                twice = hint == HINT_OFFSET and sizes == sorted([left, end - start])
+                fail(f"model(tokens[:, {start}:{end}], caches) with {start} cached positions raised RuntimeError: "
+                     f"{str(error).splitlines()[0][:160]}", HINT_ROWS_TWICE if twice else hint,
+                     f"RoPE rows for {left} position(s) met {end - start} new ones: the rows of positions {start}.."
+                     f"{end - 1}, sliced again from row {start}" if twice else "")
             assert_close(step, full[:, start:end], f"cached logits of positions {start}..{end - 1}", atol=1e-5,
-                         hint=cause(stage, HINT_OFFSET))
+                         hint=cache_cause(stage, model))
             assert_equal(caches[0].length, end, f"cache length after feeding positions up to {end - 1}",
                          hint="Pass caches[i] to block i: each layer appends its keys and values.")
 
