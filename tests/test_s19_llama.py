@@ -5,9 +5,8 @@ F.scaled_dot_product_attention with enable_gqa=True and is_causal=True, a rotate
 this file, F.silu) that reads the weights by their Hugging Face Llama names. It never calls the
 learner's code: the weights come either from the model's attributes or from a checkpoint this
 file writes itself (config.json in the layouts before and after transformers 5.0, and as Qwen2.5,
-Mistral and TinyLlama publish it; weights as
-pytorch_model.bin with torch.save, model.safetensors and sharded safetensors with the safetensors
-package, in float32, bfloat16 and float16). Llama 3's frequency scaling is written here as a loop.
+Mistral and TinyLlama publish it; weights as pytorch_model.bin with torch.save, model.safetensors
+and sharded safetensors with the safetensors package, in float32, bfloat16 and float16). Llama 3's frequency scaling is written here as a loop.
 """
 
 from __future__ import annotations
@@ -293,24 +292,6 @@ def test_weight_tying_shares_one_parameter_and_saves_V_times_D(stage):
                  hint="Tying shares one (V, D) matrix, so the tied model has exactly V * D fewer parameters.")
 
 
-def test_qkv_bias_gives_every_layer_biased_q_k_v_under_their_checkpoint_names(stage):
-    model = stage.Llama(small_config(stage, qkv_bias=True)).eval()
-    for i, block in enumerate(model.layers):
-        biased = [name for name in ("q_proj", "k_proj", "v_proj", "o_proj") if getattr(block.attn, name).bias is not None]
-        if biased != ["q_proj", "k_proj", "v_proj"]:
-            fail(f"Llama(qkv_bias=True): layer {i}'s projections with a bias are {biased}, expected "
-                 "['q_proj', 'k_proj', 'v_proj']", HINT_QKV_BIAS)
-    state = stage.to_llama_state_dict(model)
-    assert_equal(sorted(state), sorted(hf_shapes(V, D, L, H, HKV, FF, qkv_bias=True)), "checkpoint keys with qkv_bias",
-                 hint=HINT_QKV_BIAS)
-    randomise(model)  # biases of about 1
-    tokens = torch.randint(0, V, (2, 7))
-    with torch.no_grad():
-        expected = oracle_logits(weights_by_attribute(model), tokens, L, H, HKV)
-        logits, _ = model(tokens)
-    assert_close(logits, expected, "logits with q, k, v biases", atol=1e-4, rtol=1e-5, hint=cause(stage, HINT_QKV_BIAS))
-
-
 def test_moe_model_returns_the_sum_of_its_blocks_aux_losses(stage):
     model = stage.Llama(small_config(stage, n_experts=4, top_k=2))
     seen = []
@@ -338,6 +319,24 @@ def test_forward_matches_the_llama_forward_built_from_torch_ops(stage, n_kv_head
         logits, _ = model(tokens)
     assert_close(logits, expected, f"logits (n_kv_heads={n_kv_heads})", atol=1e-4, rtol=1e-5,  # 2 layers of float32
                  hint=HINT_ORACLE)
+
+
+def test_qkv_bias_gives_every_layer_biased_q_k_v_under_their_checkpoint_names(stage):
+    model = stage.Llama(small_config(stage, qkv_bias=True)).eval()
+    for i, block in enumerate(model.layers):
+        biased = [name for name in ("q_proj", "k_proj", "v_proj", "o_proj") if getattr(block.attn, name).bias is not None]
+        if biased != ["q_proj", "k_proj", "v_proj"]:
+            fail(f"Llama(qkv_bias=True): layer {i}'s projections with a bias are {biased}, expected "
+                 "['q_proj', 'k_proj', 'v_proj']", HINT_QKV_BIAS)
+    state = stage.to_llama_state_dict(model)
+    assert_equal(sorted(state), sorted(hf_shapes(V, D, L, H, HKV, FF, qkv_bias=True)), "checkpoint keys with qkv_bias",
+                 hint=HINT_QKV_BIAS)
+    randomise(model)  # biases of about 1
+    tokens = torch.randint(0, V, (2, 7))
+    with torch.no_grad():
+        expected = oracle_logits(weights_by_attribute(model), tokens, L, H, HKV)
+        logits, _ = model(tokens)
+    assert_close(logits, expected, "logits with q, k, v biases", atol=1e-4, rtol=1e-5, hint=cause(stage, HINT_QKV_BIAS))
 
 
 # --- the KV cache -----------------------------------------------------------------------------
