@@ -69,8 +69,8 @@ Three families share this layout; config.json's "model_type" says which:
 
     llama    Llama 2 and 3, TinyLlama, SmolLM2: everything above.
     mistral  Llama's layout, plus "sliding_window": W (7B v0.1: 4096; null from v0.2 on): a token
-             attends to the last W positions only. Up to W positions that IS causal attention, so
-             this model caps max_seq_len at W: every position it runs is exact.
+             attends to the last W positions only (itself included). Up to W positions that IS
+             causal attention, so this model caps max_seq_len at W: every position it runs is exact.
     qwen2    Qwen2 and Qwen2.5: q_proj, k_proj and v_proj have biases, o_proj has none
              (LlamaConfig.qkv_bias); rope_theta 1000000; the small ones tie the head. Their
              "use_sliding_window" is false (true is refused), so "sliding_window" and
@@ -79,9 +79,9 @@ Three families share this layout; config.json's "model_type" says which:
 Any other model_type (gemma, phi3, qwen3, ...) is refused in one line: running it as a Llama
 would give wrong logits without any error.
 
-To run real weights: download a small model of one of these families (config.json, tokenizer.json and
-model.safetensors, or its shards with model.safetensors.index.json, or pytorch_model.bin) into a
-directory, and call load_pretrained(directory).
+To run real weights: download a small model of one of these families (config.json,
+tokenizer.json and model.safetensors, or its shards with model.safetensors.index.json, or
+pytorch_model.bin) into a directory, and call load_pretrained(directory).
 
 Shapes: B batch, S sequence length (new tokens in this call), D = d_model, H heads, Hkv key/value
 heads, Dh = D / H, F = d_ff, V vocabulary size, L layers.

@@ -237,7 +237,7 @@ def test_projection_shapes_and_key_value_parameter_count_shrink_by_the_group_siz
     assert_tensor(module.o_proj.weight, "o_proj.weight", shape=(D, H * DH), hint=HINT_SHAPES)
     kv_params = sum(p.numel() for name, p in module.named_parameters() if name.startswith(("k_proj", "v_proj")))
     assert_equal(kv_params, 2 * D * D // (H // n_kv_heads), f"K/V parameter count with Hkv={n_kv_heads}",
-                 hint="qkv_bias=False by default (Llama has no projection biases); k_proj and v_proj map D -> Hkv * Dh.")
+                 hint="qkv_bias=False by default (Llama has no projection biases); k_proj, v_proj map D -> Hkv * Dh.")
 
 
 def test_qkv_bias_puts_biases_on_q_k_and_v_and_never_on_o_proj(stage):
@@ -351,7 +351,8 @@ def test_qkv_biases_are_added_to_the_projections_before_rope(stage, monkeypatch)
     x, mask, rope = torch.randn(B, S, D), causal(S, S), rope_tables(DH, S)
     expected = oracle(module, x, mask=mask, rope=rope)
     q, k, v, w_o = projections(module, x, H, HKV, rope, biases=False)
-    suspects = {"your output equals attention without the q, k, v biases": (attention(q, k, v, w_o, mask), HINT_BIAS_USED)}
+    unbiased = attention(q, k, v, w_o, mask)
+    suspects = {"your output equals attention without the q, k, v biases": (unbiased, HINT_BIAS_USED)}
     out = run(module, x, monkeypatch, mask=mask, rope=rope)
     assert_close(out, expected, "GQA output with q, k, v biases", atol=1e-5,
                  suspects=dict(known_mistakes(module, x, mask=mask, rope=rope), **suspects),

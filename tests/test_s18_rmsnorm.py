@@ -3,7 +3,8 @@
 Oracles: torch.nn.RMSNorm (and torch.nn.functional.rms_norm) with copied weights; a hand-worked
 RMSNorm example; and a decoder block assembled here from torch ops on the block's copied weights:
 rms_norm, q/k/v projections (with their biases, if any), RoPE written out,
-scaled_dot_product_attention with enable_gqa=True, SwiGLU with z * sigmoid(z). The learner's RMSNorm must not call torch's (patched to raise).
+scaled_dot_product_attention with enable_gqa=True, SwiGLU with z * sigmoid(z). The learner's
+RMSNorm must not call torch's (patched to raise).
 """
 
 from __future__ import annotations

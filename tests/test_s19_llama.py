@@ -6,7 +6,8 @@ this file, F.silu) that reads the weights by their Hugging Face Llama names. It 
 learner's code: the weights come either from the model's attributes or from a checkpoint this
 file writes itself (config.json in the layouts before and after transformers 5.0, and as Qwen2.5,
 Mistral and TinyLlama publish it; weights as pytorch_model.bin with torch.save, model.safetensors
-and sharded safetensors with the safetensors package, in float32, bfloat16 and float16). Llama 3's frequency scaling is written here as a loop.
+and sharded safetensors with the safetensors package, in float32, bfloat16 and float16). Llama 3's
+frequency scaling is written here as a loop.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ HINT_QWEN2 = ("model_type 'qwen2' means biases on q_proj, k_proj and v_proj: qkv
 HINT_MISTRAL = ("A Mistral sliding_window W lets each token see the last W positions only; up to W positions that is "
                 "plain causal attention, so the window caps max_seq_len at min(W, max_position_embeddings); null means "
                 "no window. Mistral has no projection biases.")
-HINT_FAMILY_REFUSE = ("Refuse, in one ValueError line naming it, a model_type other than llama, mistral or qwen2, and "
-                      "use_sliding_window true: run as a Llama, such a checkpoint gives wrong logits without any error.")
+HINT_FAMILY_REFUSE = ("Refuse, in one ValueError line naming it, a model_type other than llama, mistral or qwen2, "
+                      "and use_sliding_window true: run as a Llama, such a checkpoint gives wrong logits without any "
+                      "error.")
 HINT_ORACLE = ("The order is embed -> blocks (each with the causal mask and the RoPE rows of these positions) -> "
                "final norm -> lm_head. Is the final RMSNorm applied, and are cos/sin built for the head size "
                "Dh = d_model / n_heads with config.rope_base?")
@@ -160,7 +162,8 @@ def oracle_logits(w, tokens, n_layers, n_heads, n_kv_heads, base=10000.0, eps=1e
     for i in range(n_layers):
         p = f"model.layers.{i}."
         h = F.rms_norm(x, (d_model,), w[p + "input_layernorm.weight"], eps)
-        q, k, v = (h @ w[p + f"self_attn.{x}_proj.weight"].T + w.get(p + f"self_attn.{x}_proj.bias", 0.0) for x in "qkv")
+        q, k, v = (h @ w[p + f"self_attn.{x}_proj.weight"].T + w.get(p + f"self_attn.{x}_proj.bias", 0.0)
+                   for x in "qkv")  # Qwen2's biases, where the weights have them
         q = q.view(batch, length, n_heads, head).transpose(1, 2)
         k = k.view(batch, length, n_kv_heads, head).transpose(1, 2)
         v = v.view(batch, length, n_kv_heads, head).transpose(1, 2)
@@ -324,7 +327,8 @@ def test_forward_matches_the_llama_forward_built_from_torch_ops(stage, n_kv_head
 def test_qkv_bias_gives_every_layer_biased_q_k_v_under_their_checkpoint_names(stage):
     model = stage.Llama(small_config(stage, qkv_bias=True)).eval()
     for i, block in enumerate(model.layers):
-        biased = [name for name in ("q_proj", "k_proj", "v_proj", "o_proj") if getattr(block.attn, name).bias is not None]
+        biased = [name for name in ("q_proj", "k_proj", "v_proj", "o_proj")
+                  if getattr(block.attn, name).bias is not None]
         if biased != ["q_proj", "k_proj", "v_proj"]:
             fail(f"Llama(qkv_bias=True): layer {i}'s projections with a bias are {biased}, expected "
                  "['q_proj', 'k_proj', 'v_proj']", HINT_QKV_BIAS)

@@ -100,7 +100,8 @@ CASES = {  # name: (write_model options, the max_seq_len the kata must read: 64,
     "gqa-old-base10000-llama3-tied": (dict(scaling=LLAMA3, tie=True, layout="before-5.0"), 64),
     "gqa-5.x-base500000-bf16": (dict(base=500000.0, dtype=torch.bfloat16), 64),
     "llama-2-tinyllama-layout": (dict(layout="llama-2"), 64),
-    "qwen2.5-old-base1e6-tied-window16-off": (dict(family="qwen2", base=1e6, tie=True, window=16, layout="before-5.0"), 64),
+    "qwen2.5-old-base1e6-tied-window16-off": (dict(family="qwen2", base=1e6, tie=True, window=16,
+                                                   layout="before-5.0"), 64),
     "qwen2-5.x-base1e6-mqa-sharded": (dict(family="qwen2", base=1e6, kv_heads=1, shard=True), 64),
     "mistral-v0.1-window16-old": (dict(family="mistral", window=16, layout="before-5.0"), 16),
     "mistral-v0.2-no-window-5.x-bf16": (dict(family="mistral", dtype=torch.bfloat16), 64),
@@ -264,9 +265,10 @@ def test_a_directory_that_is_not_a_usable_checkpoint_is_one_line_and_exit_2(chec
     config["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
     (yarn / "config.json").write_text(json.dumps(config), encoding="utf-8")
     refused = {  # a copy of a checkpoint, its config.json changed: what the one line must say
-        "gemma": ("before-5.0", {"model_type": "gemma"}, "config.json: model_type 'gemma' is not supported (llama, mistral, qwen2)"),
+        "gemma": ("before-5.0", {"model_type": "gemma"},
+                  "config.json: model_type 'gemma' is not supported (llama, mistral, qwen2)"),
         "sliding": ("qwen2", {"use_sliding_window": True}, "use_sliding_window true"),
-        "no_biases": ("before-5.0", {"model_type": "qwen2"}, "Missing key(s) in state_dict"),  # Llama weights, Qwen2 config
+        "no_biases": ("before-5.0", {"model_type": "qwen2"}, "Missing key(s) in state_dict"),  # Llama's weights
     }
     for name, (source, change, _) in refused.items():
         shutil.copytree(checkpoints[source][0], tmp_path / name)
