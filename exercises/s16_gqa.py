@@ -95,7 +95,9 @@ class KVCache:
 class GroupedQueryAttention(nn.Module):
     """Self-attention with H query heads sharing Hkv key/value heads in groups."""
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, dropout: float = 0.0, bias: bool = False) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, n_kv_heads: int, dropout: float = 0.0, qkv_bias: bool = False
+    ) -> None:
         """Create the four projections (the names of Llama checkpoints).
 
         Args:
@@ -103,10 +105,12 @@ class GroupedQueryAttention(nn.Module):
             n_heads: H, the number of query heads.
             n_kv_heads: Hkv, the number of key/value heads; must divide n_heads.
             dropout: dropout on the attention weights, in training only.
-            bias: whether the projections have biases (Llama: no).
+            qkv_bias: biases on q_proj, k_proj and v_proj (Qwen2: True; Llama, Mistral: False);
+                o_proj never has a bias.
         Attributes:
-            q_proj: nn.Linear(D, H * Dh); k_proj, v_proj: nn.Linear(D, Hkv * Dh);
-            o_proj: nn.Linear(H * Dh, D); n_heads, n_kv_heads, head_size (Dh), dropout (the float).
+            q_proj: nn.Linear(D, H * Dh, bias=qkv_bias); k_proj, v_proj: nn.Linear(D, Hkv * Dh,
+            bias=qkv_bias); o_proj: nn.Linear(H * Dh, D, bias=False); n_heads, n_kv_heads,
+            head_size (Dh), dropout (the float).
         Raises:
             ValueError: if n_heads does not divide d_model or n_kv_heads does not divide n_heads.
         """

@@ -75,6 +75,7 @@ class DecoderBlock(nn.Module):
         n_experts: int = 0,
         top_k: int = 2,
         dropout: float = 0.0,
+        qkv_bias: bool = False,
     ) -> None:
         """Create the two norms and the two sub-layers.
 
@@ -87,8 +88,9 @@ class DecoderBlock(nn.Module):
             n_experts: 0 for a dense SwiGLU feed-forward; E > 0 for a MixtureOfExperts.
             top_k: experts per token (used only when n_experts > 0).
             dropout: attention-weight dropout, in training only.
+            qkv_bias: biases on the attention's q, k and v projections (Qwen2); never on o_proj.
         Attributes:
-            attn_norm: RMSNorm(D); attn: GroupedQueryAttention(D, H, Hkv, dropout);
+            attn_norm: RMSNorm(D); attn: GroupedQueryAttention(D, H, Hkv, dropout, qkv_bias);
             ffn_norm: RMSNorm(D); ffn: SwiGLU(D, F), or MixtureOfExperts(D, F, E, top_k).
         """
         # TODO: write this (the docstring above is the contract).

@@ -76,6 +76,7 @@ class DecoderBlock(nn.Module):
         n_experts: int = 0,
         top_k: int = 2,
         dropout: float = 0.0,
+        qkv_bias: bool = False,
     ) -> None:
         """Create the two norms and the two sub-layers.
 
@@ -88,13 +89,14 @@ class DecoderBlock(nn.Module):
             n_experts: 0 for a dense SwiGLU feed-forward; E > 0 for a MixtureOfExperts.
             top_k: experts per token (used only when n_experts > 0).
             dropout: attention-weight dropout, in training only.
+            qkv_bias: biases on the attention's q, k and v projections (Qwen2); never on o_proj.
         Attributes:
-            attn_norm: RMSNorm(D); attn: GroupedQueryAttention(D, H, Hkv, dropout);
+            attn_norm: RMSNorm(D); attn: GroupedQueryAttention(D, H, Hkv, dropout, qkv_bias);
             ffn_norm: RMSNorm(D); ffn: SwiGLU(D, F), or MixtureOfExperts(D, F, E, top_k).
         """
         super().__init__()
         self.attn_norm = RMSNorm(d_model, norm_eps)
-        self.attn = GroupedQueryAttention(d_model, n_heads, n_kv_heads, dropout=dropout)
+        self.attn = GroupedQueryAttention(d_model, n_heads, n_kv_heads, dropout=dropout, qkv_bias=qkv_bias)
         self.ffn_norm = RMSNorm(d_model, norm_eps)
         self.ffn = MixtureOfExperts(d_model, d_ff, n_experts, top_k) if n_experts > 0 else SwiGLU(d_model, d_ff)
 

@@ -36,8 +36,8 @@ With both, every row's logits at its real positions are those of the row run alo
 Weight tying. The embedding matrix (V, D) and the head's weight (V, D) have the same shape; many
 small models share ONE Parameter between them, saving V * D parameters.
 
-The checkpoint layout. Small Llama-architecture models (TinyLlama, SmolLM, ...) are published as
-a state dict with Hugging Face names; this model's modules map onto them one to one:
+The checkpoint layout. Small Llama-architecture models (TinyLlama, SmolLM2, Qwen2.5, ...) are
+published as a state dict with Hugging Face names; this model's modules map onto them one to one:
 
     embed_tokens.weight             model.embed_tokens.weight                     (V, D)
     layers.{i}.attn_norm.weight     model.layers.{i}.input_layernorm.weight       (D,)
@@ -45,6 +45,9 @@ a state dict with Hugging Face names; this model's modules map onto them one to 
     layers.{i}.attn.k_proj.weight   model.layers.{i}.self_attn.k_proj.weight      (Hkv * Dh, D)
     layers.{i}.attn.v_proj.weight   model.layers.{i}.self_attn.v_proj.weight      (Hkv * Dh, D)
     layers.{i}.attn.o_proj.weight   model.layers.{i}.self_attn.o_proj.weight      (D, H * Dh)
+    layers.{i}.attn.q_proj.bias     model.layers.{i}.self_attn.q_proj.bias        (H * Dh,)    qkv_bias only
+    layers.{i}.attn.k_proj.bias     model.layers.{i}.self_attn.k_proj.bias        (Hkv * Dh,)  qkv_bias only
+    layers.{i}.attn.v_proj.bias     model.layers.{i}.self_attn.v_proj.bias        (Hkv * Dh,)  qkv_bias only
     layers.{i}.ffn_norm.weight      model.layers.{i}.post_attention_layernorm.weight  (D,)
     layers.{i}.ffn.gate_proj.weight model.layers.{i}.mlp.gate_proj.weight         (F, D)
     layers.{i}.ffn.up_proj.weight   model.layers.{i}.mlp.up_proj.weight           (F, D)
@@ -62,9 +65,23 @@ from 5.0 they move into one dict, "rope_parameters": {"rope_type": "default" or 
 10000 runs a 500000 model with every position wrong. "default" means no scaling; "llama3" is
 stage 14's RopeScaling; any other type (linear, dynamic, yarn, ...) is refused.
 
-To run real weights: download a small Llama-architecture model (config.json, tokenizer.json and
-model.safetensors, or its shards with model.safetensors.index.json, or pytorch_model.bin) into a
-directory, and call load_pretrained(directory).
+Three families share this layout; config.json's "model_type" says which:
+
+    llama    Llama 2 and 3, TinyLlama, SmolLM2: everything above.
+    mistral  Llama's layout, plus "sliding_window": W (7B v0.1: 4096; null from v0.2 on): a token
+             attends to the last W positions only (itself included). Up to W positions that IS
+             causal attention, so this model caps max_seq_len at W: every position it runs is exact.
+    qwen2    Qwen2 and Qwen2.5: q_proj, k_proj and v_proj have biases, o_proj has none
+             (LlamaConfig.qkv_bias); rope_theta 1000000; the small ones tie the head. Their
+             "use_sliding_window" is false (true is refused), so "sliding_window" and
+             "max_window_layers" are ignored.
+
+Any other model_type (gemma, phi3, qwen3, ...) is refused in one line: running it as a Llama
+would give wrong logits without any error.
+
+To run real weights: download a small model of one of these families (config.json,
+tokenizer.json and model.safetensors, or its shards with model.safetensors.index.json, or
+pytorch_model.bin) into a directory, and call load_pretrained(directory).
 
 Shapes: B batch, S sequence length (new tokens in this call), D = d_model, H heads, Hkv key/value
 heads, Dh = D / H, F = d_ff, V vocabulary size, L layers.
@@ -83,6 +100,9 @@ from .s14_rope import RopeScaling, rope_tables
 from .s15_causal_mask import additive_causal_mask
 from .s16_gqa import KVCache
 from .s18_rmsnorm import DecoderBlock, RMSNorm
+
+# config.json's "model_type" values this model runs (see "Three families" above).
+FAMILIES = ("llama", "mistral", "qwen2")
 
 # Inside a layer, our module names -> the Hugging Face Llama names.
 LAYER_RENAMES = (
@@ -110,6 +130,7 @@ class LlamaConfig:
     n_experts: int = 0  # 0: dense SwiGLU feed-forward; > 0: mixture of experts with E experts
     top_k: int = 2  # experts per token, when n_experts > 0
     tie_weights: bool = False  # share one Parameter between embed_tokens and lm_head
+    qkv_bias: bool = False  # biases on q_proj, k_proj, v_proj (Qwen2); o_proj never has one
     dropout: float = 0.0  # attention-weight dropout, in training only
 
 
@@ -124,7 +145,8 @@ class Llama(nn.Module):
         Attributes:
             config: the config.
             embed_tokens: nn.Embedding(V, D).
-            layers: nn.ModuleList of L DecoderBlock(D, H, Hkv, F, norm_eps, n_experts, top_k, dropout).
+            layers: nn.ModuleList of L DecoderBlock(D, H, Hkv, F, norm_eps, n_experts, top_k, dropout,
+                qkv_bias).
             norm: RMSNorm(D, norm_eps), applied after the last block.
             lm_head: nn.Linear(D, V, bias=False); when config.tie_weights, its weight IS
                 embed_tokens.weight (one Parameter, not a copy).
@@ -141,6 +163,7 @@ class Llama(nn.Module):
             DecoderBlock(
                 config.d_model, config.n_heads, config.n_kv_heads, config.d_ff,
                 norm_eps=config.norm_eps, n_experts=config.n_experts, top_k=config.top_k, dropout=config.dropout,
+                qkv_bias=config.qkv_bias,
             )
             for _ in range(config.n_layers)
         )
@@ -303,15 +326,19 @@ def from_llama_state_dict(config: LlamaConfig, state_dict: dict[str, torch.Tenso
 
 
 def config_from_llama_json(d: dict) -> LlamaConfig:
-    """A LlamaConfig from the dict of a Hugging Face Llama config.json, in either layout.
+    """A LlamaConfig from the dict of a Hugging Face config.json (llama, mistral or qwen2), in either layout.
 
-    Keys read: vocab_size, hidden_size (D), num_hidden_layers (L), num_attention_heads (H),
-    num_key_value_heads (Hkv; default H), intermediate_size (F), max_position_embeddings,
-    rms_norm_eps (default 1e-6), tie_word_embeddings (default False), and the RoPE settings:
-    "rope_parameters" (transformers >= 5.0) when present, else the top-level "rope_theta" and
-    "rope_scaling" (older). rope_theta defaults to 10000.0; rope_type "default" (or no scaling)
-    means none; "llama3" reads factor, low_freq_factor, high_freq_factor and
+    Keys read: model_type (default "llama"), vocab_size, hidden_size (D), num_hidden_layers (L),
+    num_attention_heads (H), num_key_value_heads (Hkv; default H), intermediate_size (F),
+    max_position_embeddings, rms_norm_eps (default 1e-6), tie_word_embeddings (default False), and
+    the RoPE settings: "rope_parameters" (transformers >= 5.0) when present, else the top-level
+    "rope_theta" and "rope_scaling" (older). rope_theta defaults to 10000.0; rope_type "default" (or
+    no scaling) means none; "llama3" reads factor, low_freq_factor, high_freq_factor and
     original_max_position_embeddings into a RopeScaling. An old file may say "type" for "rope_type".
+    The families differ in two fields: qwen2 gives qkv_bias=True; a mistral "sliding_window" W
+    that is not null makes max_seq_len min(W, max_position_embeddings). qwen2's sliding_window and
+    max_window_layers are ignored (use_sliding_window is false). Other keys (pretraining_tp,
+    torch_dtype, bos_token_id ...) change nothing here.
 
     Args:
         d: the parsed config.json.
@@ -319,25 +346,34 @@ def config_from_llama_json(d: dict) -> LlamaConfig:
         The LlamaConfig (dense, no dropout).
     Raises:
         ValueError: when the checkpoint needs something this model lacks, in one line naming it:
-            "head_dim" other than hidden_size / num_attention_heads, attention_bias or mlp_bias
-            true, a hidden_act other than "silu", a rope_type other than "default" or "llama3".
+            a model_type other than llama, mistral or qwen2 ("config.json: model_type 'gemma' is not
+            supported (llama, mistral, qwen2)"); else, all named in one line, a "head_dim" (not null)
+            other than hidden_size / num_attention_heads, attention_bias or mlp_bias true,
+            use_sliding_window true, a hidden_act other than "silu", a rope_type other than
+            "default" or "llama3".
     """
+    # 1) the family: mistral is Llama's layout, qwen2 adds biases; any other would run wrongly
+    model_type = d.get("model_type", "llama")
+    if model_type not in FAMILIES:
+        raise ValueError(f"config.json: model_type {model_type!r} is not supported ({', '.join(FAMILIES)})")
     hidden, heads = d["hidden_size"], d["num_attention_heads"]
-    # 1) the RoPE settings: one dict from 5.0 on, top-level keys before
+    # 2) the RoPE settings: one dict from 5.0 on, top-level keys before
     rope = d.get("rope_parameters") or dict(d.get("rope_scaling") or {}, rope_theta=d.get("rope_theta", 10000.0))
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     unsupported = []
-    if d.get("head_dim", hidden // heads) != hidden // heads:
+    if d.get("head_dim") not in (None, hidden // heads):
         unsupported.append(f"head_dim {d['head_dim']} != hidden_size / num_attention_heads")
     if d.get("attention_bias") or d.get("mlp_bias"):
-        unsupported.append("biases in attention or MLP")
+        unsupported.append("attention_bias or mlp_bias true (a bias on o_proj or in the MLP)")
+    if d.get("use_sliding_window"):
+        unsupported.append("use_sliding_window true (sliding-window attention)")
     if d.get("hidden_act", "silu") != "silu":
         unsupported.append(f"hidden_act {d['hidden_act']!r}")
     if rope_type not in ("default", "llama3"):
         unsupported.append(f"rope_type {rope_type!r} (only 'default' and 'llama3' are implemented)")
     if unsupported:
         raise ValueError(f"this checkpoint needs what the kata's Llama lacks: {', '.join(unsupported)}")
-    # 2) Llama 3's stretch of the slow frequencies
+    # 3) Llama 3's stretch of the slow frequencies
     scaling = None
     if rope_type == "llama3":
         scaling = RopeScaling(
@@ -346,6 +382,10 @@ def config_from_llama_json(d: dict) -> LlamaConfig:
             high_freq_factor=float(rope["high_freq_factor"]),
             original_max_positions=int(rope["original_max_position_embeddings"]),
         )
+    # 4) Mistral's sliding window changes nothing up to W positions: run those only, exactly
+    max_seq_len = d["max_position_embeddings"]
+    if model_type == "mistral" and d.get("sliding_window") is not None:
+        max_seq_len = min(max_seq_len, d["sliding_window"])
     return LlamaConfig(
         vocab_size=d["vocab_size"],
         d_model=hidden,
@@ -353,11 +393,12 @@ def config_from_llama_json(d: dict) -> LlamaConfig:
         n_heads=heads,
         n_kv_heads=d.get("num_key_value_heads", heads),
         d_ff=d["intermediate_size"],
-        max_seq_len=d["max_position_embeddings"],
+        max_seq_len=max_seq_len,
         rope_base=float(rope.get("rope_theta", 10000.0)),
         rope_scaling=scaling,
         norm_eps=float(d.get("rms_norm_eps", 1e-6)),
         tie_weights=bool(d.get("tie_word_embeddings", False)),
+        qkv_bias=model_type == "qwen2",
     )
 
 
@@ -393,7 +434,7 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 # kata: given
 def load_pretrained(directory: str | Path) -> Llama:
-    """Load a Llama-architecture checkpoint directory: config.json plus its weights (read_weights).
+    """Load a llama, mistral or qwen2 checkpoint directory: config.json plus its weights (read_weights).
 
     Args:
         directory: holds config.json and the weights.

@@ -1,9 +1,9 @@
 """Stage 16: grouped-query attention and the KV cache.
 
 Oracles, none of which call the learner's code: torch.nn.functional.scaled_dot_product_attention
-with enable_gqa=True on q, k, v computed here from the module's copied projection weights (and
-rotated here by RoPE written out in this file); torch.nn.MultiheadAttention with the same weights
-when n_kv_heads = n_heads; a slow per-head loop when n_kv_heads = 1 (multi-query attention); and a
+with enable_gqa=True on q, k, v computed here from the module's copied projection weights and
+q/k/v biases (and rotated here by RoPE written out in this file); torch.nn.MultiheadAttention with
+the same weights when n_kv_heads = n_heads; a slow per-head loop when n_kv_heads = 1 (multi-query attention); and a
 loop for repeat_kv. Masks are additive floats (0 allowed, -inf blocked), built here.
 
 The learner's forward must not call scaled_dot_product_attention: the oracle tests patch it to
@@ -58,6 +58,11 @@ HINT_KEYS_TWICE = ("cache.update already returns the cached keys WITH the new on
                    "again (nor v with the values): attend over exactly what it returns.")
 HINT_ROPE_TWICE = ("rope holds the rows of the new positions already (the caller sliced them); slicing again by "
                    "cache.length offsets them twice. Apply cos and sin to q and k as they come.")
+HINT_QKV_BIAS = ("qkv_bias=True is Qwen2's layout: q_proj, k_proj and v_proj each get a bias (nn.Linear's bias "
+                 "argument), while o_proj never has a bias, whatever qkv_bias says. With qkv_bias=False no "
+                 "projection has one (Llama, Mistral).")
+HINT_BIAS_USED = ("Are the q, k and v biases added? A projection WITHOUT its bias gives other queries, keys or "
+                  "values: call the nn.Linear modules themselves (q_proj(x), not x @ q_proj.weight.T).")
 HINT_FORBIDDEN = ("Compute the attention yourself (scores, additive mask, softmax, dropout, weighted sum): "
                   "torch.nn.functional.scaled_dot_product_attention is the test's oracle.")
 
@@ -88,14 +93,20 @@ def weights_of(module) -> dict[str, torch.Tensor]:
     return {name: getattr(module, name).weight.detach().clone() for name in ("q_proj", "k_proj", "v_proj", "o_proj")}
 
 
-def projections(module, x: torch.Tensor, n_heads: int, n_kv_heads: int, rope=None):
-    """q (B, H, S, Dh), k and v (B, Hkv, S, Dh) from copied weights, rotated by the test's RoPE."""
+def bias_of(linear) -> torch.Tensor | float:
+    """A projection's bias, copied, or 0.0 when it has none (o_proj's is never used: it has none)."""
+    return 0.0 if linear.bias is None else linear.bias.detach().clone()
+
+
+def projections(module, x: torch.Tensor, n_heads: int, n_kv_heads: int, rope=None, biases: bool = True):
+    """q (B, H, S, Dh), k and v (B, Hkv, S, Dh) from copied weights (and q/k/v biases), rotated by the test's RoPE."""
     w = weights_of(module)
+    b = {name: bias_of(getattr(module, name)) if biases else 0.0 for name in ("q_proj", "k_proj", "v_proj")}
     batch, length, d_model = x.shape
     head_size = d_model // n_heads
-    q = (x @ w["q_proj"].T).view(batch, length, n_heads, head_size).transpose(1, 2)
-    k = (x @ w["k_proj"].T).view(batch, length, n_kv_heads, head_size).transpose(1, 2)
-    v = (x @ w["v_proj"].T).view(batch, length, n_kv_heads, head_size).transpose(1, 2)
+    q = (x @ w["q_proj"].T + b["q_proj"]).view(batch, length, n_heads, head_size).transpose(1, 2)
+    k = (x @ w["k_proj"].T + b["k_proj"]).view(batch, length, n_kv_heads, head_size).transpose(1, 2)
+    v = (x @ w["v_proj"].T + b["v_proj"]).view(batch, length, n_kv_heads, head_size).transpose(1, 2)
     if rope is not None:
         q, k = rotate(q, *rope), rotate(k, *rope)
     return q, k, v, w["o_proj"]
@@ -256,7 +267,22 @@ def test_projection_shapes_and_key_value_parameter_count_shrink_by_the_group_siz
     assert_tensor(module.o_proj.weight, "o_proj.weight", shape=(D, H * DH), hint=HINT_SHAPES)
     kv_params = sum(p.numel() for name, p in module.named_parameters() if name.startswith(("k_proj", "v_proj")))
     assert_equal(kv_params, 2 * D * D // (H // n_kv_heads), f"K/V parameter count with Hkv={n_kv_heads}",
-                 hint="bias=False by default (Llama has no projection biases); k_proj and v_proj map D -> Hkv * Dh.")
+                 hint="qkv_bias=False by default (Llama has no projection biases); k_proj, v_proj map D -> Hkv * Dh.")
+
+
+def test_qkv_bias_puts_biases_on_q_k_and_v_and_never_on_o_proj(stage):
+    """Qwen2's layout: biases of H * Dh, Hkv * Dh and Hkv * Dh on q_proj, k_proj, v_proj; o_proj has none."""
+    plain = stage.GroupedQueryAttention(D, H, HKV)
+    biased = [name for name in ("q_proj", "k_proj", "v_proj", "o_proj") if getattr(plain, name).bias is not None]
+    assert_equal(biased, [], "projections with a bias when qkv_bias=False", hint=HINT_QKV_BIAS)
+    module = stage.GroupedQueryAttention(D, H, HKV, qkv_bias=True)
+    for name, size in (("q_proj", H * DH), ("k_proj", HKV * DH), ("v_proj", HKV * DH)):
+        bias = getattr(module, name).bias
+        if bias is None:
+            fail(f"GroupedQueryAttention(..., qkv_bias=True).{name} has no bias", HINT_QKV_BIAS)
+        assert_tensor(bias, f"{name}.bias with qkv_bias=True", shape=(size,), dtype=torch.float32, hint=HINT_QKV_BIAS)
+    if module.o_proj.bias is not None:
+        fail("GroupedQueryAttention(..., qkv_bias=True).o_proj has a bias", HINT_QKV_BIAS)
 
 
 def test_n_kv_heads_must_divide_n_heads_and_n_heads_must_divide_d_model(stage):
@@ -342,6 +368,25 @@ def test_with_one_kv_head_every_query_head_reads_the_same_keys_and_values(stage,
     expected = torch.cat(heads, dim=-1) @ w_o.T
     assert_close(run(module, x, monkeypatch, mask=mask), expected, "MQA output vs per-head loop", atol=1e-5,
                  suspects=known_mistakes(module, x, H, 1, mask=mask), hint=HINT_ATTEND)
+
+
+def test_qkv_biases_are_added_to_the_projections_before_rope(stage, monkeypatch):
+    """Biases of about 1 on q, k and v (set here): the oracle adds them to its projections, then rotates q and k."""
+    module = stage.GroupedQueryAttention(D, H, HKV, qkv_bias=True)
+    for name in ("q_proj", "k_proj", "v_proj"):
+        if getattr(module, name).bias is None:
+            fail(f"GroupedQueryAttention(..., qkv_bias=True).{name} has no bias", HINT_QKV_BIAS)
+        with torch.no_grad():
+            getattr(module, name).bias.normal_(0.0, 1.0)
+    x, mask, rope = torch.randn(B, S, D), causal(S, S), rope_tables(DH, S)
+    expected = oracle(module, x, mask=mask, rope=rope)
+    q, k, v, w_o = projections(module, x, H, HKV, rope, biases=False)
+    unbiased = attention(q, k, v, w_o, mask)
+    suspects = {"your output equals attention without the q, k, v biases": (unbiased, HINT_BIAS_USED)}
+    out = run(module, x, monkeypatch, mask=mask, rope=rope)
+    assert_close(out, expected, "GQA output with q, k, v biases", atol=1e-5,
+                 suspects=dict(known_mistakes(module, x, mask=mask, rope=rope), **suspects),
+                 hint=cause(module, monkeypatch, HINT_BIAS_USED))
 
 
 def test_rope_rotates_queries_and_keys_but_not_values(stage, monkeypatch):

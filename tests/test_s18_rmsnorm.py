@@ -2,8 +2,9 @@
 
 Oracles: torch.nn.RMSNorm (and torch.nn.functional.rms_norm) with copied weights; a hand-worked
 RMSNorm example; and a decoder block assembled here from torch ops on the block's copied weights:
-rms_norm, q/k/v projections, RoPE written out, scaled_dot_product_attention with enable_gqa=True,
-SwiGLU with z * sigmoid(z). The learner's RMSNorm must not call torch's (patched to raise).
+rms_norm, q/k/v projections (with their biases, if any), RoPE written out,
+scaled_dot_product_attention with enable_gqa=True, SwiGLU with z * sigmoid(z). The learner's
+RMSNorm must not call torch's (patched to raise).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ HINT_NORMS = ("Two different RMSNorms: attn_norm before attention and ffn_norm b
               "each has its own weight.")
 HINT_AUX = ("forward returns (out, aux): aux is the MixtureOfExperts' load-balancing loss, or a 0-dim zero "
             "tensor (x.new_zeros(())) for the dense SwiGLU.")
+HINT_QKV_BIAS = ("Pass qkv_bias through to GroupedQueryAttention: with qkv_bias=True (Qwen2) its q_proj, k_proj and "
+                 "v_proj carry biases, and o_proj never has one.")
 HINT_CAUSAL = ("Pass the mask (and rope, and cache) through to self.attn: with the causal mask a later token "
                "must not change an earlier position's output.")
 
@@ -60,11 +63,16 @@ def w(module) -> torch.Tensor:
     return module.weight.detach().clone()
 
 
+def b(module) -> torch.Tensor | float:
+    """A projection's bias, copied, or 0.0 without one."""
+    return 0.0 if module.bias is None else module.bias.detach().clone()
+
+
 def attention_oracle(attn, x, mask, rope) -> torch.Tensor:
     batch, length, _ = x.shape
-    q = (x @ w(attn.q_proj).T).view(batch, length, H, DH).transpose(1, 2)
-    k = (x @ w(attn.k_proj).T).view(batch, length, HKV, DH).transpose(1, 2)
-    v = (x @ w(attn.v_proj).T).view(batch, length, HKV, DH).transpose(1, 2)
+    q = (x @ w(attn.q_proj).T + b(attn.q_proj)).view(batch, length, H, DH).transpose(1, 2)
+    k = (x @ w(attn.k_proj).T + b(attn.k_proj)).view(batch, length, HKV, DH).transpose(1, 2)
+    v = (x @ w(attn.v_proj).T + b(attn.v_proj)).view(batch, length, HKV, DH).transpose(1, 2)
     if rope is not None:
         cos, sin = rope
 
@@ -225,6 +233,23 @@ def test_norm_eps_reaches_both_norms(stage):
     out, _ = call_block(block, x, mask=mask)
     assert_close(out, expected, "DecoderBlock output with norm_eps=0.5", atol=1e-5,
                  hint="Pass norm_eps to both RMSNorm(d_model, norm_eps). " + HINT_EPS)
+
+
+def test_qkv_bias_reaches_the_attention_and_its_biases_are_used(stage):
+    """qkv_bias=True makes a Qwen2 layer: biases on q, k and v (set here to about 1), none on o_proj."""
+    block = stage.DecoderBlock(D, H, HKV, FF, qkv_bias=True)
+    biased = [name for name in ("q_proj", "k_proj", "v_proj", "o_proj") if getattr(block.attn, name).bias is not None]
+    if biased != ["q_proj", "k_proj", "v_proj"]:
+        fail(f"DecoderBlock(..., qkv_bias=True): the attention's projections with a bias are {biased}, expected "
+             "['q_proj', 'k_proj', 'v_proj']", HINT_QKV_BIAS)
+    randomise_norms_(block)
+    with torch.no_grad():
+        for name in biased:
+            getattr(block.attn, name).bias.normal_(0.0, 1.0)
+    x, mask, rope = torch.randn(B, S, D), causal(S), rope_tables(DH, S)
+    expected = block_oracle(block, x, mask, rope)
+    out, _ = call_block(block, x, mask=mask, rope=rope)
+    assert_close(out, expected, "DecoderBlock output with q, k, v biases", atol=1e-5, hint=HINT_QKV_BIAS)
 
 
 def test_expert_block_with_every_expert_chosen_matches_a_dense_mixture_and_aux_is_one(stage):

@@ -4,9 +4,10 @@ The oracle is a forward pass rebuilt here from torch ops (F.embedding, F.rms_nor
 F.scaled_dot_product_attention with enable_gqa=True and is_causal=True, a rotate-half written in
 this file, F.silu) that reads the weights by their Hugging Face Llama names. It never calls the
 learner's code: the weights come either from the model's attributes or from a checkpoint this
-file writes itself (config.json in the layouts before and after transformers 5.0; weights as
-pytorch_model.bin with torch.save, model.safetensors and sharded safetensors with the safetensors
-package, in float32, bfloat16 and float16). Llama 3's frequency scaling is written here as a loop.
+file writes itself (config.json in the layouts before and after transformers 5.0, and as Qwen2.5,
+Mistral and TinyLlama publish it; weights as pytorch_model.bin with torch.save, model.safetensors
+and sharded safetensors with the safetensors package, in float32, bfloat16 and float16). Llama 3's
+frequency scaling is written here as a loop.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ HINT_ATTENTION_CACHE = ("This follows from stage 16: one block's attention alone
                         "a cache). python -m grader 16 names the cause.")
 HINT_ROWS_TWICE = ("The RoPE rows were sliced twice: take rope_cos/rope_sin[offset : offset + S] once, in forward, and "
                    "pass those rows to every block as they are (the attention applies the rows it is given).")
+HINT_QKV_BIAS = ("config.qkv_bias (Qwen2) goes to every DecoderBlock: q_proj, k_proj and v_proj get biases, o_proj "
+                 "none, and the biases keep their modules' checkpoint names (model.layers.{i}.self_attn.q_proj.bias).")
+HINT_QWEN2 = ("model_type 'qwen2' means biases on q_proj, k_proj and v_proj: qkv_bias=True. Its use_sliding_window is "
+              "false, so sliding_window and max_window_layers are ignored (max_seq_len = max_position_embeddings); "
+              "rope_theta and tie_word_embeddings are read as for Llama.")
+HINT_MISTRAL = ("A Mistral sliding_window W lets each token see the last W positions only; up to W positions that is "
+                "plain causal attention, so the window caps max_seq_len at min(W, max_position_embeddings); null means "
+                "no window. Mistral has no projection biases.")
+HINT_FAMILY_REFUSE = ("Refuse, in one ValueError line naming it, a model_type other than llama, mistral or qwen2, "
+                      "and use_sliding_window true: run as a Llama, such a checkpoint gives wrong logits without any "
+                      "error.")
 HINT_ORACLE = ("The order is embed -> blocks (each with the causal mask and the RoPE rows of these positions) -> "
                "final norm -> lm_head. Is the final RMSNorm applied, and are cos/sin built for the head size "
                "Dh = d_model / n_heads with config.rope_base?")
@@ -78,22 +90,28 @@ def randomise(model) -> None:
                 parameter.normal_(0.0, 0.3)
 
 
-def hf_names(n_layers: int) -> list[str]:
-    """The Hugging Face Llama parameter names, written out here from the published layout."""
+def hf_names(n_layers: int, qkv_bias: bool = False) -> list[str]:
+    """The Hugging Face Llama parameter names, written out here from the published layout (Qwen2's: q/k/v biases)."""
     names = ["model.embed_tokens.weight"]
     for i in range(n_layers):
         p = f"model.layers.{i}."
         names += [p + f"self_attn.{x}_proj.weight" for x in "qkvo"]
+        names += [p + f"self_attn.{x}_proj.bias" for x in "qkv"] if qkv_bias else []
         names += [p + f"mlp.{x}_proj.weight" for x in ("gate", "up", "down")]
         names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
     return names + ["model.norm.weight", "lm_head.weight"]
 
 
-def hf_shapes(vocab: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int) -> dict[str, tuple]:
+def hf_shapes(vocab: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int,
+              qkv_bias: bool = False) -> dict[str, tuple]:
     head = d_model // n_heads
     shapes = {}
-    for name in hf_names(n_layers):
-        if name.endswith(("embed_tokens.weight", "lm_head.weight")):
+    for name in hf_names(n_layers, qkv_bias):
+        if name.endswith("q_proj.bias"):
+            shape = (n_heads * head,)
+        elif name.endswith(("k_proj.bias", "v_proj.bias")):
+            shape = (n_kv_heads * head,)
+        elif name.endswith(("embed_tokens.weight", "lm_head.weight")):
             shape = (vocab, d_model)
         elif name.endswith("q_proj.weight"):
             shape = (n_heads * head, d_model)
@@ -118,7 +136,10 @@ def weights_by_attribute(model) -> dict[str, torch.Tensor]:
     for i, block in enumerate(model.layers):
         p = f"model.layers.{i}."
         for x in "qkvo":
-            w[p + f"self_attn.{x}_proj.weight"] = getattr(block.attn, f"{x}_proj").weight
+            projection = getattr(block.attn, f"{x}_proj")
+            w[p + f"self_attn.{x}_proj.weight"] = projection.weight
+            if projection.bias is not None:
+                w[p + f"self_attn.{x}_proj.bias"] = projection.bias
         for x in ("gate", "up", "down"):
             w[p + f"mlp.{x}_proj.weight"] = getattr(block.ffn, f"{x}_proj").weight
         w[p + "input_layernorm.weight"] = block.attn_norm.weight
@@ -132,7 +153,8 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def oracle_logits(w, tokens, n_layers, n_heads, n_kv_heads, base=10000.0, eps=1e-5, scaling=None) -> torch.Tensor:
-    """Llama's forward from torch ops, on Hugging Face-named weights ``w``; scaling: llama3 (factor, low, high, original)."""
+    """Llama's forward from torch ops, on Hugging Face-named weights ``w`` (with q/k/v biases when ``w`` has them);
+    scaling: llama3 (factor, low, high, original)."""
     batch, length = tokens.shape
     d_model = w["model.embed_tokens.weight"].size(1)
     head = d_model // n_heads
@@ -146,9 +168,11 @@ def oracle_logits(w, tokens, n_layers, n_heads, n_kv_heads, base=10000.0, eps=1e
     for i in range(n_layers):
         p = f"model.layers.{i}."
         h = F.rms_norm(x, (d_model,), w[p + "input_layernorm.weight"], eps)
-        q = (h @ w[p + "self_attn.q_proj.weight"].T).view(batch, length, n_heads, head).transpose(1, 2)
-        k = (h @ w[p + "self_attn.k_proj.weight"].T).view(batch, length, n_kv_heads, head).transpose(1, 2)
-        v = (h @ w[p + "self_attn.v_proj.weight"].T).view(batch, length, n_kv_heads, head).transpose(1, 2)
+        q, k, v = (h @ w[p + f"self_attn.{x}_proj.weight"].T + w.get(p + f"self_attn.{x}_proj.bias", 0.0)
+                   for x in "qkv")  # Qwen2's biases, where the weights have them
+        q = q.view(batch, length, n_heads, head).transpose(1, 2)
+        k = k.view(batch, length, n_kv_heads, head).transpose(1, 2)
+        v = v.view(batch, length, n_kv_heads, head).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
@@ -205,7 +229,8 @@ def test_default_config_is_frozen_and_builds_a_model_with_the_llama_parameter_co
         fail("LlamaConfig is not a dataclass", "Decorate it with @dataclass(frozen=True).")
     config = stage.LlamaConfig(vocab_size=100)
     expected = dict(vocab_size=100, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=172, max_seq_len=256,
-                    rope_base=10000.0, rope_scaling=None, norm_eps=1e-5, n_experts=0, top_k=2, tie_weights=False, dropout=0.0)
+                    rope_base=10000.0, rope_scaling=None, norm_eps=1e-5, n_experts=0, top_k=2, tie_weights=False,
+                    qkv_bias=False, dropout=0.0)
     assert_equal(dataclasses.asdict(config), expected, "LlamaConfig(vocab_size=100) fields",
                  hint="Keep the field names and defaults of the docstring.")
     assert_raises(lambda: setattr(config, "d_model", 8), dataclasses.FrozenInstanceError, "assigning config.d_model",
@@ -325,6 +350,25 @@ def test_forward_matches_the_llama_forward_built_from_torch_ops(stage, n_kv_head
                  hint=HINT_ORACLE)
 
 
+def test_qkv_bias_gives_every_layer_biased_q_k_v_under_their_checkpoint_names(stage):
+    model = stage.Llama(small_config(stage, qkv_bias=True)).eval()
+    for i, block in enumerate(model.layers):
+        biased = [name for name in ("q_proj", "k_proj", "v_proj", "o_proj")
+                  if getattr(block.attn, name).bias is not None]
+        if biased != ["q_proj", "k_proj", "v_proj"]:
+            fail(f"Llama(qkv_bias=True): layer {i}'s projections with a bias are {biased}, expected "
+                 "['q_proj', 'k_proj', 'v_proj']", HINT_QKV_BIAS)
+    state = stage.to_llama_state_dict(model)
+    assert_equal(sorted(state), sorted(hf_shapes(V, D, L, H, HKV, FF, qkv_bias=True)), "checkpoint keys with qkv_bias",
+                 hint=HINT_QKV_BIAS)
+    randomise(model)  # biases of about 1
+    tokens = torch.randint(0, V, (2, 7))
+    with torch.no_grad():
+        expected = oracle_logits(weights_by_attribute(model), tokens, L, H, HKV)
+        logits, _ = model(tokens)
+    assert_close(logits, expected, "logits with q, k, v biases", atol=1e-4, rtol=1e-5, hint=cause(stage, HINT_QKV_BIAS))
+
+
 # --- the KV cache -----------------------------------------------------------------------------
 
 
@@ -384,11 +428,33 @@ def test_to_llama_state_dict_uses_the_llama_names_and_shapes(stage):
                      hint="Each Llama name holds the weight of the module the table in the docstring pairs it with.")
 
 
-def write_checkpoint(directory, tie: bool, files: str = "bin", dtype=torch.float32) -> tuple[dict, dict[str, torch.Tensor]]:
+# Qwen2.5-0.5B's config.json at this file's sizes, in the layout transformers 4.x wrote: q/k/v biases (no key says
+# so: the family does), rope_theta 1e6, a tied head, and a sliding_window that use_sliding_window false switches off
+QWEN25 = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu", "attention_dropout": 0.0,
+          "vocab_size": V, "hidden_size": D, "intermediate_size": FF, "num_hidden_layers": L, "num_attention_heads": H,
+          "num_key_value_heads": HKV, "max_position_embeddings": 64, "max_window_layers": 1, "sliding_window": 16,
+          "use_sliding_window": False, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": True,
+          "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2, "use_cache": True}
+# Mistral 7B v0.1's: Llama's layout and a sliding window (head_dim = D / H, as transformers 5 writes it)
+MISTRAL = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "hidden_act": "silu", "vocab_size": V,
+           "hidden_size": D, "intermediate_size": FF, "num_hidden_layers": L, "num_attention_heads": H,
+           "num_key_value_heads": HKV, "head_dim": D // H, "max_position_embeddings": 64, "sliding_window": 16,
+           "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+# TinyLlama's (Llama 2's layout, transformers 4.31): no rope_theta (so 10000), rope_scaling null, pretraining_tp 1
+TINYLLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu", "vocab_size": V,
+             "hidden_size": D, "intermediate_size": FF, "num_hidden_layers": L, "num_attention_heads": H,
+             "num_key_value_heads": HKV, "max_position_embeddings": 64, "pretraining_tp": 1, "rope_scaling": None,
+             "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "initializer_range": 0.02,
+             "bos_token_id": 1, "eos_token_id": 2, "use_cache": True, "transformers_version": "4.31.0.dev0"}
+
+
+def write_checkpoint(directory, tie: bool, files: str = "bin", dtype=torch.float32,
+                     family: str = "llama") -> tuple[dict, dict[str, torch.Tensor]]:
     """A random Llama-layout checkpoint and its config.json (the older layout: top-level rope_theta).
 
     files: "bin" (torch.save), "safetensors" (one model.safetensors) or "sharded" (three shards and
-    model.safetensors.index.json). Returns the config and the weights as float32 (after the dtype's rounding).
+    model.safetensors.index.json). family "qwen2": QWEN25's config (24 positions, sliding_window 4, switched
+    off) and q/k/v biases. Returns the config and the weights as float32 (after the dtype's rounding).
     """
     config = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
@@ -397,8 +463,10 @@ def write_checkpoint(directory, tie: bool, files: str = "bin", dtype=torch.float
         "rope_theta": 500.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": tie, "rope_scaling": None,
         "attention_bias": False, "torch_dtype": "float32", "bos_token_id": 1, "eos_token_id": 2,
     }
+    if family == "qwen2":
+        config = dict(QWEN25, max_position_embeddings=24, sliding_window=4, tie_word_embeddings=tie)
     weights = {}
-    for name, shape in hf_shapes(V, D, L, H, HKV, FF).items():
+    for name, shape in hf_shapes(V, D, L, H, HKV, FF, qkv_bias=family == "qwen2").items():
         weights[name] = (1.0 + 0.3 * torch.randn(shape) if len(shape) == 1 else 0.3 * torch.randn(shape)).to(dtype)
     if tie:
         del weights["lm_head.weight"]  # tied checkpoints store the matrix once
@@ -448,6 +516,28 @@ def test_a_checkpoint_written_here_loads_and_runs_like_the_oracle(stage, tmp_pat
                  hint=cause(stage, "Does every checkpoint tensor land in its module (input_layernorm is the norm BEFORE "
                                    "attention, post_attention_layernorm the one before the MLP), with rope_base and "
                                    "norm_eps from the config?"))
+
+
+def test_a_qwen2_checkpoint_loads_its_biases_and_runs_like_the_oracle(stage, tmp_path):
+    """Qwen2.5's layout: q/k/v biases, rope_theta 1e6, the head tied (absent from the file), and a sliding_window
+    of 4 that use_sliding_window false switches off, so 9 tokens run with plain causal attention."""
+    config_json, weights = write_checkpoint(tmp_path, tie=True, files="safetensors", family="qwen2")
+    config = stage.config_from_llama_json(config_json)
+    got = (config.qkv_bias, config.rope_base, config.tie_weights, config.max_seq_len)
+    assert_equal(got, (True, 1e6, True, 24), "(qkv_bias, rope_base, tie_weights, max_seq_len) of a Qwen2.5 config.json",
+                 hint=HINT_QWEN2)
+    try:
+        model = stage.load_pretrained(tmp_path)
+    except RuntimeError as error:
+        fail(f"load_pretrained of a Qwen2 checkpoint raised RuntimeError: {' '.join(str(error).split())[:200]}",
+             HINT_QKV_BIAS)
+    tokens = torch.randint(0, V, (2, 9))
+    with torch.no_grad():
+        expected = oracle_logits(dict(weights, **{"lm_head.weight": weights["model.embed_tokens.weight"]}), tokens,
+                                 L, H, HKV, base=1e6, eps=1e-6)
+        logits, _ = model(tokens)
+    assert_close(logits, expected, "logits of the loaded Qwen2 checkpoint", atol=1e-4, rtol=1e-5,
+                 hint=cause(stage, HINT_QKV_BIAS))
 
 
 def test_a_directory_without_weights_or_config_is_refused_by_name(stage, tmp_path):
@@ -525,6 +615,44 @@ def test_config_json_in_either_layout_gives_the_rope_base_and_scaling(stage, lay
     assert_equal(config.rope_base, 500000.0, f"rope_base from a {layout} config.json", hint=HINT_LAYOUT)
     expected = None if scaling is None else stage.RopeScaling(8.0, 1.0, 4.0, 16)
     assert_equal(config.rope_scaling, expected, f"rope_scaling from a {layout} config.json ({rope})", hint=HINT_SCALING)
+
+
+def test_model_type_qwen2_means_qkv_biases_and_its_switched_off_sliding_window_is_ignored(stage):
+    config = stage.config_from_llama_json(dict(QWEN25))
+    got = (config.qkv_bias, config.rope_base, config.tie_weights, config.max_seq_len, config.n_kv_heads)
+    assert_equal(got, (True, 1e6, True, 64, HKV), "(qkv_bias, rope_base, tie_weights, max_seq_len, n_kv_heads) of a "
+                 "Qwen2.5 config.json", hint=HINT_QWEN2)
+
+
+@pytest.mark.parametrize("window, max_seq_len", [(16, 16), (4096, 64), (None, 64)])
+def test_a_mistral_sliding_window_caps_max_seq_len(stage, window, max_seq_len):
+    """Mistral 7B v0.1 has sliding_window 4096 (here 16, below max_position_embeddings 64); v0.2 on have null."""
+    config = stage.config_from_llama_json(dict(MISTRAL, sliding_window=window))
+    assert_equal((config.max_seq_len, config.qkv_bias), (max_seq_len, False),
+                 f"(max_seq_len, qkv_bias) of a Mistral config.json with sliding_window {window}", hint=HINT_MISTRAL)
+
+
+def test_a_tinyllama_config_in_the_llama_2_layout_loads(stage):
+    config = stage.config_from_llama_json(dict(TINYLLAMA))
+    got = (config.rope_base, config.rope_scaling, config.qkv_bias, config.max_seq_len, config.norm_eps)
+    assert_equal(got, (10000.0, None, False, 64, 1e-5), "(rope_base, rope_scaling, qkv_bias, max_seq_len, norm_eps) "
+                 "of a TinyLlama config.json", hint="An old file may lack rope_theta (10000) and say rope_scaling null "
+                 "(no scaling); keys the model does not use (pretraining_tp, torch_dtype, ...) change nothing.")
+
+
+@pytest.mark.parametrize("change", [{"model_type": "gemma"}, {"model_type": "phi3"}, {"model_type": "qwen3"},
+                                    {"use_sliding_window": True}], ids=["gemma", "phi3", "qwen3", "use_sliding_window"])
+def test_other_families_and_sliding_window_layers_are_refused_in_one_line(stage, change):
+    (key, value), = change.items()
+    try:
+        stage.config_from_llama_json(dict(QWEN25, **change))
+    except ValueError as error:
+        message = str(error)
+        named = key in message and (value is True or repr(value) in message)
+        if not named or "\n" in message:
+            fail(f"the ValueError for {change} says {message!r}", f"One line that names {key} (and {value!r}).")
+    else:
+        fail(f"config_from_llama_json accepted a Qwen2.5 config.json with {change}", HINT_FAMILY_REFUSE)
 
 
 def test_a_llama3_scaled_model_matches_the_oracle_past_its_original_context(stage):

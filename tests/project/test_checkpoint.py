@@ -1,12 +1,15 @@
 """The kata's Llama against Hugging Face transformers, and `python -m grader.generate` run as a person would.
 
-transformers' LlamaForCausalLM, with random tiny configs, writes checkpoint directories with
-save_pretrained (config.json as transformers >= 5 writes it, or rewritten to the layout of older
-versions; one file or small shards; float32 or bfloat16); the reference stage 19 loads each and
-must give the same logits within 1e-4, for RoPE bases 10000 and 500000, Llama 3 scaling,
-grouped-query, multi-head and multi-query attention, tied and untied heads, and a left-padded
-batch. The command, given such a directory and a tokenizer.json trained here by `tokenizers`,
-must print exactly the text transformers' greedy generate gives, decoded by `tokenizers`.
+transformers' LlamaForCausalLM, Qwen2ForCausalLM and MistralForCausalLM, with random tiny configs,
+write checkpoint directories with save_pretrained (config.json as transformers >= 5 writes it, or
+rewritten to the layout of older versions: Llama 3's, Llama 2's and TinyLlama's, Qwen2.5's with a
+switched-off sliding_window; one file or small shards; float32 or bfloat16); the reference stage 19
+loads each and must give the same logits within 1e-4 and the same greedy token ids as transformers'
+generate, for RoPE bases 10000, 500000 and 1000000, Llama 3 scaling, grouped-query, multi-head and
+multi-query attention, tied and untied heads, Qwen2's q/k/v biases, Mistral's sliding window (the
+kata caps max_seq_len there) or none, and a left-padded batch. The command, given such a directory
+and a tokenizer.json trained here by `tokenizers`, must print exactly the text transformers' greedy
+generate gives, decoded by `tokenizers`, and refuse an unsupported family in one line.
 
 transformers and tokenizers are test-only dependencies (requirements-test.txt): a learner never
 needs them, and these tests FAIL, never skip, where they are missing.
@@ -45,15 +48,28 @@ def llama():
     return loader.load_stage({stage.id: curriculum.REFERENCE for stage in curriculum.load()}, "s19_llama")
 
 
-def write_model(hf, directory, *, vocab=96, heads=4, kv_heads=2, base=10000.0, scaling=None, tie=False,
-                layout="5.x", shard=False, dtype=torch.float32):
-    """A random LlamaForCausalLM saved with save_pretrained; returns it as transformers loads it back, in float32."""
+FAMILIES = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+            "mistral": ("MistralConfig", "MistralForCausalLM")}
+
+
+def write_model(hf, directory, *, family="llama", window=None, vocab=96, heads=4, kv_heads=2, base=10000.0,
+                scaling=None, tie=False, layout="5.x", shard=False, dtype=torch.float32):
+    """A random model of the family saved with save_pretrained; returns it as transformers loads it back, in float32.
+
+    window: Mistral's sliding_window; for Qwen2, the sliding_window its published config.json names while
+    use_sliding_window is false (transformers >= 5 would write null). layout "llama-2": TinyLlama's config.json.
+    """
     torch.manual_seed(0)
-    config = hf.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                            num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=64,
-                            rms_norm_eps=1e-6, tie_word_embeddings=tie, bos_token_id=None, eos_token_id=0,
-                            pad_token_id=None, rope_parameters=dict(scaling or {"rope_type": "default"}, rope_theta=base))
-    model = hf.LlamaForCausalLM(config).eval()
+    config_class, model_class = (getattr(hf, name) for name in FAMILIES[family])
+    options = dict(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                   num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=64,
+                   rms_norm_eps=1e-6, tie_word_embeddings=tie, bos_token_id=None, eos_token_id=0,
+                   pad_token_id=None, rope_parameters=dict(scaling or {"rope_type": "default"}, rope_theta=base))
+    if family == "qwen2":
+        options.update(use_sliding_window=False, max_window_layers=1)
+    if family == "mistral":
+        options.update(sliding_window=window)
+    model = model_class(config_class(**options)).eval()
     with torch.no_grad():  # weights far from their init, so that a misplaced one shows
         for parameter in model.parameters():
             parameter.copy_(1.0 + 0.3 * torch.randn_like(parameter) if parameter.dim() == 1
@@ -65,31 +81,63 @@ def write_model(hf, directory, *, vocab=96, heads=4, kv_heads=2, base=10000.0, s
         rope = saved.pop("rope_parameters")
         saved["rope_theta"] = rope.pop("rope_theta")
         saved["rope_scaling"] = None if rope["rope_type"] == "default" else rope
-        (directory / "config.json").write_text(json.dumps(saved), encoding="utf-8")
+    if layout == "llama-2":  # TinyLlama's (transformers 4.31): no rope_theta (10000), rope_scaling null, pretraining_tp
+        assert saved.pop("rope_parameters") == {"rope_type": "default", "rope_theta": 10000.0}
+        saved.update(rope_scaling=None, pretraining_tp=1, torch_dtype=saved.pop("dtype"), transformers_version="4.31.0")
+    if family == "qwen2":  # Qwen2.5's files name a window that use_sliding_window false switches off
+        assert saved["use_sliding_window"] is False and "max_window_layers" in saved
+        saved["sliding_window"] = window
+    (directory / "config.json").write_text(json.dumps(saved), encoding="utf-8")
     assert any(directory.glob("*.safetensors.index.json")) == shard
-    return hf.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()  # as transformers reads it
+    return model_class.from_pretrained(directory, dtype=torch.float32).eval()  # as transformers reads it
 
 
-CASES = {  # name: write_model options
-    "gqa-5.x-base10000": dict(),
-    "mha-5.x-base500000-llama3-tied-sharded": dict(heads=4, kv_heads=4, base=500000.0, scaling=LLAMA3, tie=True, shard=True),
-    "mqa-old-base500000-sharded": dict(kv_heads=1, base=500000.0, layout="before-5.0", shard=True),
-    "gqa-old-base10000-llama3-tied": dict(scaling=LLAMA3, tie=True, layout="before-5.0"),
-    "gqa-5.x-base500000-bf16": dict(base=500000.0, dtype=torch.bfloat16),
+CASES = {  # name: (write_model options, the max_seq_len the kata must read: 64, or Mistral's window)
+    "gqa-5.x-base10000": (dict(), 64),
+    "mha-5.x-base500000-llama3-tied-sharded": (dict(heads=4, kv_heads=4, base=500000.0, scaling=LLAMA3, tie=True,
+                                                    shard=True), 64),
+    "mqa-old-base500000-sharded": (dict(kv_heads=1, base=500000.0, layout="before-5.0", shard=True), 64),
+    "gqa-old-base10000-llama3-tied": (dict(scaling=LLAMA3, tie=True, layout="before-5.0"), 64),
+    "gqa-5.x-base500000-bf16": (dict(base=500000.0, dtype=torch.bfloat16), 64),
+    "llama-2-tinyllama-layout": (dict(layout="llama-2"), 64),
+    "qwen2.5-old-base1e6-tied-window16-off": (dict(family="qwen2", base=1e6, tie=True, window=16,
+                                                   layout="before-5.0"), 64),
+    "qwen2-5.x-base1e6-mqa-sharded": (dict(family="qwen2", base=1e6, kv_heads=1, shard=True), 64),
+    "mistral-v0.1-window16-old": (dict(family="mistral", window=16, layout="before-5.0"), 16),
+    "mistral-v0.2-no-window-5.x-bf16": (dict(family="mistral", dtype=torch.bfloat16), 64),
 }
 
 
+def our_greedy_ids(ours, prompt: torch.Tensor, new_tokens: int) -> list[int]:
+    """Greedy decoding with the kata's model and its caches: the prompt, then one token at a time (as the command)."""
+    caches, tokens, ids = ours.new_caches(), prompt, []
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            logits, _ = ours(tokens, caches)
+            tokens = logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1)
+            ids.append(int(tokens))
+    return ids
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_logits_match_transformers(hf, llama, tmp_path, case):
-    model = write_model(hf, tmp_path, **CASES[case])
+def test_logits_and_greedy_ids_match_transformers(hf, llama, tmp_path, case):
+    options, max_seq_len = CASES[case]
+    model = write_model(hf, tmp_path, **options)
     ours = llama.load_pretrained(tmp_path)
-    tokens = torch.randint(0, 96, (2, 40))  # 40 positions: past the 16 that llama3 scaling keeps unstretched
+    assert ours.config.max_seq_len == max_seq_len, f"{case}: max_seq_len {ours.config.max_seq_len}, not {max_seq_len}"
+    # 40 positions: past the 16 that llama3 scaling keeps unstretched, and past Qwen2.5's switched-off window
+    tokens = torch.randint(0, 96, (2, min(40, max_seq_len)))
     with torch.no_grad():
         expected = model(tokens).logits
         logits, _ = ours(tokens)
     diff = (logits - expected).abs().max().item()
     assert diff < TOLERANCE, f"{case}: largest logit difference {diff:.3g} (allowed {TOLERANCE})"
     assert expected.abs().max() > 1.0, "the logits must be large enough for the comparison to mean something"
+    prompt = tokens[:1, :6]
+    model.generation_config.eos_token_id = None  # as many tokens as asked: ten, so 16 positions in all
+    with torch.no_grad():
+        theirs = model.generate(prompt, max_new_tokens=10, do_sample=False, pad_token_id=0)[0, 6:].tolist()
+    assert our_greedy_ids(ours, prompt, 10) == theirs, f"{case}: greedy ids differ from transformers' {theirs}"
 
 
 def test_a_left_padded_batch_matches_transformers_with_its_position_ids(hf, llama, tmp_path):
@@ -147,18 +195,23 @@ def hf_greedy_text(model, tokenizer, new_tokens: int) -> str:
 
 @pytest.fixture(scope="module")
 def checkpoints(hf, tmp_path_factory):
-    """Two checkpoint directories with a tokenizer.json: the 5.x layout (sharded), and the older one with a <s> prefix."""
+    """Checkpoint directories with a tokenizer.json: Llama in the 5.x layout (sharded), in the older one with a <s>
+    prefix, and Qwen2.5's (q/k/v biases, tied, base 1e6, a window of 16 switched off: 24 new tokens go past it)."""
     made = {}
-    for layout in ("5.x", "before-5.0"):
+    for layout in ("5.x", "before-5.0", "qwen2"):
         directory = tmp_path_factory.mktemp(layout)
         tokenizer = write_tokenizer(directory, bos=layout == "before-5.0")
-        model = write_model(hf, directory, vocab=tokenizer.get_vocab_size(), base=500000.0, layout=layout,
-                            shard=layout == "5.x", scaling=LLAMA3 if layout == "5.x" else None)
+        if layout == "qwen2":
+            model = write_model(hf, directory, family="qwen2", vocab=tokenizer.get_vocab_size(), base=1e6, tie=True,
+                                window=16, layout="before-5.0")
+        else:
+            model = write_model(hf, directory, vocab=tokenizer.get_vocab_size(), base=500000.0, layout=layout,
+                                shard=layout == "5.x", scaling=LLAMA3 if layout == "5.x" else None)
         made[layout] = (directory, hf_greedy_text(model, tokenizer, 24))
     return made
 
 
-@pytest.mark.parametrize("layout", ["5.x", "before-5.0"])
+@pytest.mark.parametrize("layout", ["5.x", "before-5.0", "qwen2"])
 def test_the_command_prints_what_transformers_generates(checkpoints, layout):
     directory, expected = checkpoints[layout]
     done = generate(str(directory), "--prompt", PROMPT, "--max-new-tokens", "24", "--impl", "reference")
@@ -211,8 +264,19 @@ def test_a_directory_that_is_not_a_usable_checkpoint_is_one_line_and_exit_2(chec
     config = json.loads((yarn / "config.json").read_text(encoding="utf-8"))
     config["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
     (yarn / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    refused = {  # a copy of a checkpoint, its config.json changed: what the one line must say
+        "gemma": ("before-5.0", {"model_type": "gemma"},
+                  "config.json: model_type 'gemma' is not supported (llama, mistral, qwen2)"),
+        "sliding": ("qwen2", {"use_sliding_window": True}, "use_sliding_window true"),
+        "no_biases": ("before-5.0", {"model_type": "qwen2"}, "Missing key(s) in state_dict"),  # Llama's weights
+    }
+    for name, (source, change, _) in refused.items():
+        shutil.copytree(checkpoints[source][0], tmp_path / name)
+        config = json.loads((tmp_path / name / "config.json").read_text(encoding="utf-8"))
+        (tmp_path / name / "config.json").write_text(json.dumps(dict(config, **change)), encoding="utf-8")
     for path, phrase in ((tmp_path / "missing", "no such directory"), (tmp_path, "no config.json"),
-                         (no_tokenizer, "no tokenizer.json"), (yarn, "'yarn'")):
+                         (no_tokenizer, "no tokenizer.json"), (yarn, "'yarn'"),
+                         *((tmp_path / name, phrase) for name, (_, _, phrase) in refused.items())):
         done = generate(str(path), "--prompt", PROMPT, "--impl", "reference")
         assert done.returncode == 2, (path, done.stdout, done.stderr)
         lines = done.stderr.splitlines()
