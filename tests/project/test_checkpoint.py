@@ -222,3 +222,21 @@ def test_a_directory_that_is_not_a_usable_checkpoint_is_one_line_and_exit_2(chec
                          (("--prompt", "x", "--max-new-tokens", "-1"), "must not be negative")):
         done = generate(str(directory), "--impl", "reference", *argv)
         assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and phrase in done.stderr, done.stderr
+
+
+def test_an_empty_prompt_starts_from_the_bos_token_or_is_refused(hf, checkpoints):
+    """transformers' tokenizer gives [<s>] for "" where its post-processor adds <s>; with no BOS there is nothing to
+    start from, and the command says so before loading the model."""
+    from tokenizers import Tokenizer
+
+    directory, _ = checkpoints["before-5.0"]
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    model = hf.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = model.generate(torch.tensor([tokenizer.encode("").ids]), max_new_tokens=12, do_sample=False,
+                             eos_token_id=0, pad_token_id=0)[0].tolist()
+    done = generate(str(directory), "--prompt", "", "--max-new-tokens", "12", "--impl", "reference")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == tokenizer.decode(out[:out.index(0)] if 0 in out else out) + "\n", done.stdout
+    done = generate(str(checkpoints["5.x"][0]), "--prompt", "", "--impl", "reference")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no BOS token" in done.stderr, done.stderr
