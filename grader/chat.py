@@ -34,10 +34,6 @@ def raise_exception(message: str):
     raise jinja2.TemplateError(message)
 
 
-def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False) -> str:
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-
 def token_text(value) -> str | None:
     """A special token as tokenizer_config.json writes it: "<s>", {"content": "<s>", ...} or null."""
     return value.get("content") if isinstance(value, dict) else value if isinstance(value, str) else None
@@ -46,15 +42,19 @@ def token_text(value) -> str | None:
 def read_template(checkpoint: Checkpoint) -> jinja2.Template:
     """The checkpoint's chat template, compiled as transformers compiles it; UsageError if missing or broken."""
     found = checkpoint.directory / "chat_template.jinja"  # transformers prefers this file to the config's entry
-    template = found.read_text(encoding="utf-8") if found.is_file() else checkpoint.settings.get("chat_template")
+    try:
+        template = found.read_text(encoding="utf-8") if found.is_file() else checkpoint.settings.get("chat_template")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"{found}: unreadable ({error})") from None
     if isinstance(template, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
-        template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"), None)
+        template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
+                        None)
     if not isinstance(template, str):
         raise UsageError(f"{checkpoint.directory}: no chat template (tokenizer_config.json's chat_template or "
                          "chat_template.jinja): for a base model use python -m grader.generate")
     environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                                 extensions=[jinja2.ext.loopcontrols])
-    environment.filters["tojson"] = tojson
+    environment.filters["tojson"] = functools.partial(json.dumps, ensure_ascii=False)  # unlike jinja's, no HTML escapes
     environment.globals.update(raise_exception=raise_exception, strftime_now=lambda f: datetime.now().strftime(f))
     try:
         return environment.from_string(template)
@@ -102,7 +102,7 @@ def lines(stream):
 
 
 def reuse(caches, cached: list[int], ids: list[int], model) -> tuple[list, int]:
-    """(caches, n): the caches cut back to the n leading ids they share with ``ids`` (at least one id is left to feed)."""
+    """(caches, n): the caches cut back to the n leading ids they share with ``ids``, one id at least left to feed."""
     n = 0
     while n < min(len(cached), len(ids) - 1) and cached[n] == ids[n]:
         n += 1

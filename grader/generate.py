@@ -107,10 +107,11 @@ def check_options(args) -> None:
 
 
 def load(modules, directory: Path, device: str, plan):
-    """(tokenizer, model) by your stages 13 and 19; UsageError for a checkpoint they cannot read, your crash re-raised."""
+    """(tokenizer, model) by your stages 13 and 19; UsageError for a checkpoint they cannot read, a crash re-raised."""
     llama, bpe = modules("s19_llama"), modules("s13_bpe")
     try:
-        return bpe.ByteBPE.from_tokenizer_json(directory / "tokenizer.json"), llama.load_pretrained(directory).to(device)
+        tokenizer = bpe.ByteBPE.from_tokenizer_json(directory / "tokenizer.json")
+        return tokenizer, llama.load_pretrained(directory).to(device)
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         if plan.crashed_in([(frame.filename, frame.lineno) for frame in traceback.extract_tb(error.__traceback__)]):
             raise  # the learner's loader failed: their crash, not a bad checkpoint
@@ -142,8 +143,8 @@ class TextStream:
         return text[len(before) :]
 
 
-def sample(model, sampling, feed: list[int], caches, args, eos: set[int], text: TextStream, generator, out) -> list[int]:
-    """Feed ``feed`` after what ``caches`` hold, then sample up to --max-new-tokens ids, printing their text; the ids."""
+def sample(model, sampling, feed: list[int], caches, args, eos: set[int], text: TextStream, generator, out):
+    """Feed ``feed`` after what ``caches`` hold, then sample up to --max-new-tokens ids printing their text: those ids."""
     tokens, new_ids = torch.tensor([feed], dtype=torch.long, device=args.device), []
     room = model.config.max_seq_len - caches[0].length - len(feed) + 1  # the RoPE tables end at max_seq_len
     with torch.no_grad():

@@ -27,8 +27,9 @@ from grader_kata import require_oracle
 
 ROOT = curriculum.ROOT
 BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
-CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CHATML = ("{% for message in messages %}"
+          "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 # the same, with a header that changes every turn: the rendered text before the cached tokens differs
 COUNTING = "{{ '<|im_start|>system\nturn ' ~ (messages|length + 1) // 2 ~ '<|im_end|>\n' }}" + CHATML
 TURNS = ("Hello there", "What is the time?")
@@ -129,11 +130,13 @@ def test_the_rendered_prompt_is_what_transformers_renders(hf, checkpoints):
     bpe = loader.load_stage({stage.id: curriculum.REFERENCE for stage in curriculum.load()}, "s13_bpe")
     for name, (directory, replies, _, prompts) in checkpoints.items():
         checkpoint = generate.read_checkpoint(directory)
-        template, tokenizer = chat.read_template(checkpoint), bpe.ByteBPE.from_tokenizer_json(directory / "tokenizer.json")
+        template = chat.read_template(checkpoint)
+        tokenizer = bpe.ByteBPE.from_tokenizer_json(directory / "tokenizer.json")
         conversation = [{"role": "user", "content": TURNS[0]}, {"role": "assistant", "content": replies[0]},
                         {"role": "user", "content": TURNS[1]}]
         for turn, expected in enumerate(prompts):
-            ours = tokenizer.encode(chat.render(template, checkpoint, conversation[:2 * turn + 1]), allowed_special=True)
+            text = chat.render(template, checkpoint, conversation[:2 * turn + 1])
+            ours = tokenizer.encode(text, allowed_special=True)
             assert ours == expected, f"{name}, turn {turn + 1}: ours {ours}\ntransformers' {expected}"
         assert chat.end_of_turn(checkpoint) == {0, 2}, "config.json's eos (0) and the template's <|im_end|> (2)"
 
@@ -168,7 +171,8 @@ def test_a_missing_or_broken_template_is_one_line_and_exit_2(checkpoints, tmp_pa
         for path in directory.iterdir():
             (broken / path.name).symlink_to(path)
         (broken / "tokenizer_config.json").unlink()
-        (broken / "tokenizer_config.json").write_text(json.dumps(dict(settings, chat_template=template)), encoding="utf-8")
+        settings["chat_template"] = template
+        (broken / "tokenizer_config.json").write_text(json.dumps(settings), encoding="utf-8")
         done = run_chat(str(broken), "--impl", "reference", stdin="Hello\n")
         assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and phrase in done.stderr, done.stderr
         assert done.stdout == "", "nothing is printed before the template is known to work"
@@ -190,7 +194,7 @@ def test_bad_options_are_one_line_and_exit_2_before_anything_loads(command, opti
 
 def test_the_text_of_new_ids_keeps_the_space_a_sentencepiece_decoder_strips_and_waits_for_whole_characters():
     class Pieces:  # a SentencePiece-like decoder: "▁" is a space, and the text's first space is dropped
-        pieces = {0: "▁It", 1: "▁was", 2: "▁a", 3: "\xe2", 4: "\x80\x94", 5: "▁night"}  # 3 + 4: an em dash's bytes
+        pieces = {0: "▁It", 1: "▁was", 2: "▁a", 3: "\xe2", 4: "\x80\x94", 5: "▁night"}  # 3, 4: an em dash's bytes
 
         def decode(self, ids):
             raw = "".join(self.pieces[i] for i in ids).replace("▁", " ").encode("latin-1")
