@@ -143,8 +143,9 @@ class TextStream:
         return text[len(before) :]
 
 
-def sample(model, sampling, feed: list[int], caches, args, eos: set[int], text: TextStream, generator, out):
-    """Feed ``feed`` after what ``caches`` hold, then sample up to --max-new-tokens ids printing their text: those ids."""
+def sample(model, sampling, feed: list[int], caches, args, eos: set[int], text: TextStream, generator,
+           out) -> list[int]:
+    """Feed ``feed`` after what ``caches`` hold; the up to --max-new-tokens ids sampled next, their text printed."""
     tokens, new_ids = torch.tensor([feed], dtype=torch.long, device=args.device), []
     room = model.config.max_seq_len - caches[0].length - len(feed) + 1  # the RoPE tables end at max_seq_len
     with torch.no_grad():
