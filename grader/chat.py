@@ -98,7 +98,7 @@ def lines(stream):
         if not line:
             return
         if line.strip():
-            yield line.rstrip("\n")
+            yield line.rstrip("\r\n")
 
 
 def reuse(caches, cached: list[int], ids: list[int], model) -> tuple[list, int]:

@@ -240,3 +240,21 @@ def test_an_empty_prompt_starts_from_the_bos_token_or_is_refused(hf, checkpoints
     assert done.stdout == tokenizer.decode(out[:out.index(0)] if 0 in out else out) + "\n", done.stdout
     done = generate(str(checkpoints["5.x"][0]), "--prompt", "", "--impl", "reference")
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no BOS token" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("bos, add_bos_token", [(True, None), (False, True), (True, False)])
+def test_the_ids_before_a_prompt_are_those_transformers_puts_there(hf, llama, tmp_path, bos, add_bos_token):
+    """tokenizer.json's post-processor decides; transformers 5 ignores tokenizer_config.json's add_bos_token
+    whenever there is a tokenizer.json (it honours it only for a tokenizer without one)."""
+    from grader import generate as command
+
+    write_tokenizer(tmp_path, bos=bos)
+    settings = {"bos_token": "<s>", "eos_token": EOS}
+    settings.update({} if add_bos_token is None else {"add_bos_token": add_bos_token})
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "model.safetensors").write_bytes(b"")  # read_checkpoint only looks for it
+    bpe = loader.load_stage({stage.id: curriculum.REFERENCE for stage in curriculum.load()}, "s13_bpe")
+    tokenizer = bpe.ByteBPE.from_tokenizer_json(tmp_path / "tokenizer.json")
+    ours = command.read_checkpoint(tmp_path).prefix + tokenizer.encode(PROMPT)
+    assert ours == hf.AutoTokenizer.from_pretrained(tmp_path).encode(PROMPT), (bos, add_bos_token)
