@@ -87,23 +87,25 @@ def read_checkpoint(directory: Path) -> Checkpoint:
     added = {token["content"]: token["id"] for token in tokenizer.get("added_tokens") or []}
     eos = set(ids_of(config.get("eos_token_id")) + ids_of(generation.get("eos_token_id")))
     return Checkpoint(directory, prefix, eos, added, read_json(directory / "tokenizer_config.json", needed=False),
-                      ids_of(config.get("bos_token_id", generation.get("bos_token_id")))[:1])
+                      (ids_of(config.get("bos_token_id")) or ids_of(generation.get("bos_token_id")))[:1])
 
 
 def check_options(args) -> None:
     """UsageError (one line) for a sampling option out of range or a device not here: checked before anything loads."""
-    problems = [f"--max-new-tokens must not be negative, got {args.max_new_tokens}"] * (args.max_new_tokens < 0)
-    problems += [f"--temperature must be 0 (greedy) or positive, got {args.temperature}"] * (
-        not 0 <= args.temperature < math.inf)
-    problems += [f"--top-k must be at least 1, got {args.top_k}"] * (args.top_k is not None and args.top_k < 1)
-    problems += [f"--top-p must be in (0, 1], got {args.top_p}"] * (args.top_p is not None and not 0 < args.top_p <= 1)
-    problems += [f"--seed must be in [0, 2**64), got {args.seed}"] * (not 0 <= args.seed < 2**64)
     usable = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not usable.get(args.device.split(":")[0]):
-        known = args.device.split(":")[0] in usable
-        problems.append(f"--device {args.device}: {'not available here' if known else 'use cpu, cuda or mps'}")
-    if problems:
-        raise UsageError(problems[0])
+    kind = args.device.split(":")[0]
+    checks = [  # (wrong, what to say)
+        (args.max_new_tokens < 0, f"--max-new-tokens must not be negative, got {args.max_new_tokens}"),
+        (not 0 <= args.temperature < math.inf, f"--temperature must be 0 (greedy) or positive, got {args.temperature}"),
+        (args.top_k is not None and args.top_k < 1, f"--top-k must be at least 1, got {args.top_k}"),
+        (args.top_p is not None and not 0 < args.top_p <= 1, f"--top-p must be in (0, 1], got {args.top_p}"),
+        (not 0 <= args.seed < 2**64, f"--seed must be in [0, 2**64), got {args.seed}"),
+        (not usable.get(kind), f"--device {args.device}: " + ("not available here" if kind in usable
+                                                               else "use cpu, cuda or mps")),
+    ]
+    for wrong, message in checks:
+        if wrong:
+            raise UsageError(message)
 
 
 def load(modules, directory: Path, device: str, plan):
