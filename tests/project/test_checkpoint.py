@@ -286,3 +286,39 @@ def test_a_directory_that_is_not_a_usable_checkpoint_is_one_line_and_exit_2(chec
                          (("--prompt", "x", "--max-new-tokens", "-1"), "must not be negative")):
         done = generate(str(directory), "--impl", "reference", *argv)
         assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and phrase in done.stderr, done.stderr
+
+
+def test_an_empty_prompt_starts_from_the_bos_token_or_is_refused(hf, checkpoints):
+    """transformers' tokenizer gives [<s>] for "" where its post-processor adds <s>; with no BOS there is nothing to
+    start from, and the command says so before loading the model."""
+    from tokenizers import Tokenizer
+
+    directory, _ = checkpoints["before-5.0"]
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    model = hf.LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = model.generate(torch.tensor([tokenizer.encode("").ids]), max_new_tokens=12, do_sample=False,
+                             eos_token_id=0, pad_token_id=0)[0].tolist()
+    done = generate(str(directory), "--prompt", "", "--max-new-tokens", "12", "--impl", "reference")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == tokenizer.decode(out[:out.index(0)] if 0 in out else out) + "\n", done.stdout
+    done = generate(str(checkpoints["5.x"][0]), "--prompt", "", "--impl", "reference")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no BOS token" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("bos, add_bos_token", [(True, None), (False, True), (True, False)])
+def test_the_ids_before_a_prompt_are_those_transformers_puts_there(hf, llama, tmp_path, bos, add_bos_token):
+    """tokenizer.json's post-processor decides; transformers 5 ignores tokenizer_config.json's add_bos_token
+    whenever there is a tokenizer.json (it honours it only for a tokenizer without one)."""
+    from grader import generate as command
+
+    write_tokenizer(tmp_path, bos=bos)
+    settings = {"bos_token": "<s>", "eos_token": EOS}
+    settings.update({} if add_bos_token is None else {"add_bos_token": add_bos_token})
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "model.safetensors").write_bytes(b"")  # read_checkpoint only looks for it
+    bpe = loader.load_stage({stage.id: curriculum.REFERENCE for stage in curriculum.load()}, "s13_bpe")
+    tokenizer = bpe.ByteBPE.from_tokenizer_json(tmp_path / "tokenizer.json")
+    ours = command.read_checkpoint(tmp_path).prefix + tokenizer.encode(PROMPT)
+    assert ours == hf.AutoTokenizer.from_pretrained(tmp_path).encode(PROMPT), (bos, add_bos_token)
