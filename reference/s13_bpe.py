@@ -812,15 +812,12 @@ class SentencePieceBPE:
         Returns:
             A list of ints in [0, V).
         """
-        if allowed_special and self.special_tokens:
-            longest_first = sorted(self.special_tokens, key=len, reverse=True)
-            parts = re.split("(" + "|".join(re.escape(token) for token in longest_first) + ")", text)
-        else:
-            parts = [text]
+        specials = sorted(self.special_tokens, key=len, reverse=True) if allowed_special else []  # longest first
+        parts = re.split("(" + "|".join(re.escape(token) for token in specials) + ")", text) if specials else [text]
         ids: list[int] = []
         cache: dict[str, list[int]] = {}  # a book repeats its words: encode each different chunk once
         for index, part in enumerate(parts):
-            if allowed_special and part in self.special_tokens:
+            if index % 2:  # re.split puts each special token it matched between two stretches of text
                 ids.append(self.special_tokens[part])
                 continue
             for chunk in self.chunks(part, first=index == 0):
