@@ -58,8 +58,10 @@ def generate(modules, args, out, plan) -> int:
             raise  # the learner's loader failed: their crash, not a bad checkpoint
         message = " ".join(str(error).split())[:300]  # one line, even for load_state_dict's list of keys
         raise UsageError(f"{args.directory}: cannot run this checkpoint: {message}") from error
-    tokens = args.prefix + tokenizer.encode(args.prompt, allowed_special=True)
-    tokens = torch.tensor([tokens], dtype=torch.long, device=args.device)
+    prompt_ids = tokenizer.encode(args.prompt, allowed_special=True)
+    tokens = torch.tensor([args.prefix + prompt_ids], dtype=torch.long, device=args.device)
+    # decoded after the prompt's ids: a SentencePiece decode drops the space that STARTS its text
+    start = len(tokenizer.decode(prompt_ids))
     generator = torch.Generator(args.device).manual_seed(args.seed)
     caches, new_ids, shown = model.new_caches(), [], 0  # shown: characters printed so far
     with torch.no_grad():
@@ -69,12 +71,12 @@ def generate(modules, args, out, plan) -> int:
             if int(next_id) in args.eos:
                 break
             new_ids.append(int(next_id))
-            text = args.prompt + tokenizer.decode(new_ids)
+            text = args.prompt + tokenizer.decode(prompt_ids + new_ids)[start:]
             if not text.endswith("\ufffd"):  # a character whose bytes are not all there yet waits
                 print(text[shown:], end="", file=out, flush=True)
                 shown = len(text)
             tokens = next_id[:, None]  # (1, 1)
-    print((args.prompt + tokenizer.decode(new_ids))[shown:], file=out)
+    print((args.prompt + tokenizer.decode(prompt_ids + new_ids)[start:])[shown:], file=out)
 
 
 def run(argv: list[str], out=sys.stdout) -> int:

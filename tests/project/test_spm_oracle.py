@@ -174,3 +174,43 @@ def test_the_stage_suites_hand_written_llama2_file_is_what_tokenizers_reads(bpe_
         tokenizer = hf.Tokenizer.from_str(json.dumps(suite.spm_tokenizer_json(layout)))
         for text, pieces in expected.items():
             assert tokenizer.encode(text, add_special_tokens=False).tokens == pieces, (layout, text)
+
+
+def test_generate_prints_what_transformers_generates_with_a_llama2_tokenizer(newer_config, tmp_path):
+    """`python -m grader.generate` on a tiny random Llama with the converted tokenizer in the older layout and
+    Llama 2's "<s> $A" post-processor: the text transformers' greedy generate gives, decoded by `tokenizers`
+    (whose decode of prompt + new ids keeps the space before the first new word)."""
+    hf = require_oracle("tokenizers")
+    import subprocess
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = layouts(newer_config)["older"] | {"post_processor": {
+        "type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                                 {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}}
+    tokenizer = hf.Tokenizer.from_str(json.dumps(config, ensure_ascii=False))
+    (tmp_path / "tokenizer.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=1200, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                         bos_token_id=1, eos_token_id=2))
+    with torch.no_grad():
+        for parameter in model.parameters():  # large enough weights for a varied greedy text
+            parameter.copy_(0.3 * torch.randn_like(parameter))
+    model.save_pretrained(tmp_path)
+    prompt_text = "It was on a dreary night of November that I"
+    prompt = tokenizer.encode(prompt_text).ids
+    assert prompt[0] == 1, "the post-processor puts <s> first"
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False, eos_token_id=2,
+                             pad_token_id=0)[0, len(prompt):].tolist()
+    new = out[:out.index(2)] if 2 in out else out
+    expected = tokenizer.decode(prompt + new)
+    assert expected.startswith(prompt_text) and len(new) >= 10, expected
+    done = subprocess.run([sys.executable, "-m", "grader.generate", str(tmp_path), "--prompt", prompt_text,
+                           "--max-new-tokens", "24", "--impl", "reference"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected + "\n", (done.stdout, expected)
