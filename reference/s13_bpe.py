@@ -45,6 +45,20 @@ writes bytes: see ``bytes_to_unicode``. Ids there are the file's: byte 97 is not
 97, so the tokenizer keeps ``byte_ids`` (the id of each single byte).
 
 Ids are Python ints throughout; V is the vocabulary size (bytes + merges + special tokens).
+
+SentencePiece-style BPE (Llama 2, TinyLlama, Mistral 7B v0.1, Vicuna) is the other classic scheme;
+``SentencePieceBPE`` reads it from a tokenizer.json. Its tokens are pieces of TEXT, not bytes: a
+space is written "▁" (U+2581) and stays with the word after it, and one "▁" is put in front of
+the text (the "dummy prefix"), so a word has the same tokens at the start of a text as after a
+space. The file's merges are applied by RANK (their order in the file, the first the strongest):
+
+    "Hello world" -> "▁Hello▁world" -> ▁ H e l l o ▁ w o r l d -> merges -> "▁Hello" "▁world"
+
+A character missing from the vocabulary falls back to its UTF-8 bytes, each a token written
+"<0x..>" that no merge touches ("é" is not in the vocabulary: "<0xC3>" "<0xA9>"), so nothing is
+unknown here either and "<unk>" (id 0) is never produced; "<s>" (1) and "</s>" (2) mark the
+start and end of a text. Decoding turns "▁" back into spaces, each run of byte tokens back into
+its characters, and strips the ONE leading space that the prefix added.
 """
 
 from __future__ import annotations
@@ -227,7 +241,7 @@ class ByteBPE:
         self.whole_tokens: dict[bytes, int] = {}  # chunks taken whole, merges skipped (Llama 3's ignore_merges)
 
     @classmethod
-    def from_tokenizer_json(cls, path: str | Path) -> ByteBPE:
+    def from_tokenizer_json(cls, path: str | Path) -> ByteBPE | SentencePieceBPE:
         """Read a byte-level BPE saved by Hugging Face (GPT-2, Llama 3, SmolLM): the same ids, id for id.
 
         The file (JSON) has ``model.vocab`` {token: id} with tokens written through
@@ -254,14 +268,21 @@ class ByteBPE:
         Example (a merge in both forms): "Ġ t" and ["Ġ", "t"] both mean the pair (id of b" ",
         id of b"t"), merged into the id of "Ġt" (b" t").
 
+        A SentencePiece-style file (Llama 2: "▁" for spaces, <0x..> byte tokens; is_sentencepiece_file
+        says) is not byte-level: it is handed on, first thing, to SentencePieceBPE.from_tokenizer_json,
+        so one call reads either kind.
+
         Args:
             path: a tokenizer.json.
         Returns:
-            A ByteBPE with the file's vocabulary, merges, special tokens and chunk patterns.
+            A ByteBPE with the file's vocabulary, merges, special tokens and chunk patterns (a
+            SentencePieceBPE for a SentencePiece-style file).
         Raises:
             ValueError: one line saying why, when the file is not JSON, not a byte-level BPE of
                 a supported kind, or lacks a token that a merge or a byte needs.
         """
+        if is_sentencepiece_file(path):  # "▁" for spaces and <0x..> byte tokens (Llama 2): another reader
+            return SentencePieceBPE.from_tokenizer_json(path)
         try:
             config = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -522,3 +543,320 @@ class ByteBPE:
             The text.
         """
         return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="replace")
+
+
+# How SentencePieceBPE cuts "▁" text into chunks, each encoded on its own (and cached): before every
+# "▁" that follows another character ("▁▁the▁cat" -> "▁▁the", "▁cat"); a file that splits on "▁"
+# (Metaspace split=true) also cuts between two "▁" ("▁", "▁the", "▁cat").
+SPACE_RUN_WORDS = re.compile("▁*[^▁]+|▁+")
+SPACE_WORDS = re.compile("▁[^▁]*|[^▁]+")
+
+
+# kata: given
+def is_sentencepiece_file(path: str | Path) -> bool:
+    """Whether a tokenizer.json is SentencePiece-style (byte fallback, or "▁" for spaces): SentencePieceBPE's to read.
+
+    Args:
+        path: a tokenizer.json (False when it cannot be read: ByteBPE's reader then says why).
+    Returns:
+        True when the model has "byte_fallback": true or the normalizer or pre-tokenizer writes "▁".
+    """
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if not isinstance(config, dict):
+        return False
+    steps = json.dumps([config.get("normalizer"), config.get("pre_tokenizer")], ensure_ascii=False)
+    return bool((config.get("model") or {}).get("byte_fallback")) or "▁" in steps
+
+
+# kata: given
+def sentencepiece_layout(config: dict) -> dict:
+    """How a SentencePiece-style tokenizer.json writes spaces, or ValueError when this stage cannot read it exactly.
+
+    Accepted: model type "BPE" with "byte_fallback": true and no dropout, word prefixes or
+    suffixes, or ignore_merges; added tokens that are special and matched as written; the
+    decoder Sequence[Replace("▁" -> " "), ByteFallback, Fuse] with or without Strip(" ", 1, 0)
+    at the end; and spaces written "▁" in one of the two layouts found in published files:
+        older (Llama 2, TinyLlama):  normalizer Sequence[Prepend("▁"), Replace(" " -> "▁")], no
+            pre-tokenizer: every stretch of text between special tokens gets a "▁" in front;
+            without the Prepend, none does.
+        newer (transformers 5):       no normalizer, pre-tokenizer Metaspace("▁", prepend_scheme, split):
+            "always" puts "▁" in front of every stretch that does not already start with one,
+            "first" only in front of the first stretch of the text, "never" nowhere; split=true
+            also cuts between two "▁".
+
+    Args:
+        config: the parsed tokenizer.json.
+    Returns:
+        {"prepend": "always", "first" or "never", "even_after_space": True when the "▁" is added
+        even to text that starts with a space (the older layout), "split": Metaspace's split,
+        "strip": whether decoding strips one leading space}.
+    """
+    refusal = ("tokenizer.json: {} is not supported; this stage reads SentencePiece-style BPE tokenizers "
+               "(Llama 2, TinyLlama, Mistral 7B v0.1 style)")
+    model = config.get("model") or {}
+    if model.get("type") != "BPE":
+        raise ValueError(refusal.format(f"model type {model.get('type')!r}"))
+    if model.get("byte_fallback") is not True:
+        raise ValueError(refusal.format(f"model byte_fallback={model.get('byte_fallback')!r}"))
+    for option in ("dropout", "continuing_subword_prefix", "end_of_word_suffix", "ignore_merges"):
+        if model.get(option):
+            raise ValueError(refusal.format(f"model option {option}={model[option]!r}"))
+    normalizer, pre = config.get("normalizer"), config.get("pre_tokenizer")
+    for token in config.get("added_tokens") or []:
+        if (not token.get("special") or any(token.get(key) for key in ("lstrip", "rstrip", "single_word"))
+                or (normalizer is not None and token.get("normalized"))):
+            what = f"added token {token.get('content')!r} (not special, normalized, or with lstrip/rstrip/single_word)"
+            raise ValueError(refusal.format(what))
+    decoder = config.get("decoder") or {}
+    steps = decoder.get("decoders", []) if decoder.get("type") == "Sequence" else [decoder]
+    kinds = [step.get("type") for step in steps]
+    strip = {"type": "Strip", "content": " ", "start": 1, "stop": 0}
+    if (kinds not in (["Replace", "ByteFallback", "Fuse"], ["Replace", "ByteFallback", "Fuse", "Strip"])
+            or steps[0].get("pattern") != {"String": "▁"} or steps[0].get("content") != " "
+            or (kinds[-1] == "Strip" and steps[-1] != strip)):
+        raise ValueError(refusal.format(f"decoder {kinds}"))
+    layout = {"strip": kinds[-1] == "Strip", "split": False}
+    replace = {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
+    if pre is None and normalizer is not None:
+        rules = normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" else [normalizer]
+        if rules == [{"type": "Prepend", "prepend": "▁"}, replace]:
+            return layout | {"prepend": "always", "even_after_space": True}
+        if rules == [replace]:
+            return layout | {"prepend": "never", "even_after_space": True}
+        raise ValueError(refusal.format(f"normalizer {[rule.get('type') for rule in rules]}"))
+    if normalizer is None and pre is not None and pre.get("type") == "Metaspace" and pre.get("replacement") == "▁":
+        scheme = pre.get("prepend_scheme") or ("always" if pre.get("add_prefix_space", True) else "never")
+        if scheme in ("always", "first", "never"):
+            return layout | {"prepend": scheme, "even_after_space": False, "split": bool(pre.get("split", True))}
+    what = f"normalizer {(normalizer or {}).get('type')!r} with pre-tokenizer {(pre or {}).get('type')!r}"
+    raise ValueError(refusal.format(what))
+
+
+class SentencePieceBPE:
+    """A SentencePiece-style BPE read from a tokenizer.json: "▁" for spaces, merges by rank, byte fallback."""
+
+    def __init__(self) -> None:
+        """An empty tokenizer; from_tokenizer_json fills it in.
+
+        Its state:
+            vocab           {id: its piece}: "▁the", "<0xC3>", "<s>" (the file's strings, not bytes)
+            piece_ids       {piece: id}, the file's model.vocab (a character's id is piece_ids[char])
+            byte_ids        byte_ids[b] is the id of the token "<0x%02X>" % b ("<0xC3>" for 195)
+            merges          {(a, b): id of the merged piece}, in the file's order
+            ranks           {(a, b): its place in that order}: 0 is applied first
+            special_tokens  {"<s>": its id}, the file's added tokens
+            prepend, even_after_space, split, strip: the file's layout (sentencepiece_layout)
+        """
+        self.vocab: dict[int, str] = {}  # id -> its piece
+        self.piece_ids: dict[str, int] = {}  # piece -> id
+        self.byte_ids: list[int] = []  # byte_ids[b]: the id of "<0x..>" for byte b
+        self.merges: dict[tuple[int, int], int] = {}  # (a, b) -> the merged piece's id, in the file's order
+        self.ranks: dict[tuple[int, int], int] = {}  # (a, b) -> its rank: the lowest is merged first
+        self.special_tokens: dict[str, int] = {}  # "<s>" -> its id
+        self.prepend, self.even_after_space, self.split, self.strip = "always", True, False, True
+
+    @classmethod
+    def from_tokenizer_json(cls, path: str | Path) -> SentencePieceBPE:
+        """Read a SentencePiece-style BPE saved by Hugging Face (Llama 2, TinyLlama, Mistral): the same ids, id for id.
+
+        The file has ``model.vocab`` {piece: id} with pieces written as text ("▁the"; Llama 2
+        gives <unk> <s> </s> ids 0 1 2 and the byte tokens "<0x00>".."<0xFF>" ids 3..258),
+        ``model.merges`` in rank order, each "a b" or [a, b], ``added_tokens`` (the special
+        tokens) and its layout (see sentencepiece_layout).
+
+        Steps: the layout (sentencepiece_layout refuses what this stage does not implement);
+        special_tokens from the added tokens; vocab and piece_ids from model.vocab; byte_ids[b] =
+        the id of "<0x%02X>" % b for all 256 bytes; for each merge a b at rank r, merges[(id of a,
+        id of b)] = the id of a + b and ranks[(id of a, id of b)] = r (the first time a pair
+        appears). Ids need not follow the ranks, so keep the ranks.
+
+        Args:
+            path: a tokenizer.json.
+        Returns:
+            A SentencePieceBPE with the file's pieces, merges, byte tokens and special tokens.
+        Raises:
+            ValueError: one line naming the field, when the file is not JSON, not a SentencePiece-style
+                BPE of a supported layout, lacks a byte token or a piece that a merge needs, or has
+                a piece with "▁" after another character (the chunks would not be exact).
+        """
+        try:
+            config = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read {path} as a tokenizer.json: {error}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} is not a tokenizer.json: it holds a {type(config).__name__}, not an object")
+        layout = sentencepiece_layout(config)
+        spm = cls()
+        spm.prepend, spm.even_after_space = layout["prepend"], layout["even_after_space"]
+        spm.split, spm.strip = layout["split"], layout["strip"]
+        # 1) the pieces, and the special tokens (written as themselves too)
+        spm.piece_ids = dict(config["model"].get("vocab") or {})
+        spm.special_tokens = {added["content"]: added["id"] for added in config.get("added_tokens") or []}
+        spm.vocab = {token_id: piece for piece, token_id in spm.piece_ids.items()}
+        spm.vocab |= {token_id: content for content, token_id in spm.special_tokens.items()}
+        # 2) a chunk ends before a "▁" that follows another character: no piece may hold one there
+        for piece in spm.piece_ids:
+            if not spm.split and piece not in spm.special_tokens and re.search("[^▁]▁", piece):
+                raise ValueError(f"tokenizer.json: the piece {piece!r} has '▁' after another character: "
+                                 "this stage encodes the text between such places on its own")
+        # 3) every byte has its token: that is what makes any text encodable
+        names = [f"<0x{byte:02X}>" for byte in range(256)]
+        missing = [name for name in names if name not in spm.piece_ids]
+        if missing:
+            raise ValueError(f"tokenizer.json: model.vocab lacks {len(missing)} of the 256 byte tokens "
+                             f"(e.g. {missing[0]!r}): byte fallback needs all of them")
+        spm.byte_ids = [spm.piece_ids[name] for name in names]
+        # 4) the merges, in rank order, each "a b" or [a, b]
+        for rank, merge in enumerate(config["model"].get("merges") or []):
+            pair = merge.split(" ") if isinstance(merge, str) else merge
+            if len(pair) != 2:
+                raise ValueError(f"tokenizer.json: the merge {merge!r} is not two pieces")
+            a, b = pair
+            if a not in spm.piece_ids or b not in spm.piece_ids or a + b not in spm.piece_ids:
+                raise ValueError(f"tokenizer.json: the merge {a!r} + {b!r} names a piece missing from model.vocab")
+            ids = (spm.piece_ids[a], spm.piece_ids[b])
+            if ids not in spm.ranks:
+                spm.ranks[ids], spm.merges[ids] = rank, spm.piece_ids[a + b]
+        return spm
+
+    # kata: given
+    @property
+    def vocab_size(self) -> int:
+        """V: the largest id + 1 (32 000 for Llama 2)."""
+        return max(self.vocab) + 1
+
+    # kata: given
+    @property
+    def bos_id(self) -> int:
+        """The id of "<s>", which starts a text (1 in Llama 2)."""
+        return self.special_tokens["<s>"]
+
+    # kata: given
+    @property
+    def eos_id(self) -> int:
+        """The id of "</s>", which ends a text (2 in Llama 2)."""
+        return self.special_tokens["</s>"]
+
+    def chunks(self, text: str, first: bool = True) -> list[str]:
+        """Write text as the file does, spaces as "▁" and the dummy prefix in front, then cut it into chunks.
+
+        The prefix: with prepend "always" every stretch of text gets a "▁" in front, with
+        "first" only the first (first=True), with "never" none; an empty stretch gets none, and
+        neither does one that already starts with "▁" unless even_after_space (the older layout,
+        as SentencePiece itself: "  a" is "▁▁▁a" there, "▁▁a" with Metaspace). Then the text
+        is cut before every "▁" that follows another character (SPACE_RUN_WORDS; with split,
+        before every "▁": SPACE_WORDS). No piece crosses such a place, so each chunk can be
+        encoded alone.
+
+        Example (the older layout):
+            >>> SentencePieceBPE().chunks("Hello  world")
+            ['▁Hello', '▁▁world']
+
+        Args:
+            text: a stretch of text (between special tokens, when they are allowed).
+            first: whether it is the first stretch of the text.
+        Returns:
+            The chunks; joined, they are the text with spaces as "▁" and the prefix.
+        """
+        spaced = text.replace(" ", "▁")
+        wanted = self.prepend == "always" or (self.prepend == "first" and first)
+        if spaced and wanted and (self.even_after_space or not spaced.startswith("▁")):
+            spaced = "▁" + spaced
+        return (SPACE_WORDS if self.split else SPACE_RUN_WORDS).findall(spaced)
+
+    def _encode_chunk(self, chunk: str) -> list[int]:
+        """Encode one chunk: each character its piece's id, or its UTF-8 bytes' ids; then the merges by rank.
+
+        A helper for encode (which may also be written without it).
+
+        Args:
+            chunk: one piece of text from self.chunks.
+        Returns:
+            Its ids.
+        """
+        # 1) a character in the vocabulary is its piece; any other falls back to its bytes
+        ids: list[int] = []
+        for char in chunk:
+            if char in self.piece_ids:
+                ids.append(self.piece_ids[char])
+            else:
+                ids.extend(self.byte_ids[byte] for byte in char.encode("utf-8"))
+        # 2) the present pair with the lowest RANK, repeatedly (byte tokens are in no merge)
+        while len(ids) > 1:
+            pair = min(get_pair_counts(ids), key=lambda p: self.ranks.get(p, float("inf")))
+            if pair not in self.ranks:
+                break  # no merge applies any more
+            ids = merge_pair(ids, pair, self.merges[pair])
+        return ids
+
+    def encode(self, text: str, allowed_special: bool = False) -> list[int]:
+        """Turn text into token ids, as the tokenizer.json's library does.
+
+        With allowed_special, special tokens are cut out first (the longest first, as in
+        ByteBPE.encode), and each stretch of text between them is encoded on its own (so each
+        may get its own "▁" prefix: see chunks). Each chunk is encoded once (a cache) by
+        _encode_chunk. The ids of "<s>" and "</s>" are not added: prepend bos_id where the model
+        expects it.
+
+        Example (the vocabulary of the stage's tests):
+            "Hello world" -> chunks "▁Hello" "▁world" -> their ids; "é", not a piece -> "▁" then
+            the byte tokens <0xC3> <0xA9>.
+
+        Args:
+            text: any string.
+            allowed_special: if True, a special token's string in the text ("</s>") becomes its
+                id; if False it is ordinary text.
+        Returns:
+            A list of ints in [0, V).
+        """
+        specials = sorted(self.special_tokens, key=len, reverse=True) if allowed_special else []  # longest first
+        parts = re.split("(" + "|".join(re.escape(token) for token in specials) + ")", text) if specials else [text]
+        ids: list[int] = []
+        cache: dict[str, list[int]] = {}  # a book repeats its words: encode each different chunk once
+        for index, part in enumerate(parts):
+            if index % 2:  # re.split puts each special token it matched between two stretches of text
+                ids.append(self.special_tokens[part])
+                continue
+            for chunk in self.chunks(part, first=index == 0):
+                if chunk not in cache:
+                    cache[chunk] = self._encode_chunk(chunk)
+                ids.extend(cache[chunk])
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        """Turn token ids back into text: "▁" -> " ", runs of byte tokens -> their characters, one leading space off.
+
+        A run of consecutive byte tokens is decoded as UTF-8 together (one character may take
+        several); a run that is not valid UTF-8 becomes one U+FFFD per byte token (as the
+        library's ByteFallback decoder does, unlike errors="replace"). Then, if strip, ONE space
+        at the very start is removed: the one the prefix added. A special token decodes to its
+        string ("</s>").
+
+        Example (the stage's test vocabulary): the ids of "▁Hello" "▁world" -> " Hello world" ->
+        "Hello world"; <0xC3> <0xA9> -> "é"; <0xC3> alone -> "\ufffd".
+
+        Args:
+            ids: ints in [0, V).
+        Returns:
+            The text.
+        """
+        byte_of = {token_id: byte for byte, token_id in enumerate(self.byte_ids)}
+        pieces: list[str] = []
+        run: list[int] = []  # the bytes of the byte tokens seen in a row
+        for token_id in [*ids, None]:  # None: a sentinel that ends the last run
+            if token_id in byte_of:
+                run.append(byte_of[token_id])
+                continue
+            if run:
+                try:
+                    pieces.append(bytes(run).decode("utf-8"))
+                except UnicodeDecodeError:
+                    pieces.append("\ufffd" * len(run))
+                run = []
+            if token_id is not None:
+                pieces.append(self.vocab[token_id].replace("▁", " "))
+        text = "".join(pieces)
+        return text[1:] if self.strip and text.startswith(" ") else text

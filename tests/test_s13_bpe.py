@@ -794,3 +794,208 @@ def test_encode_iterable_is_lazy(stage, line):
              "most 2", "Yield the ids of the text before the last safe cut as soon as each piece arrives: a large "
              "file must never be read whole. A safe cut is a space after a non-space, or the start of a line after "
              "a lone newline (SAFE_CUT).")
+
+
+# ---------------------------------------------------------------------------------------------
+# SentencePiece-style BPE (Llama 2): "▁" for spaces, merges by rank, byte fallback
+
+SPM_PIECES = ["▁", "a", "b", "c", "H", "e", "l", "o", "w", "r", "d",  # 259-269: single characters
+              "bc", "ab", "ll", "▁H", "ell", "▁Hell", "▁Hello", "▁w", "or", "▁wor", "ld", "▁world", "▁▁"]  # 270-282
+# the merges in RANK order (the first is applied first); "ab" (rank 0) has a HIGHER id (271) than "bc" (rank 1, 270)
+SPM_MERGES = [["a", "b"], ["b", "c"], ["l", "l"], ["▁", "H"], ["e", "ll"], ["▁H", "ell"], ["▁Hell", "o"],
+              ["▁", "w"], ["o", "r"], ["▁w", "or"], ["l", "d"], ["▁wor", "ld"], ["▁", "▁"]]
+SPM_IDS = {piece: 259 + n for n, piece in enumerate(SPM_PIECES)}
+OLDER = {"normalizer": {"type": "Sequence", "normalizers": [
+    {"type": "Prepend", "prepend": "▁"}, {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+    "pre_tokenizer": None}
+
+
+def metaspace(prepend_scheme: str = "first", split: bool = False) -> dict:
+    """The newer layout (transformers 5 writes prepend_scheme "first", split false): no normalizer."""
+    return {"normalizer": None, "pre_tokenizer": {"type": "Metaspace", "replacement": "▁",
+                                                  "prepend_scheme": prepend_scheme, "split": split}}
+
+
+def spm_byte_id(byte: int) -> int:
+    """As in Llama 2: <unk> <s> </s> are 0 1 2, then "<0x00>".."<0xFF>" are 3..258: byte b is b + 3."""
+    return 3 + byte
+
+
+def spm_tokenizer_json(layout: dict, **changes) -> dict:
+    """A tiny Llama 2-style tokenizer.json: specials 0-2, byte tokens 3-258, pieces 259-282 (SPM_PIECES)."""
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"<0x{b:02X}>": spm_byte_id(b) for b in range(256)} | SPM_IDS
+    config = {
+        "version": "1.0",
+        "added_tokens": [{"id": i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+                          "normalized": False, "special": True} for i, content in enumerate(("<unk>", "<s>", "</s>"))],
+        "post_processor": None,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"},
+            {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
+                  "vocab": vocab, "merges": SPM_MERGES},
+    } | layout
+    for key, value in changes.items():
+        target, name = (config["model"], key.removeprefix("model_")) if key.startswith("model_") else (config, key)
+        target[name] = value
+    return config
+
+
+def load_spm(stage, tmp_path, layout: dict = OLDER, reader: str = "SentencePieceBPE", **changes):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(spm_tokenizer_json(layout, **changes), ensure_ascii=False), encoding="utf-8")
+    return getattr(stage, reader).from_tokenizer_json(path)
+
+
+def spm_encode(spm, text: str, what: str, allowed_special: bool = False) -> list[int]:
+    return assert_int_list(spm.encode(text, allowed_special=allowed_special), what, hint="encode returns a list of ints.")
+
+
+SPM_HELLO = [SPM_IDS["▁Hello"], SPM_IDS["▁world"]]
+SPM_E_ACUTE = [SPM_IDS["▁"], spm_byte_id(0xC3), spm_byte_id(0xA9)]
+
+
+def test_sentencepiece_puts_a_marker_in_front_and_writes_spaces_as_markers(stage, tmp_path):
+    """"Hello world" -> "▁Hello▁world" (one "▁" in front, the space written "▁") -> chunks "▁Hello" "▁world".
+    "▁Hello": ▁ H e l l o: rank 2 (l l), 3 (▁ H), 4 (e ll), 5 (▁H ell), 6 (▁Hell o) -> [276].
+    "▁world": ▁ w o r l d: rank 7 (▁ w), 8 (o r), 9 (▁w or), 10 (l d), 11 (▁wor ld) -> [281]."""
+    spm = load_spm(stage, tmp_path)
+    chunks = spm.chunks("Hello world")
+    if chunks == ["Hello", "▁world"]:
+        fail(f"chunks('Hello world'): expected ['▁Hello', '▁world'], got {chunks!r}",
+             "SentencePiece puts ONE '▁' in front of the text (the dummy prefix), so the first word has the same "
+             "pieces as a word after a space.", "no '▁' in front of the first word: the dummy prefix is missing")
+    assert_equal(chunks, ["▁Hello", "▁world"], "chunks('Hello world') (the older layout)",
+                 hint="Spaces become '▁', one '▁' goes in front, and the text is cut before each '▁' that follows "
+                      "another character.")
+    got = spm_encode(spm, "Hello world", "encode('Hello world')")
+    if got == [SPM_IDS["H"], SPM_IDS["ell"], SPM_IDS["o"], SPM_IDS["▁world"]]:
+        fail(f"encode('Hello world'): expected {SPM_HELLO}, got {got}", "One '▁' goes in front of the text before "
+             "the merges (the dummy prefix): 'Hello' alone is not a piece, '▁Hello' is.",
+             "the ids of 'Hello' without the dummy prefix")
+    assert_equal(got, SPM_HELLO, "encode('Hello world') with the hand-written Llama 2-style file",
+                 hint="Each chunk starts as its characters' ids (piece_ids), then the merges by rank.")
+
+
+def test_sentencepiece_merges_by_rank_not_by_id(stage, tmp_path):
+    """"abc" -> "▁abc" -> ▁ a b c. (a b) has rank 0 but id 271; (b c) rank 1 but id 270. By rank:
+    ▁ ab c = [259, 271, 261]. Taking the lowest new id first (ByteBPE's rule) would give ▁ a bc."""
+    spm = load_spm(stage, tmp_path)
+    got = spm_encode(spm, "abc", "encode('abc')")
+    expected = [SPM_IDS["▁"], SPM_IDS["ab"], SPM_IDS["c"]]
+    if got == [SPM_IDS["▁"], SPM_IDS["a"], SPM_IDS["bc"]]:
+        fail(f"encode('abc'): expected {expected}, got {got}",
+             "A merge's priority is its RANK, its place in the file's merges list, not the id of the piece it "
+             "makes: in a SentencePiece vocabulary the ids need not follow the ranks. Keep each pair's rank.",
+             "(b c) was merged before (a b): the merge with the lower new id went first")
+    assert_equal(got, expected, "encode('abc')", hint="The present pair with the lowest rank, repeatedly.")
+    assert_equal(spm_encode(spm, "  Hello", "encode('  Hello')"), [SPM_IDS["▁▁"], SPM_IDS["▁Hello"]],
+                 "encode('  Hello') (the older layout: '▁▁▁Hello')",
+                 hint="▁ ▁ ▁ H e l l o: ranks 2-6 build '▁Hello' first, then rank 12 joins the two '▁' left.")
+
+
+def test_sentencepiece_falls_back_to_the_utf8_bytes_of_an_unknown_character(stage, tmp_path):
+    """"é" is not a piece: "▁é" -> "▁" [259], then é's UTF-8 bytes 0xC3 0xA9 as the tokens "<0xC3>" "<0xA9>",
+    ids 0xC3 + 3 = 198 and 0xA9 + 3 = 172. "你" is three bytes E4 BD A0; "🦙" four."""
+    spm = load_spm(stage, tmp_path)
+    got = spm_encode(spm, "é", "encode('é')")
+    observed = {(SPM_IDS["▁"], spm_byte_id(0xE9)): "one byte token, 0xE9: é's code point (Latin-1), not its UTF-8 bytes",
+                (SPM_IDS["▁"], spm_byte_id(0xA9), spm_byte_id(0xC3)): "é's two UTF-8 bytes in reverse order",
+                (SPM_IDS["▁"], 0xC3, 0xA9): "the byte values themselves as ids, not the ids of the tokens '<0xC3>' '<0xA9>'",
+                (SPM_IDS["▁"], 0): "the <unk> id"}.get(tuple(got))
+    if observed:
+        fail(f"encode('é'): expected {SPM_E_ACUTE}, got {got}",
+             "A character missing from the vocabulary becomes its UTF-8 bytes (char.encode('utf-8')), each the token "
+             "'<0x%02X>' % byte, looked up in the file (byte_ids).", observed)
+    assert_equal(got, SPM_E_ACUTE, "encode('é')", hint="'▁' is a piece; 'é' is not: its UTF-8 bytes as byte tokens.")
+    for text in ["你", "a🦙"]:
+        expected = [SPM_IDS["▁"]] + [SPM_IDS[c] for c in text if c in SPM_IDS] + [
+            spm_byte_id(b) for c in text if c not in SPM_IDS for b in c.encode("utf-8")]
+        assert_equal(spm_encode(spm, text, f"encode({text!r})"), expected, f"encode({text!r})",
+                     hint="Every byte of a missing character's UTF-8 bytes becomes its byte token; no merge joins them.")
+
+
+def test_sentencepiece_decode_fuses_bytes_and_strips_the_one_leading_space(stage, tmp_path):
+    """[276, 281] is "▁Hello▁world" -> " Hello world" -> the ONE leading space off: "Hello world".
+    [198, 172] (<0xC3> <0xA9>) -> "é"; [198] alone is no character: "\ufffd"; [198, 198, 172] (C3 C3 A9)
+    is not valid UTF-8: one "\ufffd" per byte token, as tokenizers' ByteFallback decoder writes it.
+    [282, 276] "▁▁" "▁Hello" -> "   Hello" -> "  Hello": only one space is stripped."""
+    spm = load_spm(stage, tmp_path)
+    got = spm.decode(SPM_HELLO)
+    if got == " Hello world":
+        fail(f"decode({SPM_HELLO}): expected 'Hello world', got ' Hello world'",
+             "The '▁' that encode puts in front of the text is not the text's: decoding strips ONE leading space "
+             "(the file's decoder ends in Strip).", "the leading space of the dummy prefix is still there")
+    assert_equal(got, "Hello world", f"decode({SPM_HELLO})", hint="'▁' becomes ' '; then one leading space is stripped.")
+    for ids, expected, hint in [
+        (SPM_E_ACUTE, "é", "Consecutive byte tokens are joined into bytes and decoded as UTF-8 together."),
+        ([spm_byte_id(0xC3)], "\ufffd", "A run of byte tokens that is not valid UTF-8 becomes U+FFFD."),
+        ([spm_byte_id(0xC3), spm_byte_id(0xC3), spm_byte_id(0xA9)], "\ufffd" * 3,
+         "A run that is not valid UTF-8 becomes one U+FFFD PER BYTE TOKEN (the library's ByteFallback), not "
+         "bytes.decode(errors='replace')."),
+        ([SPM_IDS["▁▁"], SPM_IDS["▁Hello"]], "  Hello", "Strip ONE leading space, not all of them."),
+        ([1, SPM_IDS["▁Hello"], 2], "<s> Hello</s>", "A special token decodes to its string; only a space at the "
+                                                     "very start is stripped."),
+    ]:
+        assert_equal(spm.decode(ids), expected, f"decode({ids})", hint=hint)
+    for text in ["Hello world", "  Hello  ", "abc é 你 🦙\n\tcd", ""]:
+        assert_equal(spm.decode(spm_encode(spm, text, f"encode({text!r})")), text, f"decode(encode({text!r}))",
+                     hint="With the older layout every text comes back: '▁' to ' ', bytes fused, one space stripped.")
+
+
+@pytest.mark.parametrize("layout, name, expected", [
+    # "  Hello": the older layout always adds "▁" ("▁▁▁Hello"); Metaspace not before a space ("▁▁Hello")
+    (OLDER, "older", {"  Hello": ["▁▁", "▁Hello"], "</s>Hello": ["</s>", "▁Hello"], "Hello  ": ["▁Hello", "▁▁"]}),
+    (metaspace("always"), "Metaspace always",
+     {"  Hello": ["▁", "▁Hello"], "</s>Hello": ["</s>", "▁Hello"], "Hello  ": ["▁Hello", "▁▁"]}),
+    (metaspace("first"), "Metaspace first",
+     {"  Hello": ["▁", "▁Hello"], "</s>Hello": ["</s>", "H", "ell", "o"], "Hello  ": ["▁Hello", "▁▁"]}),
+    (metaspace("always", split=True), "Metaspace split",
+     {"  Hello": ["▁", "▁Hello"], "</s>Hello": ["</s>", "▁Hello"], "Hello  ": ["▁Hello", "▁", "▁"]}),
+])
+def test_sentencepiece_reads_both_layouts(stage, tmp_path, layout, name, expected):
+    """The older layout (normalizer Prepend + Replace) puts "▁" in front of every stretch of text, even one that
+    starts with a space: "  Hello" -> "▁▁▁Hello" -> "▁▁" "▁Hello". Metaspace (the newer layout) does not when it
+    already starts with "▁": "▁▁Hello" -> "▁" "▁Hello". After a special token (allowed_special) "always" puts
+    one in front again, "first" does not: "Hello" -> H ell o. split=true also cuts between two "▁"."""
+    spm = load_spm(stage, tmp_path, layout)
+    for text, pieces in expected.items():
+        ids = [SPM_IDS.get(piece, {"</s>": 2}.get(piece)) for piece in pieces]
+        assert_equal(spm_encode(spm, text, f"encode({text!r})", allowed_special=True), ids,
+                     f"encode({text!r}, allowed_special=True) with the {name} layout ({' '.join(pieces)})",
+                     hint="Read the layout from the file (sentencepiece_layout): whether '▁' goes in front of every "
+                          "stretch between special tokens or only the first, whether even before a space, and "
+                          "Metaspace's split.")
+
+
+def test_byte_bpe_from_tokenizer_json_hands_a_sentencepiece_file_on(stage, tmp_path):
+    """One call reads either kind: ByteBPE.from_tokenizer_json on a Llama 2-style file returns a SentencePieceBPE."""
+    spm = load_spm(stage, tmp_path, reader="ByteBPE")
+    if not isinstance(spm, stage.SentencePieceBPE):
+        fail(f"ByteBPE.from_tokenizer_json on a Llama 2-style file returned {type(spm).__name__}",
+             "Its first step: when is_sentencepiece_file(path), return SentencePieceBPE.from_tokenizer_json(path).")
+    assert_equal(spm_encode(spm, "Hello world", "encode('Hello world')"), SPM_HELLO, "encode('Hello world')",
+                 hint="The same file, read by SentencePieceBPE.")
+    assert_equal((spm.special_tokens, spm.vocab_size, spm.bos_id, spm.eos_id),
+                 ({"<unk>": 0, "<s>": 1, "</s>": 2}, 283, 1, 2), "(special_tokens, vocab_size, bos_id, eos_id)",
+                 hint="The added tokens are the special tokens; vocab_size is the largest id + 1.")
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"model_byte_fallback": False}, "no byte fallback"),
+    ({"model_vocab": {k: v for k, v in spm_tokenizer_json(OLDER)["model"]["vocab"].items() if k != "<0xA9>"}},
+     "a missing byte token"),
+    ({"decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"}}, "a decoder without ByteFallback"),
+    ({"normalizer": {"type": "NFKC"}}, "another normalizer"),
+    ({"model_merges": SPM_MERGES + [["▁", "q"]]}, "a merge of pieces missing from the vocabulary"),
+])
+def test_sentencepiece_refuses_what_it_cannot_encode_exactly(stage, tmp_path, change, why):
+    with pytest.raises(ValueError) as caught:
+        load_spm(stage, tmp_path, **change)
+        fail(f"SentencePieceBPE.from_tokenizer_json accepted a file with {why}",
+             "Refuse it with ValueError: it would encode differently from the library that wrote it "
+             "(sentencepiece_layout checks the model, normalizer, pre-tokenizer and decoder).")
+    message = str(caught.value)
+    if "\n" in message or not message:
+        fail(f"the ValueError for {why} should be one line, got {message!r}", "Say in one line what is not supported.")

@@ -1,0 +1,216 @@
+"""Stage 13's SentencePieceBPE against `sentencepiece` itself and Hugging Face's `tokenizers`.
+
+`sentencepiece` trains a small BPE on the book as Llama 2's was trained (byte fallback, digits
+split, a dummy prefix, no normalization, extra whitespace kept, whitespace-only pieces allowed);
+its own `encode` gives the expected ids. transformers' Llama tokenizer converts the model to a
+tokenizer.json (the newer layout: a Metaspace pre-tokenizer, prepend_scheme "first"), and the
+older layout (normalizer Prepend("▁") + Replace(" " -> "▁"), as older transformers and the
+published Llama 2 and TinyLlama files write it) is made from it by editing those two fields only.
+`tokenizers` reads both; the reference must encode id for id as `tokenizers` does, as
+`sentencepiece` does wherever the layout agrees with it, and decode as `tokenizers` does. The stage
+suite's hand-written Llama 2-style file is checked against `tokenizers` too.
+
+`sentencepiece`, `protobuf` (transformers reads the .model file with it) and `tokenizers` are
+test-only dependencies: these tests FAIL, never skip, where one is missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from grader import curriculum, loader
+from grader_kata import require_oracle
+
+ROOT = curriculum.ROOT
+BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
+OLDER = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                                            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
+
+VARIED = [
+    "",
+    "Hello world",
+    BOOK[50_000:56_000],
+    "Café crème brûlée, naïve façade — “quoted” ‘single’… e\u0301",  # accents, mostly byte fallback
+    "你好，世界。ロボットの夢 한국어 مرحبا بالعالم Привет, мир Ελληνικά",  # CJK, Arabic, Cyrillic, Greek
+    "🦙🔥 llamas 👩‍🔬 🇫🇷",  # emoji, a zero-width joiner, a flag
+    "def f(x):\n    return x ** 2  # squared\n\n\tif x != 0: {'a': [1, 2]}",  # code, indentation
+    "\x00\x01\x07 control \x7f\x1b[0m bytes",
+    "  two leading spaces", " one", "trailing   ", "many     inner      spaces", " ", "   ",
+    "\n\nnew\nlines\r\n\n", "In 1818 there were 1,234,567.89 pounds",
+    "a\u00a0b\u3000c\u2028d ▁ literal ▁▁ markers",
+]
+WITH_SPECIALS = ["<s>Hello</s> world", "x<s> y</s>", "</s></s><unk>z", "<s>  two"]
+
+
+@pytest.fixture(scope="module")
+def spm_model(tmp_path_factory):
+    """A BPE of 1 200 pieces trained by sentencepiece on the book, Llama 2's options; (path, processor)."""
+    spm = require_oracle("sentencepiece")
+    prefix = tmp_path_factory.mktemp("spm") / "tokenizer"
+    spm.SentencePieceTrainer.train(
+        input=str(ROOT / "data" / "frankenstein.txt"), model_prefix=str(prefix), model_type="bpe", vocab_size=1200,
+        byte_fallback=True, split_digits=True, character_coverage=0.9995, add_dummy_prefix=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, max_sentence_length=100_000, num_threads=1, minloglevel=2)
+    return prefix.with_suffix(".model"), spm.SentencePieceProcessor(model_file=str(prefix.with_suffix(".model")))
+
+
+@pytest.fixture(scope="module")
+def newer_config(spm_model, tmp_path_factory):
+    """transformers 5's conversion of the sentencepiece model to a tokenizer.json, parsed."""
+    require_oracle("google.protobuf", "tokenizers")
+    from transformers import LlamaTokenizer
+
+    directory = tmp_path_factory.mktemp("converted")
+    (directory / "tokenizer.model").write_bytes(spm_model[0].read_bytes())
+    path = directory / "tokenizer.json"
+    LlamaTokenizer.from_pretrained(str(directory)).backend_tokenizer.save(str(path))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def bpe_stage():
+    return loader.load_stage({"s13_bpe": curriculum.REFERENCE}, "s13_bpe")
+
+
+def layouts(newer: dict) -> dict[str, dict]:
+    """The converted file, and the same with the older layout: only the normalizer and pre-tokenizer changed."""
+    older = copy.deepcopy(newer) | {"normalizer": OLDER, "pre_tokenizer": None}
+    return {"newer": newer, "older": older}
+
+
+def read_both(hf, bpe_stage, config: dict, tmp_path):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    return hf.Tokenizer.from_file(str(path)), bpe_stage.ByteBPE.from_tokenizer_json(path)
+
+
+def test_the_converted_file_has_the_layouts_this_stage_reads(newer_config):
+    """What transformers 5 writes for Llama: no normalizer, Metaspace(first, split false), byte fallback,
+    the decoder Replace + ByteFallback + Fuse + Strip, <unk> <s> </s> at 0 1 2 and bytes at 3..258."""
+    assert newer_config["normalizer"] is None
+    assert newer_config["pre_tokenizer"] == {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first",
+                                             "split": False}
+    assert newer_config["model"]["byte_fallback"] is True
+    assert [step["type"] for step in newer_config["decoder"]["decoders"]] == ["Replace", "ByteFallback", "Fuse", "Strip"]
+    vocab = newer_config["model"]["vocab"]
+    assert [vocab["<unk>"], vocab["<s>"], vocab["</s>"], vocab["<0x00>"], vocab["<0xFF>"]] == [0, 1, 2, 3, 258]
+
+
+@pytest.mark.parametrize("layout", ["newer", "older"])
+def test_encode_and_decode_match_tokenizers_and_sentencepiece(spm_model, newer_config, bpe_stage, tmp_path, layout):
+    hf = require_oracle("tokenizers")
+    sp = spm_model[1]
+    tokenizer, ours = read_both(hf, bpe_stage, layouts(newer_config)[layout], tmp_path)
+    assert type(ours).__name__ == "SentencePieceBPE" and ours.vocab_size == tokenizer.get_vocab_size() == 1200
+    for text in VARIED + WITH_SPECIALS:
+        expected = tokenizer.encode(text, add_special_tokens=False).ids  # added tokens split out: allowed_special
+        got = ours.encode(text, allowed_special=True)
+        assert got == expected, f"{layout}: encode({text[:60]!r}, allowed_special=True)\n  ours {got[:30]}\n  hf   {expected[:30]}"
+        assert ours.decode(got) == tokenizer.decode(got, skip_special_tokens=False), f"{layout}: decode of {text[:60]!r}"
+    for text in VARIED:
+        got = ours.encode(text)
+        # Metaspace adds no "▁" before text that starts with a space; sentencepiece (and the older layout) does
+        if layout == "older" or not text.startswith(" "):
+            assert got == sp.encode(text), f"{layout}: encode({text[:60]!r}) differs from sentencepiece"
+        if layout == "older":
+            # a "▁" in the text is a space to both: it comes back as one
+            assert ours.decode(got) == sp.decode(got) == text.replace("▁", " "), f"{layout}: decode(encode({text[:60]!r}))"
+    assert ours.encode(BOOK) == sp.encode(BOOK), "the whole book"
+    fallen = [i for i in ours.encode(VARIED[4]) if 3 <= i <= 258]  # the byte tokens
+    assert len(fallen) > 50, f"the multilingual text should mostly fall back to bytes, got {len(fallen)} byte tokens"
+
+
+@pytest.mark.parametrize("scheme, split", [("always", False), ("always", True), ("never", False)])
+def test_other_metaspace_settings_match_tokenizers(newer_config, bpe_stage, tmp_path, scheme, split):
+    hf = require_oracle("tokenizers")
+    config = newer_config | {"pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme,
+                                               "split": split}}
+    tokenizer, ours = read_both(hf, bpe_stage, config, tmp_path)
+    for text in VARIED + WITH_SPECIALS:
+        assert ours.encode(text, allowed_special=True) == tokenizer.encode(text, add_special_tokens=False).ids, \
+            f"Metaspace {scheme} split={split}: {text[:60]!r}"
+
+
+def test_byte_runs_that_are_not_utf8_decode_as_tokenizers_does(newer_config, bpe_stage, tmp_path):
+    hf = require_oracle("tokenizers")
+    tokenizer, ours = read_both(hf, bpe_stage, newer_config, tmp_path)
+    byte = newer_config["model"]["vocab"]["<0xC3>"]
+    piece = newer_config["model"]["vocab"]["▁the"]
+    for ids in ([byte], [byte, byte, byte + 0xA9 - 0xC3], [piece, byte, 1, byte + 0xA9 - 0xC3], [3, 258, piece, 3]):
+        assert ours.decode(ids) == tokenizer.decode(ids, skip_special_tokens=False), ids
+
+
+def test_the_stage_suites_hand_written_llama2_file_is_what_tokenizers_reads(bpe_stage):
+    """The hand-worked ids of tests/test_s13_bpe.py's SentencePiece tests are the library's."""
+    hf = require_oracle("tokenizers")
+    spec = importlib.util.spec_from_file_location("_s13_suite_spm", ROOT / "tests" / "test_s13_bpe.py")
+    suite = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / "tests"))  # the suite imports checks.py from there
+    try:
+        spec.loader.exec_module(suite)
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+    older = hf.Tokenizer.from_str(json.dumps(suite.spm_tokenizer_json(suite.OLDER)))
+    assert older.encode("Hello world", add_special_tokens=False).ids == suite.SPM_HELLO
+    assert older.encode("é", add_special_tokens=False).ids == suite.SPM_E_ACUTE
+    assert older.encode("abc", add_special_tokens=False).tokens == ["▁", "ab", "c"]
+    assert older.encode("  Hello", add_special_tokens=False).tokens == ["▁▁", "▁Hello"]
+    assert older.decode([suite.spm_byte_id(0xC3)] * 2 + [suite.spm_byte_id(0xA9)]) == "\ufffd" * 3
+    assert older.decode([suite.SPM_IDS["▁▁"], suite.SPM_IDS["▁Hello"]]) == "  Hello"
+    assert older.decode([1, suite.SPM_IDS["▁Hello"], 2], skip_special_tokens=False) == "<s> Hello</s>"
+    for text in ["你", "a🦙"]:
+        assert older.decode(older.encode(text, add_special_tokens=False).ids) == text
+    cases = [(suite.OLDER, {"  Hello": ["▁▁", "▁Hello"], "</s>Hello": ["</s>", "▁Hello"], "Hello  ": ["▁Hello", "▁▁"]}),
+             (suite.metaspace("always"), {"  Hello": ["▁", "▁Hello"], "</s>Hello": ["</s>", "▁Hello"]}),
+             (suite.metaspace("first"), {"  Hello": ["▁", "▁Hello"], "</s>Hello": ["</s>", "H", "ell", "o"]}),
+             (suite.metaspace("always", split=True), {"Hello  ": ["▁Hello", "▁", "▁"]})]
+    for layout, expected in cases:
+        tokenizer = hf.Tokenizer.from_str(json.dumps(suite.spm_tokenizer_json(layout)))
+        for text, pieces in expected.items():
+            assert tokenizer.encode(text, add_special_tokens=False).tokens == pieces, (layout, text)
+
+
+def test_generate_prints_what_transformers_generates_with_a_llama2_tokenizer(newer_config, tmp_path):
+    """`python -m grader.generate` on a tiny random Llama with the converted tokenizer in the older layout and
+    Llama 2's "<s> $A" post-processor: the text transformers' greedy generate gives, decoded by `tokenizers`
+    (whose decode of prompt + new ids keeps the space before the first new word)."""
+    hf = require_oracle("tokenizers")
+    import subprocess
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = layouts(newer_config)["older"] | {"post_processor": {
+        "type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                                                 {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}}
+    tokenizer = hf.Tokenizer.from_str(json.dumps(config, ensure_ascii=False))
+    (tmp_path / "tokenizer.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=1200, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                         bos_token_id=1, eos_token_id=2))
+    with torch.no_grad():
+        for parameter in model.parameters():  # large enough weights for a varied greedy text
+            parameter.copy_(0.3 * torch.randn_like(parameter))
+    model.save_pretrained(tmp_path)
+    prompt_text = "It was on a dreary night of November that I"
+    prompt = tokenizer.encode(prompt_text).ids
+    assert prompt[0] == 1, "the post-processor puts <s> first"
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False, eos_token_id=2,
+                             pad_token_id=0)[0, len(prompt):].tolist()
+    new = out[:out.index(2)] if 2 in out else out
+    expected = tokenizer.decode(prompt + new)
+    assert expected.startswith(prompt_text) and len(new) >= 10, expected
+    done = subprocess.run([sys.executable, "-m", "grader.generate", str(tmp_path), "--prompt", prompt_text,
+                           "--max-new-tokens", "24", "--impl", "reference"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected + "\n", (done.stdout, expected)
