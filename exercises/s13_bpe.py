@@ -160,7 +160,9 @@ def normalization_forms(config: dict) -> list[str]:
     accent U+0301 becomes the one character "é" (U+00E9) before anything else, so both spellings
     of "café" give the same ids. NFC, NFD, NFKC and NFKD are unicodedata.normalize's forms; a
     "Sequence" applies its normalizers one after the other; null is none. Any other normalizer
-    (lower-casing, replacing, stripping, ...) is refused with one line naming it.
+    (lower-casing, replacing, stripping, ...) is refused with one line naming it. (Python's tables
+    are those of its Unicode version, 14.0 for Python 3.11: a character assigned later is left as
+    it is, where the library's newer tables might change it.)
 
     Example:
         >>> normalization_forms({"normalizer": {"type": "NFC"}}), normalization_forms({"normalizer": None})
@@ -413,11 +415,13 @@ class ByteBPE:
         Returns:
             Its ids.
         """
-        # 1) the bytes as ids, dropping a byte the vocabulary lacks (as tokenizers does)
+        # 1) Llama 3's ignore_merges: a chunk that is a token is taken whole
         # TODO
-        # 2) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
+        # 2) the bytes as ids, dropping a byte the vocabulary lacks (as tokenizers does)
         # TODO
-        # 3) merge that one place
+        # 3) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
+        # TODO
+        # 4) merge that one place
         # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
@@ -444,7 +448,10 @@ class ByteBPE:
             normalization changed the text (NFC joins "e" + U+0301 into "é") or its vocabulary
             lacks a byte of the text (that byte is dropped).
         """
-        # TODO: write this (the docstring above is the contract).
+        # 1) split out the added tokens to find: the special ones only when allowed
+        # TODO
+        # 2) the text between them: normalized, cut into chunks, each chunk encoded once
+        # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     def encode_iterable(self, texts: Iterable[str], allowed_special: bool = False) -> Iterator[int]:

@@ -165,7 +165,9 @@ def normalization_forms(config: dict) -> list[str]:
     accent U+0301 becomes the one character "é" (U+00E9) before anything else, so both spellings
     of "café" give the same ids. NFC, NFD, NFKC and NFKD are unicodedata.normalize's forms; a
     "Sequence" applies its normalizers one after the other; null is none. Any other normalizer
-    (lower-casing, replacing, stripping, ...) is refused with one line naming it.
+    (lower-casing, replacing, stripping, ...) is refused with one line naming it. (Python's tables
+    are those of its Unicode version, 14.0 for Python 3.11: a character assigned later is left as
+    it is, where the library's newer tables might change it.)
 
     Example:
         >>> normalization_forms({"normalizer": {"type": "NFC"}}), normalization_forms({"normalizer": None})
@@ -506,16 +508,17 @@ class ByteBPE:
             Its ids.
         """
         data = chunk.encode("utf-8")
+        # 1) Llama 3's ignore_merges: a chunk that is a token is taken whole
         if data in self.whole_tokens:
-            return [self.whole_tokens[data]]  # Llama 3's ignore_merges: a known token is taken whole
-        # 1) the bytes as ids, dropping a byte the vocabulary lacks (as tokenizers does)
+            return [self.whole_tokens[data]]
+        # 2) the bytes as ids, dropping a byte the vocabulary lacks (as tokenizers does)
         ids = [self.byte_ids[byte] for byte in data if self.byte_ids[byte] is not None]
         while len(ids) > 1:
-            # 2) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
+            # 3) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
             rank, at = min((self.ranks.get(pair, NOT_A_MERGE), at) for at, pair in enumerate(zip(ids, ids[1:])))
             if rank == NOT_A_MERGE:
                 break  # no merge applies any more
-            # 3) merge that one place
+            # 4) merge that one place
             ids[at : at + 2] = [self.merges[ids[at], ids[at + 1]]]
         return ids
 
@@ -542,6 +545,7 @@ class ByteBPE:
             normalization changed the text (NFC joins "e" + U+0301 into "é") or its vocabulary
             lacks a byte of the text (that byte is dropped).
         """
+        # 1) split out the added tokens to find: the special ones only when allowed
         matched = {**self.added_tokens, **self.special_tokens} if allowed_special else self.added_tokens
         if matched:
             # the capturing group keeps the added tokens in the result of re.split; the regex
@@ -556,6 +560,7 @@ class ByteBPE:
             if part in matched:
                 ids.append(matched[part])
                 continue
+            # 2) the text between them: normalized, cut into chunks, each chunk encoded once
             for form in self.normalization:
                 part = unicodedata.normalize(form, part)
             for chunk in self.chunks(part):
