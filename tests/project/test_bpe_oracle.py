@@ -201,6 +201,9 @@ def test_published_quirks_encode_id_for_id(hf, bpe_stage, tmp_path, kind):
     if kind == "qwen2":
         assert bpe.added_tokens == {TOOL_CALL[0]: 700, TOOL_CALL[1]: 701} and bpe.normalization == ["NFC"]
     assert_library_ids(tokenizer, bpe, [BOOK, *VARIED, *QUIRKY], f"{kind} as published")
+    text = "\n".join(QUIRKY) + BOOK[:20_000]
+    streamed = list(bpe.encode_iterable(text.splitlines(keepends=True), allowed_special=True))
+    assert streamed == tokenizer.encode(text, add_special_tokens=False).ids, f"{kind}: encode_iterable differs"
 
 
 @pytest.mark.parametrize("normalizer", ["NFD", "NFKC", "NFKD", "Sequence"])
