@@ -881,6 +881,8 @@ def test_an_added_token_that_is_not_special_is_found_in_any_text(stage, tmp_path
     ({"pre_tokenizer": {"type": "Metaspace", "replacement": "▁"}}, "a SentencePiece-style pre-tokenizer"),
     ({"model_merges": HAND_MERGES + [["Ġ", "q"]]}, "a merge whose token 'Ġq' is not in the vocabulary"),
     ({"added_tokens": [{"id": 0, "content": HAND_SHORT, "special": True, "lstrip": True}]}, "an added token with lstrip"),
+    ({"model_vocab": holed_tokenizer_json()["model"]["vocab"], "model_merges": holed_tokenizer_json()["model"]["merges"],
+      "model_unk_token": HAND_SHORT}, "a missing byte and an unknown token (tokenizers would give the unknown id)"),
 ])
 def test_from_tokenizer_json_refuses_what_it_cannot_encode_exactly(stage, tmp_path, change, why):
     with pytest.raises(ValueError) as caught:
