@@ -38,11 +38,17 @@ Special tokens ("<pad>", "<eos>") take the LAST ids, after the merges; they are 
 the text never produces unless asked to (``allowed_special=True``). When one special token starts
 another ("<|endoftext|>" and "<|endoftext|><|endoftext|>"), the LONGEST one is matched first.
 
-Published tokenizers (GPT-2, Llama 3, SmolLM) are the same algorithm, saved by Hugging Face as a
-``tokenizer.json``: a vocabulary {token: id}, the merges in order, the special tokens, and the
-chunk pattern. ``ByteBPE.from_tokenizer_json`` reads one. The only new idea is how the file
-writes bytes: see ``bytes_to_unicode``. Ids there are the file's: byte 97 is not necessarily id
-97, so the tokenizer keeps ``byte_ids`` (the id of each single byte).
+Published tokenizers (GPT-2, Llama 3, SmolLM, Qwen2) are the same algorithm, saved by Hugging Face
+as a ``tokenizer.json``: a vocabulary {token: id}, the merges in order, the added tokens, the chunk
+pattern, perhaps a Unicode normalization. ``ByteBPE.from_tokenizer_json`` reads one, id for id as
+Hugging Face's ``tokenizers`` encodes it. What is new: the file writes bytes as characters (see
+``bytes_to_unicode``); its ids are its own, so byte 97 is not necessarily id 97 (``byte_ids``) and
+a merge's place in the list, its RANK, decides when it applies, whatever its id (``ranks``: files
+converted from OpenAI's tiktoken list merges in an order that need not follow the ids, and list
+several merges that make the same token); a vocabulary may lack some bytes (SmolLM2 has no token
+for 21 of them), and such a byte is then DROPPED from the text, as ``tokenizers`` does; Qwen2's
+file composes accents first (NFC: "e" + U+0301 becomes "é"); and an added token that is not
+special (Qwen2.5's "<tool_call>") is found in any text, like a word.
 
 Ids are Python ints throughout; V is the vocabulary size (bytes + merges + special tokens).
 
@@ -65,6 +71,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -82,6 +89,7 @@ DIGITS_PATTERN = r"\p{N}|\P{N}+"  # each digit alone (SmolLM cuts with this firs
 # Where a stream may be cut without changing its chunks (see encode_iterable): before a space that
 # follows a non-space, or between "X\n" and "Y" (X, Y not whitespace). (?r) searches from the end.
 SAFE_CUT = regex.compile(r"(?r)(?<=\S) |(?<=\S\n)(?=\S)")
+NOT_A_MERGE = float("inf")  # the rank of a pair that no merge joins: after every real rank
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -113,12 +121,14 @@ def supported_patterns(config: dict) -> list[str]:
     """The chunk patterns of a tokenizer.json, or ValueError when it is not a byte-level BPE this stage reads.
 
     Accepted: model type "BPE" without dropout, word prefixes/suffixes or byte fallback; no
-    normalizer; added tokens that are special and matched as written (no lstrip, rstrip,
-    single_word); and a pre-tokenizer that ends in ByteLevel, as the three families write it:
+    normalizer or a Unicode normalization (see normalization_forms); added tokens, special or not,
+    matched as written (no lstrip, rstrip, single_word); and a pre-tokenizer that ends in
+    ByteLevel, as the families write it:
         GPT-2:   ByteLevel(use_regex=True)                          -> [GPT2_PATTERN]
         SmolLM:  Sequence[Digits(individual_digits=True), ByteLevel(use_regex=True)]
                                                                     -> [DIGITS_PATTERN, GPT2_PATTERN]
-        Llama 3: Sequence[Split(Regex=P, behavior="Isolated"), ByteLevel(use_regex=False)] -> [P]
+        Llama 3, Qwen2 (each its own regex P):
+                 Sequence[Split(Regex=P, behavior="Isolated"), ByteLevel(use_regex=False)] -> [P]
     Anything else would cut text differently, so it is refused with one line naming what.
 
     Args:
@@ -135,12 +145,10 @@ def supported_patterns(config: dict) -> list[str]:
     for option in ("dropout", "continuing_subword_prefix", "end_of_word_suffix", "byte_fallback"):
         if model.get(option):
             raise ValueError(refusal.format(f"model option {option}={model[option]!r}"))
-    if config.get("normalizer") is not None:
-        raise ValueError(refusal.format(f"normalizer {config['normalizer'].get('type')!r}"))
+    normalization_forms(config)  # refuses a normalizer other than Unicode normalization
     for token in config.get("added_tokens") or []:
-        if not token.get("special") or any(token.get(key) for key in ("lstrip", "rstrip", "single_word")):
-            what = f"added token {token.get('content')!r} (not special, or with lstrip/rstrip/single_word)"
-            raise ValueError(refusal.format(what))
+        if any(token.get(key) for key in ("lstrip", "rstrip", "single_word")):
+            raise ValueError(refusal.format(f"added token {token.get('content')!r} with lstrip/rstrip/single_word"))
     pre = config.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     kinds = [step.get("type") for step in steps]
@@ -156,6 +164,42 @@ def supported_patterns(config: dict) -> list[str]:
             and first.get("behavior") == "Isolated" and not first.get("invert")):
         return [first["pattern"]["Regex"]]
     raise ValueError(refusal.format(f"pre-tokenizer {kinds}"))
+
+
+# kata: given
+def normalization_forms(config: dict) -> list[str]:
+    """The Unicode normalizations a tokenizer.json applies to text before cutting it, or ValueError.
+
+    Qwen2's file says ``"normalizer": {"type": "NFC"}``: "e" followed by the combining acute
+    accent U+0301 becomes the one character "é" (U+00E9) before anything else, so both spellings
+    of "café" give the same ids. NFC, NFD, NFKC and NFKD are unicodedata.normalize's forms; a
+    "Sequence" applies its normalizers one after the other; null is none. Any other normalizer
+    (lower-casing, replacing, stripping, ...) is refused with one line naming it. (Python's tables
+    are those of its Unicode version, 14.0 for Python 3.11: a character assigned later is left as
+    it is, where the library's newer tables might change it.)
+
+    Example:
+        >>> normalization_forms({"normalizer": {"type": "NFC"}}), normalization_forms({"normalizer": None})
+        (['NFC'], [])
+
+    Args:
+        config: the parsed tokenizer.json.
+    Returns:
+        The forms, in the order they apply (unicodedata.normalize(form, text) for each).
+    """
+    normalizer = config.get("normalizer")
+    if normalizer is None:
+        steps = []
+    elif normalizer.get("type") == "Sequence":
+        steps = normalizer.get("normalizers") or []
+    else:
+        steps = [normalizer]
+    forms = [step.get("type") for step in steps]
+    others = [form for form in forms if form not in ("NFC", "NFD", "NFKC", "NFKD")]
+    if others:
+        raise ValueError(f"tokenizer.json: normalizer {others[0]!r} is not supported; this stage applies only "
+                         "Unicode normalization (NFC, NFD, NFKC, NFKD), alone or in a Sequence")
+    return forms
 
 
 def get_pair_counts(ids: list[int], counts: dict | None = None, weight: int = 1) -> dict[tuple[int, int], int]:
@@ -209,10 +253,15 @@ class ByteBPE:
 
         Its state, which train and from_tokenizer_json fill in:
             merges          {(a, b): new id}, in order of priority (the order they were learned)
+            ranks           {(a, b): its rank}: its place in that order, 0 for the first merge;
+                            encode applies the present pair of LOWEST rank first
             vocab           {id: its bytes}: bytes([i]) for i < 256 until a file says otherwise
             special_tokens  {"<eos>": its id}
-            byte_ids        byte_ids[b] is the id of the one-byte token b: list(range(256)) here
+            added_tokens    {"<tool_call>": its id}: a file's added tokens that are NOT special
+            byte_ids        byte_ids[b] is the id of the one-byte token b: list(range(256)) here;
+                            None where a file's vocabulary has no token for byte b
             patterns        [regex.compile(pattern)]: the chunk patterns, applied one after the other
+            normalization   Unicode forms applied to text first ([] here; ["NFC"] for Qwen2's file)
             whole_tokens    {bytes: id}, empty unless a file asks for Llama 3's ignore_merges
 
         Args:
@@ -223,28 +272,38 @@ class ByteBPE:
 
     @classmethod
     def from_tokenizer_json(cls, path: str | Path) -> ByteBPE | SentencePieceBPE:
-        """Read a byte-level BPE saved by Hugging Face (GPT-2, Llama 3, SmolLM): the same ids, id for id.
+        """Read a byte-level BPE saved by Hugging Face (GPT-2, Llama 3, SmolLM, Qwen2): the same ids, id for id.
 
         The file (JSON) has ``model.vocab`` {token: id} with tokens written through
         bytes_to_unicode ("Ġthe" is the bytes b" the"), ``model.merges`` in priority order, each
         either "Ġ t" (two tokens and a space) or ["Ġ", "t"] (newer files), ``added_tokens``
-        [{"id", "content", "special"}, ...], and ``pre_tokenizer`` (see supported_patterns).
+        [{"id", "content", "special"}, ...], ``normalizer`` (see normalization_forms) and
+        ``pre_tokenizer`` (see supported_patterns).
 
         Steps: refuse what this stage does not implement (supported_patterns); each added token
-        into special_tokens, its bytes its content in UTF-8; vocab[id] = every other token's
-        bytes, through bytes_to_unicode backwards; byte_ids[b] = the id of the token
-        bytes_to_unicode()[b]; for each merge a b in order, merges[(id of a, id of b)] = the id
-        of the token a + b. If the model
-        says ``"ignore_merges": true`` (Llama 3), a chunk whose bytes are a token is that token,
+        into special_tokens, or added_tokens when its "special" is false, its bytes its content in
+        UTF-8; vocab[id] = every other token's bytes, through bytes_to_unicode backwards;
+        byte_ids[b] = the id of the token bytes_to_unicode()[b], or None when the vocabulary has
+        no such token; for the merge a b at place r in the list, merges[(id of a, id of b)] = the
+        id of the token a + b and ranks[(id of a, id of b)] = r. If the model says
+        ``"ignore_merges": true`` (Llama 3), a chunk whose bytes are a token is that token,
         whatever the merges would do: whole_tokens maps those bytes to their id.
+
+        Three things real files do that a freshly trained tokenizer does not:
+        - The RANK of a merge is its place in the list, and it alone says which merge applies
+          first. Files converted from tiktoken (Llama 3, Qwen2) list merges in an order that need
+          not follow the ids of the tokens they make, and list several merges making the same
+          token ("t" + "he" and "th" + "e" both make "the"). A pair listed twice takes its LAST
+          place (as ``tokenizers`` does: the later entry replaces the earlier one).
+        - A vocabulary may lack a byte token (SmolLM2 has none for 21 bytes: control characters
+          such as 4 and 6, and bytes that valid UTF-8 never or hardly uses). With no unknown token
+          in the model, ``tokenizers`` DROPS such a byte wherever it occurs, and its neighbours
+          merge as if they touched; encode does the same, so decode(encode(text)) lacks it.
+        - An added token that is not special is found in any text, allowed_special or not.
 
         What the file's post_processor adds (Llama 3 puts "<|begin_of_text|>" before the text) is
         not applied: encode gives the ids of the text alone, so prepend the model's BOS id where
         it expects one. The decoder is always ByteLevel's, which decode already is.
-
-        Encoding applies the present merge with the LOWEST new id first, so the file's merge
-        order must agree with its ids (it does in every file Hugging Face writes: a merge's
-        token is added after its parts); a file where it does not is refused.
 
         Example (a merge in both forms): "Ġ t" and ["Ġ", "t"] both mean the pair (id of b" ",
         id of b"t"), merged into the id of "Ġt" (b" t").
@@ -256,19 +315,19 @@ class ByteBPE:
         Args:
             path: a tokenizer.json.
         Returns:
-            A ByteBPE with the file's vocabulary, merges, special tokens and chunk patterns (a
-            SentencePieceBPE for a SentencePiece-style file).
+            A ByteBPE with the file's vocabulary, merges, ranks, added tokens, normalization and
+            chunk patterns (a SentencePieceBPE for a SentencePiece-style file).
         Raises:
             ValueError: one line saying why, when the file is not JSON, not a byte-level BPE of
-                a supported kind, or lacks a token that a merge or a byte needs.
+                a supported kind, or lacks a token that a merge needs.
         """
-        # 1) special tokens are written as themselves, not through the byte alphabet
+        # 1) added tokens are written as themselves, not through the byte alphabet
         # TODO
         # 2) the vocabulary: each other token string back to its bytes
         # TODO
-        # 3) every byte must have a token: that is what makes any text encodable
+        # 3) the id of each byte; None for a byte the vocabulary lacks: encode drops it
         # TODO
-        # 4) the merges, in priority order, each "a b" or [a, b]
+        # 4) the merges in priority order, each "a b" or [a, b]: its rank is its place in the list
         # TODO
         # 5) Llama 3: a chunk that is a whole token is taken as it is
         # TODO
@@ -282,7 +341,7 @@ class ByteBPE:
         chunk; turn each into its UTF-8 bytes; count the pairs inside the chunks (each chunk's
         pairs weighted by how often the chunk occurs; pairs never span two chunks). Then for each
         new id 256, 257, ...: take the most frequent pair, on a tie the smallest pair (lowest first
-        id, then lowest second id); record the merge; merge that pair in every chunk. Stop early
+        id, then lowest second id); record the merge (merges and ranks); merge that pair in every chunk. Stop early
         when no chunk has two ids left. Finally the special tokens get the next ids, in order.
 
         Training is deterministic: the same text and vocab_size give the same merges.
@@ -355,35 +414,62 @@ class ByteBPE:
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     def _encode_chunk(self, chunk: str) -> list[int]:
-        """Encode one chunk: its bytes as ids (byte_ids), then the merges, the lowest new id first.
+        """Encode one chunk: its bytes as ids (byte_ids), then merges, the lowest rank first, one at a time.
+
+        A byte without an id (byte_ids[b] is None) is dropped. Then, repeatedly: among the pairs
+        of neighbouring ids, take the one of lowest rank (the merge listed earliest; ranks), at
+        its LEFTMOST place, and merge that one place only. One place at a time, as ``tokenizers``
+        and tiktoken do, because in a converted file a merge can make a pair that ranks even
+        earlier: with ranks (ab, a) 0 and (a, b) 1, "abab" is a b a b -> ab a b -> aba b, whereas
+        merging every (a, b) at once gives ab ab. In a tokenizer trained here the two ways agree.
 
         A helper for encode (which may also be written without it).
+
+        Example (trained merges (97, 98) -> 256 rank 0, (256, 99) -> 257 rank 1): "abcab" is
+        [97, 98, 99, 97, 98] -> [256, 99, 97, 98] -> [256, 99, 256] -> [257, 256].
 
         Args:
             chunk: one piece of text from self.chunks.
         Returns:
             Its ids.
         """
-        # TODO: write this (the docstring above is the contract).
+        # 1) Llama 3's ignore_merges: a chunk that is a token is taken whole
+        # TODO
+        # 2) the bytes as ids, dropping a byte the vocabulary lacks (as tokenizers does)
+        # TODO
+        # 3) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
+        # TODO
+        # 4) merge that one place
+        # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     def encode(self, text: str, allowed_special: bool = False) -> list[int]:
         """Turn text into token ids.
 
-        The text is cut into chunks (self.chunks); each chunk becomes its UTF-8 bytes and the
-        merges are applied in the order they were learned (the lowest new id first: 256, then
-        257, ...). Text never seen in training still encodes: at worst one id per byte.
+        The text is normalized (self.normalization: [] unless a file asked, ["NFC"] for Qwen2),
+        cut into chunks (self.chunks); each chunk becomes its UTF-8 bytes and the merges are
+        applied in the order of their ranks (the order they were learned: 256, then 257, ...).
+        Text never seen in training still encodes: at worst one id per byte.
+
+        Added tokens are found first and become their single id: those that are not special
+        (added_tokens, say "<tool_call>") always, and the special tokens when allowed_special;
+        the LONGEST one first where two could start at the same place
+        ("<|endoftext|><|endoftext|>" before "<|endoftext|>"). The text between them is
+        normalized and encoded as above. With allowed_special False a special token's string
+        (say "<eos>") is ordinary text, encoded like the rest.
 
         Args:
             text: any string.
-            allowed_special: if True, a special token's string in the text (say "<eos>") becomes
-                its single id, the LONGEST one first where two could start at the same place
-                ("<|endoftext|><|endoftext|>" before "<|endoftext|>"); if False it is ordinary
-                text, encoded like the rest.
+            allowed_special: if True, a special token's string in the text becomes its id.
         Returns:
-            A list of ints in [0, V); decode(encode(text)) == text.
+            A list of ints in [0, V). decode(encode(text)) == text, except where a file's
+            normalization changed the text (NFC joins "e" + U+0301 into "é") or its vocabulary
+            lacks a byte of the text (that byte is dropped).
         """
-        # TODO: write this (the docstring above is the contract).
+        # 1) split out the added tokens to find: the special ones only when allowed
+        # TODO
+        # 2) the text between them: normalized, cut into chunks, each chunk encoded once
+        # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     def encode_iterable(self, texts: Iterable[str], allowed_special: bool = False) -> Iterator[int]:

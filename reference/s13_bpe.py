@@ -38,11 +38,17 @@ Special tokens ("<pad>", "<eos>") take the LAST ids, after the merges; they are 
 the text never produces unless asked to (``allowed_special=True``). When one special token starts
 another ("<|endoftext|>" and "<|endoftext|><|endoftext|>"), the LONGEST one is matched first.
 
-Published tokenizers (GPT-2, Llama 3, SmolLM) are the same algorithm, saved by Hugging Face as a
-``tokenizer.json``: a vocabulary {token: id}, the merges in order, the special tokens, and the
-chunk pattern. ``ByteBPE.from_tokenizer_json`` reads one. The only new idea is how the file
-writes bytes: see ``bytes_to_unicode``. Ids there are the file's: byte 97 is not necessarily id
-97, so the tokenizer keeps ``byte_ids`` (the id of each single byte).
+Published tokenizers (GPT-2, Llama 3, SmolLM, Qwen2) are the same algorithm, saved by Hugging Face
+as a ``tokenizer.json``: a vocabulary {token: id}, the merges in order, the added tokens, the chunk
+pattern, perhaps a Unicode normalization. ``ByteBPE.from_tokenizer_json`` reads one, id for id as
+Hugging Face's ``tokenizers`` encodes it. What is new: the file writes bytes as characters (see
+``bytes_to_unicode``); its ids are its own, so byte 97 is not necessarily id 97 (``byte_ids``) and
+a merge's place in the list, its RANK, decides when it applies, whatever its id (``ranks``: files
+converted from OpenAI's tiktoken list merges in an order that need not follow the ids, and list
+several merges that make the same token); a vocabulary may lack some bytes (SmolLM2 has no token
+for 21 of them), and such a byte is then DROPPED from the text, as ``tokenizers`` does; Qwen2's
+file composes accents first (NFC: "e" + U+0301 becomes "é"); and an added token that is not
+special (Qwen2.5's "<tool_call>") is found in any text, like a word.
 
 Ids are Python ints throughout; V is the vocabulary size (bytes + merges + special tokens).
 
@@ -65,6 +71,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -82,6 +89,7 @@ DIGITS_PATTERN = r"\p{N}|\P{N}+"  # each digit alone (SmolLM cuts with this firs
 # Where a stream may be cut without changing its chunks (see encode_iterable): before a space that
 # follows a non-space, or between "X\n" and "Y" (X, Y not whitespace). (?r) searches from the end.
 SAFE_CUT = regex.compile(r"(?r)(?<=\S) |(?<=\S\n)(?=\S)")
+NOT_A_MERGE = float("inf")  # the rank of a pair that no merge joins: after every real rank
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -118,12 +126,14 @@ def supported_patterns(config: dict) -> list[str]:
     """The chunk patterns of a tokenizer.json, or ValueError when it is not a byte-level BPE this stage reads.
 
     Accepted: model type "BPE" without dropout, word prefixes/suffixes or byte fallback; no
-    normalizer; added tokens that are special and matched as written (no lstrip, rstrip,
-    single_word); and a pre-tokenizer that ends in ByteLevel, as the three families write it:
+    normalizer or a Unicode normalization (see normalization_forms); added tokens, special or not,
+    matched as written (no lstrip, rstrip, single_word); and a pre-tokenizer that ends in
+    ByteLevel, as the families write it:
         GPT-2:   ByteLevel(use_regex=True)                          -> [GPT2_PATTERN]
         SmolLM:  Sequence[Digits(individual_digits=True), ByteLevel(use_regex=True)]
                                                                     -> [DIGITS_PATTERN, GPT2_PATTERN]
-        Llama 3: Sequence[Split(Regex=P, behavior="Isolated"), ByteLevel(use_regex=False)] -> [P]
+        Llama 3, Qwen2 (each its own regex P):
+                 Sequence[Split(Regex=P, behavior="Isolated"), ByteLevel(use_regex=False)] -> [P]
     Anything else would cut text differently, so it is refused with one line naming what.
 
     Args:
@@ -140,12 +150,10 @@ def supported_patterns(config: dict) -> list[str]:
     for option in ("dropout", "continuing_subword_prefix", "end_of_word_suffix", "byte_fallback"):
         if model.get(option):
             raise ValueError(refusal.format(f"model option {option}={model[option]!r}"))
-    if config.get("normalizer") is not None:
-        raise ValueError(refusal.format(f"normalizer {config['normalizer'].get('type')!r}"))
+    normalization_forms(config)  # refuses a normalizer other than Unicode normalization
     for token in config.get("added_tokens") or []:
-        if not token.get("special") or any(token.get(key) for key in ("lstrip", "rstrip", "single_word")):
-            what = f"added token {token.get('content')!r} (not special, or with lstrip/rstrip/single_word)"
-            raise ValueError(refusal.format(what))
+        if any(token.get(key) for key in ("lstrip", "rstrip", "single_word")):
+            raise ValueError(refusal.format(f"added token {token.get('content')!r} with lstrip/rstrip/single_word"))
     pre = config.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     kinds = [step.get("type") for step in steps]
@@ -161,6 +169,42 @@ def supported_patterns(config: dict) -> list[str]:
             and first.get("behavior") == "Isolated" and not first.get("invert")):
         return [first["pattern"]["Regex"]]
     raise ValueError(refusal.format(f"pre-tokenizer {kinds}"))
+
+
+# kata: given
+def normalization_forms(config: dict) -> list[str]:
+    """The Unicode normalizations a tokenizer.json applies to text before cutting it, or ValueError.
+
+    Qwen2's file says ``"normalizer": {"type": "NFC"}``: "e" followed by the combining acute
+    accent U+0301 becomes the one character "é" (U+00E9) before anything else, so both spellings
+    of "café" give the same ids. NFC, NFD, NFKC and NFKD are unicodedata.normalize's forms; a
+    "Sequence" applies its normalizers one after the other; null is none. Any other normalizer
+    (lower-casing, replacing, stripping, ...) is refused with one line naming it. (Python's tables
+    are those of its Unicode version, 14.0 for Python 3.11: a character assigned later is left as
+    it is, where the library's newer tables might change it.)
+
+    Example:
+        >>> normalization_forms({"normalizer": {"type": "NFC"}}), normalization_forms({"normalizer": None})
+        (['NFC'], [])
+
+    Args:
+        config: the parsed tokenizer.json.
+    Returns:
+        The forms, in the order they apply (unicodedata.normalize(form, text) for each).
+    """
+    normalizer = config.get("normalizer")
+    if normalizer is None:
+        steps = []
+    elif normalizer.get("type") == "Sequence":
+        steps = normalizer.get("normalizers") or []
+    else:
+        steps = [normalizer]
+    forms = [step.get("type") for step in steps]
+    others = [form for form in forms if form not in ("NFC", "NFD", "NFKC", "NFKD")]
+    if others:
+        raise ValueError(f"tokenizer.json: normalizer {others[0]!r} is not supported; this stage applies only "
+                         "Unicode normalization (NFC, NFD, NFKC, NFKD), alone or in a Sequence")
+    return forms
 
 
 def get_pair_counts(ids: list[int], counts: dict | None = None, weight: int = 1) -> dict[tuple[int, int], int]:
@@ -224,46 +268,64 @@ class ByteBPE:
 
         Its state, which train and from_tokenizer_json fill in:
             merges          {(a, b): new id}, in order of priority (the order they were learned)
+            ranks           {(a, b): its rank}: its place in that order, 0 for the first merge;
+                            encode applies the present pair of LOWEST rank first
             vocab           {id: its bytes}: bytes([i]) for i < 256 until a file says otherwise
             special_tokens  {"<eos>": its id}
-            byte_ids        byte_ids[b] is the id of the one-byte token b: list(range(256)) here
+            added_tokens    {"<tool_call>": its id}: a file's added tokens that are NOT special
+            byte_ids        byte_ids[b] is the id of the one-byte token b: list(range(256)) here;
+                            None where a file's vocabulary has no token for byte b
             patterns        [regex.compile(pattern)]: the chunk patterns, applied one after the other
+            normalization   Unicode forms applied to text first ([] here; ["NFC"] for Qwen2's file)
             whole_tokens    {bytes: id}, empty unless a file asks for Llama 3's ignore_merges
 
         Args:
             pattern: the regex that cuts text into chunks (compiled with the ``regex`` package).
         """
         self.merges: dict[tuple[int, int], int] = {}  # (a, b) -> new id, in order of priority
+        self.ranks: dict[tuple[int, int], int] = {}  # (a, b) -> its place in that order (0 first)
         self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}  # id -> its bytes
         self.special_tokens: dict[str, int] = {}  # "<eos>" -> its id
-        self.byte_ids: list[int] = list(range(256))  # byte_ids[b]: the id of the one-byte token b
+        self.added_tokens: dict[str, int] = {}  # "<tool_call>" -> its id: not special, found in any text
+        self.byte_ids: list[int | None] = list(range(256))  # byte_ids[b]: the id of the one-byte token b
         self.patterns: list[regex.Pattern] = [regex.compile(pattern)]  # cut text, one after the other
+        self.normalization: list[str] = []  # "NFC", ...: unicodedata.normalize(form, text) before cutting
         self.whole_tokens: dict[bytes, int] = {}  # chunks taken whole, merges skipped (Llama 3's ignore_merges)
 
     @classmethod
     def from_tokenizer_json(cls, path: str | Path) -> ByteBPE | SentencePieceBPE:
-        """Read a byte-level BPE saved by Hugging Face (GPT-2, Llama 3, SmolLM): the same ids, id for id.
+        """Read a byte-level BPE saved by Hugging Face (GPT-2, Llama 3, SmolLM, Qwen2): the same ids, id for id.
 
         The file (JSON) has ``model.vocab`` {token: id} with tokens written through
         bytes_to_unicode ("Ġthe" is the bytes b" the"), ``model.merges`` in priority order, each
         either "Ġ t" (two tokens and a space) or ["Ġ", "t"] (newer files), ``added_tokens``
-        [{"id", "content", "special"}, ...], and ``pre_tokenizer`` (see supported_patterns).
+        [{"id", "content", "special"}, ...], ``normalizer`` (see normalization_forms) and
+        ``pre_tokenizer`` (see supported_patterns).
 
         Steps: refuse what this stage does not implement (supported_patterns); each added token
-        into special_tokens, its bytes its content in UTF-8; vocab[id] = every other token's
-        bytes, through bytes_to_unicode backwards; byte_ids[b] = the id of the token
-        bytes_to_unicode()[b]; for each merge a b in order, merges[(id of a, id of b)] = the id
-        of the token a + b. If the model
-        says ``"ignore_merges": true`` (Llama 3), a chunk whose bytes are a token is that token,
+        into special_tokens, or added_tokens when its "special" is false, its bytes its content in
+        UTF-8; vocab[id] = every other token's bytes, through bytes_to_unicode backwards;
+        byte_ids[b] = the id of the token bytes_to_unicode()[b], or None when the vocabulary has
+        no such token; for the merge a b at place r in the list, merges[(id of a, id of b)] = the
+        id of the token a + b and ranks[(id of a, id of b)] = r. If the model says
+        ``"ignore_merges": true`` (Llama 3), a chunk whose bytes are a token is that token,
         whatever the merges would do: whole_tokens maps those bytes to their id.
+
+        Three things real files do that a freshly trained tokenizer does not:
+        - The RANK of a merge is its place in the list, and it alone says which merge applies
+          first. Files converted from tiktoken (Llama 3, Qwen2) list merges in an order that need
+          not follow the ids of the tokens they make, and list several merges making the same
+          token ("t" + "he" and "th" + "e" both make "the"). A pair listed twice takes its LAST
+          place (as ``tokenizers`` does: the later entry replaces the earlier one).
+        - A vocabulary may lack a byte token (SmolLM2 has none for 21 bytes: control characters
+          such as 4 and 6, and bytes that valid UTF-8 never or hardly uses). With no unknown token
+          in the model, ``tokenizers`` DROPS such a byte wherever it occurs, and its neighbours
+          merge as if they touched; encode does the same, so decode(encode(text)) lacks it.
+        - An added token that is not special is found in any text, allowed_special or not.
 
         What the file's post_processor adds (Llama 3 puts "<|begin_of_text|>" before the text) is
         not applied: encode gives the ids of the text alone, so prepend the model's BOS id where
         it expects one. The decoder is always ByteLevel's, which decode already is.
-
-        Encoding applies the present merge with the LOWEST new id first, so the file's merge
-        order must agree with its ids (it does in every file Hugging Face writes: a merge's
-        token is added after its parts); a file where it does not is refused.
 
         Example (a merge in both forms): "Ġ t" and ["Ġ", "t"] both mean the pair (id of b" ",
         id of b"t"), merged into the id of "Ġt" (b" t").
@@ -275,11 +337,11 @@ class ByteBPE:
         Args:
             path: a tokenizer.json.
         Returns:
-            A ByteBPE with the file's vocabulary, merges, special tokens and chunk patterns (a
-            SentencePieceBPE for a SentencePiece-style file).
+            A ByteBPE with the file's vocabulary, merges, ranks, added tokens, normalization and
+            chunk patterns (a SentencePieceBPE for a SentencePiece-style file).
         Raises:
             ValueError: one line saying why, when the file is not JSON, not a byte-level BPE of
-                a supported kind, or lacks a token that a merge or a byte needs.
+                a supported kind, or lacks a token that a merge needs.
         """
         if is_sentencepiece_file(path):  # "▁" for spaces and <0x..> byte tokens (Llama 2): another reader
             return SentencePieceBPE.from_tokenizer_json(path)
@@ -296,44 +358,45 @@ class ByteBPE:
             bpe.patterns = [regex.compile(pattern) for pattern in patterns]
         except regex.error as error:
             raise ValueError(f"tokenizer.json: its pre-tokenizer regex does not compile in Python: {error}") from None
-        # 1) special tokens are written as themselves, not through the byte alphabet
-        bpe.special_tokens = {added["content"]: added["id"] for added in config.get("added_tokens") or []}
-        bpe.vocab = {token_id: token.encode("utf-8") for token, token_id in bpe.special_tokens.items()}
+        bpe.normalization = normalization_forms(config)
+        # 1) added tokens are written as themselves, not through the byte alphabet
+        for added in config.get("added_tokens") or []:
+            kind = bpe.special_tokens if added.get("special") else bpe.added_tokens
+            kind[added["content"]] = added["id"]
+        added_ids = {**bpe.special_tokens, **bpe.added_tokens}
+        bpe.vocab = {token_id: token.encode("utf-8") for token, token_id in added_ids.items()}
         # 2) the vocabulary: each other token string back to its bytes
         to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
         token_ids: dict[str, int] = model.get("vocab") or {}
         for token, token_id in token_ids.items():
-            if token in bpe.special_tokens:
+            if token in added_ids:
                 continue
             if not all(char in to_byte for char in token):
                 raise ValueError(f"tokenizer.json: token {token!r} is not written in the byte alphabet: "
                                  "not a byte-level BPE")
             bpe.vocab[token_id] = bytes(to_byte[char] for char in token)
-        # 3) every byte must have a token: that is what makes any text encodable
+        # 3) the id of each byte; None for a byte the vocabulary lacks: encode drops it
         alphabet = bytes_to_unicode()
-        missing = [byte for byte in range(256) if alphabet[byte] not in token_ids]
-        if missing:
-            raise ValueError(f"tokenizer.json: the vocabulary lacks {len(missing)} of the 256 byte tokens (e.g. byte "
-                             f"{missing[0]}, written {alphabet[missing[0]]!r}): not a byte-level BPE")
-        bpe.byte_ids = [token_ids[alphabet[byte]] for byte in range(256)]
-        # 4) the merges, in priority order, each "a b" or [a, b]
-        bpe.merges, last_id = {}, -1
-        for merge in model.get("merges") or []:
+        bpe.byte_ids = [token_ids.get(alphabet[byte]) for byte in range(256)]
+        if None in bpe.byte_ids and model.get("unk_token") is not None:
+            raise ValueError("tokenizer.json: the vocabulary lacks some byte tokens and names an unknown token; "
+                             "this stage drops a missing byte, as tokenizers does only without an unknown token")
+        # 4) the merges in priority order, each "a b" or [a, b]: its rank is its place in the list
+        for rank, merge in enumerate(model.get("merges") or []):
             pair = merge.split(" ") if isinstance(merge, str) else merge
             if len(pair) != 2:
                 raise ValueError(f"tokenizer.json: the merge {merge!r} is not two tokens")
             a, b = pair
             if a not in token_ids or b not in token_ids or a + b not in token_ids:
                 raise ValueError(f"tokenizer.json: the merge {a!r} + {b!r} names a token missing from the vocabulary")
-            new_id = token_ids[a + b]
-            if new_id < last_id:
-                raise ValueError(f"tokenizer.json: the merge {a!r} + {b!r} comes after a merge with a higher id; "
-                                 "this stage needs merges in the order of their ids")
-            bpe.merges[(token_ids[a], token_ids[b])] = last_id = new_id
+            ids = (token_ids[a], token_ids[b])
+            bpe.merges.pop(ids, None)  # a pair listed twice: the later place counts, so it moves to the end
+            bpe.merges[ids] = token_ids[a + b]
+            bpe.ranks[ids] = rank
         # 5) Llama 3: a chunk that is a whole token is taken as it is
         if model.get("ignore_merges"):
-            specials = set(bpe.special_tokens.values())
-            bpe.whole_tokens = {data: i for i, data in bpe.vocab.items() if i not in specials}
+            added = set(added_ids.values())
+            bpe.whole_tokens = {data: i for i, data in bpe.vocab.items() if i not in added}
         return bpe
 
     def train(self, text: str, vocab_size: int, special_tokens: tuple[str, ...] = ("<pad>", "<eos>"),
@@ -344,7 +407,7 @@ class ByteBPE:
         chunk; turn each into its UTF-8 bytes; count the pairs inside the chunks (each chunk's
         pairs weighted by how often the chunk occurs; pairs never span two chunks). Then for each
         new id 256, 257, ...: take the most frequent pair, on a tie the smallest pair (lowest first
-        id, then lowest second id); record the merge; merge that pair in every chunk. Stop early
+        id, then lowest second id); record the merge (merges and ranks); merge that pair in every chunk. Stop early
         when no chunk has two ids left. Finally the special tokens get the next ids, in order.
 
         Training is deterministic: the same text and vocab_size give the same merges.
@@ -384,6 +447,7 @@ class ByteBPE:
             # 3) the most frequent pair; on a tie the smallest (a rule that ignores dict order)
             pair = max(counts, key=lambda p: (counts[p], -p[0], -p[1]))
             self.merges[pair] = new_id
+            self.ranks[pair] = new_id - 256  # its place in the order learned
             self.vocab[new_id] = self.vocab[pair[0]] + self.vocab[pair[1]]
             # 4) merge it in every chunk that has it, moving that chunk's counts from old pairs to new
             for chunk in chunks:
@@ -444,9 +508,19 @@ class ByteBPE:
         return pieces
 
     def _encode_chunk(self, chunk: str) -> list[int]:
-        """Encode one chunk: its bytes as ids (byte_ids), then the merges, the lowest new id first.
+        """Encode one chunk: its bytes as ids (byte_ids), then merges, the lowest rank first, one at a time.
+
+        A byte without an id (byte_ids[b] is None) is dropped. Then, repeatedly: among the pairs
+        of neighbouring ids, take the one of lowest rank (the merge listed earliest; ranks), at
+        its LEFTMOST place, and merge that one place only. One place at a time, as ``tokenizers``
+        and tiktoken do, because in a converted file a merge can make a pair that ranks even
+        earlier: with ranks (ab, a) 0 and (a, b) 1, "abab" is a b a b -> ab a b -> aba b, whereas
+        merging every (a, b) at once gives ab ab. In a tokenizer trained here the two ways agree.
 
         A helper for encode (which may also be written without it).
+
+        Example (trained merges (97, 98) -> 256 rank 0, (256, 99) -> 257 rank 1): "abcab" is
+        [97, 98, 99, 97, 98] -> [256, 99, 97, 98] -> [256, 99, 256] -> [257, 256].
 
         Args:
             chunk: one piece of text from self.chunks.
@@ -454,46 +528,61 @@ class ByteBPE:
             Its ids.
         """
         data = chunk.encode("utf-8")
+        # 1) Llama 3's ignore_merges: a chunk that is a token is taken whole
         if data in self.whole_tokens:
-            return [self.whole_tokens[data]]  # Llama 3's ignore_merges: a known token is taken whole
-        ids = [self.byte_ids[byte] for byte in data]
+            return [self.whole_tokens[data]]
+        # 2) the bytes as ids, dropping a byte the vocabulary lacks (as tokenizers does)
+        ids = [self.byte_ids[byte] for byte in data if self.byte_ids[byte] is not None]
         while len(ids) > 1:
-            # the pair learned EARLIEST among those present, not the most frequent one here
-            pair = min(get_pair_counts(ids), key=lambda p: self.merges.get(p, float("inf")))
-            if pair not in self.merges:
-                break  # no learned merge applies any more
-            ids = merge_pair(ids, pair, self.merges[pair])
+            # 3) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
+            rank, at = min((self.ranks.get(pair, NOT_A_MERGE), at) for at, pair in enumerate(zip(ids, ids[1:])))
+            if rank == NOT_A_MERGE:
+                break  # no merge applies any more
+            # 4) merge that one place
+            ids[at : at + 2] = [self.merges[ids[at], ids[at + 1]]]
         return ids
 
     def encode(self, text: str, allowed_special: bool = False) -> list[int]:
         """Turn text into token ids.
 
-        The text is cut into chunks (self.chunks); each chunk becomes its UTF-8 bytes and the
-        merges are applied in the order they were learned (the lowest new id first: 256, then
-        257, ...). Text never seen in training still encodes: at worst one id per byte.
+        The text is normalized (self.normalization: [] unless a file asked, ["NFC"] for Qwen2),
+        cut into chunks (self.chunks); each chunk becomes its UTF-8 bytes and the merges are
+        applied in the order of their ranks (the order they were learned: 256, then 257, ...).
+        Text never seen in training still encodes: at worst one id per byte.
+
+        Added tokens are found first and become their single id: those that are not special
+        (added_tokens, say "<tool_call>") always, and the special tokens when allowed_special;
+        the LONGEST one first where two could start at the same place
+        ("<|endoftext|><|endoftext|>" before "<|endoftext|>"). The text between them is
+        normalized and encoded as above. With allowed_special False a special token's string
+        (say "<eos>") is ordinary text, encoded like the rest.
 
         Args:
             text: any string.
-            allowed_special: if True, a special token's string in the text (say "<eos>") becomes
-                its single id, the LONGEST one first where two could start at the same place
-                ("<|endoftext|><|endoftext|>" before "<|endoftext|>"); if False it is ordinary
-                text, encoded like the rest.
+            allowed_special: if True, a special token's string in the text becomes its id.
         Returns:
-            A list of ints in [0, V); decode(encode(text)) == text.
+            A list of ints in [0, V). decode(encode(text)) == text, except where a file's
+            normalization changed the text (NFC joins "e" + U+0301 into "é") or its vocabulary
+            lacks a byte of the text (that byte is dropped).
         """
-        if allowed_special and self.special_tokens:
-            # the capturing group keeps the special tokens in the result of re.split; the regex
+        # 1) split out the added tokens to find: the special ones only when allowed
+        matched = {**self.added_tokens, **self.special_tokens} if allowed_special else self.added_tokens
+        if matched:
+            # the capturing group keeps the added tokens in the result of re.split; the regex
             # takes the first alternative that matches, so the longest must come first
-            longest_first = sorted(self.special_tokens, key=len, reverse=True)
+            longest_first = sorted(matched, key=len, reverse=True)
             parts = re.split("(" + "|".join(re.escape(token) for token in longest_first) + ")", text)
         else:
             parts = [text]
         ids: list[int] = []
         cache: dict[str, list[int]] = {}  # a book repeats its chunks: encode each different one once
         for part in parts:
-            if allowed_special and part in self.special_tokens:
-                ids.append(self.special_tokens[part])
+            if part in matched:
+                ids.append(matched[part])
                 continue
+            # 2) the text between them: normalized, cut into chunks, each chunk encoded once
+            for form in self.normalization:
+                part = unicodedata.normalize(form, part)
             for chunk in self.chunks(part):
                 if chunk not in cache:
                     cache[chunk] = self._encode_chunk(chunk)

@@ -11,9 +11,11 @@ slow oracle cuts text exactly as the docstring says.
 
 Reading a tokenizer.json is checked on a small file written by hand in this file (HAND_*: its
 bytes in reverse order, three merges in both spellings, two overlapping special tokens), with
-every expected id worked out in the test's docstring. The project's own suite checks the same
-file, and tokenizers trained on the book, against Hugging Face's `tokenizers` (a test-only
-dependency that a learner does not need): tests/project/test_bpe_oracle.py.
+every expected id worked out in the test's docstring, and on variants of it with the quirks of
+published files (QUIRK_*: a missing byte, merges listed out of id order or twice, NFC, an added
+token that is not special). The project's own suite checks these files, and tokenizers trained on
+the book, against Hugging Face's `tokenizers` (a test-only dependency that a learner does not
+need): tests/project/test_bpe_oracle.py.
 """
 
 from __future__ import annotations
@@ -296,6 +298,9 @@ def test_training_on_the_wikipedia_example(stage):
                   "the merges learned from 'aaabdaaabac', in order",
                   hint="Most frequent pair first; on a tie the smallest pair (lowest first id, then second id); "
                        "each new pair gets the next id from 256 on.")
+    assert_equal(bpe.ranks, {(97, 97): 0, (97, 98): 1, (256, 257): 2}, "ranks after training on 'aaabdaaabac'",
+                 hint="train records each merge's rank too: its place in the order learned, 0 for the first "
+                      "(ranks[pair] = new id - 256). encode applies the present pair of lowest rank first.")
     assert_equal(bpe.encode("aaabdaaabac"), [258, 100, 258, 97, 99], "encode('aaabdaaabac')",
                  hint="Encoding replays the merges in the order they were learned.")
     assert_equal((bpe.vocab_size, bpe.pad_id, bpe.eos_id), (261, 259, 260), "(vocab_size, pad_id, eos_id)",
@@ -352,7 +357,7 @@ def test_encode_replays_merges_in_the_order_learned(stage):
     assert_merges(bpe, "abab.bc", [((97, 98), 256), ((98, 99), 257)], "the merges learned from 'abab.bc'",
                   special_tokens=(), hint="Chunks 'abab', '.', 'bc'; the tie at count 1 goes to the smaller pair (98, 99).")
     assert_equal(bpe.encode("abcbcbc"), [256, 99, 257, 257], "encode('abcbcbc')",
-                 hint="Apply merges in the order they were learned (lowest new id first), not the pair most "
+                 hint="Apply merges in the order they were learned (lowest rank first), not the pair most "
                       "frequent in the text being encoded.")
 
 
@@ -658,8 +663,8 @@ def test_from_tokenizer_json_reads_vocabulary_merges_and_specials(stage, tmp_pat
         got = assert_int_list(bpe.encode(text, allowed_special=True), f"encode({text!r}, allowed_special=True)",
                               hint="encode returns a list of ints.")
         assert_equal(got, expected, f"encode({text!r}, allowed_special=True) with the hand-written tokenizer.json ({why})",
-                     hint="Bytes become the FILE's ids (byte_ids, not the byte values); then the present merge with the "
-                          "lowest new id, repeatedly; special tokens longest first.")
+                     hint="Bytes become the FILE's ids (byte_ids, not the byte values); then the present pair of "
+                          "lowest rank (its place in the file's merges), repeatedly; special tokens longest first.")
         assert_equal(bpe.decode(got), text, f"decode(encode({text!r}))", hint=HINT_ROUND_TRIP)
 
 
@@ -707,13 +712,177 @@ def test_ignore_merges_takes_a_known_chunk_whole(stage, tmp_path):
                  hint="A chunk that is not a token is merged as usual: 258 (Ġ t), 259 (h e), 260 (Ġt he), then e.")
 
 
+# What published files do that a freshly trained tokenizer does not. Each file below is the hand-written
+# one changed a little; the project's suite checks every expected id here against Hugging Face's tokenizers.
+
+
+def holed_tokenizer_json() -> dict:
+    """SmolLM2's hole: no token for byte 4 (written 'Ą'), and a fifth merge ! ! -> "!!" (262)."""
+    config = hand_tokenizer_json(model_merges=HAND_MERGES + [["!", "!"]])
+    del config["model"]["vocab"][BYTE_ALPHABET[4]]
+    config["model"]["vocab"]["!!"] = 262
+    return config
+
+
+def reranked_tokenizer_json(duplicate: bool = False) -> dict:
+    """The four merges listed in another order than their ids, as converted files list them: Ġ t, e e (261),
+    h e (259), Ġt he; then ab a -> "aba" (263) BEFORE a b -> "ab" (262). With duplicate, the original
+    order Ġ t, h e, e e, Ġt he, and h e listed a second time at the end instead."""
+    if duplicate:
+        return hand_tokenizer_json(model_merges=HAND_MERGES + [["h", "e"]])
+    merges = [["Ġ", "t"], ["e", "e"], ["h", "e"], ["Ġt", "he"], ["ab", "a"], ["a", "b"]]
+    return hand_tokenizer_json(model_merges=merges, model_vocab=hand_tokenizer_json()["model"]["vocab"] | {"ab": 262, "aba": 263})
+
+
+def nfc_tokenizer_json() -> dict:
+    """Qwen2's normalizer: compose characters (NFC) before anything else."""
+    return hand_tokenizer_json(normalizer={"type": "NFC"})
+
+
+def added_tokenizer_json() -> dict:
+    """Qwen2.5's kind of added token: "<tool>" (262), with "special": false."""
+    config = hand_tokenizer_json()
+    config["added_tokens"].append({"id": 262, "content": "<tool>", "single_word": False, "lstrip": False,
+                                   "rstrip": False, "normalized": False, "special": False})
+    return config
+
+
+A, B, E, H, T = (hand_byte_id(ord(c)) for c in "abeht")
+QUIRK_CASES = {
+    # file: [(text, allowed_special, expected ids, why)]
+    "holed": [("!\x04!", True, [262], "one chunk '!\\x04!'; byte 4 has no token: dropped; ! ! merge into 262"),
+              ("a\x04b", True, [A, B], "three chunks 'a' '\\x04' 'b'; the middle one has no id left"),
+              ("\x04", True, [], "nothing left")],
+    "reranked": [("thee", True, [T, H, 261], "(e e) ranks 1, (h e) 2: ee first, then no merge joins h + ee"),
+                 (" the", True, [260], "Ġ t (rank 0), h e (2), Ġt he (3): one token, as before"),
+                 ("abab", True, [263, B], "a b a b -> (a b) rank 5 at its leftmost place -> ab a b -> (ab a) "
+                                          "rank 4 -> aba b")],
+    "duplicate": [("thee", True, [T, H, 261], "h e is listed at places 1 and 4: it ranks 4, after e e (2)")],
+    "nfc": [("e\u0301", True, [hand_byte_id(0xC3), hand_byte_id(0xA9)], "NFC makes 'e' + U+0301 the one "
+             "character 'é', the bytes C3 A9"),
+            ("\ufb01", True, [hand_byte_id(0xEF), hand_byte_id(0xAC), hand_byte_id(0x81)], "NFC keeps the "
+             "ligature 'ﬁ' (NFKC would make it 'fi')")],
+    "added": [("a<tool>b", False, [A, 262, B], "a token that is not special is found even when specials are not"),
+              ("a<tool>b", True, [A, 262, B], "and with allowed_special too")],
+}
+QUIRK_FILES = {"holed": holed_tokenizer_json, "reranked": reranked_tokenizer_json,
+               "duplicate": lambda: reranked_tokenizer_json(duplicate=True), "nfc": nfc_tokenizer_json,
+               "added": added_tokenizer_json}
+
+
+def load_config(stage, tmp_path, config: dict):
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    return stage.ByteBPE.from_tokenizer_json(path)
+
+
+def assert_quirk(bpe, name: str, hint: str, suspects: dict | None = None) -> None:
+    """Each of QUIRK_CASES[name] encoded; a result that is a known mistake's (suspects {why: ids}) is named."""
+    __tracebackhide__ = True
+    for text, allowed, expected, why in QUIRK_CASES[name]:
+        what = f"encode({ascii(text)}, allowed_special={allowed}) with the {name} tokenizer.json ({why})"
+        got = bpe.encode(text, allowed_special=allowed)
+        for mistake, wrong in (suspects or {}).get(text, {}).items():
+            if got == wrong and got != expected:
+                fail(f"{what}: expected {expected}, got {got}", hint, mistake)
+        assert_equal(assert_int_list(got, what, hint="encode returns a list of ints."), expected, what, hint=hint)
+
+
+def test_a_byte_the_vocabulary_lacks_is_dropped_and_its_neighbours_merge(stage, tmp_path):
+    """SmolLM2's vocabulary has no token for 21 bytes (control characters such as 4, and bytes that valid UTF-8
+    never or hardly uses). Hugging Face's tokenizers then DROPS such a byte and merges what is left.
+    The hand-written file without the byte token 'Ą' (byte 4), plus the merge ! ! -> 262:
+        "!\\x04!"  is one chunk (a run of symbols): bytes 33 4 33 -> ids [224, 224] -> merged: [262]
+        "a\\x04b"  is three chunks "a", "\\x04", "b": [160, 159]."""
+    try:
+        bpe = load_config(stage, tmp_path, holed_tokenizer_json())
+    except ValueError as error:
+        fail(f"from_tokenizer_json refused a file that lacks the byte token of byte 4: {error}",
+             "Published files do lack bytes (SmolLM2 lacks 21): give such a byte no id (byte_ids[4] = None) and let "
+             "encode drop it, as tokenizers does.")
+    assert_equal(bpe.byte_ids[4], None, "byte_ids[4] (the file has no token for byte 4)",
+                 hint="byte_ids[b] is None for a byte the vocabulary lacks: no id is better than a wrong one.")
+    hint = ("Drop a byte whose byte_ids entry is None before merging, so its neighbours become neighbours: that is "
+            "what tokenizers does when the model has no unknown token.")
+    assert_quirk(bpe, "holed", hint, {"!\x04!": {"the merges did not join the two '!' once byte 4 was dropped: is "
+                                                 "it dropped BEFORE the merges?": [224, 224],
+                                                 "byte 4 was kept, as None, instead of being dropped BEFORE the "
+                                                 "merges": [224, None, 224]}})
+    assert_equal(bpe.decode([262]), "!!", "decode([262])", hint="The dropped byte is gone for good: decode gives '!!'.")
+
+
+@pytest.mark.parametrize("name", ["reranked", "duplicate"])
+def test_merges_apply_in_the_order_of_the_list_not_of_their_ids(stage, tmp_path, name):
+    """A merge's RANK is its place in the file's list, and the present pair of lowest rank is merged first,
+    at its leftmost place, ONE place at a time (as tokenizers and tiktoken do). Files converted from tiktoken
+    list merges in an order that need not follow the ids, and may list a pair twice (the later place counts).
+        reranked: Ġ t (0), e e -> 261 (1), h e -> 259 (2), Ġt he (3), ab a -> 263 (4), a b -> 262 (5)
+            "thee" = t h e e: (h e) rank 2, (e e) rank 1 -> t h ee; (h, ee) is no merge: [141, 153, 261]
+                   (by the lowest id, 259 < 261, it would be t he e: [141, 259, 156])
+            "abab" = a b a b: only (a b), rank 5, at its leftmost place -> ab a b; now (ab a), rank 4,
+                   comes first -> aba b: [263, 159] (merging every (a b) at once gives ab ab: [262, 262])
+        duplicate: Ġ t (0), h e (1), e e (2), Ġt he (3), h e again (4): (h e) ranks 4, after (e e):
+            "thee" -> t h ee: [141, 153, 261]"""
+    bpe = load_config(stage, tmp_path, QUIRK_FILES[name]())
+    hint = ("Keep each merge's place in the file's list (ranks, the later place when a pair is listed twice) and "
+            "merge the present pair of lowest RANK, at its leftmost place only, then look again.")
+    assert_quirk(bpe, name, hint, {
+        "thee": {"the merges were applied by the id of the token they make (259 before 261), not by their place "
+                 "in the list": [T, 259, E]},
+        "abab": {"every place of (a b) was merged at once: merge one place, then look again, since (ab a) ranks "
+                 "earlier than (a b)": [262, 262]}})
+
+
+def test_nfc_normalization_is_applied_when_the_file_asks(stage, tmp_path):
+    """Qwen2's file says "normalizer": {"type": "NFC"}: the text is composed before it is cut, so "e" + U+0301
+    (the combining acute accent, bytes CC 81) becomes "é" (bytes C3 A9): ids [hand 195, hand 169] = [62, 88].
+    NFC leaves the ligature "ﬁ" (U+FB01, bytes EF AC 81) alone: [18, 83, 176]."""
+    try:
+        bpe = load_config(stage, tmp_path, nfc_tokenizer_json())
+    except ValueError as error:
+        fail(f"from_tokenizer_json refused a file with an NFC normalizer: {error}",
+             "Accept NFC (normalization_forms reads it) and apply unicodedata.normalize('NFC', text) before cutting.")
+    decomposed = [E, hand_byte_id(0xCC), hand_byte_id(0x81)]
+    assert_quirk(bpe, "nfc", "Apply the file's normalization (self.normalization, filled from normalization_forms) to "
+                             "the text with unicodedata.normalize before cutting it into chunks.",
+                 {"e\u0301": {"the text was not normalized: 'e' and U+0301 stayed two characters": decomposed},
+                  "\ufb01": {"NFKC was applied, not NFC": [hand_byte_id(ord("f")), hand_byte_id(ord("i"))]}})
+    assert_equal(bpe.decode(bpe.encode("e\u0301")), "é", "decode(encode('e\\u0301'))",
+                 hint="The ids are those of the composed text: decode gives 'é', one character.")
+
+
+def test_an_added_token_that_is_not_special_is_found_in_any_text(stage, tmp_path):
+    """Qwen2.5's "<tool_call>" is an added token with "special": false: tokenizers finds it in any text, as a
+    word of the vocabulary, whether special tokens are allowed or not. Here "<tool>" (262):
+    "a<tool>b" -> [160, 262, 159] either way; "<|endoftext|>" stays special: plain text unless allowed."""
+    try:
+        bpe = load_config(stage, tmp_path, added_tokenizer_json())
+    except ValueError as error:
+        fail(f"from_tokenizer_json refused an added token with \"special\": false: {error}",
+             "Accept it: keep it in added_tokens (not special_tokens), and find it in any text.")
+    assert_equal(bpe.added_tokens, {"<tool>": 262}, "added_tokens read from the file",
+                 hint="An added token whose \"special\" is false goes into added_tokens, a special one into special_tokens.")
+    assert_equal(bpe.special_tokens, {HAND_SHORT: 0, HAND_DOUBLE: 1}, "special_tokens read from the file",
+                 hint="Only the added tokens with \"special\": true are special tokens.")
+    plain = [hand_byte_id(byte) for byte in "<tool>".encode()]
+    assert_quirk(bpe, "added", "An added token that is not special is split out of the text before chunking "
+                               "whatever allowed_special says; allowed_special decides only for the special ones.",
+                 {"a<tool>b": {"'<tool>' was encoded as plain text": [A, *plain, B]}})
+    assert_equal(bpe.encode(HAND_SHORT)[:1], [hand_byte_id(ord("<"))], f"encode({HAND_SHORT!r})[:1]",
+                 hint="A special token is still plain text unless allowed_special=True.")
+    assert_equal(bpe.decode([A, 262, B]), "a<tool>b", "decode([160, 262, 159])",
+                 hint="An added token decodes to its content.")
+
+
 @pytest.mark.parametrize("change, why", [
     ({"model_type": "WordPiece"}, "a WordPiece model"),
-    ({"normalizer": {"type": "NFC"}}, "a normalizer"),
+    ({"normalizer": {"type": "Lowercase"}}, "a lower-casing normalizer"),
+    ({"normalizer": {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Strip"}]}}, "a Strip normalizer"),
     ({"pre_tokenizer": {"type": "Metaspace", "replacement": "▁"}}, "a SentencePiece-style pre-tokenizer"),
     ({"model_merges": HAND_MERGES + [["Ġ", "q"]]}, "a merge whose token 'Ġq' is not in the vocabulary"),
-    ({"model_vocab": {"Ġ": 0, "t": 1, "Ġt": 2}, "model_merges": [["Ġ", "t"]], "added_tokens": []},
-     "a vocabulary without the 256 byte tokens"),
+    ({"added_tokens": [{"id": 0, "content": HAND_SHORT, "special": True, "lstrip": True}]}, "an added token with lstrip"),
+    ({"model_vocab": holed_tokenizer_json()["model"]["vocab"], "model_merges": holed_tokenizer_json()["model"]["merges"],
+      "model_unk_token": HAND_SHORT}, "a missing byte and an unknown token (tokenizers would give the unknown id)"),
 ])
 def test_from_tokenizer_json_refuses_what_it_cannot_encode_exactly(stage, tmp_path, change, why):
     with pytest.raises(ValueError) as caught:
@@ -742,7 +911,7 @@ def test_tokenizer_json_encoding_matches_a_slow_reading_of_the_file_on_varied_te
         expected = slow_encode_file(hand_tokenizer_json(), text)
         assert_same_ids(bpe.encode(text, allowed_special=True), expected,
                         f"encode({text!r}, allowed_special=True) with the hand-written tokenizer.json",
-                        hint="GPT-2 chunks; each byte as its id in the FILE (byte_ids); the merges, lowest new id "
+                        hint="GPT-2 chunks; each byte as its id in the FILE (byte_ids); the merges, lowest rank "
                              "first; special tokens longest first.")
         assert_equal(bpe.decode(expected), text, f"decode(the ids of {text!r})", hint=HINT_ROUND_TRIP)
 

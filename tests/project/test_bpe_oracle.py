@@ -6,6 +6,13 @@ encode a varied text id for id as `tokenizers` does, decode it back, and stream 
 to the same ids. The stage suite's hand-written tokenizer.json is checked here too, so its
 hand-worked ids are the library's.
 
+Published files have quirks a freshly trained one lacks; each is made here with the tool that makes
+them: SmolLM2's missing byte tokens (trained with an alphabet short of 21 bytes), Qwen2's NFC
+normalizer, its own Split pattern and added tokens that are not special, and a file converted from
+tiktoken-style ranks by transformers' TikTokenConverter (redundant merges; merges listed before a
+token they use is made), also with its ids shuffled so the merge order and the id order disagree.
+The stage suite's hand-made quirk files (QUIRK_FILES) are checked against the library too.
+
 `tokenizers` is a test-only dependency (requirements-test.txt): a learner never needs it, so the
 stage suite cannot use it, and these tests FAIL, never skip, where it is missing.
 """
@@ -27,6 +34,12 @@ SHORT, DOUBLE = "<|endoftext|>", "<|endoftext|><|endoftext|>"
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# the bytes SmolLM2-135M's vocabulary has no token for
+HOLES = [4, 6, 19, 20, 22, 29, 192, 193, 241, 242, *range(245, 256)]
+TOOL_CALL = ("<tool_call>", "</tool_call>")  # Qwen2.5's added tokens with "special": false
+
 VARIED = [
     "",
     "I can't, won't; it's he'll she'd we're they've I'm. DON'T 'tis O'Brien's",  # contractions, any case
@@ -38,6 +51,18 @@ VARIED = [
     "trailing spaces   ", "\n\n\n", "a\u00a0b\u3000c\u2028d",  # unicode spaces
     f"{DOUBLE}{SHORT} and {SHORT}x{SHORT * 3}<pad> <pad>",  # special tokens, the longest first
     BOOK[100_000:104_000],
+]
+QUIRKY = [  # what the quirks of published files change
+    "Cafe\u0301 cre\u0300me bru\u0302le\u0301e, nai\u0308ve, Å\u0308 \u212b \ufb01ne x\u00b2 \u2460",  # NFD accents
+    "Café crème brûlée, naïve, \u00c5 \u1e9b\u0323",  # the same in NFC, and a dot-below reordering
+    "Привет, мир! Ёлка ё\u0308. مرحبا بالعالم؟ ١٢٣ שלום עולם",  # Cyrillic, Arabic, Hebrew
+    "東京タワーは333メートル。北京欢迎你！한국어 텍스트",  # CJK
+    "🦙🔥 llamas 👩\u200d🔬 🇫🇷 🏳\ufe0f\u200d🌈 1\ufe0f\u20e3",  # emoji sequences
+    "def f(x):\n    return {'a': x**2, \"b\": [1, 2, 3]}  # ok\n\tif x != 0: print(f'{x:>4}')\r\n",  # code
+    "\x04\x06\x13\x14\x16\x1d the \x04bytes\x06 SmolLM2 lacks: ab\x04cd !\x04! ..\x06.. \x13x\x14 ",
+    "\x00\x01\x1b[31mred\x1b[0m \x7f \x85 \u0600",  # other control characters, all present
+    "\U00040000\U00080001 a\U0004ffffb \U000bfffd!",  # 4-byte characters led by F1 and F2, also holes
+    f"{TOOL_CALL[0]}{{\"name\": \"f\"}}{TOOL_CALL[1]} <tool_call <tool_call>> {SHORT}{TOOL_CALL[0]}",
 ]
 
 
@@ -51,15 +76,19 @@ def bpe_stage():
     return loader.load_stage({"s13_bpe": curriculum.REFERENCE}, "s13_bpe")
 
 
-def train_hf(hf, pre_tokenizer, ignore_merges: bool = False, vocab_size: int = 700):
-    """A byte-level BPE trained by `tokenizers` on 60 000 characters of the book, all 256 bytes included."""
+def train_hf(hf, pre_tokenizer, ignore_merges: bool = False, vocab_size: int = 700, normalizer=None, holes=()):
+    """A byte-level BPE trained by `tokenizers` on 60 000 characters of the book, every byte but ``holes`` included
+    (the book has none of HOLES, so the trainer then makes no token for them, as SmolLM2's lacks them)."""
     from tokenizers import decoders, models, pre_tokenizers, trainers
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     tokenizer = hf.Tokenizer(models.BPE(ignore_merges=ignore_merges))
+    tokenizer.normalizer = normalizer
     tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.ByteLevel()
+    alphabet = [char for byte, char in bytes_to_unicode().items() if byte not in holes]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[SHORT, DOUBLE, "<pad>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  initial_alphabet=alphabet)
     tokenizer.train_from_iterator([BOOK[:60_000]], trainer)
     return tokenizer
 
@@ -69,8 +98,9 @@ def pre_tokenizer_of(hf, kind: str):
 
     if kind == "gpt2":
         return pre_tokenizers.ByteLevel(add_prefix_space=False)
-    if kind == "llama3":
-        return pre_tokenizers.Sequence([pre_tokenizers.Split(hf.Regex(LLAMA3_PATTERN), behavior="isolated"),
+    if kind in ("llama3", "qwen2"):
+        pattern = LLAMA3_PATTERN if kind == "llama3" else QWEN2_PATTERN
+        return pre_tokenizers.Sequence([pre_tokenizers.Split(hf.Regex(pattern), behavior="isolated"),
                                         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),  # SmolLM
                                     pre_tokenizers.ByteLevel(add_prefix_space=False)])
@@ -124,6 +154,127 @@ def test_streaming_a_file_line_by_line_gives_the_library_ids_of_the_whole(hf, bp
     with path.open(encoding="utf-8", newline="") as lines:
         streamed = list(bpe.encode_iterable(lines, allowed_special=True))
     assert streamed == tokenizer.encode(text, add_special_tokens=False).ids, "encode_iterable differs from tokenizers"
+
+
+def assert_library_ids(hf_tokenizer, bpe, texts, what: str) -> None:
+    """encode (both ways of treating specials) and decode against the library, where the text need not come back
+    (a normalizer changes it; a missing byte is dropped)."""
+    for text in texts:
+        expected = hf_tokenizer.encode(text, add_special_tokens=False).ids
+        got = bpe.encode(text, allowed_special=True)
+        at = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+        assert got == expected, (f"{what}: encode({text[:60]!r}, allowed_special=True) differs at index {at}\n"
+                                 f"  ours {got[max(at - 3, 0):at + 8]}\n  hf   {expected[max(at - 3, 0):at + 8]}")
+        assert bpe.decode(got) == hf_tokenizer.decode(expected, skip_special_tokens=False), f"{what}: decode {text[:60]!r}"
+    hf_tokenizer.encode_special_tokens = True  # specials as plain text, as allowed_special=False
+    try:
+        for text in texts:
+            assert bpe.encode(text) == hf_tokenizer.encode(text, add_special_tokens=False).ids, f"{what}: {text[:60]!r}"
+    finally:
+        hf_tokenizer.encode_special_tokens = False
+
+
+def saved(tokenizer, tmp_path):
+    path = tmp_path / "tokenizer.json"
+    tokenizer.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "smollm", "llama3", "qwen2"])
+def test_published_quirks_encode_id_for_id(hf, bpe_stage, tmp_path, kind):
+    """Each family trained by `tokenizers` as it is published: SmolLM's alphabet short of SmolLM2's 21 bytes; Qwen2
+    with its NFC normalizer, its own pattern and two added tokens that are not special; Llama 3 with ignore_merges.
+    The whole book, and text that meets every quirk (decomposed accents, the missing bytes, the added tokens)."""
+    from tokenizers import AddedToken, normalizers
+
+    tokenizer = train_hf(hf, pre_tokenizer_of(hf, kind), ignore_merges=kind == "llama3",
+                         normalizer=normalizers.NFC() if kind == "qwen2" else None, holes=HOLES if kind == "smollm" else ())
+    if kind == "qwen2":
+        tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in TOOL_CALL])
+    config = json.loads(tokenizer.to_str())
+    bytes_in_vocab = [token for token in config["model"]["vocab"] if len(token) == 1]
+    assert len(bytes_in_vocab) == (256 - len(HOLES) if kind == "smollm" else 256), len(bytes_in_vocab)
+    bpe = bpe_stage.ByteBPE.from_tokenizer_json(saved(tokenizer, tmp_path))
+    assert bpe.vocab_size == tokenizer.get_vocab_size(), f"vocab_size {bpe.vocab_size} vs {tokenizer.get_vocab_size()}"
+    if kind == "smollm":
+        assert [byte for byte in range(256) if bpe.byte_ids[byte] is None] == HOLES
+    if kind == "qwen2":
+        assert bpe.added_tokens == {TOOL_CALL[0]: 700, TOOL_CALL[1]: 701} and bpe.normalization == ["NFC"]
+    assert_library_ids(tokenizer, bpe, [BOOK, *VARIED, *QUIRKY], f"{kind} as published")
+    text = "\n".join(QUIRKY) + BOOK[:20_000]
+    streamed = list(bpe.encode_iterable(text.splitlines(keepends=True), allowed_special=True))
+    assert streamed == tokenizer.encode(text, add_special_tokens=False).ids, f"{kind}: encode_iterable differs"
+
+
+@pytest.mark.parametrize("normalizer", ["NFD", "NFKC", "NFKD", "Sequence"])
+def test_every_unicode_normalizer_is_the_librarys(hf, bpe_stage, tmp_path, normalizer):
+    from tokenizers import normalizers
+
+    made = {"NFD": normalizers.NFD(), "NFKC": normalizers.NFKC(), "NFKD": normalizers.NFKD(),
+            "Sequence": normalizers.Sequence([normalizers.NFKD(), normalizers.NFC()])}[normalizer]
+    tokenizer = train_hf(hf, pre_tokenizer_of(hf, "qwen2"), normalizer=made, vocab_size=400)
+    bpe = bpe_stage.ByteBPE.from_tokenizer_json(saved(tokenizer, tmp_path))
+    assert_library_ids(tokenizer, bpe, [*VARIED[1:7], *QUIRKY], f"normalizer {normalizer}")
+
+
+def tiktoken_converted(hf, pattern: str = LLAMA3_PATTERN):
+    """A file as transformers converts tiktoken ranks (Llama 3's, Qwen2's tokenizer.json): TikTokenConverter itself,
+    fed a rank dict {token bytes: rank} made from a BPE that `tokenizers` trained (the single bytes first, in the
+    byte alphabet's order, as OpenAI's files have them; then each merged token by its id). `tiktoken`, which the
+    converter uses only to read a rank file, is not needed: the rank dict is handed to it directly."""
+    from transformers.convert_slow_tokenizer import TikTokenConverter, bytes_to_unicode
+
+    to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
+    trained = json.loads(train_hf(hf, pre_tokenizer_of(hf, "gpt2"), vocab_size=1200).to_str())["model"]["vocab"]
+    tokens = sorted((token_id, bytes(to_byte[char] for char in token)) for token, token_id in trained.items()
+                    if token not in (SHORT, DOUBLE, "<pad>"))
+    ranks = {data: rank for rank, (_, data) in enumerate(tokens)}
+
+    class FromRanks(TikTokenConverter):
+        @staticmethod
+        def load_tiktoken_bpe(ranks_given):
+            return ranks_given
+
+    return FromRanks(ranks, pattern=pattern, extra_special_tokens=[SHORT, DOUBLE]).converted()
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_a_file_converted_from_tiktoken_ranks_encodes_id_for_id(hf, bpe_stage, tmp_path, shuffled):
+    """The converter lists, for each token in rank order, EVERY split of it into two tokens (redundant merges:
+    "t" + "he" and "th" + "e"), so a merge may use a token that a later merge makes. Shuffled, the ids of the
+    merged tokens are permuted too, so the merges' order is not their ids' order: the library goes by rank."""
+    import random
+
+    config = json.loads(tiktoken_converted(hf).to_str())
+    vocab, merges = config["model"]["vocab"], config["model"]["merges"]
+    made = [vocab[a + b] for a, b in merges]
+    assert len(merges) > len(set(made)) and config["model"]["ignore_merges"], "the converter made no redundant merges"
+    assert any(vocab[part] > vocab[a + b] for a, b in merges for part in (a, b)), "no merge uses a later token"
+    if shuffled:
+        merged = sorted(token_id for token_id in vocab.values() if token_id >= 256)
+        moved = dict(zip(merged, random.Random(0).sample(merged, len(merged))))
+        config["model"]["vocab"] = {token: moved.get(token_id, token_id) for token, token_id in vocab.items()}
+        assert [config["model"]["vocab"][a + b] for a, b in merges] != sorted(made), "the ids still follow the merges"
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    tokenizer = hf.Tokenizer.from_file(str(path))
+    bpe = bpe_stage.ByteBPE.from_tokenizer_json(path)
+    assert_library_ids(tokenizer, bpe, [BOOK, *VARIED, *QUIRKY], f"converted from tiktoken ranks, shuffled={shuffled}")
+    if not shuffled:  # without ignore_merges the merges alone decide, redundant ones included
+        config["model"]["ignore_merges"] = False
+        path.write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+        assert_library_ids(hf.Tokenizer.from_file(str(path)), bpe_stage.ByteBPE.from_tokenizer_json(path),
+                           [BOOK, *VARIED, *QUIRKY], "converted from tiktoken ranks, without ignore_merges")
+
+
+def test_the_stage_suites_quirk_files_are_what_tokenizers_reads(hf, stage_suite):
+    """The hand-worked ids of the stage suite's QUIRK_CASES (a missing byte, merges out of id order or listed
+    twice, NFC, an added token that is not special) are the library's."""
+    for name, make in stage_suite.QUIRK_FILES.items():
+        tokenizer = hf.Tokenizer.from_str(json.dumps(make()))
+        for text, allowed, expected, why in stage_suite.QUIRK_CASES[name]:
+            tokenizer.encode_special_tokens = not allowed
+            assert tokenizer.encode(text, add_special_tokens=False).ids == expected, f"{name}: {text!r}: {why}"
 
 
 @pytest.fixture(scope="module")
