@@ -19,26 +19,13 @@ stage suite cannot use it, and these tests FAIL, never skip, where it is missing
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
 from grader import curriculum, loader
+from families import BOOK, DOUBLE, HOLES, LLAMA3_PATTERN, SHORT, TOOL_CALL, pre_tokenizer_of, s13_suite, train_hf
 from grader_kata import require_oracle
-
-ROOT = curriculum.ROOT
-BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
-SHORT, DOUBLE = "<|endoftext|>", "<|endoftext|><|endoftext|>"
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-
-QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-# the bytes SmolLM2-135M's vocabulary has no token for
-HOLES = [4, 6, 19, 20, 22, 29, 192, 193, 241, 242, *range(245, 256)]
-TOOL_CALL = ("<tool_call>", "</tool_call>")  # Qwen2.5's added tokens with "special": false
 
 VARIED = [
     "",
@@ -74,36 +61,6 @@ def hf():
 @pytest.fixture(scope="module")
 def bpe_stage():
     return loader.load_stage({"s13_bpe": curriculum.REFERENCE}, "s13_bpe")
-
-
-def train_hf(hf, pre_tokenizer, ignore_merges: bool = False, vocab_size: int = 700, normalizer=None, holes=()):
-    """A byte-level BPE trained by `tokenizers` on 60 000 characters of the book, every byte but ``holes`` included
-    (the book has none of HOLES, so the trainer then makes no token for them, as SmolLM2's lacks them)."""
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    tokenizer = hf.Tokenizer(models.BPE(ignore_merges=ignore_merges))
-    tokenizer.normalizer = normalizer
-    tokenizer.pre_tokenizer = pre_tokenizer
-    tokenizer.decoder = decoders.ByteLevel()
-    alphabet = [char for byte, char in bytes_to_unicode().items() if byte not in holes]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[SHORT, DOUBLE, "<pad>"], show_progress=False,
-                                  initial_alphabet=alphabet)
-    tokenizer.train_from_iterator([BOOK[:60_000]], trainer)
-    return tokenizer
-
-
-def pre_tokenizer_of(hf, kind: str):
-    from tokenizers import pre_tokenizers
-
-    if kind == "gpt2":
-        return pre_tokenizers.ByteLevel(add_prefix_space=False)
-    if kind in ("llama3", "qwen2"):
-        pattern = LLAMA3_PATTERN if kind == "llama3" else QWEN2_PATTERN
-        return pre_tokenizers.Sequence([pre_tokenizers.Split(hf.Regex(pattern), behavior="isolated"),
-                                        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),  # SmolLM
-                                    pre_tokenizers.ByteLevel(add_prefix_space=False)])
 
 
 def assert_same_ids(hf_tokenizer, bpe, what: str) -> None:
@@ -280,14 +237,7 @@ def test_the_stage_suites_quirk_files_are_what_tokenizers_reads(hf, stage_suite)
 @pytest.fixture(scope="module")
 def stage_suite():
     """tests/test_s13_bpe.py as a module, for its hand-written file and its slow reading of tokenizer.json."""
-    spec = importlib.util.spec_from_file_location("_s13_suite", ROOT / "tests" / "test_s13_bpe.py")
-    suite = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "tests"))  # the suite imports checks.py from there
-    try:
-        spec.loader.exec_module(suite)
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
-    return suite
+    return s13_suite("_s13_suite")
 
 
 def test_the_stage_suites_hand_written_tokenizer_json_is_what_tokenizers_reads(hf, stage_suite):

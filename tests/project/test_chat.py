@@ -15,21 +15,15 @@ never skip, where they are missing.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from grader import chat, curriculum, generate, loader
+from families import BOOK, CHATML, greedy, rendered, run_chat
 from grader_kata import require_oracle
 
 ROOT = curriculum.ROOT
-BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
-CHATML = ("{% for message in messages %}"
-          "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 # the same, with a header that changes every turn: the rendered text before the cached tokens differs
 COUNTING = "{{ '<|im_start|>system\nturn ' ~ (messages|length + 1) // 2 ~ '<|im_end|>\n' }}" + CHATML
 TURNS = ("Hello there", "What is the time?")
@@ -76,18 +70,6 @@ def write_checkpoint(hf, directory, template: str) -> None:
     model.save_pretrained(directory)
 
 
-def rendered(oracle, messages: list[dict]) -> list[int]:
-    return oracle.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
-
-
-def greedy(model, prompt: list[int], new_tokens: int) -> list[int]:
-    """transformers' greedy generate, its own cache, stopping after <|im_end|>: the new ids, <|im_end|> dropped."""
-    with torch.no_grad():
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=new_tokens, do_sample=False, eos_token_id=2,
-                             pad_token_id=0)[0, len(prompt):].tolist()
-    return out[:out.index(2)] if 2 in out else out
-
-
 def expected_chat(hf, directory) -> tuple[list[str], list[str], list[list[int]]]:
     """transformers' replies (text), the -v line of each turn, and the rendered prompts, for TURNS."""
     oracle = hf.AutoTokenizer.from_pretrained(directory)
@@ -118,12 +100,6 @@ def checkpoints(hf, tmp_path_factory):
     first = greedy(hf.LlamaForCausalLM.from_pretrained(made["chatml"][0]).eval(), made["chatml"][3][0], REPLY_TOKENS)
     assert 2 <= len(first) < REPLY_TOKENS, "the first reply must end at <|im_end|>, after a few ids"
     return made
-
-
-def run_chat(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run([sys.executable, "-m", "grader.chat", *argv], input=stdin, capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=240)
 
 
 def test_the_rendered_prompt_is_what_transformers_renders(hf, checkpoints):

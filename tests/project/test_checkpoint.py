@@ -18,23 +18,18 @@ needs them, and these tests FAIL, never skip, where they are missing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from grader import curriculum, loader
+from families import BOOK, LLAMA3, generate, our_greedy_ids, write_model
 from grader_kata import require_oracle
 
 ROOT = curriculum.ROOT
-BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
 PROMPT = "It was on a dreary night of November that I"
 EOS = "<|endoftext|>"
-LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 16}
 TOLERANCE = 1e-4  # the reference reaches about 1e-5 here (float32, 2 layers, weights of std 0.3)
 
 
@@ -46,50 +41,6 @@ def hf():
 @pytest.fixture(scope="module")
 def llama():
     return loader.load_stage({stage.id: curriculum.REFERENCE for stage in curriculum.load()}, "s19_llama")
-
-
-FAMILIES = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
-            "mistral": ("MistralConfig", "MistralForCausalLM")}
-
-
-def write_model(hf, directory, *, family="llama", window=None, vocab=96, heads=4, kv_heads=2, base=10000.0,
-                scaling=None, tie=False, layout="5.x", shard=False, dtype=torch.float32):
-    """A random model of the family saved with save_pretrained; returns it as transformers loads it back, in float32.
-
-    window: Mistral's sliding_window; for Qwen2, the sliding_window its published config.json names while
-    use_sliding_window is false (transformers >= 5 would write null). layout "llama-2": TinyLlama's config.json.
-    """
-    torch.manual_seed(0)
-    config_class, model_class = (getattr(hf, name) for name in FAMILIES[family])
-    options = dict(vocab_size=vocab, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                   num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=64,
-                   rms_norm_eps=1e-6, tie_word_embeddings=tie, bos_token_id=None, eos_token_id=0,
-                   pad_token_id=None, rope_parameters=dict(scaling or {"rope_type": "default"}, rope_theta=base))
-    if family == "qwen2":
-        options.update(use_sliding_window=False, max_window_layers=1)
-    if family == "mistral":
-        options.update(sliding_window=window)
-    model = model_class(config_class(**options)).eval()
-    with torch.no_grad():  # weights far from their init, so that a misplaced one shows
-        for parameter in model.parameters():
-            parameter.copy_(1.0 + 0.3 * torch.randn_like(parameter) if parameter.dim() == 1
-                            else 0.3 * torch.randn_like(parameter))
-    model.to(dtype).save_pretrained(directory, max_shard_size="20KB" if shard else "1GB")
-    saved = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    assert "rope_parameters" in saved and "rope_theta" not in saved, "transformers >= 5 writes rope_parameters"
-    if layout == "before-5.0":  # the layout of transformers < 5: top-level rope_theta and rope_scaling
-        rope = saved.pop("rope_parameters")
-        saved["rope_theta"] = rope.pop("rope_theta")
-        saved["rope_scaling"] = None if rope["rope_type"] == "default" else rope
-    if layout == "llama-2":  # TinyLlama's (transformers 4.31): no rope_theta (10000), rope_scaling null, pretraining_tp
-        assert saved.pop("rope_parameters") == {"rope_type": "default", "rope_theta": 10000.0}
-        saved.update(rope_scaling=None, pretraining_tp=1, torch_dtype=saved.pop("dtype"), transformers_version="4.31.0")
-    if family == "qwen2":  # Qwen2.5's files name a window that use_sliding_window false switches off
-        assert saved["use_sliding_window"] is False and "max_window_layers" in saved
-        saved["sliding_window"] = window
-    (directory / "config.json").write_text(json.dumps(saved), encoding="utf-8")
-    assert any(directory.glob("*.safetensors.index.json")) == shard
-    return model_class.from_pretrained(directory, dtype=torch.float32).eval()  # as transformers reads it
 
 
 CASES = {  # name: (write_model options, the max_seq_len the kata must read: 64, or Mistral's window)
@@ -106,17 +57,6 @@ CASES = {  # name: (write_model options, the max_seq_len the kata must read: 64,
     "mistral-v0.1-window16-old": (dict(family="mistral", window=16, layout="before-5.0"), 16),
     "mistral-v0.2-no-window-5.x-bf16": (dict(family="mistral", dtype=torch.bfloat16), 64),
 }
-
-
-def our_greedy_ids(ours, prompt: torch.Tensor, new_tokens: int) -> list[int]:
-    """Greedy decoding with the kata's model and its caches: the prompt, then one token at a time (as the command)."""
-    caches, tokens, ids = ours.new_caches(), prompt, []
-    with torch.no_grad():
-        for _ in range(new_tokens):
-            logits, _ = ours(tokens, caches)
-            tokens = logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1)
-            ids.append(int(tokens))
-    return ids
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -174,12 +114,6 @@ def write_tokenizer(directory, bos: bool = False) -> object:
         tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     tokenizer.save(str(directory / "tokenizer.json"))
     return tokenizer
-
-
-def generate(*argv: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run([sys.executable, "-m", "grader.generate", *argv], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=240)
 
 
 def hf_greedy_text(model, tokenizer, new_tokens: int) -> str:

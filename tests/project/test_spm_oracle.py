@@ -16,20 +16,13 @@ test-only dependencies: these tests FAIL, never skip, where one is missing.
 
 from __future__ import annotations
 
-import copy
-import importlib.util
 import json
-import sys
 
 import pytest
 
 from grader import curriculum, loader
+from families import BOOK, converted_spm, generate, layouts, s13_suite, train_spm, with_bos
 from grader_kata import require_oracle
-
-ROOT = curriculum.ROOT
-BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
-OLDER = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
-                                            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
 
 VARIED = [
     "",
@@ -50,38 +43,18 @@ WITH_SPECIALS = ["<s>Hello</s> world", "x<s> y</s>", "</s></s><unk>z", "<s>  two
 @pytest.fixture(scope="module")
 def spm_model(tmp_path_factory):
     """A BPE of 1 200 pieces trained by sentencepiece on the book, Llama 2's options; (path, processor)."""
-    spm = require_oracle("sentencepiece")
-    prefix = tmp_path_factory.mktemp("spm") / "tokenizer"
-    spm.SentencePieceTrainer.train(
-        input=str(ROOT / "data" / "frankenstein.txt"), model_prefix=str(prefix), model_type="bpe", vocab_size=1200,
-        byte_fallback=True, split_digits=True, character_coverage=0.9995, add_dummy_prefix=True,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, max_sentence_length=100_000, num_threads=1, minloglevel=2)
-    return prefix.with_suffix(".model"), spm.SentencePieceProcessor(model_file=str(prefix.with_suffix(".model")))
+    return train_spm(tmp_path_factory.mktemp("spm") / "tokenizer")
 
 
 @pytest.fixture(scope="module")
 def newer_config(spm_model, tmp_path_factory):
     """transformers 5's conversion of the sentencepiece model to a tokenizer.json, parsed."""
-    require_oracle("google.protobuf", "tokenizers")
-    from transformers import LlamaTokenizer
-
-    directory = tmp_path_factory.mktemp("converted")
-    (directory / "tokenizer.model").write_bytes(spm_model[0].read_bytes())
-    path = directory / "tokenizer.json"
-    LlamaTokenizer.from_pretrained(str(directory)).backend_tokenizer.save(str(path))
-    return json.loads(path.read_text(encoding="utf-8"))
+    return converted_spm(spm_model[0], tmp_path_factory.mktemp("converted"))
 
 
 @pytest.fixture(scope="module")
 def bpe_stage():
     return loader.load_stage({"s13_bpe": curriculum.REFERENCE}, "s13_bpe")
-
-
-def layouts(newer: dict) -> dict[str, dict]:
-    """The converted file, and the same with the older layout: only the normalizer and pre-tokenizer changed."""
-    older = copy.deepcopy(newer) | {"normalizer": OLDER, "pre_tokenizer": None}
-    return {"newer": newer, "older": older}
 
 
 def read_both(hf, bpe_stage, config: dict, tmp_path):
@@ -149,13 +122,7 @@ def test_byte_runs_that_are_not_utf8_decode_as_tokenizers_does(newer_config, bpe
 def test_the_stage_suites_hand_written_llama2_file_is_what_tokenizers_reads(bpe_stage):
     """The hand-worked ids of tests/test_s13_bpe.py's SentencePiece tests are the library's."""
     hf = require_oracle("tokenizers")
-    spec = importlib.util.spec_from_file_location("_s13_suite_spm", ROOT / "tests" / "test_s13_bpe.py")
-    suite = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "tests"))  # the suite imports checks.py from there
-    try:
-        spec.loader.exec_module(suite)
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
+    suite = s13_suite("_s13_suite_spm")
     older = hf.Tokenizer.from_str(json.dumps(suite.spm_tokenizer_json(suite.OLDER)))
     assert older.encode("Hello world", add_special_tokens=False).ids == suite.SPM_HELLO
     assert older.encode("é", add_special_tokens=False).ids == suite.SPM_E_ACUTE
@@ -181,15 +148,10 @@ def test_generate_prints_what_transformers_generates_with_a_llama2_tokenizer(new
     Llama 2's "<s> $A" post-processor: the text transformers' greedy generate gives, decoded by `tokenizers`
     (whose decode of prompt + new ids keeps the space before the first new word)."""
     hf = require_oracle("tokenizers")
-    import subprocess
-
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = layouts(newer_config)["older"] | {"post_processor": {
-        "type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-                                                 {"Sequence": {"id": "A", "type_id": 0}}],
-        "pair": [], "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}}
+    config = with_bos(layouts(newer_config)["older"])
     tokenizer = hf.Tokenizer.from_str(json.dumps(config, ensure_ascii=False))
     (tmp_path / "tokenizer.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
     torch.manual_seed(0)
@@ -209,8 +171,6 @@ def test_generate_prints_what_transformers_generates_with_a_llama2_tokenizer(new
     new = out[:out.index(2)] if 2 in out else out
     expected = tokenizer.decode(prompt + new)
     assert expected.startswith(prompt_text) and len(new) >= 10, expected
-    done = subprocess.run([sys.executable, "-m", "grader.generate", str(tmp_path), "--prompt", prompt_text,
-                           "--max-new-tokens", "24", "--impl", "reference"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=240)
+    done = generate(str(tmp_path), "--prompt", prompt_text, "--max-new-tokens", "24", "--impl", "reference")
     assert done.returncode == 0, done.stderr
     assert done.stdout == expected + "\n", (done.stdout, expected)
