@@ -9,6 +9,7 @@ seconds of CPU time (not wall time: a busy machine does not fail it).
 
 from __future__ import annotations
 
+import gc
 import importlib.abc
 import json
 import os
@@ -20,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from . import sandbox
-from .run import warm_up
 
 
 class Recorder(importlib.abc.MetaPathFinder):
@@ -106,6 +106,14 @@ def run(job: dict, writer: sandbox.Writer) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     return code
+
+
+def warm_up() -> None:
+    """Import what every child needs once, before forking (the point of the fork server): torch, and pytest
+    with this module."""
+    import torch.nn.functional  # noqa: F401
+
+    gc.freeze()  # children skip the torch objects in every collection (pytest collects at exit)
 
 
 def main() -> int:

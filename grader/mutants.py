@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from . import curriculum, sandbox
-from .run import fork_available, warm_up
+from .child import warm_up
+from .run import fork_available
 
 CATALOGUE = curriculum.TESTS / "mutants"
 LIMITS = sandbox.Limits(cpu=900, wall=3600)  # generous: a mutant that loops is caught by its suite's timeout

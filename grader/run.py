@@ -10,7 +10,6 @@ dependencies are graded; a suite with capstone trainings (``SPLIT``) runs as sev
 
 from __future__ import annotations
 
-import gc
 import os
 import select
 import signal
@@ -208,15 +207,6 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
 # ---------------------------------------------------------------- running
 
 
-def warm_up() -> None:
-    """Import what every child needs once, before forking (the point of the fork server)."""
-    import torch.nn.functional  # noqa: F401
-
-    from . import child  # noqa: F401 - and pytest
-
-    gc.freeze()  # children skip the torch objects in every collection (pytest collects at exit)
-
-
 def _start(unit: Unit, part: str, settings: Settings, learner: list[str] | None, workdir: Path,
            hidden: tuple[Path, ...]) -> sandbox.Stage:
     """Start one part of a unit; ``learner``: the dependencies taken from the learner (None: no fallback)."""
@@ -283,6 +273,8 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
     hidden = (*settings.hide, *{Path(u.rootdir).parent for u in units if u.rootdir},  # what could give answers away
               *(settings.root / path for path in (".git", "tests/mutants", "tests/project", "benchmarks")))
     if settings.fork and any(precheck(u, settings) is None for u in units):
+        from .child import warm_up
+
         warm_up()
 
     def record(unit: Unit, index: int, result: StageResult) -> None:
