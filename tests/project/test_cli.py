@@ -52,6 +52,7 @@ COMMANDS = {  # every command that reads curriculum.toml, with arguments that ar
     "train": ("grader.train", "copy"),
     "pictures": ("grader.pictures", "--out", "pictures"),
     "stubgen --check": ("grader.stubgen", "--check"),
+    "mutants": ("grader.mutants",),
 }
 
 
