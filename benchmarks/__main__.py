@@ -18,7 +18,7 @@ from pathlib import Path
 from .common import ROOT, Row, machine
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results.json"
-ROWS = ("convergence", "robustness", "builtin", "attention", "grader", "part2", "bpe")
+ROWS = ("convergence", "robustness", "builtin", "attention", "grader", "part2", "bpe", "generate", "encode")
 TITLES = {
     "convergence": "Capstone convergence",
     "builtin": "Reference vs torch.nn.Transformer",
@@ -27,6 +27,8 @@ TITLES = {
     "part2": "Part II decoding and training",
     "robustness": "Capstone robustness",
     "bpe": "BPE training vs tokenizers",
+    "generate": "grader.generate vs transformers",
+    "encode": "Encoding vs tokenizers",
 }
 HELP_QUICK = "a tiny version of every row (one seed, a few steps): checks that the command works, measures nothing useful"
 HELP_JSON = f"where to write the JSON (default: {DEFAULT_JSON.relative_to(ROOT)} for a full run, none for --quick)"

@@ -30,7 +30,7 @@ class Measurement:
 class Row:
     """One benchmark: an id, a title, and its measurements; status "n/a" with a reason when skipped."""
 
-    id: str  # "convergence", "builtin", "attention", "grader", "part2", "robustness"
+    id: str  # "convergence", "builtin", "attention", "grader", "part2", "robustness", "bpe", "generate", "encode"
     title: str
     status: str = "ok"  # "ok", or "n/a: <reason>"
     measurements: list[Measurement] = field(default_factory=list)

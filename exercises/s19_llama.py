@@ -317,16 +317,18 @@ def config_from_llama_json(d: dict) -> LlamaConfig:
 
 # kata: given
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint directory, as float32, whatever file layout it uses.
+    """Every tensor of a checkpoint directory, in the dtype it is stored in, whatever file layout it uses.
 
     Looked for in this order: model.safetensors; model.safetensors.index.json (its "weight_map"
     names the shard of every tensor); pytorch_model.bin (read with torch.load(weights_only=True):
-    a pickle can run code, so never without it). bfloat16 and float16 are cast to float32.
+    a pickle can run code, so never without it). bfloat16 and float16 stay as they are: copying
+    them into a float32 model casts each tensor on the way, so no float32 copy of the whole
+    checkpoint is ever held beside the model (for SmolLM2-135M that copy is 540 MB).
 
     Args:
         directory: the checkpoint directory.
     Returns:
-        {name: float32 tensor}.
+        {name: tensor}, float32, bfloat16 or float16.
     Raises:
         FileNotFoundError: when none of the three is there (the message names them).
     """
@@ -342,7 +344,7 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
         state_dict = torch.load(pickled, map_location="cpu", weights_only=True)
     else:
         raise FileNotFoundError(f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
-    return {name: tensor.float() for name, tensor in state_dict.items()}
+    return state_dict
 
 
 # kata: given
@@ -360,4 +362,5 @@ def load_pretrained(directory: str | Path) -> Llama:
     if not (directory / "config.json").is_file():
         raise FileNotFoundError(f"{directory}: no config.json (is this a model directory?)")
     config = config_from_llama_json(json.loads((directory / "config.json").read_text(encoding="utf-8")))
-    return from_llama_state_dict(config, read_weights(directory)).eval()
+    model = from_llama_state_dict(config, read_weights(directory))  # bfloat16 weights are cast as they are copied
+    return model.float().eval()  # float(): float32 even where the weights were assigned, not copied

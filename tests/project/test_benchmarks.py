@@ -16,7 +16,7 @@ from benchmarks import __main__ as command
 from grader import curriculum
 
 ROOT = curriculum.ROOT
-ROW_IDS = ["convergence", "robustness", "builtin", "attention", "grader", "part2", "bpe"]
+ROW_IDS = ["convergence", "robustness", "builtin", "attention", "grader", "part2", "bpe", "generate", "encode"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,78 @@
+"""Row 9: how fast the kata's tokenizer encodes the book from a tokenizer.json, against `tokenizers` on the same file.
+
+One entry of FAMILIES per kind of tokenizer.json: how to write one (a real file of that family
+cannot be downloaded here, so each is trained or composed with `tokenizers`) and how the kata reads
+it. Both encode the whole book (data/frankenstein.txt) into ids, alternating, `tokenizers` single-
+threaded (TOKENIZERS_PARALLELISM=false), like the kata; the row reports the median CPU seconds
+(process time) of each, their ratio, and whether the ids are the same. Reading the file is not
+timed. `tokenizers` is a test-only dependency (requirements-test.txt): without it the row is n/a.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bpe import cpu_seconds
+from .common import ROOT, Row, not_available
+
+TITLE = "Encoding the book: the kata's tokenizer vs Hugging Face tokenizers, on the same tokenizer.json"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One kind of tokenizer.json in the row."""
+
+    name: str  # what the table calls it, e.g. "byte-level BPE, GPT-2 style"
+    write: Callable[[Path, bool], Path]  # (folder, quick) -> the tokenizer.json written into the folder
+    load_kata: Callable[[Path], object]  # the kata's tokenizer read from that file; .encode(text) -> ids
+
+
+def gpt2_style(folder: Path, quick: bool) -> Path:
+    """GPT-2's kind: byte-level BPE, ByteLevel pre-tokenizer, trained by `tokenizers` (49,152 ids; 512 in --quick)."""
+    from .generate import write_tokenizer
+
+    write_tokenizer(folder, 512 if quick else 49152)
+    return folder / "tokenizer.json"
+
+
+def byte_bpe(path: Path):
+    from reference import s13_bpe
+
+    return s13_bpe.ByteBPE.from_tokenizer_json(path)
+
+
+FAMILIES = [  # one entry per kind of file: add Qwen2-style, SentencePiece, ... here
+    Family("byte-level BPE, GPT-2 style", gpt2_style, byte_bpe),
+]
+
+
+def run(quick: bool = False) -> Row:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread, like the kata (read at each call)
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        return not_available("encode", TITLE, "tokenizers not installed (pip install -r requirements-test.txt)")
+    book = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
+    if quick:
+        book = book[:20_000]
+    repeats = 1 if quick else 5
+    row = Row("encode", TITLE)
+    for family in FAMILIES:
+        with tempfile.TemporaryDirectory(prefix="kata-bench-") as folder:
+            path = family.write(Path(folder), quick)
+            kata, theirs = family.load_kata(path), Tokenizer.from_file(str(path))
+            measured = cpu_seconds({"kata": lambda: kata.encode(book),
+                                    "tokenizers": lambda: theirs.encode(book, add_special_tokens=False).ids}, repeats)
+            size = theirs.get_vocab_size()
+        (ours, ids), (hf, hf_ids) = measured["kata"], measured["tokenizers"]
+        note = (f"{len(book):,} characters -> {len(hf_ids):,} ids, vocabulary {size:,}; median of {repeats}, "
+                f"alternating; the same ids: {ids == hf_ids}")
+        row.add(f"{family.name}: kata encode", round(ours, 3), "s", note="CPU seconds")
+        row.add(f"{family.name}: tokenizers encode", round(hf, 3), "s", note="CPU seconds, one thread")
+        row.add(f"{family.name}: kata time / tokenizers time", round(ours / hf, 2), "x", note=note)
+        row.details[family.name] = {"kata_s": ours, "tokenizers_s": hf, "same_ids": ids == hf_ids, "ids": len(hf_ids)}
+    return row
