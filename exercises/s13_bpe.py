@@ -245,6 +245,41 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
 
+def apply_merges(ids: list[int], ranks: dict[tuple[int, int], int], merges: dict[tuple[int, int], int]) -> list[int]:
+    """Merge neighbouring ids, the pair of lowest rank first, ONE place at a time, until no merge applies.
+
+    Repeatedly: among the pairs of neighbouring ids, take the one of lowest rank (the merge learned
+    or listed earliest), at its LEFTMOST place when it occurs more than once, and replace that one
+    place by merges[pair]; then look again. Stop when no neighbouring pair has a rank.
+
+    Why one place at a time: a merge can make a pair that ranks even earlier than itself. With
+    ranks (ab, a) 0 and (a, b) 1, "abab" is a b a b -> ab a b (the leftmost (a, b)) -> aba b
+    ((ab, a) now comes first), whereas merging every (a, b) at once (merge_pair) gives ab ab.
+    Hugging Face's tokenizers, tiktoken and sentencepiece all merge one place at a time
+    (sentencepiece keeps the pairs in a priority queue, best first and leftmost on a tie, and
+    merges the top one). Published files can have such ranks; in a tokenizer trained by
+    ByteBPE.train a merge only makes pairs learned after it, and the two ways agree.
+
+    Example (merges (97, 98) -> 256 rank 0, (256, 99) -> 257 rank 1; "abcab"):
+        >>> apply_merges([97, 98, 99, 97, 98], {(97, 98): 0, (256, 99): 1}, {(97, 98): 256, (256, 99): 257})
+        [257, 256]
+    [97, 98, 99, 97, 98] -> [256, 99, 97, 98] -> [256, 99, 256] (rank 0, leftmost first, then the
+    other) -> [257, 256] (rank 1).
+
+    Args:
+        ids: token ids (not modified).
+        ranks: {(a, b): its rank}, 0 for the merge applied first; a pair not in it is never merged.
+        merges: {(a, b): the id of the token that the two make}, for every pair in ranks.
+    Returns:
+        A new list of ids.
+    """
+    # 1) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
+    # TODO
+    # 2) merge that one place
+    # TODO
+    raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
+
+
 class ByteBPE:
     """A byte-level BPE tokenizer: 256 byte ids, learned merges, then special tokens."""
 
@@ -414,19 +449,15 @@ class ByteBPE:
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     def _encode_chunk(self, chunk: str) -> list[int]:
-        """Encode one chunk: its bytes as ids (byte_ids), then merges, the lowest rank first, one at a time.
+        """Encode one chunk: its bytes as ids (byte_ids), then the merges by rank (apply_merges).
 
-        A byte without an id (byte_ids[b] is None) is dropped. Then, repeatedly: among the pairs
-        of neighbouring ids, take the one of lowest rank (the merge listed earliest; ranks), at
-        its LEFTMOST place, and merge that one place only. One place at a time, as ``tokenizers``
-        and tiktoken do, because in a converted file a merge can make a pair that ranks even
-        earlier: with ranks (ab, a) 0 and (a, b) 1, "abab" is a b a b -> ab a b -> aba b, whereas
-        merging every (a, b) at once gives ab ab. In a tokenizer trained here the two ways agree.
+        A byte without an id (byte_ids[b] is None) is dropped before the merges, so its
+        neighbours may merge. A chunk in whole_tokens (Llama 3's ignore_merges) is that token.
 
         A helper for encode (which may also be written without it).
 
-        Example (trained merges (97, 98) -> 256 rank 0, (256, 99) -> 257 rank 1): "abcab" is
-        [97, 98, 99, 97, 98] -> [256, 99, 97, 98] -> [256, 99, 256] -> [257, 256].
+        Example (no merges yet, ByteBPE()): "é" is its two bytes [195, 169]; with the merges of
+        apply_merges's example, "abcab" is [97, 98, 99, 97, 98] -> [257, 256].
 
         Args:
             chunk: one piece of text from self.chunks.
@@ -437,9 +468,7 @@ class ByteBPE:
         # TODO
         # 2) the bytes as ids, dropping a byte the vocabulary lacks (as tokenizers does)
         # TODO
-        # 3) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
-        # TODO
-        # 4) merge that one place
+        # 3) the merges, the lowest rank first, one place at a time
         # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
@@ -698,7 +727,7 @@ class SentencePieceBPE:
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     def _encode_chunk(self, chunk: str) -> list[int]:
-        """Encode one chunk: each character its piece's id, or its UTF-8 bytes' ids; then the merges by rank.
+        """Encode one chunk: each character its piece's id, or its UTF-8 bytes' ids; then the merges (apply_merges).
 
         A helper for encode (which may also be written without it).
 
@@ -709,7 +738,7 @@ class SentencePieceBPE:
         """
         # 1) a character in the vocabulary is its piece; any other falls back to its bytes
         # TODO
-        # 2) the present pair with the lowest RANK, repeatedly (byte tokens are in no merge)
+        # 2) the merges by RANK, one place at a time, as sentencepiece does (byte tokens are in no merge)
         # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
