@@ -280,6 +280,72 @@ def apply_merges(ids: list[int], ranks: dict[tuple[int, int], int], merges: dict
     raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
 
+def split_out(text: str, tokens: Iterable[str]) -> list[str]:
+    """Cut text around every occurrence of the given tokens, the LONGEST first: text, token, text, ..., text.
+
+    Both tokenizers find their special (and added) tokens this way before encoding the text
+    between them. Where two tokens could start at the same place ("<|endoftext|>" and
+    "<|endoftext|><|endoftext|>"), the longer one is taken.
+
+    Example:
+        >>> split_out("a<eos>b<eos>", ["<eos>"])
+        ['a', '<eos>', 'b', '<eos>', '']
+
+    Args:
+        text: any string.
+        tokens: the strings to find (a dict's keys will do); none: the text is not cut.
+    Returns:
+        The pieces: at odd places the tokens found, at even places the text before, between and
+        after them (possibly empty). [text] when there are no tokens.
+    """
+    # TODO: write this (the docstring above is the contract).
+    raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
+
+
+# kata: given
+def read_tokenizer_json(path: str | Path) -> dict:
+    """The parsed tokenizer.json at path, or ValueError in one line when it is not one.
+
+    Args:
+        path: a tokenizer.json.
+    Returns:
+        Its top-level object.
+    Raises:
+        ValueError: the file cannot be read, is not UTF-8 JSON, or holds something other than an object.
+    """
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path} as a tokenizer.json: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a tokenizer.json: it holds a {type(config).__name__}, not an object")
+    return config
+
+
+def read_merges(listed: list, token_ids: dict[str, int]) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+    """A tokenizer.json's model.merges as (merges, ranks): the same for byte-level and SentencePiece files.
+
+    Each merge is written "a b" (two tokens and a space) or ["a", "b"] (newer files); its RANK is
+    its place in the list. A pair listed twice takes its LAST place, as ``tokenizers`` does (the
+    later entry replaces the earlier one).
+
+    Example (token_ids {"a": 5, "b": 6, "ab": 7}):
+        >>> read_merges(["a b"], {"a": 5, "b": 6, "ab": 7})
+        ({(5, 6): 7}, {(5, 6): 0})
+
+    Args:
+        listed: model.merges, in the file's order.
+        token_ids: model.vocab, {token: id}.
+    Returns:
+        merges {(id of a, id of b): id of a + b}, in the order of the ranks, and ranks {(id of a,
+        id of b): place in the list}.
+    Raises:
+        ValueError: one line, when a merge is not two tokens or names a token missing from model.vocab.
+    """
+    # TODO: write this (the docstring above is the contract).
+    raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
+
+
 class ByteBPE:
     """A byte-level BPE tokenizer: 256 byte ids, learned merges, then special tokens."""
 
@@ -319,8 +385,7 @@ class ByteBPE:
         into special_tokens, or added_tokens when its "special" is false, its bytes its content in
         UTF-8; vocab[id] = every other token's bytes, through bytes_to_unicode backwards;
         byte_ids[b] = the id of the token bytes_to_unicode()[b], or None when the vocabulary has
-        no such token; for the merge a b at place r in the list, merges[(id of a, id of b)] = the
-        id of the token a + b and ranks[(id of a, id of b)] = r. If the model says
+        no such token; merges and ranks from model.merges (read_merges). If the model says
         ``"ignore_merges": true`` (Llama 3), a chunk whose bytes are a token is that token,
         whatever the merges would do: whole_tokens maps those bytes to their id.
 
@@ -362,7 +427,7 @@ class ByteBPE:
         # TODO
         # 3) the id of each byte; None for a byte the vocabulary lacks: encode drops it
         # TODO
-        # 4) the merges in priority order, each "a b" or [a, b]: its rank is its place in the list
+        # 4) the merges in priority order: a rank is a place in the list
         # TODO
         # 5) Llama 3: a chunk that is a whole token is taken as it is
         # TODO
@@ -480,9 +545,9 @@ class ByteBPE:
         applied in the order of their ranks (the order they were learned: 256, then 257, ...).
         Text never seen in training still encodes: at worst one id per byte.
 
-        Added tokens are found first and become their single id: those that are not special
-        (added_tokens, say "<tool_call>") always, and the special tokens when allowed_special;
-        the LONGEST one first where two could start at the same place
+        Added tokens are found first (split_out) and become their single id: those that are not
+        special (added_tokens, say "<tool_call>") always, and the special tokens when
+        allowed_special; the LONGEST one first where two could start at the same place
         ("<|endoftext|><|endoftext|>" before "<|endoftext|>"). The text between them is
         normalized and encoded as above. With allowed_special False a special token's string
         (say "<eos>") is ordinary text, encoded like the rest.
@@ -559,10 +624,8 @@ def is_sentencepiece_file(path: str | Path) -> bool:
         True when the model has "byte_fallback": true or the normalizer or pre-tokenizer writes "▁".
     """
     try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    if not isinstance(config, dict):
+        config = read_tokenizer_json(path)
+    except ValueError:
         return False
     steps = json.dumps([config.get("normalizer"), config.get("pre_tokenizer")], ensure_ascii=False)
     return bool((config.get("model") or {}).get("byte_fallback")) or "▁" in steps
@@ -661,9 +724,8 @@ class SentencePieceBPE:
 
         Steps: the layout (sentencepiece_layout refuses what this stage does not implement);
         special_tokens from the added tokens; vocab and piece_ids from model.vocab; byte_ids[b] =
-        the id of "<0x%02X>" % b for all 256 bytes; for each merge a b at rank r, merges[(id of a,
-        id of b)] = the id of a + b and ranks[(id of a, id of b)] = r (the first time a pair
-        appears). Ids need not follow the ranks, so keep the ranks.
+        the id of "<0x%02X>" % b for all 256 bytes; merges and ranks from model.merges
+        (read_merges, as for ByteBPE). Ids need not follow the ranks, so keep the ranks.
 
         Args:
             path: a tokenizer.json.
@@ -680,7 +742,7 @@ class SentencePieceBPE:
         # TODO
         # 3) every byte has its token: that is what makes any text encodable
         # TODO
-        # 4) the merges, in rank order, each "a b" or [a, b]
+        # 4) the merges, in rank order, as ByteBPE reads them
         # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
@@ -745,8 +807,7 @@ class SentencePieceBPE:
     def encode(self, text: str, allowed_special: bool = False) -> list[int]:
         """Turn text into token ids, as the tokenizer.json's library does.
 
-        With allowed_special, special tokens are cut out first (the longest first, as in
-        ByteBPE.encode), and each stretch of text between them is encoded on its own (so each
+        With allowed_special, special tokens are cut out first (split_out, as in ByteBPE.encode), and each stretch of text between them is encoded on its own (so each
         may get its own "▁" prefix: see chunks). Each chunk is encoded once (a cache) by
         _encode_chunk. The ids of "<s>" and "</s>" are not added: prepend bos_id where the model
         expects it.

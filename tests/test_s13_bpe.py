@@ -1086,7 +1086,8 @@ def test_sentencepiece_puts_a_marker_in_front_and_writes_spaces_as_markers(stage
 
 def test_sentencepiece_merges_by_rank_not_by_id(stage, tmp_path):
     """"abc" -> "▁abc" -> ▁ a b c. (a b) has rank 0 but id 271; (b c) rank 1 but id 270. By rank:
-    ▁ ab c = [259, 271, 261]. Taking the lowest new id first (ByteBPE's rule) would give ▁ a bc."""
+    ▁ ab c = [259, 271, 261]. Taking the lowest new id first (ByteBPE's rule) would give ▁ a bc.
+    With (a b) listed again at the end (place 13) it ranks 13, after (b c): ▁ a bc = [259, 260, 270]."""
     spm = load_spm(stage, tmp_path)
     got = spm_encode(spm, "abc", "encode('abc')")
     expected = [SPM_IDS["▁"], SPM_IDS["ab"], SPM_IDS["c"]]
@@ -1096,6 +1097,10 @@ def test_sentencepiece_merges_by_rank_not_by_id(stage, tmp_path):
              "makes: in a SentencePiece vocabulary the ids need not follow the ranks. Keep each pair's rank.",
              "(b c) was merged before (a b): the merge with the lower new id went first")
     assert_equal(got, expected, "encode('abc')", hint="The present pair with the lowest rank, repeatedly.")
+    listed_twice = load_spm(stage, tmp_path, model_merges=SPM_MERGES + [["a", "b"]])
+    assert_equal(spm_encode(listed_twice, "abc", "encode('abc')"), [SPM_IDS["▁"], SPM_IDS["a"], SPM_IDS["bc"]],
+                 "encode('abc') with (a b) listed a second time, last",
+                 hint="A pair listed twice takes its LAST place in the list, as tokenizers reads any file's merges.")
     assert_equal(spm_encode(spm, "  Hello", "encode('  Hello')"), [SPM_IDS["▁▁"], SPM_IDS["▁Hello"]],
                  "encode('  Hello') (the older layout: '▁▁▁Hello')",
                  hint="▁ ▁ ▁ H e l l o: ranks 2-6 build '▁Hello' first, then rank 12 joins the two '▁' left.")

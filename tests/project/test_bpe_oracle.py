@@ -19,12 +19,11 @@ stage suite cannot use it, and these tests FAIL, never skip, where it is missing
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
+import grader_kata
 from grader import curriculum, loader
 from grader_kata import require_oracle
 
@@ -280,14 +279,7 @@ def test_the_stage_suites_quirk_files_are_what_tokenizers_reads(hf, stage_suite)
 @pytest.fixture(scope="module")
 def stage_suite():
     """tests/test_s13_bpe.py as a module, for its hand-written file and its slow reading of tokenizer.json."""
-    spec = importlib.util.spec_from_file_location("_s13_suite", ROOT / "tests" / "test_s13_bpe.py")
-    suite = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "tests"))  # the suite imports checks.py from there
-    try:
-        spec.loader.exec_module(suite)
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
-    return suite
+    return grader_kata.stage_suite("s13_bpe")
 
 
 def test_the_stage_suites_hand_written_tokenizer_json_is_what_tokenizers_reads(hf, stage_suite):
