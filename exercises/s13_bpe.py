@@ -245,6 +245,107 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
 
+def apply_merges(ids: list[int], ranks: dict[tuple[int, int], int], merges: dict[tuple[int, int], int]) -> list[int]:
+    """Merge neighbouring ids, the pair of lowest rank first, ONE place at a time, until no merge applies.
+
+    Repeatedly: among the pairs of neighbouring ids, take the one of lowest rank (the merge learned
+    or listed earliest), at its LEFTMOST place when it occurs more than once, and replace that one
+    place by merges[pair]; then look again. Stop when no neighbouring pair has a rank.
+
+    Why one place at a time: a merge can make a pair that ranks even earlier than itself. With
+    ranks (ab, a) 0 and (a, b) 1, "abab" is a b a b -> ab a b (the leftmost (a, b)) -> aba b
+    ((ab, a) now comes first), whereas merging every (a, b) at once (merge_pair) gives ab ab.
+    Hugging Face's tokenizers, tiktoken and sentencepiece all merge one place at a time
+    (sentencepiece keeps the pairs in a priority queue, best first and leftmost on a tie, and
+    merges the top one). Published files can have such ranks; in a tokenizer trained by
+    ByteBPE.train a merge only makes pairs learned after it, and the two ways agree.
+
+    Example (merges (97, 98) -> 256 rank 0, (256, 99) -> 257 rank 1; "abcab"):
+        >>> apply_merges([97, 98, 99, 97, 98], {(97, 98): 0, (256, 99): 1}, {(97, 98): 256, (256, 99): 257})
+        [257, 256]
+    [97, 98, 99, 97, 98] -> [256, 99, 97, 98] -> [256, 99, 256] (rank 0, leftmost first, then the
+    other) -> [257, 256] (rank 1).
+
+    Args:
+        ids: token ids (not modified).
+        ranks: {(a, b): its rank}, 0 for the merge applied first; a pair not in it is never merged.
+        merges: {(a, b): the id of the token that the two make}, for every pair in ranks.
+    Returns:
+        A new list of ids.
+    """
+    # 1) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
+    # TODO
+    # 2) merge that one place
+    # TODO
+    raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
+
+
+def split_out(text: str, tokens: Iterable[str]) -> list[str]:
+    """Cut text around every occurrence of the given tokens, the LONGEST first: text, token, text, ..., text.
+
+    Both tokenizers find their special (and added) tokens this way before encoding the text
+    between them. Where two tokens could start at the same place ("<|endoftext|>" and
+    "<|endoftext|><|endoftext|>"), the longer one is taken.
+
+    Example:
+        >>> split_out("a<eos>b<eos>", ["<eos>"])
+        ['a', '<eos>', 'b', '<eos>', '']
+
+    Args:
+        text: any string.
+        tokens: the strings to find (a dict's keys will do); none: the text is not cut.
+    Returns:
+        The pieces: at odd places the tokens found, at even places the text before, between and
+        after them (possibly empty). [text] when there are no tokens.
+    """
+    # TODO: write this (the docstring above is the contract).
+    raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
+
+
+# kata: given
+def read_tokenizer_json(path: str | Path) -> dict:
+    """The parsed tokenizer.json at path, or ValueError in one line when it is not one.
+
+    Args:
+        path: a tokenizer.json.
+    Returns:
+        Its top-level object.
+    Raises:
+        ValueError: the file cannot be read, is not UTF-8 JSON, or holds something other than an object.
+    """
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path} as a tokenizer.json: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a tokenizer.json: it holds a {type(config).__name__}, not an object")
+    return config
+
+
+def read_merges(listed: list, token_ids: dict[str, int]) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+    """A tokenizer.json's model.merges as (merges, ranks): the same for byte-level and SentencePiece files.
+
+    Each merge is written "a b" (two tokens and a space) or ["a", "b"] (newer files); its RANK is
+    its place in the list. A pair listed twice takes its LAST place, as ``tokenizers`` does (the
+    later entry replaces the earlier one).
+
+    Example (token_ids {"a": 5, "b": 6, "ab": 7}):
+        >>> read_merges(["a b"], {"a": 5, "b": 6, "ab": 7})
+        ({(5, 6): 7}, {(5, 6): 0})
+
+    Args:
+        listed: model.merges, in the file's order.
+        token_ids: model.vocab, {token: id}.
+    Returns:
+        merges {(id of a, id of b): id of a + b}, in the order of the ranks, and ranks {(id of a,
+        id of b): place in the list}.
+    Raises:
+        ValueError: one line, when a merge is not two tokens or names a token missing from model.vocab.
+    """
+    # TODO: write this (the docstring above is the contract).
+    raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
+
+
 class ByteBPE:
     """A byte-level BPE tokenizer: 256 byte ids, learned merges, then special tokens."""
 
@@ -284,8 +385,7 @@ class ByteBPE:
         into special_tokens, or added_tokens when its "special" is false, its bytes its content in
         UTF-8; vocab[id] = every other token's bytes, through bytes_to_unicode backwards;
         byte_ids[b] = the id of the token bytes_to_unicode()[b], or None when the vocabulary has
-        no such token; for the merge a b at place r in the list, merges[(id of a, id of b)] = the
-        id of the token a + b and ranks[(id of a, id of b)] = r. If the model says
+        no such token; merges and ranks from model.merges (read_merges). If the model says
         ``"ignore_merges": true`` (Llama 3), a chunk whose bytes are a token is that token,
         whatever the merges would do: whole_tokens maps those bytes to their id.
 
@@ -327,7 +427,7 @@ class ByteBPE:
         # TODO
         # 3) the id of each byte; None for a byte the vocabulary lacks: encode drops it
         # TODO
-        # 4) the merges in priority order, each "a b" or [a, b]: its rank is its place in the list
+        # 4) the merges in priority order: a rank is a place in the list
         # TODO
         # 5) Llama 3: a chunk that is a whole token is taken as it is
         # TODO
@@ -414,19 +514,15 @@ class ByteBPE:
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     def _encode_chunk(self, chunk: str) -> list[int]:
-        """Encode one chunk: its bytes as ids (byte_ids), then merges, the lowest rank first, one at a time.
+        """Encode one chunk: its bytes as ids (byte_ids), then the merges by rank (apply_merges).
 
-        A byte without an id (byte_ids[b] is None) is dropped. Then, repeatedly: among the pairs
-        of neighbouring ids, take the one of lowest rank (the merge listed earliest; ranks), at
-        its LEFTMOST place, and merge that one place only. One place at a time, as ``tokenizers``
-        and tiktoken do, because in a converted file a merge can make a pair that ranks even
-        earlier: with ranks (ab, a) 0 and (a, b) 1, "abab" is a b a b -> ab a b -> aba b, whereas
-        merging every (a, b) at once gives ab ab. In a tokenizer trained here the two ways agree.
+        A byte without an id (byte_ids[b] is None) is dropped before the merges, so its
+        neighbours may merge. A chunk in whole_tokens (Llama 3's ignore_merges) is that token.
 
         A helper for encode (which may also be written without it).
 
-        Example (trained merges (97, 98) -> 256 rank 0, (256, 99) -> 257 rank 1): "abcab" is
-        [97, 98, 99, 97, 98] -> [256, 99, 97, 98] -> [256, 99, 256] -> [257, 256].
+        Example (no merges yet, ByteBPE()): "é" is its two bytes [195, 169]; with the merges of
+        apply_merges's example, "abcab" is [97, 98, 99, 97, 98] -> [257, 256].
 
         Args:
             chunk: one piece of text from self.chunks.
@@ -437,9 +533,7 @@ class ByteBPE:
         # TODO
         # 2) the bytes as ids, dropping a byte the vocabulary lacks (as tokenizers does)
         # TODO
-        # 3) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
-        # TODO
-        # 4) merge that one place
+        # 3) the merges, the lowest rank first, one place at a time
         # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
@@ -451,9 +545,9 @@ class ByteBPE:
         applied in the order of their ranks (the order they were learned: 256, then 257, ...).
         Text never seen in training still encodes: at worst one id per byte.
 
-        Added tokens are found first and become their single id: those that are not special
-        (added_tokens, say "<tool_call>") always, and the special tokens when allowed_special;
-        the LONGEST one first where two could start at the same place
+        Added tokens are found first (split_out) and become their single id: those that are not
+        special (added_tokens, say "<tool_call>") always, and the special tokens when
+        allowed_special; the LONGEST one first where two could start at the same place
         ("<|endoftext|><|endoftext|>" before "<|endoftext|>"). The text between them is
         normalized and encoded as above. With allowed_special False a special token's string
         (say "<eos>") is ordinary text, encoded like the rest.
@@ -530,10 +624,8 @@ def is_sentencepiece_file(path: str | Path) -> bool:
         True when the model has "byte_fallback": true or the normalizer or pre-tokenizer writes "▁".
     """
     try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    if not isinstance(config, dict):
+        config = read_tokenizer_json(path)
+    except ValueError:
         return False
     steps = json.dumps([config.get("normalizer"), config.get("pre_tokenizer")], ensure_ascii=False)
     return bool((config.get("model") or {}).get("byte_fallback")) or "▁" in steps
@@ -632,9 +724,8 @@ class SentencePieceBPE:
 
         Steps: the layout (sentencepiece_layout refuses what this stage does not implement);
         special_tokens from the added tokens; vocab and piece_ids from model.vocab; byte_ids[b] =
-        the id of "<0x%02X>" % b for all 256 bytes; for each merge a b at rank r, merges[(id of a,
-        id of b)] = the id of a + b and ranks[(id of a, id of b)] = r (the first time a pair
-        appears). Ids need not follow the ranks, so keep the ranks.
+        the id of "<0x%02X>" % b for all 256 bytes; merges and ranks from model.merges
+        (read_merges, as for ByteBPE). Ids need not follow the ranks, so keep the ranks.
 
         Args:
             path: a tokenizer.json.
@@ -651,7 +742,7 @@ class SentencePieceBPE:
         # TODO
         # 3) every byte has its token: that is what makes any text encodable
         # TODO
-        # 4) the merges, in rank order, each "a b" or [a, b]
+        # 4) the merges, in rank order, as ByteBPE reads them
         # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
@@ -698,7 +789,7 @@ class SentencePieceBPE:
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     def _encode_chunk(self, chunk: str) -> list[int]:
-        """Encode one chunk: each character its piece's id, or its UTF-8 bytes' ids; then the merges by rank.
+        """Encode one chunk: each character its piece's id, or its UTF-8 bytes' ids; then the merges (apply_merges).
 
         A helper for encode (which may also be written without it).
 
@@ -709,15 +800,14 @@ class SentencePieceBPE:
         """
         # 1) a character in the vocabulary is its piece; any other falls back to its bytes
         # TODO
-        # 2) the present pair with the lowest RANK, repeatedly (byte tokens are in no merge)
+        # 2) the merges by RANK, one place at a time, as sentencepiece does (byte tokens are in no merge)
         # TODO
         raise NotImplementedError("s13_bpe: not written yet — python -m grader hint s13_bpe")
 
     def encode(self, text: str, allowed_special: bool = False) -> list[int]:
         """Turn text into token ids, as the tokenizer.json's library does.
 
-        With allowed_special, special tokens are cut out first (the longest first, as in
-        ByteBPE.encode), and each stretch of text between them is encoded on its own (so each
+        With allowed_special, special tokens are cut out first (split_out, as in ByteBPE.encode), and each stretch of text between them is encoded on its own (so each
         may get its own "▁" prefix: see chunks). Each chunk is encoded once (a cache) by
         _encode_chunk. The ids of "<s>" and "</s>" are not added: prepend bos_id where the model
         expects it.

@@ -260,6 +260,127 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return merged
 
 
+def apply_merges(ids: list[int], ranks: dict[tuple[int, int], int], merges: dict[tuple[int, int], int]) -> list[int]:
+    """Merge neighbouring ids, the pair of lowest rank first, ONE place at a time, until no merge applies.
+
+    Repeatedly: among the pairs of neighbouring ids, take the one of lowest rank (the merge learned
+    or listed earliest), at its LEFTMOST place when it occurs more than once, and replace that one
+    place by merges[pair]; then look again. Stop when no neighbouring pair has a rank.
+
+    Why one place at a time: a merge can make a pair that ranks even earlier than itself. With
+    ranks (ab, a) 0 and (a, b) 1, "abab" is a b a b -> ab a b (the leftmost (a, b)) -> aba b
+    ((ab, a) now comes first), whereas merging every (a, b) at once (merge_pair) gives ab ab.
+    Hugging Face's tokenizers, tiktoken and sentencepiece all merge one place at a time
+    (sentencepiece keeps the pairs in a priority queue, best first and leftmost on a tie, and
+    merges the top one). Published files can have such ranks; in a tokenizer trained by
+    ByteBPE.train a merge only makes pairs learned after it, and the two ways agree.
+
+    Example (merges (97, 98) -> 256 rank 0, (256, 99) -> 257 rank 1; "abcab"):
+        >>> apply_merges([97, 98, 99, 97, 98], {(97, 98): 0, (256, 99): 1}, {(97, 98): 256, (256, 99): 257})
+        [257, 256]
+    [97, 98, 99, 97, 98] -> [256, 99, 97, 98] -> [256, 99, 256] (rank 0, leftmost first, then the
+    other) -> [257, 256] (rank 1).
+
+    Args:
+        ids: token ids (not modified).
+        ranks: {(a, b): its rank}, 0 for the merge applied first; a pair not in it is never merged.
+        merges: {(a, b): the id of the token that the two make}, for every pair in ranks.
+    Returns:
+        A new list of ids.
+    """
+    ids = list(ids)  # a copy: the caller's list is left as it was
+    while len(ids) > 1:
+        # 1) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
+        rank, at = min((ranks.get(pair, NOT_A_MERGE), at) for at, pair in enumerate(zip(ids, ids[1:])))
+        if rank == NOT_A_MERGE:
+            break  # no merge applies any more
+        # 2) merge that one place
+        ids[at : at + 2] = [merges[ids[at], ids[at + 1]]]
+    return ids
+
+
+def split_out(text: str, tokens: Iterable[str]) -> list[str]:
+    """Cut text around every occurrence of the given tokens, the LONGEST first: text, token, text, ..., text.
+
+    Both tokenizers find their special (and added) tokens this way before encoding the text
+    between them. Where two tokens could start at the same place ("<|endoftext|>" and
+    "<|endoftext|><|endoftext|>"), the longer one is taken.
+
+    Example:
+        >>> split_out("a<eos>b<eos>", ["<eos>"])
+        ['a', '<eos>', 'b', '<eos>', '']
+
+    Args:
+        text: any string.
+        tokens: the strings to find (a dict's keys will do); none: the text is not cut.
+    Returns:
+        The pieces: at odd places the tokens found, at even places the text before, between and
+        after them (possibly empty). [text] when there are no tokens.
+    """
+    longest_first = sorted(tokens, key=len, reverse=True)
+    if not longest_first:
+        return [text]
+    # the capturing group keeps the tokens in the result of re.split; the regex takes the first
+    # alternative that matches, so the longest must come first
+    return re.split("(" + "|".join(re.escape(token) for token in longest_first) + ")", text)
+
+
+# kata: given
+def read_tokenizer_json(path: str | Path) -> dict:
+    """The parsed tokenizer.json at path, or ValueError in one line when it is not one.
+
+    Args:
+        path: a tokenizer.json.
+    Returns:
+        Its top-level object.
+    Raises:
+        ValueError: the file cannot be read, is not UTF-8 JSON, or holds something other than an object.
+    """
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path} as a tokenizer.json: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is not a tokenizer.json: it holds a {type(config).__name__}, not an object")
+    return config
+
+
+def read_merges(listed: list, token_ids: dict[str, int]) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int]]:
+    """A tokenizer.json's model.merges as (merges, ranks): the same for byte-level and SentencePiece files.
+
+    Each merge is written "a b" (two tokens and a space) or ["a", "b"] (newer files); its RANK is
+    its place in the list. A pair listed twice takes its LAST place, as ``tokenizers`` does (the
+    later entry replaces the earlier one).
+
+    Example (token_ids {"a": 5, "b": 6, "ab": 7}):
+        >>> read_merges(["a b"], {"a": 5, "b": 6, "ab": 7})
+        ({(5, 6): 7}, {(5, 6): 0})
+
+    Args:
+        listed: model.merges, in the file's order.
+        token_ids: model.vocab, {token: id}.
+    Returns:
+        merges {(id of a, id of b): id of a + b}, in the order of the ranks, and ranks {(id of a,
+        id of b): place in the list}.
+    Raises:
+        ValueError: one line, when a merge is not two tokens or names a token missing from model.vocab.
+    """
+    merges: dict[tuple[int, int], int] = {}
+    ranks: dict[tuple[int, int], int] = {}
+    for rank, merge in enumerate(listed):
+        pair = merge.split(" ") if isinstance(merge, str) else merge
+        if len(pair) != 2:
+            raise ValueError(f"tokenizer.json: the merge {merge!r} is not two tokens")
+        a, b = pair
+        if a not in token_ids or b not in token_ids or a + b not in token_ids:
+            raise ValueError(f"tokenizer.json: the merge {a!r} + {b!r} names a token missing from model.vocab")
+        ids = (token_ids[a], token_ids[b])
+        merges.pop(ids, None)  # a pair listed twice: the later place counts, so it moves to the end
+        merges[ids] = token_ids[a + b]
+        ranks[ids] = rank
+    return merges, ranks
+
+
 class ByteBPE:
     """A byte-level BPE tokenizer: 256 byte ids, learned merges, then special tokens."""
 
@@ -306,8 +427,7 @@ class ByteBPE:
         into special_tokens, or added_tokens when its "special" is false, its bytes its content in
         UTF-8; vocab[id] = every other token's bytes, through bytes_to_unicode backwards;
         byte_ids[b] = the id of the token bytes_to_unicode()[b], or None when the vocabulary has
-        no such token; for the merge a b at place r in the list, merges[(id of a, id of b)] = the
-        id of the token a + b and ranks[(id of a, id of b)] = r. If the model says
+        no such token; merges and ranks from model.merges (read_merges). If the model says
         ``"ignore_merges": true`` (Llama 3), a chunk whose bytes are a token is that token,
         whatever the merges would do: whole_tokens maps those bytes to their id.
 
@@ -345,12 +465,7 @@ class ByteBPE:
         """
         if is_sentencepiece_file(path):  # "▁" for spaces and <0x..> byte tokens (Llama 2): another reader
             return SentencePieceBPE.from_tokenizer_json(path)
-        try:
-            config = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"cannot read {path} as a tokenizer.json: {error}") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{path} is not a tokenizer.json: it holds a {type(config).__name__}, not an object")
+        config = read_tokenizer_json(path)
         patterns = supported_patterns(config)
         model = config["model"]
         bpe = cls()
@@ -381,18 +496,8 @@ class ByteBPE:
         if None in bpe.byte_ids and model.get("unk_token") is not None:
             raise ValueError("tokenizer.json: the vocabulary lacks some byte tokens and names an unknown token; "
                              "this stage drops a missing byte, as tokenizers does only without an unknown token")
-        # 4) the merges in priority order, each "a b" or [a, b]: its rank is its place in the list
-        for rank, merge in enumerate(model.get("merges") or []):
-            pair = merge.split(" ") if isinstance(merge, str) else merge
-            if len(pair) != 2:
-                raise ValueError(f"tokenizer.json: the merge {merge!r} is not two tokens")
-            a, b = pair
-            if a not in token_ids or b not in token_ids or a + b not in token_ids:
-                raise ValueError(f"tokenizer.json: the merge {a!r} + {b!r} names a token missing from the vocabulary")
-            ids = (token_ids[a], token_ids[b])
-            bpe.merges.pop(ids, None)  # a pair listed twice: the later place counts, so it moves to the end
-            bpe.merges[ids] = token_ids[a + b]
-            bpe.ranks[ids] = rank
+        # 4) the merges in priority order: a rank is a place in the list
+        bpe.merges, bpe.ranks = read_merges(model.get("merges") or [], token_ids)
         # 5) Llama 3: a chunk that is a whole token is taken as it is
         if model.get("ignore_merges"):
             added = set(added_ids.values())
@@ -508,19 +613,15 @@ class ByteBPE:
         return pieces
 
     def _encode_chunk(self, chunk: str) -> list[int]:
-        """Encode one chunk: its bytes as ids (byte_ids), then merges, the lowest rank first, one at a time.
+        """Encode one chunk: its bytes as ids (byte_ids), then the merges by rank (apply_merges).
 
-        A byte without an id (byte_ids[b] is None) is dropped. Then, repeatedly: among the pairs
-        of neighbouring ids, take the one of lowest rank (the merge listed earliest; ranks), at
-        its LEFTMOST place, and merge that one place only. One place at a time, as ``tokenizers``
-        and tiktoken do, because in a converted file a merge can make a pair that ranks even
-        earlier: with ranks (ab, a) 0 and (a, b) 1, "abab" is a b a b -> ab a b -> aba b, whereas
-        merging every (a, b) at once gives ab ab. In a tokenizer trained here the two ways agree.
+        A byte without an id (byte_ids[b] is None) is dropped before the merges, so its
+        neighbours may merge. A chunk in whole_tokens (Llama 3's ignore_merges) is that token.
 
         A helper for encode (which may also be written without it).
 
-        Example (trained merges (97, 98) -> 256 rank 0, (256, 99) -> 257 rank 1): "abcab" is
-        [97, 98, 99, 97, 98] -> [256, 99, 97, 98] -> [256, 99, 256] -> [257, 256].
+        Example (no merges yet, ByteBPE()): "é" is its two bytes [195, 169]; with the merges of
+        apply_merges's example, "abcab" is [97, 98, 99, 97, 98] -> [257, 256].
 
         Args:
             chunk: one piece of text from self.chunks.
@@ -533,14 +634,8 @@ class ByteBPE:
             return [self.whole_tokens[data]]
         # 2) the bytes as ids, dropping a byte the vocabulary lacks (as tokenizers does)
         ids = [self.byte_ids[byte] for byte in data if self.byte_ids[byte] is not None]
-        while len(ids) > 1:
-            # 3) the pair of lowest rank among those present, the leftmost on a tie (min compares ranks, then places)
-            rank, at = min((self.ranks.get(pair, NOT_A_MERGE), at) for at, pair in enumerate(zip(ids, ids[1:])))
-            if rank == NOT_A_MERGE:
-                break  # no merge applies any more
-            # 4) merge that one place
-            ids[at : at + 2] = [self.merges[ids[at], ids[at + 1]]]
-        return ids
+        # 3) the merges, the lowest rank first, one place at a time
+        return apply_merges(ids, self.ranks, self.merges)
 
     def encode(self, text: str, allowed_special: bool = False) -> list[int]:
         """Turn text into token ids.
@@ -550,9 +645,9 @@ class ByteBPE:
         applied in the order of their ranks (the order they were learned: 256, then 257, ...).
         Text never seen in training still encodes: at worst one id per byte.
 
-        Added tokens are found first and become their single id: those that are not special
-        (added_tokens, say "<tool_call>") always, and the special tokens when allowed_special;
-        the LONGEST one first where two could start at the same place
+        Added tokens are found first (split_out) and become their single id: those that are not
+        special (added_tokens, say "<tool_call>") always, and the special tokens when
+        allowed_special; the LONGEST one first where two could start at the same place
         ("<|endoftext|><|endoftext|>" before "<|endoftext|>"). The text between them is
         normalized and encoded as above. With allowed_special False a special token's string
         (say "<eos>") is ordinary text, encoded like the rest.
@@ -567,17 +662,10 @@ class ByteBPE:
         """
         # 1) split out the added tokens to find: the special ones only when allowed
         matched = {**self.added_tokens, **self.special_tokens} if allowed_special else self.added_tokens
-        if matched:
-            # the capturing group keeps the added tokens in the result of re.split; the regex
-            # takes the first alternative that matches, so the longest must come first
-            longest_first = sorted(matched, key=len, reverse=True)
-            parts = re.split("(" + "|".join(re.escape(token) for token in longest_first) + ")", text)
-        else:
-            parts = [text]
         ids: list[int] = []
         cache: dict[str, list[int]] = {}  # a book repeats its chunks: encode each different one once
-        for part in parts:
-            if part in matched:
+        for index, part in enumerate(split_out(text, matched)):
+            if index % 2:  # split_out puts each token it found between two stretches of text
                 ids.append(matched[part])
                 continue
             # 2) the text between them: normalized, cut into chunks, each chunk encoded once
@@ -651,10 +739,8 @@ def is_sentencepiece_file(path: str | Path) -> bool:
         True when the model has "byte_fallback": true or the normalizer or pre-tokenizer writes "▁".
     """
     try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    if not isinstance(config, dict):
+        config = read_tokenizer_json(path)
+    except ValueError:
         return False
     steps = json.dumps([config.get("normalizer"), config.get("pre_tokenizer")], ensure_ascii=False)
     return bool((config.get("model") or {}).get("byte_fallback")) or "▁" in steps
@@ -758,9 +844,8 @@ class SentencePieceBPE:
 
         Steps: the layout (sentencepiece_layout refuses what this stage does not implement);
         special_tokens from the added tokens; vocab and piece_ids from model.vocab; byte_ids[b] =
-        the id of "<0x%02X>" % b for all 256 bytes; for each merge a b at rank r, merges[(id of a,
-        id of b)] = the id of a + b and ranks[(id of a, id of b)] = r (the first time a pair
-        appears). Ids need not follow the ranks, so keep the ranks.
+        the id of "<0x%02X>" % b for all 256 bytes; merges and ranks from model.merges
+        (read_merges, as for ByteBPE). Ids need not follow the ranks, so keep the ranks.
 
         Args:
             path: a tokenizer.json.
@@ -771,12 +856,7 @@ class SentencePieceBPE:
                 BPE of a supported layout, lacks a byte token or a piece that a merge needs, or has
                 a piece with "▁" after another character (the chunks would not be exact).
         """
-        try:
-            config = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"cannot read {path} as a tokenizer.json: {error}") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{path} is not a tokenizer.json: it holds a {type(config).__name__}, not an object")
+        config = read_tokenizer_json(path)
         layout = sentencepiece_layout(config)
         spm = cls()
         spm.prepend, spm.even_after_space = layout["prepend"], layout["even_after_space"]
@@ -798,17 +878,8 @@ class SentencePieceBPE:
             raise ValueError(f"tokenizer.json: model.vocab lacks {len(missing)} of the 256 byte tokens "
                              f"(e.g. {missing[0]!r}): byte fallback needs all of them")
         spm.byte_ids = [spm.piece_ids[name] for name in names]
-        # 4) the merges, in rank order, each "a b" or [a, b]
-        for rank, merge in enumerate(config["model"].get("merges") or []):
-            pair = merge.split(" ") if isinstance(merge, str) else merge
-            if len(pair) != 2:
-                raise ValueError(f"tokenizer.json: the merge {merge!r} is not two pieces")
-            a, b = pair
-            if a not in spm.piece_ids or b not in spm.piece_ids or a + b not in spm.piece_ids:
-                raise ValueError(f"tokenizer.json: the merge {a!r} + {b!r} names a piece missing from model.vocab")
-            ids = (spm.piece_ids[a], spm.piece_ids[b])
-            if ids not in spm.ranks:
-                spm.ranks[ids], spm.merges[ids] = rank, spm.piece_ids[a + b]
+        # 4) the merges, in rank order, as ByteBPE reads them
+        spm.merges, spm.ranks = read_merges(config["model"].get("merges") or [], spm.piece_ids)
         return spm
 
     # kata: given
@@ -857,7 +928,7 @@ class SentencePieceBPE:
         return (SPACE_WORDS if self.split else SPACE_RUN_WORDS).findall(spaced)
 
     def _encode_chunk(self, chunk: str) -> list[int]:
-        """Encode one chunk: each character its piece's id, or its UTF-8 bytes' ids; then the merges by rank.
+        """Encode one chunk: each character its piece's id, or its UTF-8 bytes' ids; then the merges (apply_merges).
 
         A helper for encode (which may also be written without it).
 
@@ -873,19 +944,13 @@ class SentencePieceBPE:
                 ids.append(self.piece_ids[char])
             else:
                 ids.extend(self.byte_ids[byte] for byte in char.encode("utf-8"))
-        # 2) the present pair with the lowest RANK, repeatedly (byte tokens are in no merge)
-        while len(ids) > 1:
-            pair = min(get_pair_counts(ids), key=lambda p: self.ranks.get(p, float("inf")))
-            if pair not in self.ranks:
-                break  # no merge applies any more
-            ids = merge_pair(ids, pair, self.merges[pair])
-        return ids
+        # 2) the merges by RANK, one place at a time, as sentencepiece does (byte tokens are in no merge)
+        return apply_merges(ids, self.ranks, self.merges)
 
     def encode(self, text: str, allowed_special: bool = False) -> list[int]:
         """Turn text into token ids, as the tokenizer.json's library does.
 
-        With allowed_special, special tokens are cut out first (the longest first, as in
-        ByteBPE.encode), and each stretch of text between them is encoded on its own (so each
+        With allowed_special, special tokens are cut out first (split_out, as in ByteBPE.encode), and each stretch of text between them is encoded on its own (so each
         may get its own "▁" prefix: see chunks). Each chunk is encoded once (a cache) by
         _encode_chunk. The ids of "<s>" and "</s>" are not added: prepend bos_id where the model
         expects it.
@@ -901,12 +966,11 @@ class SentencePieceBPE:
         Returns:
             A list of ints in [0, V).
         """
-        specials = sorted(self.special_tokens, key=len, reverse=True) if allowed_special else []  # longest first
-        parts = re.split("(" + "|".join(re.escape(token) for token in specials) + ")", text) if specials else [text]
+        matched = self.special_tokens if allowed_special else {}
         ids: list[int] = []
         cache: dict[str, list[int]] = {}  # a book repeats its words: encode each different chunk once
-        for index, part in enumerate(parts):
-            if index % 2:  # re.split puts each special token it matched between two stretches of text
+        for index, part in enumerate(split_out(text, matched)):
+            if index % 2:  # split_out puts each token it found between two stretches of text
                 ids.append(self.special_tokens[part])
                 continue
             for chunk in self.chunks(part, first=index == 0):

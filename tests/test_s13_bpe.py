@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import regex
 
-from checks import assert_equal, assert_int_list, fail
+from checks import assert_equal, assert_int_list, call, fail
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
@@ -233,7 +233,7 @@ def book_tokenizer(stage):
 
 
 # ---------------------------------------------------------------------------------------------
-# get_pair_counts and merge_pair
+# get_pair_counts, merge_pair and apply_merges
 
 
 def test_get_pair_counts_on_small_lists(stage):
@@ -279,6 +279,43 @@ def test_merge_pair_occurrences_do_not_overlap(stage):
     for ids, expected in [([7, 7, 7], [256, 7]), ([7, 7, 7, 7], [256, 256])]:
         assert_merged(stage.merge_pair(ids, (7, 7), 256), expected, ids, (7, 7), 256,
                       hint="Scan left to right; after a match skip BOTH ids, so occurrences do not overlap.")
+
+
+HINT_APPLY = ("Take the present pair of LOWEST rank (ranks[pair]: merges apply in the order they were learned or "
+              "listed, whatever id they make), at its leftmost place only; merge that one place, then look again.")
+
+
+def test_apply_merges_takes_the_lowest_rank_one_place_at_a_time(stage):
+    """Each case: ids, ranks {pair: rank}, merges {pair: new id}, the ids after each merge.
+        abcab  [97, 98, 99, 97, 98], (97, 98) -> 256 rank 0, (256, 99) -> 257 rank 1:
+               (97, 98) at 0 -> [256, 99, 97, 98]; at 3 -> [256, 99, 256]; (256, 99) -> [257, 256]
+        ranks, not ids  [1, 2, 5], (2, 5) -> 6 rank 0, (1, 2) -> 3 rank 1: (2, 5) first -> [1, 6]; no merge
+               joins (1, 6). By the lowest new id (3 < 6): [3, 5].
+        one place  [1, 2, 1, 2], (3, 1) -> 4 rank 0, (1, 2) -> 3 rank 1: only (1, 2) is present; its leftmost
+               place -> [3, 1, 2]; now (3, 1) ranks earlier -> [4, 2]. Every (1, 2) at once: [3, 3].
+        leftmost  [7, 7, 7], (7, 7) -> 8: the first place -> [8, 7], not [7, 8].
+        nothing to merge: [5] and [] come back as they are."""
+    abcab = ({(97, 98): 0, (256, 99): 1}, {(97, 98): 256, (256, 99): 257})
+    by_rank = ({(2, 5): 0, (1, 2): 1}, {(2, 5): 6, (1, 2): 3})
+    one_place = ({(3, 1): 0, (1, 2): 1}, {(3, 1): 4, (1, 2): 3})
+    sevens = ({(7, 7): 0}, {(7, 7): 8})
+    suspects = {
+        (1, 2, 5): ([3, 5], "(1, 2), rank 1, was merged before (2, 5), rank 0: the merges were taken by the id "
+                            "they make (3 < 6) or the highest rank first, not by their place in the ranks"),
+        (1, 2, 1, 2): ([3, 3], "every place of (1, 2) was merged at once: merge one place, then look again, "
+                               "since the (3, 1) that the first merge makes ranks earlier than (1, 2)"),
+        (7, 7, 7): ([7, 8], "the rightmost place of (7, 7) was merged first, not the leftmost"),
+    }
+    for ids, (ranks, merges), expected in [([97, 98, 99, 97, 98], abcab, [257, 256]), ([1, 2, 5], by_rank, [1, 6]),
+                                           ([1, 2, 1, 2], one_place, [4, 2]), ([7, 7, 7], sevens, [8, 7]),
+                                           ([5], sevens, [5]), ([], sevens, [])]:
+        what = f"apply_merges({ids}, ranks={ranks}, merges={merges})"
+        got = assert_int_list(call(stage.apply_merges, ids, ranks, merges, what=what), what,
+                              hint="Return a new list of ints.")
+        wrong, observed = suspects.get(tuple(ids), (None, ""))
+        if got == wrong:
+            fail(f"{what}: expected {expected}, got {got}", HINT_APPLY, observed)
+        assert_equal(got, expected, what, hint=HINT_APPLY)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1049,7 +1086,8 @@ def test_sentencepiece_puts_a_marker_in_front_and_writes_spaces_as_markers(stage
 
 def test_sentencepiece_merges_by_rank_not_by_id(stage, tmp_path):
     """"abc" -> "▁abc" -> ▁ a b c. (a b) has rank 0 but id 271; (b c) rank 1 but id 270. By rank:
-    ▁ ab c = [259, 271, 261]. Taking the lowest new id first (ByteBPE's rule) would give ▁ a bc."""
+    ▁ ab c = [259, 271, 261]. Taking the lowest new id first (ByteBPE's rule) would give ▁ a bc.
+    With (a b) listed again at the end (place 13) it ranks 13, after (b c): ▁ a bc = [259, 260, 270]."""
     spm = load_spm(stage, tmp_path)
     got = spm_encode(spm, "abc", "encode('abc')")
     expected = [SPM_IDS["▁"], SPM_IDS["ab"], SPM_IDS["c"]]
@@ -1059,6 +1097,10 @@ def test_sentencepiece_merges_by_rank_not_by_id(stage, tmp_path):
              "makes: in a SentencePiece vocabulary the ids need not follow the ranks. Keep each pair's rank.",
              "(b c) was merged before (a b): the merge with the lower new id went first")
     assert_equal(got, expected, "encode('abc')", hint="The present pair with the lowest rank, repeatedly.")
+    listed_twice = load_spm(stage, tmp_path, model_merges=SPM_MERGES + [["a", "b"]])
+    assert_equal(spm_encode(listed_twice, "abc", "encode('abc')"), [SPM_IDS["▁"], SPM_IDS["a"], SPM_IDS["bc"]],
+                 "encode('abc') with (a b) listed a second time, last",
+                 hint="A pair listed twice takes its LAST place in the list, as tokenizers reads any file's merges.")
     assert_equal(spm_encode(spm, "  Hello", "encode('  Hello')"), [SPM_IDS["▁▁"], SPM_IDS["▁Hello"]],
                  "encode('  Hello') (the older layout: '▁▁▁Hello')",
                  hint="▁ ▁ ▁ H e l l o: ranks 2-6 build '▁Hello' first, then rank 12 joins the two '▁' left.")

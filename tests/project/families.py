@@ -9,7 +9,6 @@ save_pretrained (config.json in the layout of each transformers version), and th
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import subprocess
@@ -41,18 +40,6 @@ CHATML = ("{% for message in messages %}"
           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
-def s13_suite(name: str):
-    """tests/test_s13_bpe.py as a module named ``name``, for its hand-written files and their hand-worked ids."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "test_s13_bpe.py")
-    suite = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / "tests"))  # the suite imports checks.py from there
-    try:
-        spec.loader.exec_module(suite)
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
-    return suite
-
-
 # --- tokenizers -------------------------------------------------------------------------------
 
 
@@ -60,7 +47,7 @@ def train_hf(hf, pre_tokenizer, ignore_merges: bool = False, vocab_size: int = 7
              special_tokens=(SHORT, DOUBLE, "<pad>")):
     """A byte-level BPE trained by `tokenizers` on 60 000 characters of the book, every byte but ``holes`` included
     (the book has none of HOLES, so the trainer then makes no token for them, as SmolLM2's lacks them)."""
-    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from tokenizers import decoders, models, trainers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     tokenizer = hf.Tokenizer(models.BPE(ignore_merges=ignore_merges))

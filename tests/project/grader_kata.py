@@ -97,3 +97,18 @@ def require_oracle(*names: str):
     except ImportError as error:
         pytest.fail(f"{error.name} (an oracle of this test) is not installed: pip install -r requirements-test.txt",
                     pytrace=False)
+
+
+def stage_suite(stage_id: str):
+    """tests/test_<stage_id>.py as a module, for its hand-written files and slow oracles (the oracle tests check them)."""
+    import importlib.util
+
+    tests = curriculum.ROOT / "tests"
+    spec = importlib.util.spec_from_file_location(f"_{stage_id}_suite", tests / f"test_{stage_id}.py")
+    suite = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(tests))  # the suite imports checks.py from there
+    try:
+        spec.loader.exec_module(suite)
+    finally:
+        sys.path.remove(str(tests))
+    return suite

@@ -23,8 +23,9 @@ import json
 
 import pytest
 
+import grader_kata
 from grader import curriculum, loader
-from families import BOOK, DOUBLE, HOLES, LLAMA3_PATTERN, SHORT, TOOL_CALL, pre_tokenizer_of, s13_suite, train_hf
+from families import BOOK, DOUBLE, HOLES, LLAMA3_PATTERN, SHORT, TOOL_CALL, pre_tokenizer_of, train_hf
 from grader_kata import require_oracle
 
 VARIED = [
@@ -237,7 +238,7 @@ def test_the_stage_suites_quirk_files_are_what_tokenizers_reads(hf, stage_suite)
 @pytest.fixture(scope="module")
 def stage_suite():
     """tests/test_s13_bpe.py as a module, for its hand-written file and its slow reading of tokenizer.json."""
-    return s13_suite("_s13_suite")
+    return grader_kata.stage_suite("s13_bpe")
 
 
 def test_the_stage_suites_hand_written_tokenizer_json_is_what_tokenizers_reads(hf, stage_suite):

@@ -20,8 +20,9 @@ import json
 
 import pytest
 
+import grader_kata
 from grader import curriculum, loader
-from families import BOOK, converted_spm, generate, layouts, s13_suite, train_spm, with_bos
+from families import BOOK, converted_spm, generate, layouts, train_spm, with_bos
 from grader_kata import require_oracle
 
 VARIED = [
@@ -119,14 +120,37 @@ def test_byte_runs_that_are_not_utf8_decode_as_tokenizers_does(newer_config, bpe
         assert ours.decode(ids) == tokenizer.decode(ids, skip_special_tokens=False), ids
 
 
+def test_sentencepiece_merges_one_place_at_a_time_as_apply_merges_does(bpe_stage):
+    """A BPE model written by hand: pieces "aba" (score 0), "ab" (-1), "a", "b"; sentencepiece merges the best
+    pair of its queue, the leftmost on a tie, one place at a time: "abab" is a b a b -> ab a b -> aba b (merging
+    every (a, b) at once would give ab ab). apply_merges, with the scores as ranks, must give the same ids."""
+    spm = require_oracle("google.protobuf", "sentencepiece")
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    model = model_pb2.ModelProto()
+    model.trainer_spec.model_type = model_pb2.TrainerSpec.BPE
+    model.normalizer_spec.name, model.normalizer_spec.add_dummy_prefix = "identity", False
+    for piece, score in [("<unk>", 0.0), ("aba", 0.0), ("ab", -1.0), ("a", -2.0), ("b", -3.0)]:
+        model.pieces.add(piece=piece, score=score, type=model_pb2.ModelProto.SentencePiece.UNKNOWN if piece == "<unk>"
+                         else model_pb2.ModelProto.SentencePiece.NORMAL)
+    sp = spm.SentencePieceProcessor(model_proto=model.SerializeToString())
+    a, b, ab, aba = (sp.piece_to_id(piece) for piece in ("a", "b", "ab", "aba"))
+    ranks, merges = {(ab, a): 0, (a, b): 1}, {(ab, a): aba, (a, b): ab}
+    for text, pieces in [("abab", ["aba", "b"]), ("ababab", ["aba", "b", "ab"]), ("abba", ["ab", "b", "a"])]:
+        assert sp.encode(text, out_type=str) == pieces, text
+        assert bpe_stage.apply_merges([{"a": a, "b": b}[char] for char in text], ranks, merges) == sp.encode(text), text
+
+
 def test_the_stage_suites_hand_written_llama2_file_is_what_tokenizers_reads(bpe_stage):
     """The hand-worked ids of tests/test_s13_bpe.py's SentencePiece tests are the library's."""
     hf = require_oracle("tokenizers")
-    suite = s13_suite("_s13_suite_spm")
+    suite = grader_kata.stage_suite("s13_bpe")
     older = hf.Tokenizer.from_str(json.dumps(suite.spm_tokenizer_json(suite.OLDER)))
     assert older.encode("Hello world", add_special_tokens=False).ids == suite.SPM_HELLO
     assert older.encode("é", add_special_tokens=False).ids == suite.SPM_E_ACUTE
     assert older.encode("abc", add_special_tokens=False).tokens == ["▁", "ab", "c"]
+    twice = suite.spm_tokenizer_json(suite.OLDER, model_merges=suite.SPM_MERGES + [["a", "b"]])
+    assert hf.Tokenizer.from_str(json.dumps(twice)).encode("abc", add_special_tokens=False).tokens == ["▁", "a", "bc"]
     assert older.encode("  Hello", add_special_tokens=False).tokens == ["▁▁", "▁Hello"]
     assert older.decode([suite.spm_byte_id(0xC3)] * 2 + [suite.spm_byte_id(0xA9)]) == "\ufffd" * 3
     assert older.decode([suite.SPM_IDS["▁▁"], suite.SPM_IDS["▁Hello"]]) == "  Hello"
