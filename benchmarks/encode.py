@@ -6,24 +6,26 @@ of tests/project/families.py that the family tests use) and how the kata reads i
 (49,152 ids), SmolLM2's, Llama 3's and Qwen2.5's (byte-level, 4,000 merged ids plus their added
 tokens, trained by `tokenizers` on the book), and a SentencePiece BPE with byte fallback (4,000
 pieces, trained by `sentencepiece` on the book, converted by transformers) in Llama 2's / TinyLlama's
-older layout and in the Metaspace layout of Mistral's files. --quick: 512 ids, 1,200 pieces. Both encode the whole book (data/frankenstein.txt) into ids, alternating, `tokenizers` single-
+older layout and in the Metaspace layout of Mistral's files (--quick: 512 ids, 1,200 pieces).
+
+Both encode the whole book (data/frankenstein.txt) into ids, alternating, `tokenizers` single-
 threaded (TOKENIZERS_PARALLELISM=false), like the kata; the row reports the median CPU seconds
 (process time) of each, their ratio, and whether the ids are the same. Reading the file is not
-timed. `tokenizers` is a test-only dependency (requirements-test.txt): without it the row is n/a.
+timed. `tokenizers`, `transformers` and `sentencepiece` are test-only dependencies
+(requirements-test.txt): without them the row is n/a.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .bpe import cpu_seconds
-from .common import ROOT, Row, not_available
+from .common import ROOT, Row, families, not_available
 
 TITLE = "Encoding the book: the kata's tokenizer vs Hugging Face tokenizers, on the same tokenizer.json"
 
@@ -45,24 +47,14 @@ def gpt2_style(folder: Path, quick: bool) -> Path:
     return folder / "tokenizer.json"
 
 
-def builders():
-    """tests/project/families.py, the builders the family tests make their tokenizer files with."""
-    folder = str(ROOT / "tests" / "project")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    import families
-
-    return families
-
-
 def byte_level(name: str) -> Callable[[Path, bool], Path]:
     """SmolLM2's, Llama 3's or Qwen2.5's kind, trained by `tokenizers` on the whole book."""
 
     def write(folder: Path, quick: bool) -> Path:
         import tokenizers
 
-        families = builders()
-        tokenizer = families.byte_level(tokenizers, name, vocab_size=512 if quick else 4000, text=families.BOOK)
+        built = families()
+        tokenizer = built.byte_level(tokenizers, name, vocab_size=512 if quick else 4000, text=built.BOOK)
         tokenizer.save(str(folder / "tokenizer.json"))
         return folder / "tokenizer.json"
 
@@ -74,9 +66,9 @@ def sentencepiece(layout: str) -> Callable[[Path, bool], Path]:
     Llama 2's and TinyLlama's Prepend + Replace normalizer, "newer": the Metaspace pre-tokenizer of Mistral's."""
 
     def write(folder: Path, quick: bool) -> Path:
-        families = builders()
-        model, _ = families.train_spm(folder / "spm", vocab_size=1200 if quick else 4000)
-        config = families.layouts(families.converted_spm(model, folder))[layout]
+        built = families()
+        model, _ = built.train_spm(folder / "spm", vocab_size=1200 if quick else 4000)
+        config = built.layouts(built.converted_spm(model, folder))[layout]
         (folder / "tokenizer.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
         return folder / "tokenizer.json"
 

@@ -61,8 +61,8 @@ def s13_suite(name: str):
 
 def train_hf(hf, pre_tokenizer, ignore_merges: bool = False, vocab_size: int = 700, normalizer=None, holes=(),
              special_tokens=(SHORT, DOUBLE, "<pad>"), text: str = BOOK[:60_000]):
-    """A byte-level BPE trained by `tokenizers` on ``text`` (60 000 characters of the book), every byte but ``holes`` included
-    (the book has none of HOLES, so the trainer then makes no token for them, as SmolLM2's lacks them)."""
+    """A byte-level BPE trained by `tokenizers` on ``text`` (60 000 characters of the book), every byte but ``holes``
+    included (the book has none of HOLES, so the trainer then makes no token for them, as SmolLM2's lacks them)."""
     from tokenizers import decoders, models, pre_tokenizers, trainers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -117,8 +117,8 @@ def train_spm(prefix, vocab_size: int = 1200):
     """A BPE of vocab_size (1 200) pieces trained by sentencepiece on the book, Llama 2's options; (path, processor)."""
     spm = require_oracle("sentencepiece")
     spm.SentencePieceTrainer.train(
-        input=str(ROOT / "data" / "frankenstein.txt"), model_prefix=str(prefix), model_type="bpe", vocab_size=vocab_size,
-        byte_fallback=True, split_digits=True, character_coverage=0.9995, add_dummy_prefix=True,
+        input=str(ROOT / "data" / "frankenstein.txt"), model_prefix=str(prefix), model_type="bpe",
+        vocab_size=vocab_size, byte_fallback=True, split_digits=True, character_coverage=0.9995, add_dummy_prefix=True,
         normalization_rule_name="identity", remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, max_sentence_length=100_000, num_threads=1, minloglevel=2)
     return prefix.with_suffix(".model"), spm.SentencePieceProcessor(model_file=str(prefix.with_suffix(".model")))

@@ -67,7 +67,8 @@ def test_encode_row_gives_the_ids_of_tokenizers_for_every_family(rows):
 
 # what the families read differently: runs of spaces, NFD accents, an added token that is not special, digits,
 # a contraction, a byte SmolLM2's vocabulary lacks, tabs and newlines, characters the book never has
-QUIRKS = "  In 1818,   it was Cafe\u0301 cre\u0300me <tool_call>{\"x\": 12}</tool_call> I'm told\x04 of 1,234,567\n\n\t\u4e16 "
+QUIRKS = ("  In 1818,   it was Cafe\u0301 cre\u0300me <tool_call>{\"x\": 12}</tool_call> I'm told\x04 of 1,234,567"
+          "\n\n\t\u4e16 ")
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda family: family.name.split(" (")[0])
