@@ -46,6 +46,16 @@ class Row:
         return asdict(self)
 
 
+def families():
+    """tests/project/families.py: the builders of tokenizer files (and checkpoints) the family tests use."""
+    folder = str(ROOT / "tests" / "project")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    import families
+
+    return families
+
+
 def not_available(row_id: str, title: str, reason: str) -> Row:
     """A row that could not run, with the reason in its status."""
     return Row(row_id, title, status=f"n/a: {reason}")

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 from .bpe import shifted
-from .common import ROOT, Row, median, not_available
+from .common import ROOT, Row, families, median, not_available
 
 TITLE = "Generation: python -m grader.generate vs transformers' generate (SmolLM2-135M shapes, random weights)"
 INSTALL = "pip install -r requirements-test.txt"
@@ -51,15 +51,11 @@ TINY = dict(SMOLLM2_135M, vocab_size=512, hidden_size=64, num_hidden_layers=2, n
 
 def write_tokenizer(directory: Path, vocab_size: int) -> None:
     """A byte-level BPE of exactly vocab_size ids (one special token, <|endoftext|>, id 0), trained by `tokenizers`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    import tokenizers
 
-    book = (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(["".join(shifted(book, k) for k in range(4))], trainer)
+    built, book = families(), (ROOT / "data" / "frankenstein.txt").read_text(encoding="utf-8")
+    tokenizer = built.train_hf(tokenizers, built.pre_tokenizer_of(tokenizers, "gpt2"), vocab_size=vocab_size,
+                               special_tokens=["<|endoftext|>"], text="".join(shifted(book, k) for k in range(4)))
     if tokenizer.get_vocab_size() != vocab_size:
         raise RuntimeError(f"the tokenizer has {tokenizer.get_vocab_size()} ids, not {vocab_size}")
     tokenizer.save(str(directory / "tokenizer.json"))

@@ -30,6 +30,9 @@ QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| 
 # the bytes SmolLM2-135M's vocabulary has no token for
 HOLES = [4, 6, 19, 20, 22, 29, 192, 193, 241, 242, *range(245, 256)]
 TOOL_CALL = ("<tool_call>", "</tool_call>")  # Qwen2.5's added tokens with "special": false
+SMOLLM2_ADDED = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>", "<file_sep>",
+                 "<filename>", "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>",
+                 "<jupyter_text>", "<jupyter_code>", "<jupyter_output>", "<jupyter_script>", "<empty_output>"]
 # Llama 2's and TinyLlama's normalizer (older transformers wrote it); transformers 5 writes a Metaspace pre-tokenizer
 OLDER = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
                                             {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]}
@@ -44,9 +47,9 @@ CHATML = ("{% for message in messages %}"
 
 
 def train_hf(hf, pre_tokenizer, ignore_merges: bool = False, vocab_size: int = 700, normalizer=None, holes=(),
-             special_tokens=(SHORT, DOUBLE, "<pad>")):
-    """A byte-level BPE trained by `tokenizers` on 60 000 characters of the book, every byte but ``holes`` included
-    (the book has none of HOLES, so the trainer then makes no token for them, as SmolLM2's lacks them)."""
+             special_tokens=(SHORT, DOUBLE, "<pad>"), text: str = BOOK[:60_000]):
+    """A byte-level BPE trained by `tokenizers` on ``text`` (60 000 characters of the book), every byte but ``holes``
+    included (the book has none of HOLES, so the trainer then makes no token for them, as SmolLM2's lacks them)."""
     from tokenizers import decoders, models, trainers
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -57,7 +60,7 @@ def train_hf(hf, pre_tokenizer, ignore_merges: bool = False, vocab_size: int = 7
     alphabet = [char for byte, char in bytes_to_unicode().items() if byte not in holes]
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens), show_progress=False,
                                   initial_alphabet=alphabet)
-    tokenizer.train_from_iterator([BOOK[:60_000]], trainer)
+    tokenizer.train_from_iterator([text], trainer)
     return tokenizer
 
 
@@ -74,12 +77,35 @@ def pre_tokenizer_of(hf, kind: str):
                                     pre_tokenizers.ByteLevel(add_prefix_space=False)])
 
 
-def train_spm(prefix):
-    """A BPE of 1 200 pieces trained by sentencepiece on the book, Llama 2's options; (path, processor)."""
+def byte_level(hf, name: str, vocab_size: int = 700, text: str = BOOK[:60_000]):
+    """SmolLM2's ("smollm2"), Llama 3's ("llama3") or Qwen2.5's ("qwen2.5") kind of byte-level tokenizer, trained."""
+    from tokenizers import AddedToken, normalizers, processors
+
+    if name == "smollm2":  # the added tokens first (trained as specials), the 21 bytes left out of the alphabet
+        tokenizer = train_hf(hf, pre_tokenizer_of(hf, "smollm"), vocab_size=vocab_size, holes=HOLES,
+                             special_tokens=SMOLLM2_ADDED, text=text)
+        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    elif name == "llama3":  # the specials after the merged tokens, as Llama 3's 128000...
+        tokenizer = train_hf(hf, pre_tokenizer_of(hf, "llama3"), ignore_merges=True, vocab_size=vocab_size,
+                             special_tokens=(), text=text)
+        tokenizer.add_special_tokens(["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"])
+        tokenizer.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                                 special_tokens=[("<|begin_of_text|>", vocab_size)])
+    else:  # Qwen2.5: NFC, its own pattern, the specials after the merged tokens, then two that are not special
+        tokenizer = train_hf(hf, pre_tokenizer_of(hf, "qwen2"), normalizer=normalizers.NFC(), vocab_size=vocab_size,
+                             special_tokens=(), text=text)
+        tokenizer.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+        tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in TOOL_CALL])
+        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tokenizer
+
+
+def train_spm(prefix, vocab_size: int = 1200):
+    """A BPE of vocab_size (1 200) pieces trained by sentencepiece on the book, Llama 2's options; (path, processor)."""
     spm = require_oracle("sentencepiece")
     spm.SentencePieceTrainer.train(
-        input=str(ROOT / "data" / "frankenstein.txt"), model_prefix=str(prefix), model_type="bpe", vocab_size=1200,
-        byte_fallback=True, split_digits=True, character_coverage=0.9995, add_dummy_prefix=True,
+        input=str(ROOT / "data" / "frankenstein.txt"), model_prefix=str(prefix), model_type="bpe",
+        vocab_size=vocab_size, byte_fallback=True, split_digits=True, character_coverage=0.9995, add_dummy_prefix=True,
         normalization_rule_name="identity", remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, max_sentence_length=100_000, num_threads=1, minloglevel=2)
     return prefix.with_suffix(".model"), spm.SentencePieceProcessor(model_file=str(prefix.with_suffix(".model")))

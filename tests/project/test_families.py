@@ -30,8 +30,9 @@ import json
 import pytest
 import torch
 
-from families import (CHATML, HOLES, LLAMA3, TOOL_CALL, converted_spm, generate, greedy, layouts, our_greedy_ids,
-                      pre_tokenizer_of, rendered, run_chat, train_hf, train_spm, with_bos, write_model)
+from families import (CHATML, LLAMA3, converted_spm, generate, greedy, layouts, our_greedy_ids, rendered, run_chat,
+                      train_spm, with_bos, write_model)
+from families import byte_level as byte_level_tokenizer
 from grader import curriculum, loader
 from grader.generate import read_checkpoint
 from grader_kata import require_oracle
@@ -58,9 +59,6 @@ LLAMA2_CHAT = (
     "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
     "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}")
 README = ("python", "-m", "grader.generate", "models/smollm2", "--prompt", "Gravity is", "--max-new-tokens", "40")
-SMOLLM2_ADDED = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>", "<file_sep>",
-                 "<filename>", "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>",
-                 "<jupyter_text>", "<jupyter_code>", "<jupyter_output>", "<jupyter_script>", "<empty_output>"]
 NAMES = ["smollm2", "llama3", "qwen2.5", "tinyllama", "mistral"]
 
 
@@ -80,31 +78,17 @@ def settings(directory, **values) -> None:
 
 def byte_level(tokenizers, directory, name: str):
     """SmolLM2's, Llama 3's or Qwen2.5's tokenizer.json and tokenizer_config.json; the model's options."""
-    from tokenizers import AddedToken, normalizers, processors
-
-    if name == "smollm2":  # the added tokens first (trained as specials), the 21 bytes left out of the alphabet
-        tokenizer = train_hf(tokenizers, pre_tokenizer_of(tokenizers, "smollm"), holes=HOLES,
-                             special_tokens=SMOLLM2_ADDED)
-        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    tokenizer = byte_level_tokenizer(tokenizers, name)
+    if name == "smollm2":
         settings(directory, tokenizer_class="GPT2Tokenizer", bos_token="<|im_start|>", eos_token="<|im_end|>",
                  chat_template=CHATML, clean_up_tokenization_spaces=False)
         model = dict(base=100000.0, tie=True, bos=1, eos=2, layout="before-5.0")
-    elif name == "llama3":  # the specials after the merged tokens, as Llama 3's 128000...
-        tokenizer = train_hf(tokenizers, pre_tokenizer_of(tokenizers, "llama3"), ignore_merges=True,
-                             special_tokens=())
-        tokenizer.add_special_tokens(["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"])
-        tokenizer.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
-                                                                 special_tokens=[("<|begin_of_text|>", 700)])
+    elif name == "llama3":
         # clean_up_tokenization_spaces true, as published: transformers 5 ignores it for a BPE ("Hello ." stays)
         settings(directory, tokenizer_class="PreTrainedTokenizerFast", bos_token="<|begin_of_text|>",
                  eos_token="<|end_of_text|>", clean_up_tokenization_spaces=True)
         model = dict(base=500000.0, scaling=LLAMA3, tie=True, bos=700, eos=701, layout="before-5.0")
-    else:  # Qwen2.5: NFC, its own pattern, the specials after the merged tokens, then two that are not special
-        tokenizer = train_hf(tokenizers, pre_tokenizer_of(tokenizers, "qwen2"), normalizer=normalizers.NFC(),
-                             special_tokens=())
-        tokenizer.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-        tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in TOOL_CALL])
-        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    else:
         settings(directory, tokenizer_class="Qwen2Tokenizer", bos_token=None, eos_token="<|im_end|>",
                  chat_template=CHATML, clean_up_tokenization_spaces=False)
         # a window of 16, switched off: prompt and reply run past it

@@ -4,7 +4,8 @@ Speed is never asserted (see test_benchmarks.py). On tiny shapes and a few token
 the generation row runs python -m grader.generate and transformers' generate on one checkpoint,
 both writing every token and the same greedy text, and reports speed, time to first token, peak
 memory and their ratios; that the encoding row gives the ids of `tokenizers` for every family of
-tokenizer.json; and that both rows are n/a, naming the install, without the Hugging Face packages.
+tokenizer.json, on the book and on a short text of each family's quirks; and that both rows are n/a,
+naming the install, without the Hugging Face packages.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import subprocess
 import sys
 
 import pytest
+from grader_kata import require_oracle
 
+from benchmarks.encode import FAMILIES
 from grader import curriculum
 
 ROOT = curriculum.ROOT
@@ -53,8 +56,6 @@ def test_generate_row_times_both_sides_on_the_same_checkpoint(rows):
 
 
 def test_encode_row_gives_the_ids_of_tokenizers_for_every_family(rows):
-    from benchmarks.encode import FAMILIES
-
     row = rows["encode"]
     assert row["status"] == "ok", row["status"]
     ratios = [m for m in row["measurements"] if m["name"].endswith("kata time / tokenizers time")]
@@ -62,6 +63,22 @@ def test_encode_row_gives_the_ids_of_tokenizers_for_every_family(rows):
     for family in FAMILIES:
         assert row["details"][family.name]["same_ids"], f"{family.name}: the kata's ids differ from tokenizers'"
     assert all(m["value"] and m["value"] > 0 for m in ratios), ratios
+
+
+# what the families read differently: runs of spaces, NFD accents, an added token that is not special, digits,
+# a contraction, a byte SmolLM2's vocabulary lacks, tabs and newlines, characters the book never has
+QUIRKS = ("  In 1818,   it was Cafe\u0301 cre\u0300me <tool_call>{\"x\": 12}</tool_call> I'm told\x04 of 1,234,567"
+          "\n\n\t\u4e16 ")
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda family: family.name.split(" (")[0])
+def test_each_family_of_the_encode_row_reads_its_quirks_as_tokenizers_does(family, tmp_path):
+    Tokenizer = require_oracle("tokenizers").Tokenizer
+    path = family.write(tmp_path, True)
+    ours = family.load_kata(path).encode(QUIRKS)
+    theirs = Tokenizer.from_file(str(path)).encode(QUIRKS, add_special_tokens=False).ids
+    assert ours == theirs, (f"{family.name}: Observed the kata's ids {ours}, tokenizers' {theirs} on {QUIRKS!r}. "
+                            "Likely cause: the row's file for this family is not the kind the kata reads.")
 
 
 def test_without_the_hugging_face_packages_both_rows_are_na_and_say_how_to_install(tmp_path):
