@@ -1,4 +1,4 @@
-r"""Stage 13: BPE tokenizers: byte-level BPE trained from scratch (GPT-2, Llama 3), and SentencePiece-style BPE read (Llama 2).
+r"""Stage 13: BPE tokenizers: byte-level, trained from scratch (GPT-2, Llama 3), and SentencePiece-style (Llama 2).
 
 Text is first turned into its UTF-8 bytes, so ids 0..255 are the 256 byte values and ANY string,
 in any script, with emoji, can be encoded: nothing is ever unknown. Byte-pair encoding then learns
