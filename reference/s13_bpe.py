@@ -443,6 +443,10 @@ class ByteBPE:
           merge as if they touched; encode does the same, so decode(encode(text)) lacks it.
         - An added token that is not special is found in any text, allowed_special or not.
 
+        Added tokens are found in the text as written, even one marked ``"normalized": true``;
+        ``tokenizers`` would find such a token in the NFC text, which differs only for a token
+        that NFC changes, or one that ends next to a combining mark.
+
         What the file's post_processor adds (Llama 3 puts "<|begin_of_text|>" before the text) is
         not applied: encode gives the ids of the text alone, so prepend the model's BOS id where
         it expects one. The decoder is always ByteLevel's, which decode already is.
@@ -751,9 +755,11 @@ def sentencepiece_layout(config: dict) -> dict:
     """How a SentencePiece-style tokenizer.json writes spaces, or ValueError when this stage cannot read it exactly.
 
     Accepted: model type "BPE" with "byte_fallback": true and no dropout, word prefixes or
-    suffixes, or ignore_merges; added tokens that are special and matched as written; the
-    decoder Sequence[Replace("▁" -> " "), ByteFallback, Fuse] with or without Strip(" ", 1, 0)
-    at the end; and spaces written "▁" in one of the two layouts found in published files:
+    suffixes, or ignore_merges; added tokens that are special, without lstrip, rstrip or
+    single_word (one marked "normalized": true is found in the NORMALIZED text in the older
+    layout: see SentencePieceBPE.encode); the decoder Sequence[Replace("▁" -> " "),
+    ByteFallback, Fuse] with or without Strip(" ", 1, 0) at the end; and spaces written "▁"
+    in one of the two layouts found in published files:
         older (Llama 2, TinyLlama):  normalizer Sequence[Prepend("▁"), Replace(" " -> "▁")], no
             pre-tokenizer: every stretch of text between special tokens gets a "▁" in front;
             without the Prepend, none does.
@@ -781,9 +787,8 @@ def sentencepiece_layout(config: dict) -> dict:
             raise ValueError(refusal.format(f"model option {option}={model[option]!r}"))
     normalizer, pre = config.get("normalizer"), config.get("pre_tokenizer")
     for token in config.get("added_tokens") or []:
-        if (not token.get("special") or any(token.get(key) for key in ("lstrip", "rstrip", "single_word"))
-                or (normalizer is not None and token.get("normalized"))):
-            what = f"added token {token.get('content')!r} (not special, normalized, or with lstrip/rstrip/single_word)"
+        if not token.get("special") or any(token.get(key) for key in ("lstrip", "rstrip", "single_word")):
+            what = f"added token {token.get('content')!r} (not special, or with lstrip/rstrip/single_word)"
             raise ValueError(refusal.format(what))
     decoder = config.get("decoder") or {}
     steps = decoder.get("decoders", []) if decoder.get("type") == "Sequence" else [decoder]
@@ -823,6 +828,9 @@ class SentencePieceBPE:
             merges          {(a, b): id of the merged piece}, in the file's order
             ranks           {(a, b): its place in that order}: 0 is applied first
             special_tokens  {"<s>": its id}, the file's added tokens
+            normalized_tokens {"▁</s>": its id}: those of the special tokens that an older-layout file
+                            marks "normalized": true, written as the normalizer writes them; encode
+                            finds them in the normalized text, and vocab holds them so
             prepend, even_after_space, split, strip: the file's layout (sentencepiece_layout)
         """
         self.vocab: dict[int, str] = {}  # id -> its piece
@@ -831,6 +839,7 @@ class SentencePieceBPE:
         self.merges: dict[tuple[int, int], int] = {}  # (a, b) -> the merged piece's id, in the file's order
         self.ranks: dict[tuple[int, int], int] = {}  # (a, b) -> its rank: the lowest is merged first
         self.special_tokens: dict[str, int] = {}  # "<s>" -> its id
+        self.normalized_tokens: dict[str, int] = {}  # "▁</s>" -> its id: found in the normalized text
         self.prepend, self.even_after_space, self.split, self.strip = "always", True, False, True
 
     @classmethod
@@ -846,6 +855,12 @@ class SentencePieceBPE:
         special_tokens from the added tokens; vocab and piece_ids from model.vocab; byte_ids[b] =
         the id of "<0x%02X>" % b for all 256 bytes; merges and ranks from model.merges
         (read_merges, as for ByteBPE). Ids need not follow the ranks, so keep the ranks.
+
+        An added token marked ``"normalized": true`` in a file with a normalizer (the older
+        layout; Meta's Llama 2 upload marks <unk> <s> </s> so) is matched AFTER normalizing, and
+        the library normalizes the token itself too: "</s>" is looked for as normalize("</s>") =
+        "▁</s>" (normalized_tokens), and that is also the id's piece in vocab, so it decodes as
+        " </s>". Without a normalizer (the newer layout) "normalized" changes nothing.
 
         Args:
             path: a tokenizer.json.
@@ -863,9 +878,14 @@ class SentencePieceBPE:
         spm.split, spm.strip = layout["split"], layout["strip"]
         # 1) the pieces, and the special tokens (written as themselves too)
         spm.piece_ids = dict(config["model"].get("vocab") or {})
-        spm.special_tokens = {added["content"]: added["id"] for added in config.get("added_tokens") or []}
+        added_tokens = config.get("added_tokens") or []
+        spm.special_tokens = {added["content"]: added["id"] for added in added_tokens}
+        if config.get("normalizer") is not None:  # "normalized": true: found as the normalizer writes it
+            spm.normalized_tokens = {spm.normalize(added["content"]): added["id"]
+                                     for added in added_tokens if added.get("normalized")}
         spm.vocab = {token_id: piece for piece, token_id in spm.piece_ids.items()}
         spm.vocab |= {token_id: content for content, token_id in spm.special_tokens.items()}
+        spm.vocab |= {token_id: written for written, token_id in spm.normalized_tokens.items()}
         # 2) a chunk ends before a "▁" that follows another character: no piece may hold one there
         for piece in spm.piece_ids:
             if not spm.split and piece not in spm.special_tokens and re.search("[^▁]▁", piece):
@@ -900,32 +920,49 @@ class SentencePieceBPE:
         """The id of "</s>", which ends a text (2 in Llama 2)."""
         return self.special_tokens["</s>"]
 
-    def chunks(self, text: str, first: bool = True) -> list[str]:
-        """Write text as the file does, spaces as "▁" and the dummy prefix in front, then cut it into chunks.
+    def normalize(self, text: str, first: bool = True) -> str:
+        """Write text as the file does: spaces as "▁", and the dummy prefix "▁" in front.
 
         The prefix: with prepend "always" every stretch of text gets a "▁" in front, with
         "first" only the first (first=True), with "never" none; an empty stretch gets none, and
         neither does one that already starts with "▁" unless even_after_space (the older layout,
-        as SentencePiece itself: "  a" is "▁▁▁a" there, "▁▁a" with Metaspace). Then the text
-        is cut before every "▁" that follows another character (SPACE_RUN_WORDS; with split,
-        before every "▁": SPACE_WORDS). No piece crosses such a place, so each chunk can be
-        encoded alone.
+        as SentencePiece itself: "  a" is "▁▁▁a" there, "▁▁a" with Metaspace). In the older
+        layout this is the file's normalizer, Prepend("▁") then Replace(" " -> "▁"); in the
+        newer one Metaspace does the same after the special tokens are found.
 
         Example (the older layout):
-            >>> SentencePieceBPE().chunks("Hello  world")
-            ['▁Hello', '▁▁world']
+            >>> SentencePieceBPE().normalize("Hello  world")
+            '▁Hello▁▁world'
 
         Args:
             text: a stretch of text (between special tokens, when they are allowed).
             first: whether it is the first stretch of the text.
         Returns:
-            The chunks; joined, they are the text with spaces as "▁" and the prefix.
+            The text with spaces as "▁" and the prefix.
         """
         spaced = text.replace(" ", "▁")
         wanted = self.prepend == "always" or (self.prepend == "first" and first)
         if spaced and wanted and (self.even_after_space or not spaced.startswith("▁")):
             spaced = "▁" + spaced
-        return (SPACE_WORDS if self.split else SPACE_RUN_WORDS).findall(spaced)
+        return spaced
+
+    def chunks(self, written: str) -> list[str]:
+        """Cut normalized text into chunks: before every "▁" that follows another character.
+
+        With the layout's split, before every "▁" (SPACE_WORDS), else before a "▁" that follows
+        another character (SPACE_RUN_WORDS). No piece crosses such a place, so each chunk can be
+        encoded alone.
+
+        Example:
+            >>> SentencePieceBPE().chunks("▁Hello▁▁world")
+            ['▁Hello', '▁▁world']
+
+        Args:
+            written: text as normalize writes it.
+        Returns:
+            The chunks; joined, they are the text.
+        """
+        return (SPACE_WORDS if self.split else SPACE_RUN_WORDS).findall(written)
 
     def _encode_chunk(self, chunk: str) -> list[int]:
         """Encode one chunk: each character its piece's id, or its UTF-8 bytes' ids; then the merges (apply_merges).
@@ -950,14 +987,32 @@ class SentencePieceBPE:
     def encode(self, text: str, allowed_special: bool = False) -> list[int]:
         """Turn text into token ids, as the tokenizer.json's library does.
 
-        With allowed_special, special tokens are cut out first (split_out, as in ByteBPE.encode), and each stretch of text between them is encoded on its own (so each
-        may get its own "▁" prefix: see chunks). Each chunk is encoded once (a cache) by
-        _encode_chunk. The ids of "<s>" and "</s>" are not added: prepend bos_id where the model
-        expects it.
+        Each stretch of text is normalized (normalize: spaces as "▁", and each stretch may get
+        its own "▁" prefix), cut into chunks (chunks), and each different chunk encoded once (a
+        cache) by _encode_chunk. The ids of "<s>" and "</s>" are not added: prepend bos_id where
+        the model expects it.
+
+        With allowed_special, special tokens are found in TWO passes, as ``tokenizers`` does,
+        both with split_out (as in ByteBPE.encode):
+            1) the tokens found as written (all but normalized_tokens) are cut out of the
+               text itself;
+            2) each stretch between them is normalized;
+            3) the tokens in normalized_tokens ("normalized": true, older layout only) are cut
+               out of that NORMALIZED stretch, written as the normalizer writes them ("▁</s>");
+            4) what lies between is cut into chunks and encoded.
+        Most files mark every token "normalized": false, and step 3 then finds nothing.
 
         Example (the vocabulary of the stage's tests):
-            "Hello world" -> chunks "▁Hello" "▁world" -> their ids; "é", not a piece -> "▁" then
-            the byte tokens <0xC3> <0xA9>.
+            "Hello world" -> "▁Hello▁world" -> chunks "▁Hello" "▁world" -> their ids; "é", not a
+            piece -> "▁" then the byte tokens <0xC3> <0xA9>.
+
+        Example (two passes: "<s>" marked "normalized": false, "</s>" true), "<s>Hi </s> x</s>":
+            1) "<s>" as written:       "" | <s> | "Hi </s> x</s>"
+            2) that stretch normalized:          "▁Hi▁</s>▁x</s>"
+            3) "▁</s>" in it:                    "▁Hi" | ▁</s> | "▁x</s>"
+            4) "▁x</s>" has no "▁</s>" (the last "</s>" follows "x"): its characters are
+               encoded as text. So with Llama 2's normalizer a "normalized": true "</s>" is a
+               token only after a space or at the start of a stretch, and takes that "▁" with it.
 
         Args:
             text: any string.
@@ -966,17 +1021,30 @@ class SentencePieceBPE:
         Returns:
             A list of ints in [0, V).
         """
-        matched = self.special_tokens if allowed_special else {}
+        as_written: dict[str, int] = {}  # tokens looked for in the text itself
+        normalized: dict[str, int] = {}  # tokens looked for in the normalized text ("▁</s>")
+        if allowed_special:
+            normalized = self.normalized_tokens
+            as_written = {token: i for token, i in self.special_tokens.items() if i not in normalized.values()}
         ids: list[int] = []
         cache: dict[str, list[int]] = {}  # a book repeats its words: encode each different chunk once
-        for index, part in enumerate(split_out(text, matched)):
-            if index % 2:  # split_out puts each token it found between two stretches of text
-                ids.append(self.special_tokens[part])
+        # 1) the tokens found as written; split_out puts each one between two stretches of text
+        for index, part in enumerate(split_out(text, as_written)):
+            if index % 2:
+                ids.append(as_written[part])
                 continue
-            for chunk in self.chunks(part, first=index == 0):
-                if chunk not in cache:
-                    cache[chunk] = self._encode_chunk(chunk)
-                ids.extend(cache[chunk])
+            # 2) the stretch between them, normalized
+            written = self.normalize(part, first=index == 0)
+            # 3) the tokens found in the normalized stretch
+            for inner, piece in enumerate(split_out(written, normalized)):
+                if inner % 2:
+                    ids.append(normalized[piece])
+                    continue
+                # 4) the rest cut into chunks, each chunk encoded once
+                for chunk in self.chunks(piece):
+                    if chunk not in cache:
+                        cache[chunk] = self._encode_chunk(chunk)
+                    ids.extend(cache[chunk])
         return ids
 
     def decode(self, ids: list[int]) -> str:
@@ -986,7 +1054,7 @@ class SentencePieceBPE:
         several); a run that is not valid UTF-8 becomes one U+FFFD per byte token (as the
         library's ByteFallback decoder does, unlike errors="replace"). Then, if strip, ONE space
         at the very start is removed: the one the prefix added. A special token decodes to its
-        string ("</s>").
+        piece in vocab: "</s>", or "▁</s>", so " </s>", for one in normalized_tokens.
 
         Example (the stage's test vocabulary): the ids of "▁Hello" "▁world" -> " Hello world" ->
         "Hello world"; <0xC3> <0xA9> -> "é"; <0xC3> alone -> "\ufffd".

@@ -1063,18 +1063,19 @@ SPM_E_ACUTE = [SPM_IDS["▁"], spm_byte_id(0xC3), spm_byte_id(0xA9)]
 
 
 def test_sentencepiece_puts_a_marker_in_front_and_writes_spaces_as_markers(stage, tmp_path):
-    """"Hello world" -> "▁Hello▁world" (one "▁" in front, the space written "▁") -> chunks "▁Hello" "▁world".
+    """"Hello world" -> normalize: "▁Hello▁world" (one "▁" in front, the space written "▁") -> chunks "▁Hello" "▁world".
     "▁Hello": ▁ H e l l o: rank 2 (l l), 3 (▁ H), 4 (e ll), 5 (▁H ell), 6 (▁Hell o) -> [276].
     "▁world": ▁ w o r l d: rank 7 (▁ w), 8 (o r), 9 (▁w or), 10 (l d), 11 (▁wor ld) -> [281]."""
     spm = load_spm(stage, tmp_path)
-    chunks = spm.chunks("Hello world")
-    if chunks == ["Hello", "▁world"]:
-        fail(f"chunks('Hello world'): expected ['▁Hello', '▁world'], got {chunks!r}",
+    written = spm.normalize("Hello world")
+    if written == "Hello▁world":
+        fail(f"normalize('Hello world'): expected '▁Hello▁world', got {written!r}",
              "SentencePiece puts ONE '▁' in front of the text (the dummy prefix), so the first word has the same "
              "pieces as a word after a space.", "no '▁' in front of the first word: the dummy prefix is missing")
-    assert_equal(chunks, ["▁Hello", "▁world"], "chunks('Hello world') (the older layout)",
-                 hint="Spaces become '▁', one '▁' goes in front, and the text is cut before each '▁' that follows "
-                      "another character.")
+    assert_equal(written, "▁Hello▁world", "normalize('Hello world') (the older layout)",
+                 hint="Spaces become '▁' and one '▁' goes in front.")
+    assert_equal(spm.chunks("▁Hello▁world"), ["▁Hello", "▁world"], "chunks('▁Hello▁world')",
+                 hint="The text is cut before each '▁' that follows another character.")
     got = spm_encode(spm, "Hello world", "encode('Hello world')")
     if got == [SPM_IDS["H"], SPM_IDS["ell"], SPM_IDS["o"], SPM_IDS["▁world"]]:
         fail(f"encode('Hello world'): expected {SPM_HELLO}, got {got}", "One '▁' goes in front of the text before "
@@ -1178,6 +1179,65 @@ def test_sentencepiece_reads_both_layouts(stage, tmp_path, layout, name, expecte
                      hint="Read the layout from the file (sentencepiece_layout): whether '▁' goes in front of every "
                           "stretch between special tokens or only the first, whether even before a space, and "
                           "Metaspace's split.")
+
+
+def spm_added_tokens(*normalized: str) -> list[dict]:
+    """The added tokens <unk> <s> </s> (ids 0-2), those named marked "normalized": true (Meta's Llama 2 upload
+    marks all three so; later uploads mark them false)."""
+    return [{"id": i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": content in normalized, "special": True} for i, content in enumerate(("<unk>", "<s>", "</s>"))]
+
+
+def spm_id(piece: str) -> int:
+    """The id of a piece of the hand-written file: a byte token ("<0x3C>"), a special token, or one of SPM_PIECES."""
+    if piece.startswith("<0x"):
+        return spm_byte_id(int(piece[3:5], 16))
+    return {"<unk>": 0, "<s>": 1, "</s>": 2, "▁</s>": 2}.get(piece, SPM_IDS.get(piece))
+
+
+# text -> (expected pieces, {a known mistake's ids: what it did})
+SPM_NORMALIZED_CASES = {
+    "Hello </s> world": (["▁Hello", "▁</s>", "▁world"], {
+        (276, 259, 2, 259, 281): "'</s>' was found in the text as written, so the spaces around it stayed text",
+        (276, 259, 2, 281): "'</s>' itself was looked for in the normalized text, not '▁</s>' (the token normalized)"}),
+    "Hello</s>": (["▁Hello", "<0x3C>", "<0x2F>", "<0x73>", "<0x3E>"], {
+        (276, 2): "'</s>' was found right after 'Hello': the normalized text '▁Hello</s>' holds no '▁</s>'"}),
+    "</s>Hello": (["▁</s>", "H", "ell", "o"], {
+        (2, 276): "'Hello' got a '▁' of its own: '</s>' is found in the normalized text '▁</s>Hello', where it "
+                  "takes the '▁' in front of it, and the rest is not normalized again"}),
+    "<s>Hello </s>": (["<s>", "▁Hello", "▁</s>"], {}),
+}
+
+
+def test_sentencepiece_finds_a_normalized_special_token_in_the_normalized_text(stage, tmp_path):
+    """The older layout with "</s>" marked "normalized": true ("<s>" false). tokenizers finds "<s>" in the text
+    as written; each stretch between is normalized; then it finds "</s>" in the NORMALIZED stretch, written as the
+    normalizer writes it: "▁</s>". allowed_special=True throughout:
+        "Hello </s> world" -> "▁Hello▁</s>▁world" -> "▁Hello" | ▁</s> | "▁world"   -> [276, 2, 281]
+        "Hello</s>"        -> "▁Hello</s>": no "▁</s>" in it: "</s>" is text, its four bytes (no piece has them)
+                              -> [276, 63, 50, 118, 65]
+        "</s>Hello"        -> "▁</s>Hello" -> ▁</s> | "Hello": no second "▁" -> H e l l o -> H ell o: [2, 263, 274, 266]
+        "<s>Hello </s>"    -> "" | <s> | "Hello </s>" -> "▁Hello▁</s>" -> "▁Hello" | ▁</s> -> [1, 276, 2]
+    The id's piece is "▁</s>" too: decode([276, 2, 281]) = " Hello </s> world" less the first space."""
+    try:
+        spm = load_spm(stage, tmp_path, added_tokens=spm_added_tokens("</s>"))
+    except ValueError as error:
+        fail(f"SentencePieceBPE.from_tokenizer_json refused a file whose '</s>' is marked \"normalized\": true: {error}",
+             "Meta's Llama 2 upload marks its special tokens so: read it, and find such a token in the normalized "
+             "text (normalized_tokens), as tokenizers does.")
+    for text, (pieces, mistakes) in SPM_NORMALIZED_CASES.items():
+        expected = [spm_id(piece) for piece in pieces]
+        got = spm_encode(spm, text, f"encode({text!r})", allowed_special=True)
+        what = f"encode({text!r}, allowed_special=True) with '</s>' marked normalized ({' '.join(pieces)})"
+        hint = ("Two passes: the tokens marked \"normalized\": false are split out of the text as written; each "
+                "stretch between is normalized; the tokens marked true are split out of the NORMALIZED stretch, "
+                "written as the normalizer writes them ('▁</s>').")
+        if tuple(got) in mistakes and got != expected:
+            fail(f"{what}: expected {expected}, got {got}", hint, mistakes[tuple(got)])
+        assert_equal(got, expected, what, hint=hint)
+    assert_equal(spm.decode([SPM_IDS["▁Hello"], 2, SPM_IDS["▁world"]]), "Hello </s> world", "decode([276, 2, 281])",
+                 hint="A token marked normalized decodes as its normalized piece, '▁</s>': ' </s>'.")
+    assert_equal(spm.decode([2]), "</s>", "decode([2])", hint="' </s>', then the one leading space stripped.")
 
 
 def test_byte_bpe_from_tokenizer_json_hands_a_sentencepiece_file_on(stage, tmp_path):

@@ -100,6 +100,31 @@ def test_encode_and_decode_match_tokenizers_and_sentencepiece(spm_model, newer_c
     assert len(fallen) > 50, f"the multilingual text should mostly fall back to bytes, got {len(fallen)} byte tokens"
 
 
+# the texts of the brief, and "</s>" inside the text as a TinyLlama chat template puts it
+NORMALIZED_SPECIALS = WITH_SPECIALS + [
+    "Hello <s> world", "Hi</s>\nthere", "<s>", " <s>", "a<unk>b", "<s>[INST] Hi [/INST] Hello </s><s>[INST] more",
+    "<|user|>\nHi</s>\n<|assistant|>\n", "a </s>b </s>", "  </s>  ", "</s>", "x▁</s>", "<s><s> </s></s>"]
+
+
+@pytest.mark.parametrize("marked", [("<unk>", "<s>", "</s>"), ("</s>",)])
+def test_special_tokens_marked_normalized_match_tokenizers(newer_config, bpe_stage, tmp_path, marked):
+    """The converted file in the older layout with <unk> <s> </s> (or only </s>) marked "normalized": true, as
+    Meta's Llama 2 upload marks them: tokenizers finds those in the normalized text, written "▁</s>", so "Hi</s>" is
+    text and " </s>" one token. Ours must give the same ids, and decode them as tokenizers does."""
+    hf = require_oracle("tokenizers")
+    config = layouts(newer_config)["older"]
+    for token in config["added_tokens"]:
+        token["normalized"] = token["content"] in marked
+    tokenizer, ours = read_both(hf, bpe_stage, config, tmp_path)
+    for text in VARIED + NORMALIZED_SPECIALS:
+        expected = tokenizer.encode(text, add_special_tokens=False).ids
+        got = ours.encode(text, allowed_special=True)
+        assert got == expected, f"{marked}: encode({text[:60]!r}, allowed_special=True)\n  ours {got[:30]}\n  hf   {expected[:30]}"
+        assert ours.decode(got) == tokenizer.decode(got, skip_special_tokens=False), f"{marked}: decode of {text[:60]!r}"
+    # the file is read as marked: "</s>" is a token after a space, text after a letter
+    assert ours.encode("Hi </s>", allowed_special=True)[-1] == 2 and 2 not in ours.encode("Hi</s>", allowed_special=True)
+
+
 @pytest.mark.parametrize("scheme, split", [("always", False), ("always", True), ("never", False)])
 def test_other_metaspace_settings_match_tokenizers(newer_config, bpe_stage, tmp_path, scheme, split):
     hf = require_oracle("tokenizers")
@@ -165,6 +190,15 @@ def test_the_stage_suites_hand_written_llama2_file_is_what_tokenizers_reads(bpe_
         tokenizer = hf.Tokenizer.from_str(json.dumps(suite.spm_tokenizer_json(layout)))
         for text, pieces in expected.items():
             assert tokenizer.encode(text, add_special_tokens=False).tokens == pieces, (layout, text)
+    normalized = hf.Tokenizer.from_str(json.dumps(suite.spm_tokenizer_json(
+        suite.OLDER, added_tokens=suite.spm_added_tokens("</s>"))))
+    for text, (pieces, mistakes) in suite.SPM_NORMALIZED_CASES.items():
+        encoding = normalized.encode(text, add_special_tokens=False)
+        assert encoding.tokens == pieces and encoding.ids == [suite.spm_id(piece) for piece in pieces], text
+        assert tuple(encoding.ids) not in mistakes, text
+    ids = [suite.SPM_IDS["▁Hello"], 2, suite.SPM_IDS["▁world"]]
+    assert normalized.decode(ids, skip_special_tokens=False) == "Hello </s> world"
+    assert normalized.decode([2], skip_special_tokens=False) == "</s>"
 
 
 def test_generate_prints_what_transformers_generates_with_a_llama2_tokenizer(newer_config, tmp_path):
