@@ -16,7 +16,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from . import curriculum, hints, integrity, report, run
+from . import cache, curriculum, hints, integrity, report, run
 from .results import PASSED, Report, StageResult
 
 _FLAG = {"action": "store_true"}
@@ -40,6 +40,7 @@ OPTIONS = {
     "--device": dict(default=os.environ.get("KATA_DEVICE", "cpu"), choices=("cpu", "cuda", "mps"),
                      help="torch device for the suites: cpu (default), cuda or mps"),
     "--no-fork": _FLAG | dict(help="start a fresh interpreter per stage instead of forking (also: KATA_NO_FORK=1)"),
+    "--fresh": _FLAG | dict(help="grade every stage again: reuse no verdict kept from an earlier run (.kata-cache/)"),
     "--ci": _FLAG | dict(help="course mode: a tampered test file fails the run"),
     "--pass-threshold": dict(type=float, help="exit 0 when the score reaches this fraction (0 to 1) of the maximum"),
     "--extra-tests": dict(help="a directory of hidden instructor tests (test_<stage id>*.py), with their own points"),
@@ -181,7 +182,8 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
                             fallback=not args.no_fallback and args.reference is not None,
                             timeout=args.timeout, stage_timeout=args.stage_timeout, memory_mb=args.memory_limit,
                             device=args.device, jobs=args.jobs, fork=fork, no_credit=no_credit, budget=args.budget,
-                            hide=(Path(args.extra_tests).resolve(),) if args.extra_tests else ())
+                            hide=(Path(args.extra_tests).resolve(),) if args.extra_tests else (),
+                            cache=None if course_mode(args) else cache.folder(root), fresh=args.fresh)
     if args.action == "stage" and args.format == "text" and args.verbose:  # pytest's -v, then ours
         settings.verbose = next(u.key for u in units if u.stage.id == args.stage.id and not u.extra)
     # the test files that differ from the manifest (none to check in a working copy without one)
@@ -202,6 +204,11 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
     return Report(impl=args.impl, fallback=settings.fallback, fallback_note=note,
                   stages=results, notes=notes + run.isolation_notes(results),
                   integrity_failed=bool(problems) and args.ci, pass_threshold=args.pass_threshold)
+
+
+def course_mode(args: argparse.Namespace) -> bool:
+    """A course's grade (--ci, hidden tests, a time budget, a CI format) never reads nor keeps a verdict."""
+    return bool(args.ci or args.extra_tests or args.budget > 0 or args.format in ("gradescope", "github", "junit"))
 
 
 def units_to_run(args: argparse.Namespace, stages, root: Path, workdir: Path) -> list[run.Unit]:

@@ -41,6 +41,9 @@ def scorecard(report: Report, *, colour: bool = False, impl_display: str = "exer
     total = (f"Total: {report.score:g}/{report.max_score:g} points, {sum(s.status == PASSED for s in graded)} of "
              f"{len(graded)} graded suites pass" + f" ({missing} without a suite yet, not counted)" * bool(missing))
     lines += ["", _paint(total, "1", colour)]
+    if reused := sum(s.reused for s in report.stages):
+        lines.append(f"Reused {reused} verdict{'s' * (reused > 1)} from an earlier run (nothing they depend on changed); "
+                     "--fresh re-grades every stage")
     if substituted := ", ".join(sorted({d for s in report.stages if s.status != NOT_STARTED for d in s.substituted})):
         lines.append(_paint(f"Substituted from reference/ somewhere in this run: {substituted}", "33", colour))
     return "\n".join(lines + [""] + next_steps(report, impl_display)) + "\n"
@@ -74,7 +77,8 @@ def _head(result: StageResult, colour: bool, reason: bool = False) -> list[str]:
     """The status line, the reason (if asked for and there is one), then which stages came from reference/."""
     status = _paint(result.status_text(), _COLOURS.get(result.status, ""), colour)
     used = f"  used reference/ for: {', '.join(result.substituted)} (yours do not pass yet)"
-    return [f"{stage_label(result)}: {status}  ({result.score:g}/{result.max_score:g} points)"] + \
+    return [f"{stage_label(result)}: {status}  ({result.score:g}/{result.max_score:g} points)"
+            + "  (reused: nothing it depends on changed)" * result.reused] + \
         [f"  {result.reason}"] * bool(reason and result.reason) + [used] * bool(result.substituted)
 
 

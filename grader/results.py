@@ -45,6 +45,7 @@ class StageResult:
     tests: list[TestResult] = field(default_factory=list)
     duration: float = 0.0  # wall seconds of the child process
     isolation: str = ""  # what the stage's sandbox reached (grader/sandbox.py LEVELS)
+    reused: bool = False  # the verdict of an earlier run, nothing it depends on changed (grader/cache.py)
 
     def status_text(self) -> str:
         """The scorecard's words: "passed", "failing 2 of 9", "not started", "error", ..."""

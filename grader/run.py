@@ -5,7 +5,8 @@ Running: a fork server. This process imports torch and pytest once, then starts 
 (grader/child.py) through the one stage runner (grader/sandbox.py): a stage that crashes, loops forever,
 exhausts memory or exits early costs that stage only. Without fork (Windows, KATA_NO_FORK=1) a unit runs
 in a fresh ``python -m grader.child``. Up to ``jobs`` units run at once; a stage starts once its
-dependencies are graded; a suite with capstone trainings (``SPLIT``) runs as several units, merged.
+dependencies are graded; a suite with capstone trainings (``SPLIT``) runs as several units, merged. A verdict
+kept from an earlier run whose key (grader/cache.py) has not changed is reused instead of running the unit.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import curriculum, sandbox, stubgen
+from . import cache, curriculum, loader, sandbox, stubgen
 from .results import (ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TEST_ERROR, TEST_FAILED, TEST_NOT_RUN,
                       TEST_PASSED, TEST_SKIPPED, TIMED_OUT, StageResult, TestResult)
 
@@ -63,6 +64,8 @@ class Settings:
     no_credit: dict[str, str] = field(default_factory=dict)  # stage id -> why (static integrity scan)
     budget: float = 0.0  # seconds for the whole run (batch, Gradescope); 0 = none
     hide: tuple[Path, ...] = ()  # more paths learner code must not read (hidden tests)
+    cache: Path | None = None  # where verdicts are kept (grader/cache.py); None: never read nor written
+    fresh: bool = False  # --fresh: read no kept verdict (still keep the new ones)
 
     @property
     def limits(self) -> sandbox.Limits:  # the wall-clock backstop: 3x the CPU limit + 60 s
@@ -244,7 +247,8 @@ def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: l
 def merge(parts: list[StageResult]) -> StageResult:
     """One stage's result from the results of its parts (SPLIT): it passes when every part passes."""
     first = next((r for r in parts if r.status != PASSED), parts[0])  # its status, reason and score
-    return replace(first, tests=[t for r in parts for t in r.tests], duration=max(r.duration for r in parts))
+    return replace(first, tests=[t for r in parts for t in r.tests], duration=max(r.duration for r in parts),
+                   reused=all(r.reused for r in parts))
 
 
 def isolation_notes(results: list[StageResult]) -> list[str]:
@@ -268,14 +272,19 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
     results: dict[str, StageResult] = {}
     parts: dict[str, list] = {u.key: [None] * len(u.parts) for u in units}
     pending = [(u, i) for u in units for i in range(len(u.parts))]
-    running: dict[sandbox.Stage, tuple[Unit, int, list[str]]] = {}
+    running: dict[sandbox.Stage, tuple[Unit, int, list[str], str]] = {}
     began = time.monotonic()
     hidden = (*settings.hide, *{Path(u.rootdir).parent for u in units if u.rootdir},  # what could give answers away
-              *(settings.root / path for path in (".git", "tests/mutants", "tests/project", "benchmarks")))
-    if settings.fork and any(precheck(u, settings) is None for u in units):
-        from .child import warm_up
+              *(settings.root / path for path in (".git", "tests/mutants", "tests/project", "benchmarks")),
+              *filter(None, [settings.cache]))
+    digests, warm, kept = cache.Digests(), not settings.fork, False
 
-        warm_up()
+    def verdict_key(unit: Unit, part: str, learner: list[str] | None) -> str:  # '': keep nothing
+        if not settings.cache or unit.extra:
+            return ""
+        sources = loader.plan([*deps_of.get(unit.stage.id, ()), unit.stage.id], unit.stage.id, settings.impl,
+                              settings.reference or settings.impl, frozenset(learner or ()), learner is not None)
+        return cache.key(settings, unit, part, sources, digests)
 
     def record(unit: Unit, index: int, result: StageResult) -> None:
         parts[unit.key][index] = result
@@ -307,8 +316,18 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
                     mine = known | {r.id for r in results.values() if not r.extra and r.status == PASSED}
                     substituted = [d for d in deps if d not in mine] if waves else []
                     learner = [d for d in deps if d not in substituted] if waves else None
+                    name = verdict_key(unit, unit.parts[index], learner)
+                    reuse = name and not settings.fresh and settings.verbose != unit.key  # -v: pytest's own output
+                    if reuse and (reused := cache.load(settings.cache, name)) is not None:
+                        record(unit, index, replace(reused, substituted=substituted))
+                        continue
+                    if not warm:  # torch imported once, here, for every stage forked after: only if one runs
+                        from .child import warm_up
+
+                        warm_up()
+                        warm = True
                     stage = _start(unit, unit.parts[index], settings, learner, Path(tmp), hidden)
-                    running[stage] = (unit, index, substituted)
+                    running[stage] = (unit, index, substituted, name)
                 if not running and not ready:
                     for unit, index in pending:  # cannot happen with a valid manifest; never hang on it
                         record(unit, index, _result(unit, ERROR, "its dependencies were never graded"))
@@ -316,9 +335,12 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
                 for stage in select.select(list(running), [], [], 0.05)[0] if running else ():
                     stage.pump()
                 for stage in [s for s in running if s.poll()]:
-                    unit, index, substituted = running.pop(stage)
-                    record(unit, index, _finish(stage, unit, settings, substituted))
+                    unit, index, substituted, name = running.pop(stage)
+                    record(unit, index, result := _finish(stage, unit, settings, substituted))
+                    kept = name and cache.store(settings.cache, name, result) or kept
         finally:
             for stage in running:
                 stage.stop("interrupted")
+            if kept:
+                cache.prune(settings.cache)
     return [results[u.key] for u in units]

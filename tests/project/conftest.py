@@ -14,6 +14,7 @@ import pytest
 from grader import curriculum, stubgen
 
 ROOT = curriculum.ROOT
+os.environ["KATA_CACHE"] = "off"  # every grader run here grades afresh, and writes nothing into the checkout
 
 
 @dataclass

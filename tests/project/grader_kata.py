@@ -63,7 +63,7 @@ class Run:
 
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "GITHUB_", "COV_CORE"))}
-    env.update(PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", **extra)
+    env.update({"PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1", "KATA_CACHE": "off", **extra})  # cache: opt in
     return env
 
 
