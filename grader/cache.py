@@ -97,19 +97,24 @@ def load(where: Path, name: str) -> StageResult | None:
         os.utime(where / f"{name}.json")  # recently used: pruned last
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    return replace(result, reused=True, duration=0.0) if document["schema"] == SCHEMA and result.status in KEPT else None
+    ours = document["schema"] == SCHEMA and result.status in KEPT
+    return replace(result, reused=True, duration=0.0) if ours else None
 
 
 def store(where: Path, name: str, result: StageResult) -> bool:
     """Keep a verdict that follows from its key, written whole or not at all; False: nothing written."""
     if result.status not in KEPT or result.reused:
         return False
+    temporary = ""
     try:
         where.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=where, suffix=".tmp", delete=False, encoding="utf-8") as out:
+            temporary = out.name
             json.dump({"schema": SCHEMA, "result": asdict(result)}, out)
-        os.replace(out.name, where / f"{name}.json")
+        os.replace(temporary, where / f"{name}.json")
     except OSError:  # an unwritable folder: no cache, silently
+        if temporary:
+            Path(temporary).unlink(missing_ok=True)
         return False
     return True
 

@@ -42,8 +42,8 @@ def scorecard(report: Report, *, colour: bool = False, impl_display: str = "exer
              f"{len(graded)} graded suites pass" + f" ({missing} without a suite yet, not counted)" * bool(missing))
     lines += ["", _paint(total, "1", colour)]
     if reused := sum(s.reused for s in report.stages):
-        lines.append(f"Reused {reused} verdict{'s' * (reused > 1)} from an earlier run (nothing they depend on changed); "
-                     "--fresh re-grades every stage")
+        lines.append(f"Reused {reused} verdict{'s' * (reused > 1)} from an earlier run (nothing they depend on "
+                     "changed); --fresh re-grades every stage")
     if substituted := ", ".join(sorted({d for s in report.stages if s.status != NOT_STARTED for d in s.substituted})):
         lines.append(_paint(f"Substituted from reference/ somewhere in this run: {substituted}", "33", colour))
     return "\n".join(lines + [""] + next_steps(report, impl_display)) + "\n"
