@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from .curriculum import UsageError, run_main
-from .train import make_plan, parse, run_plan
+from .loader import for_running
+from .train import parse, run_plan
 
 PROG = "python -m grader.generate"
 STAGES = ("s13_bpe", "s21_generation")  # the stages called here; s21's dependencies come along
@@ -182,7 +183,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
     checkpoint = read_checkpoint(args.directory.expanduser())
     if not args.prompt and not (checkpoint.prefix or checkpoint.bos):
         raise UsageError(f"--prompt is empty and {args.directory} has no BOS token to start from: give a prompt")
-    plan = make_plan(args.impl_path, STAGES)
+    plan = for_running(args.impl_path, STAGES)
     return run_plan(plan, lambda modules, _: generate(modules, args, checkpoint, out, plan), args.verbose, PROG,
                     sys.stderr)[0]
 

@@ -41,8 +41,8 @@ def import_pyplot():
 
 
 def load_capstone(impl: Path):
-    """(copy-task module, schedule module, substituted stage ids) under grader/train.py's plan for ``impl``."""
-    plan = train.make_plan(Path(impl).resolve(), train.COPY)
+    """(copy-task module, schedule module, substituted stage ids) under the running plan for ``impl``."""
+    plan = loader.for_running(Path(impl).resolve(), train.COPY)
     return loader.load_stage(plan.sources, CAPSTONE), loader.load_stage(plan.sources, SCHEDULE), list(plan.substituted)
 
 
@@ -207,7 +207,7 @@ def run(argv: list[str]) -> int:
               f"{'anti-' if args.reverse else ''}diagonal at {diagonal_fraction(cross, args.reverse):.0%} of positions")
         print("\n".join(f"wrote {path}" for path in written))
 
-    return train.run_plan(train.make_plan(args.impl_path, train.COPY), work, args.verbose, PROG, sys.stdout,
+    return train.run_plan(loader.for_running(args.impl_path, train.COPY), work, args.verbose, PROG, sys.stdout,
                           live=sys.stdout.isatty(), total=steps, early_stop=True)[0]
 
 

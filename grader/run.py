@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import curriculum, sandbox, stubgen
+from . import curriculum, loader, sandbox, stubgen
+from .loader import closure
 from .results import (ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TEST_ERROR, TEST_FAILED, TEST_NOT_RUN,
                       TEST_PASSED, TEST_SKIPPED, TIMED_OUT, StageResult, TestResult)
 
@@ -82,14 +83,6 @@ def memory_limit_available() -> bool:
 
 
 # ---------------------------------------------------------------- planning (pure)
-
-
-def closure(stages: Iterable[curriculum.Stage]) -> dict[str, tuple[str, ...]]:
-    """Every stage's dependencies, direct and indirect, in learning order."""
-    deps: dict[str, set[str]] = {}
-    for stage in stages:
-        deps[stage.id] = set(stage.depends).union(*(deps.get(dep, ()) for dep in stage.depends))
-    return {sid: tuple(s for s in deps if s in found) for sid, found in deps.items()}
 
 
 def units_for(stages: Iterable[curriculum.Stage], root: Path) -> list[Unit]:
@@ -207,9 +200,9 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
 # ---------------------------------------------------------------- running
 
 
-def _start(unit: Unit, part: str, settings: Settings, learner: list[str] | None, workdir: Path,
+def _start(unit: Unit, part: str, settings: Settings, plan: loader.Plan, workdir: Path,
            hidden: tuple[Path, ...]) -> sandbox.Stage:
-    """Start one part of a unit; ``learner``: the dependencies taken from the learner (None: no fallback)."""
+    """Start one part of a unit, its stages loaded by ``plan`` (handed to the child as data: --plan)."""
     root, reference, untrusted = settings.root, settings.reference, not settings.trusted
     home = sandbox.private_home(workdir)
     verbose = settings.verbose == unit.key
@@ -217,7 +210,7 @@ def _start(unit: Unit, part: str, settings: Settings, learner: list[str] | None,
             "-p", "no:unraisableexception", "--timeout", "0", "--device", settings.device,
             "-o", "console_output_style=classic", "--tb=short", *(["-v"] if verbose else ["-q", "--no-header"])]
     args += (["--rootdir", unit.rootdir, "-c", os.devnull] if unit.rootdir else []) + (["-k", part] if part else [])
-    args += ["--no-fallback"] if learner is None else ["--learner-stages", ",".join(learner)] if learner else []
+    args += ["--plan", plan.to_json()]
     job = {"args": args, "root": str(root), "impl": str(settings.impl), "timeout": settings.timeout,
            "memory_mb": settings.memory_mb, "block_reference": untrusted}
     answers = (unit.stage.source(reference), reference / "__pycache__") if reference else ()  # its answer
@@ -303,12 +296,11 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
                     if (early := precheck(unit, settings)) is not None:
                         record(unit, index, early)
                         continue
-                    deps = deps_of.get(unit.stage.id, ())
                     mine = known | {r.id for r in results.values() if not r.extra and r.status == PASSED}
-                    substituted = [d for d in deps if d not in mine] if waves else []
-                    learner = [d for d in deps if d not in substituted] if waves else None
-                    stage = _start(unit, unit.parts[index], settings, learner, Path(tmp), hidden)
-                    running[stage] = (unit, index, substituted)
+                    plan = loader.for_grading(stages, unit.stage.id, settings.impl, settings.reference or settings.impl,
+                                              mine if waves else None, graded_ids)
+                    stage = _start(unit, unit.parts[index], settings, plan, Path(tmp), hidden)
+                    running[stage] = (unit, index, list(plan.substituted))
                 if not running and not ready:
                     for unit, index in pending:  # cannot happen with a valid manifest; never hang on it
                         record(unit, index, _result(unit, ERROR, "its dependencies were never graded"))
