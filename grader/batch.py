@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import curriculum, integrity, sandbox
-from .results import ERROR, MISSING, TIMED_OUT
+from .results import ERROR, MISSING, SCHEMA as RESULT_SCHEMA, TIMED_OUT
 
 SCHEMA = "transformer-kata/gradebook/1"
-RESULT_SCHEMA = "transformer-kata/grader-result/1"
 UsageError = curriculum.UsageError
 
 # Row statuses: how far grading got for one submission.
@@ -98,17 +97,13 @@ def row_from_document(student: str, doc: dict) -> Row:
     for stage in doc["stages"]:
         column = f"{stage['id']} + {stage['suite']}" if stage.get("extra") else stage["id"]  # a hidden suite: its own
         row.stages[column] = {key: stage.get(key) for key in ("status", "score", "max_score", "reason")}
-        status, reason = stage.get("status"), str(stage.get("reason", ""))
-        if status in (ERROR, TIMED_OUT):
-            flag = "timed_out" if status == TIMED_OUT else "forged_results" if "result channel" in reason \
-                else "imports_reference" if reason.startswith("no credit") else "errors"
+        if stage.get("status") in (ERROR, TIMED_OUT):
+            flag = stage.get("flag") if stage.get("flag") in row.flags else "timed_out" \
+                if stage.get("status") == TIMED_OUT else "errors"
             row.flags[flag].append(column)
-    for note in doc.get("notes", []):
-        if str(note).startswith(integrity.FLAG_NOTE):
-            row.flags["patching"].append(str(note).removeprefix(integrity.FLAG_NOTE).strip())  # see integrity.flags
-        elif str(note).startswith("integrity:"):
-            row.flags["tampered_tests"].append(str(note))  # this (trusted) copy's own test files
-        row.notes.append(str(note))
+    for name in ("patching", "tampered_tests"):  # see integrity.flags; this (trusted) copy's own test files
+        row.flags[name] += [str(flagged) for flagged in (doc.get("flags") or {}).get(name, [])]
+    row.notes = [str(note) for note in doc.get("notes", [])]
     return row
 
 
@@ -166,8 +161,7 @@ def finish_one(submission: Submission, options: Options, stage: sandbox.Stage | 
             ("" if doc.get("impl") == str(submission.impl) else "the result names another submission")
         status = NOT_GRADABLE if stage is None else SUBMISSION_TIMED_OUT if stage.stopped else GRADER_FAILED
         row = failed_row(submission.student, status, problem) if problem else row_from_document(submission.student, doc)
-        if not problem and any(str(s.get("reason", "")).startswith("not graded: the run's time budget")
-                               for s in doc["stages"]):
+        if not problem and any(s.get("flag") == "not_reached" for s in doc["stages"]):
             row.notes.append(f"the time budget ({options.submission_timeout:g} s) ran out: the stages graded keep "
                              "their points, the others say they were not reached")
     except Exception as error:  # noqa: BLE001 - one submission never stops the batch

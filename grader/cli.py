@@ -165,7 +165,7 @@ def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.
 
 def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], known_passed=None) -> Report:
     """Grade ``units``; the report notes what this platform, the submission's files or the test files limit."""
-    notes, no_credit = [], {}
+    notes, no_credit, flags = [], {}, {}
     fork = run.fork_available() and not args.no_fork
     if not fork:
         why = "--no-fork" if args.no_fork else ("KATA_NO_FORK" if hasattr(os, "fork") else "this platform has no fork")
@@ -175,8 +175,8 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
     if args.tree != args.reference:
         no_credit = {stage.id: why for stage in stages if (why := integrity.scan_stage(stage, args.tree))}
         # what one process cannot prevent (patching the tests in memory) is flagged for a reviewer
-        notes += [f"{integrity.FLAG_NOTE} {stage_id}: {why}"
-                  for stage_id, why in integrity.flag_stages(stages, args.tree)]
+        flags["patching"] = [f"{stage_id}: {why}" for stage_id, why in integrity.flag_stages(stages, args.tree)]
+        notes += [f"{integrity.FLAG_NOTE} {flagged}" for flagged in flags["patching"]]
     settings = run.Settings(root=root, impl=args.tree, reference=args.reference,
                             fallback=not args.no_fallback and args.reference is not None,
                             timeout=args.timeout, stage_timeout=args.stage_timeout, memory_mb=args.memory_limit,
@@ -191,6 +191,7 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
         notes += [f"integrity: ... and {len(problems) - 10} more"] * (len(problems) > 10)
         mode = "fails the run (--ci)" if args.ci else "reported only (--ci would fail the run)"
         notes.append(f"integrity: the test files do not match grader/test_hashes.json: {mode}")
+    flags["tampered_tests"] = [note for note in notes if note.startswith("integrity:")]
     note = ("fallback: off (this copy has no reference/): every stage is graded with your own code"
             if args.reference is None else
             "grading the reference itself: nothing is substituted" if args.reference == args.tree else
@@ -201,7 +202,7 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
     results = run.grade(units, settings, stages, known_passed=known_passed)
     return Report(impl=args.impl, fallback=settings.fallback, fallback_note=note,
                   stages=results, notes=notes + run.isolation_notes(results),
-                  integrity_failed=bool(problems) and args.ci, pass_threshold=args.pass_threshold)
+                  integrity_failed=bool(problems) and args.ci, pass_threshold=args.pass_threshold, flags=flags)
 
 
 def units_to_run(args: argparse.Namespace, stages, root: Path, workdir: Path) -> list[run.Unit]:

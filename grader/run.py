@@ -141,17 +141,17 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     running = f" in {started.split('::')[-1]}" if started else ""
     not_passed = [t for t in results if not t.passed]
 
-    def finish(status: str, reason: str = "") -> StageResult:
+    def finish(status: str, reason: str = "", flag: str = "") -> StageResult:
         return _result(unit, status, reason, substituted=list(substituted), tests=results, duration=duration,
-                       isolation=str(latest.get("sealed", {}).get("level", isolation)))
+                       isolation=str(latest.get("sealed", {}).get("level", isolation)), flag=flag)
 
     if tampered:
-        return finish(ERROR, f"no credit: {tampered}")
+        return finish(ERROR, f"no credit: {tampered}", "forged_results")
     if unit.stage.id in settings.no_credit:
-        return finish(ERROR, settings.no_credit[unit.stage.id])
+        return finish(ERROR, settings.no_credit[unit.stage.id], "imports_reference")
     if "blocked" in earliest:
         return finish(ERROR, f"no credit: your code imports {earliest['blocked'].get('module')} (the answer key) "
-                             "while it is graded")
+                             "while it is graded", "imports_reference")
     if exitcode == -getattr(signal, "SIGXCPU", 24) or exitcode == -KILLED and cpu >= settings.stage_timeout / 2:
         killed_for_time = "cpu"
     if killed_for_time == "budget":
@@ -288,7 +288,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
                         stage.stop("budget")
                     for unit, index in pending:
                         record(unit, index, _result(unit, TIMED_OUT, f"not graded: the run's time budget "
-                                                                     f"({settings.budget:g} s) ran out before it"))
+                                                    f"({settings.budget:g} s) ran out before it", flag="not_reached"))
                     pending = []
                 ready = [(u, i) for u, i in pending if not waiting(u)][: max(1, settings.jobs) - len(running)]
                 for unit, index in ready:

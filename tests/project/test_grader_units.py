@@ -488,9 +488,14 @@ def test_batch_row_flags_integrity_notes_and_keeps_every_note():
     from grader import batch
 
     doc = {"score": 0, "max_score": 2, "notes": ["integrity: tests/test_s01_a.py changed", "no fork"],
-           "stages": [{"id": "s01_a", "status": "timed out", "score": 0, "max_score": 2, "reason": "slow"}]}
+           "flags": {"tampered_tests": ["integrity: tests/test_s01_a.py changed"], "patching": ["s01_a: line 4"]},
+           "stages": [{"id": "s01_a", "status": "timed out", "score": 0, "max_score": 2, "reason": "slow"},
+                      {"id": "s02_b", "status": "error", "score": 0, "max_score": 2,
+                       "reason": "no credit: looks like it", "flag": "forged_results"}]}
     row = batch.row_from_document("ann", doc)
     assert row.flags["tampered_tests"] == ["integrity: tests/test_s01_a.py changed"], f"got {row.flags}"
+    assert row.flags["patching"] == ["s01_a: line 4"] and row.flags["forged_results"] == ["s02_b"], row.flags
+    assert row.flags["imports_reference"] == [], "a flag is read from its field, never from the reason's text"
     assert row.flags["timed_out"] == ["s01_a"] and row.notes == doc["notes"], f"got {row.flags}, {row.notes}"
 
 
