@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import curriculum, integrity, sandbox
+from .options import LIMITS, UsageError, parser
 from .results import ERROR, MISSING, SCHEMA as RESULT_SCHEMA, TIMED_OUT
 
 SCHEMA = "transformer-kata/gradebook/1"
-UsageError = curriculum.UsageError
 
 # Row statuses: how far grading got for one submission.
 GRADED = "graded"  # the grader produced a result (whatever the score)
@@ -29,9 +29,6 @@ NOT_GRADABLE = "not gradable"  # no stage files: nothing to grade
 SUBMISSION_TIMED_OUT = "timed out"  # the whole submission ran past --submission-timeout
 GRADER_FAILED = "grader failed"  # the grader exited without a valid result
 
-LIMITS = (("--timeout", float, 60.0, "CPU seconds one test may use"),  # batch and gradescope-bundle
-          ("--stage-timeout", float, 300.0, "CPU seconds one stage's suite may use"),
-          ("--memory-limit", int, 4096, "MiB of memory one stage may use on top of what it starts with; 0 = no limit"))
 FLAGS = ("tampered_tests", "imports_reference", "forged_results", "patching", "timed_out", "errors", "grader_problem")
 
 
@@ -167,7 +164,7 @@ def finish_one(submission: Submission, options: Options, stage: sandbox.Stage | 
     except Exception as error:  # noqa: BLE001 - one submission never stops the batch
         row = failed_row(submission.student, GRADER_FAILED, f"{type(error).__name__}: {error}")
     row.duration = round(time.monotonic() - stage.started, 3) if stage else 0.0
-    for name in tampered_copies(submission.path, options.root / "grader" / "test_hashes.json"):
+    for name in tampered_copies(submission.path, options.root / integrity.MANIFEST):
         row.flags["tampered_tests"].append(f"{name} (the student's copy) differs from the shipped version")
     return row
 
@@ -248,12 +245,11 @@ def gradebook(rows: list[Row], stages: tuple[curriculum.Stage, ...]) -> dict[str
     return {"gradebook.csv": buffer.getvalue(), "gradebook.json": json.dumps(document, indent=2) + "\n"}
 
 
-def add_limits(p, submission_timeout: float) -> None:
-    p.add_argument("--submission-timeout", type=float, default=submission_timeout,
-                   help="seconds one submission may take in all; graded stages keep their points "
-                        f"(default {submission_timeout:g})")
-    for option, kind, default, text in LIMITS:
-        p.add_argument(option, type=kind, default=default, help=f"{text} (default {default:g})")
+def limits(submission_timeout: float) -> dict[str, dict]:
+    """The options of batch and gradescope-bundle that limit a submission's grading."""
+    return {"--submission-timeout": dict(type=float, default=submission_timeout, help="seconds one submission may take "
+                                         f"in all; graded stages keep their points (default {submission_timeout:g})"),
+            **LIMITS}
 
 
 def check_limits(args, jobs: str, *counts: int) -> None:
@@ -269,15 +265,14 @@ def check_folders(path: Path, option: str) -> None:
 
 
 def build_parser():
-    p = curriculum.Parser(prog="python -m grader batch", description=__doc__.split("\n\n")[0])
-    p.add_argument("submissions", help="one sub-directory a student (shaped like exercises/, or containing it)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="submissions at once (default: CPU cores)")
-    p.add_argument("--out", default="gradebook", help="where gradebook.csv and gradebook.json go (default: gradebook)")
-    p.add_argument("--stage-jobs", type=int, default=1, help="stages of one submission graded at once (default 1)")
-    add_limits(p, 1800.0)
-    p.add_argument("--extra-tests", help="hidden instructor tests (test_<stage id>*.py), graded with their own points")
-    p.add_argument("--no-fallback", action="store_true", help="grade the student's own code only: never reference/")
-    return p
+    return parser("python -m grader batch", __doc__, {
+        "submissions": dict(help="one sub-directory a student (shaped like exercises/, or containing it)"),
+        "--jobs": dict(type=int, default=os.cpu_count() or 1, help="submissions at once (default: CPU cores)"),
+        "--out": dict(default="gradebook", help="where gradebook.csv and gradebook.json go (default: gradebook)"),
+        "--stage-jobs": dict(type=int, default=1, help="stages of one submission graded at once (default 1)"),
+        **limits(1800.0),
+        "--extra-tests": dict(help="hidden instructor tests (test_<stage id>*.py), graded with their own points"),
+        "--no-fallback": dict(action="store_true", help="grade the student's own code only: never reference/")})
 
 
 def main(argv: list[str], root: Path = curriculum.ROOT) -> int:

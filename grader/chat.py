@@ -22,7 +22,7 @@ import jinja2.ext
 import torch
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .curriculum import UsageError, run_main
+from .options import UsageError, run_main
 from .generate import OPTIONS, STAGES, Checkpoint, TextStream, check_options, load, read_checkpoint, sample
 from .loader import for_running
 from .train import parse, run_plan

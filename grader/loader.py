@@ -130,17 +130,8 @@ class Plan:
         return next(((own[Path(f).resolve()], line) for f, line in reversed(frames) if Path(f).resolve() in own), None)
 
     def to_json(self) -> str:
-        """The plan as handed to a stage's child: {stage id: "impl" | "reference"}."""
+        """The plan as handed to a stage's child (tests/conftest.py --plan): {stage id: "impl" | "reference"}."""
         return json.dumps({s: "impl" if tree == self.impl else "reference" for s, tree in self.sources.items()})
-
-    @classmethod
-    def from_json(cls, text: str, impl: Path, reference: Path, stage_ids: Iterable[str]) -> Plan:
-        """The plan ``to_json`` wrote; ValueError (one line) for anything else."""
-        try:
-            data, trees = json.loads(text), {"impl": impl, "reference": reference}
-            return cls({s: trees[data[s]] for s in stage_ids}, impl, reference)
-        except (ValueError, KeyError, TypeError):
-            raise ValueError('--plan: expected a JSON object mapping every stage id to "impl" or "reference"') from None
 
 
 def for_grading(stages: tuple[curriculum.Stage, ...], tested: str, impl: Path, reference: Path,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import curriculum, loader, sandbox, stubgen
+from . import curriculum, loader, options, sandbox, stubgen
 from .loader import closure
 from .results import (ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TEST_ERROR, TEST_FAILED, TEST_NOT_RUN,
                       TEST_PASSED, TEST_SKIPPED, TIMED_OUT, StageResult, TestResult)
@@ -54,9 +54,9 @@ class Settings:
     impl: Path  # the tree graded
     reference: Path | None  # the fallback tree; None when absent
     fallback: bool  # take unfinished dependencies from reference/
-    timeout: float = 60.0  # per test, CPU seconds
-    stage_timeout: float = 300.0  # per unit, CPU seconds (RLIMIT_CPU); the wall backstop is 3x + 60 s
-    memory_mb: int = 4096  # address space a child may add to what it starts with; 0 = no limit
+    timeout: float = options.TIMEOUT  # per test, CPU seconds
+    stage_timeout: float = options.STAGE_TIMEOUT  # per unit, CPU seconds (RLIMIT_CPU); the wall backstop is 3x + 60 s
+    memory_mb: int = options.MEMORY_MB  # address space a child may add to what it starts with; 0 = no limit
     device: str = "cpu"
     jobs: int = 2
     fork: bool = True

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import curriculum, loader
+from . import curriculum, loader, options as shared
 
 COPY = ("s11_copy_task",)  # the stages a task calls directly; their dependencies come along
 TASK_STAGES = {"copy": COPY, "reverse": COPY, "lm": ("s12_corpus", "s13_bpe", "s20_lm_training", "s21_generation")}
@@ -40,13 +40,10 @@ PROG = "python -m grader.train"
 
 def parse(prog: str, doc: str, argv: list[str], options: dict[str, dict]):
     """``argv`` parsed with OPTIONS and ``options``, --steps checked and --impl resolved to ``impl_path``."""
-    parser = curriculum.Parser(prog=prog, description=doc.split("\n\n")[0])
-    for flags, settings in {**OPTIONS, **options}.items():
-        parser.add_argument(*flags.split(), **settings)
-    args = parser.parse_args(argv)
+    args = shared.parser(prog, doc, {**OPTIONS, **options}).parse_args(argv)
     if getattr(args, "steps", None) is not None and args.steps < 1:
-        raise curriculum.UsageError(f"--steps must be at least 1, got {args.steps}")
-    args.impl_path = curriculum.resolve_impl(args.impl, curriculum.load())
+        raise shared.UsageError(f"--steps must be at least 1, got {args.steps}")
+    args.impl_path = shared.resolve_impl(args.impl, curriculum.load())
     return args
 
 
@@ -163,7 +160,7 @@ def run_plan(plan: loader.Plan, work: Callable, verbose: bool, prog: str, out=sy
             return 0, work(modules, bar)
         except Exception as error:  # noqa: BLE001 - the learner's code may raise anything
             bar.close()
-            if isinstance(error, curriculum.UsageError):
+            if isinstance(error, shared.UsageError):
                 raise  # bad input (a checkpoint that cannot be run): one line, exit 2, from run_main
             found = isinstance(error, NotImplementedError) and NOT_WRITTEN.search(str(error))
             if not found or plan.sources.get(found[1]) == plan.reference:
@@ -187,7 +184,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
                     early_stop=args.task != "lm")[0]
 
 
-main = functools.partial(curriculum.run_main, PROG, run)  # main(argv=None) -> exit status
+main = functools.partial(shared.run_main, PROG, run)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import os
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from grader import curriculum, loader  # noqa: E402
+from grader import curriculum, loader, options  # noqa: E402
 
 HELP_IMPL = "what to test: 'exercises' (default), 'reference', or a directory shaped like exercises/"
 HELP_NO_FALLBACK = "take every stage from --impl, never from reference/"
@@ -74,16 +75,21 @@ def learner_stages(config) -> frozenset[str]:
 
 def pytest_configure(config):
     try:
-        impl = curriculum.resolve_impl(config.getoption("--impl"), STAGES, ROOT)
-    except curriculum.UsageError as error:
+        impl = options.resolve_impl(config.getoption("--impl"), STAGES, ROOT)
+    except options.UsageError as error:
         raise pytest.UsageError(str(error)) from None
     config._kata_impl = impl  # noqa: SLF001 - our own attributes
     config._kata_learner = learner_stages(config)  # noqa: SLF001
-    try:  # the grader's plan, when it hands one (--plan)
-        given = config.getoption("--plan")
-        config._kata_plan = given and loader.Plan.from_json(given, impl, REFERENCE, STAGE_IDS)  # noqa: SLF001
-    except ValueError as error:
-        raise pytest.UsageError(str(error)) from None
+    config._kata_plan = given_plan(config.getoption("--plan"), impl)  # noqa: SLF001
+
+
+def given_plan(text: str, impl: Path) -> loader.Plan | None:
+    """The plan the grader hands (--plan, loader.Plan.to_json), or None when it hands none."""
+    try:
+        data, trees = json.loads(text) if text else None, {"impl": impl, "reference": REFERENCE}
+        return loader.Plan({s: trees[data[s]] for s in STAGE_IDS}, impl, REFERENCE) if text else None
+    except (ValueError, KeyError, TypeError):
+        raise pytest.UsageError('--plan: expected a JSON object: every stage id -> "impl" or "reference"') from None
 
 
 def pytest_report_header(config):
@@ -224,13 +230,10 @@ def device(request):
 
     torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and stages run side by side
     name = request.config.getoption("--device")
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if not available.get(name, False):
-        raise pytest.UsageError(f"--device {name}: not available on this machine (choose cpu, cuda or mps)")
+    try:
+        options.check_device(name)
+    except options.UsageError as error:
+        raise pytest.UsageError(str(error)) from None
     torch.set_default_device(name)
     yield torch.device(name)
     torch.set_default_device("cpu")

@@ -365,7 +365,7 @@ def test_mutant_catalogue_filters_by_stage_and_skips_stages_without_one(monkeypa
     assert mutants.load([second]) == [], f"only {second} asked for: expected no mutants"
 
 
-@pytest.mark.parametrize("argv, words", [(["--json"], "--json needs a file path"),
+@pytest.mark.parametrize("argv, words", [(["--json"], "--json: expected one argument"),
                                           (["s99_nothing"], "unknown stage 's99_nothing'")])
 def test_mutants_command_rejects_bad_usage(capsys, argv, words):
     assert mutants.main(argv) == 2, f"expected exit 2 for {argv}"
