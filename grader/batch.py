@@ -125,8 +125,7 @@ class Options:
 def grader_command(impl: Path, options: Options, fmt: str = "json") -> list[str]:
     command = [sys.executable, "-m", "grader", "--impl", str(impl), "--format", fmt, "--ci", "--color", "never",
                "--jobs", str(options.stage_jobs), "--budget", f"{options.submission_timeout:g}",
-               "--timeout", f"{options.timeout:g}", "--stage-timeout", f"{options.stage_timeout:g}",
-               "--memory-limit", str(options.memory_limit)]
+               *[word for name in LIMITS for word in (name, f"{getattr(options, name[2:].replace('-', '_')):g}")]]
     command += ["--extra-tests", options.extra_tests] if options.extra_tests else []
     return command + (["--no-fallback"] if options.no_fallback else [])
 

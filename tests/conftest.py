@@ -113,7 +113,7 @@ def stage_id_of(request) -> str:
 
 def fallback_on(config) -> bool:
     """The fallback needs an answer key: a student release may ship without reference/."""
-    return not config.getoption("--no-fallback") and REFERENCE.is_dir()
+    return not config.getoption("--no-fallback") and options.reference_of(ROOT) is not None
 
 
 def plan_for(config, stage_id: str) -> loader.Plan:
