@@ -609,3 +609,26 @@ def test_a_stage_stopped_by_its_cpu_limit_is_timed_out_whatever_the_wall_clock_s
     budget = run.interpret(_unit(), events, exitcode=-9, killed_for_time="budget", substituted=[], duration=1.0,
                            settings=_settings(tmp_path, budget=30.0))
     _expect(budget, TIMED_OUT, "the run's time budget (30 s) ran out")
+
+
+def test_the_grading_plan_names_why_each_stage_it_loads_comes_from_reference_and_travels_as_data(tmp_path):
+    stages, reference = curriculum.load(), curriculum.REFERENCE
+    plan = loader.for_grading(stages, "s07_encoder", tmp_path, reference, mine={"s05_multihead"},
+                              graded={"s03_attention", "s05_multihead"})
+    assert plan.substituted == {"s03_attention": "did not pass its suite", "s06_feedforward": "not graded yet"}, (
+        f"only the stages s07 loads are named, each with why; got {plan.substituted}")
+    assert plan.sources["s07_encoder"] == plan.sources["s05_multihead"] == tmp_path, "under test, and passed: yours"
+    assert plan.sources["s01_vocab"] == reference and plan.sources["s03_attention"] == reference
+    sent = json.loads(plan.to_json())
+    assert {s: tmp_path if v == "impl" else reference for s, v in sent.items()} == plan.sources, sent
+    whole = loader.for_grading(stages, "s07_encoder", tmp_path, reference, mine=None)
+    assert set(whole.sources.values()) == {tmp_path} and whole.substituted == {}, "no fallback: every stage is yours"
+
+
+def test_a_stage_suite_refuses_a_plan_that_is_not_one_in_one_line():
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_s01_vocab.py", "-p", "no:cacheprovider",
+                           "--plan", '{"s01_vocab": "elsewhere"}'], cwd=curriculum.ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 4 and '--plan: expected a JSON object' in done.stderr, (done.returncode, done.stderr)
