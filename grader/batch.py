@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import curriculum, integrity, sandbox
-from .options import LIMITS, UsageError, parser
+from .options import LIMITS, UsageError, check_limits, parser
 from .results import ERROR, MISSING, SCHEMA as RESULT_SCHEMA, TIMED_OUT
 
 SCHEMA = "transformer-kata/gradebook/1"
@@ -249,11 +249,6 @@ def limits(submission_timeout: float) -> dict[str, dict]:
     return {"--submission-timeout": dict(type=float, default=submission_timeout, help="seconds one submission may take "
                                          f"in all; graded stages keep their points (default {submission_timeout:g})"),
             **LIMITS}
-
-
-def check_limits(args, jobs: str, *counts: int) -> None:
-    if min(counts) < 1 or min(args.submission_timeout, args.timeout, args.stage_timeout) <= 0 or args.memory_limit < 0:
-        raise UsageError(f"{jobs} must be at least 1, the time limits positive and --memory-limit 0 or more")
 
 
 def check_folders(path: Path, option: str) -> None:

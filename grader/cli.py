@@ -71,8 +71,6 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
         (hint and not_text, "hint prints text: it cannot be combined with --format or --output"),
         ((args.all or args.reset) and (not hint or args.all and args.reset),
          "--all and --reset go with hint, one at a time: python -m grader hint 3 --all"),
-        (args.jobs < 1 or args.timeout <= 0 or args.stage_timeout <= 0 or args.memory_limit < 0,
-         "--jobs, --timeout and --stage-timeout must be positive, --memory-limit 0 or more"),
         (args.extra_tests and not Path(args.extra_tests).is_dir(),
          f"--extra-tests {args.extra_tests}: no such directory"),
         (not 0 <= (args.pass_threshold or 0) <= 1,
@@ -80,6 +78,7 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
     ]:
         if wrong:
             raise UsageError(message)
+    options.check_limits(args, "--jobs", args.jobs)
     stage = options.find(stages, target[-1]) if target else None
     action = "hint" if hint else "refresh" if args.refresh_hashes else "watch" if args.watch else \
         "stage" if target else "grade"

@@ -62,7 +62,7 @@ def build_parser():
 def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     """``python -m grader gradescope-bundle``: 0 written, 2 bad input (one line on stderr)."""
     args = build_parser().parse_args(argv)
-    batch.check_limits(args, "--jobs", args.jobs)
+    options.check_limits(args, "--jobs", args.jobs)
     missing = [name for name in TEMPLATES if not (root / "courses" / "gradescope" / name).is_file()]
     if missing:
         raise options.UsageError(f"courses/gradescope/ lacks {', '.join(missing)}: this copy cannot build a bundle")

@@ -66,6 +66,12 @@ def find(stages: tuple[curriculum.Stage, ...], key: str) -> curriculum.Stage:
                      f"{stages[2 if len(stages) > 2 else 0].id} or a topic")
 
 
+def check_limits(args, jobs: str, *counts: int) -> None:  # counts: the options named by jobs (1 or more)
+    if min(counts) < 1 or min(getattr(args, "submission_timeout", 1), args.timeout, args.stage_timeout) <= 0 \
+            or args.memory_limit < 0:
+        raise UsageError(f"{jobs} must be at least 1, the time limits positive and --memory-limit 0 or more")
+
+
 def check_device(name: str) -> None:
     """UsageError unless torch can use the device ``name`` (cpu, cuda, mps, or one of them with an index) here."""
     kind = name.split(":")[0]

@@ -382,7 +382,7 @@ def test_mutants_command_rejects_bad_usage(capsys, argv, words):
     (["hint", "1", "--watch"], "--watch cannot be combined with hint"),
     (["--watch", "--format", "json"], "--watch is for learners"),
     (["hint", "1", "--format", "json"], "hint prints text"),
-    (["--jobs", "0"], "--jobs, --timeout and --stage-timeout must be positive"),
+    (["--jobs", "0"], "--jobs must be at least 1, the time limits positive"),
     (["--impl", "reference", "--device", "cuda"], "--device cuda: not available"),
     (["--impl", "reference", "--device", "mps"], "--device mps: not available"),
 ])
