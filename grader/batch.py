@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import curriculum, integrity, sandbox
-from .results import ERROR, MISSING, TIMED_OUT
+from .options import LIMITS, UsageError, check_limits, parser
+from .results import ERROR, MISSING, SCHEMA as RESULT_SCHEMA, TIMED_OUT
 
 SCHEMA = "transformer-kata/gradebook/1"
-RESULT_SCHEMA = "transformer-kata/grader-result/1"
-UsageError = curriculum.UsageError
 
 # Row statuses: how far grading got for one submission.
 GRADED = "graded"  # the grader produced a result (whatever the score)
@@ -30,9 +29,6 @@ NOT_GRADABLE = "not gradable"  # no stage files: nothing to grade
 SUBMISSION_TIMED_OUT = "timed out"  # the whole submission ran past --submission-timeout
 GRADER_FAILED = "grader failed"  # the grader exited without a valid result
 
-LIMITS = (("--timeout", float, 60.0, "CPU seconds one test may use"),  # batch and gradescope-bundle
-          ("--stage-timeout", float, 300.0, "CPU seconds one stage's suite may use"),
-          ("--memory-limit", int, 4096, "MiB of memory one stage may use on top of what it starts with; 0 = no limit"))
 FLAGS = ("tampered_tests", "imports_reference", "forged_results", "patching", "timed_out", "errors", "grader_problem")
 
 
@@ -98,17 +94,13 @@ def row_from_document(student: str, doc: dict) -> Row:
     for stage in doc["stages"]:
         column = f"{stage['id']} + {stage['suite']}" if stage.get("extra") else stage["id"]  # a hidden suite: its own
         row.stages[column] = {key: stage.get(key) for key in ("status", "score", "max_score", "reason")}
-        status, reason = stage.get("status"), str(stage.get("reason", ""))
-        if status in (ERROR, TIMED_OUT):
-            flag = "timed_out" if status == TIMED_OUT else "forged_results" if "result channel" in reason \
-                else "imports_reference" if reason.startswith("no credit") else "errors"
+        if stage.get("status") in (ERROR, TIMED_OUT):
+            flag = stage.get("flag") if stage.get("flag") in row.flags else "timed_out" \
+                if stage.get("status") == TIMED_OUT else "errors"
             row.flags[flag].append(column)
-    for note in doc.get("notes", []):
-        if str(note).startswith(integrity.FLAG_NOTE):
-            row.flags["patching"].append(str(note).removeprefix(integrity.FLAG_NOTE).strip())  # see integrity.flags
-        elif str(note).startswith("integrity:"):
-            row.flags["tampered_tests"].append(str(note))  # this (trusted) copy's own test files
-        row.notes.append(str(note))
+    for name in ("patching", "tampered_tests"):  # see integrity.flags; this (trusted) copy's own test files
+        row.flags[name] += [str(flagged) for flagged in (doc.get("flags") or {}).get(name, [])]
+    row.notes = [str(note) for note in doc.get("notes", [])]
     return row
 
 
@@ -133,8 +125,7 @@ class Options:
 def grader_command(impl: Path, options: Options, fmt: str = "json") -> list[str]:
     command = [sys.executable, "-m", "grader", "--impl", str(impl), "--format", fmt, "--ci", "--color", "never",
                "--jobs", str(options.stage_jobs), "--budget", f"{options.submission_timeout:g}",
-               "--timeout", f"{options.timeout:g}", "--stage-timeout", f"{options.stage_timeout:g}",
-               "--memory-limit", str(options.memory_limit)]
+               *[word for name in LIMITS for word in (name, f"{getattr(options, name[2:].replace('-', '_')):g}")]]
     command += ["--extra-tests", options.extra_tests] if options.extra_tests else []
     return command + (["--no-fallback"] if options.no_fallback else [])
 
@@ -166,14 +157,13 @@ def finish_one(submission: Submission, options: Options, stage: sandbox.Stage | 
             ("" if doc.get("impl") == str(submission.impl) else "the result names another submission")
         status = NOT_GRADABLE if stage is None else SUBMISSION_TIMED_OUT if stage.stopped else GRADER_FAILED
         row = failed_row(submission.student, status, problem) if problem else row_from_document(submission.student, doc)
-        if not problem and any(str(s.get("reason", "")).startswith("not graded: the run's time budget")
-                               for s in doc["stages"]):
+        if not problem and any(s.get("flag") == "not_reached" for s in doc["stages"]):
             row.notes.append(f"the time budget ({options.submission_timeout:g} s) ran out: the stages graded keep "
                              "their points, the others say they were not reached")
     except Exception as error:  # noqa: BLE001 - one submission never stops the batch
         row = failed_row(submission.student, GRADER_FAILED, f"{type(error).__name__}: {error}")
     row.duration = round(time.monotonic() - stage.started, 3) if stage else 0.0
-    for name in tampered_copies(submission.path, options.root / "grader" / "test_hashes.json"):
+    for name in tampered_copies(submission.path, options.root / integrity.MANIFEST):
         row.flags["tampered_tests"].append(f"{name} (the student's copy) differs from the shipped version")
     return row
 
@@ -254,17 +244,11 @@ def gradebook(rows: list[Row], stages: tuple[curriculum.Stage, ...]) -> dict[str
     return {"gradebook.csv": buffer.getvalue(), "gradebook.json": json.dumps(document, indent=2) + "\n"}
 
 
-def add_limits(p, submission_timeout: float) -> None:
-    p.add_argument("--submission-timeout", type=float, default=submission_timeout,
-                   help="seconds one submission may take in all; graded stages keep their points "
-                        f"(default {submission_timeout:g})")
-    for option, kind, default, text in LIMITS:
-        p.add_argument(option, type=kind, default=default, help=f"{text} (default {default:g})")
-
-
-def check_limits(args, jobs: str, *counts: int) -> None:
-    if min(counts) < 1 or min(args.submission_timeout, args.timeout, args.stage_timeout) <= 0 or args.memory_limit < 0:
-        raise UsageError(f"{jobs} must be at least 1, the time limits positive and --memory-limit 0 or more")
+def limits(submission_timeout: float) -> dict[str, dict]:
+    """The options of batch and gradescope-bundle that limit a submission's grading."""
+    return {"--submission-timeout": dict(type=float, default=submission_timeout, help="seconds one submission may take "
+                                         f"in all; graded stages keep their points (default {submission_timeout:g})"),
+            **LIMITS}
 
 
 def check_folders(path: Path, option: str) -> None:
@@ -275,15 +259,14 @@ def check_folders(path: Path, option: str) -> None:
 
 
 def build_parser():
-    p = curriculum.Parser(prog="python -m grader batch", description=__doc__.split("\n\n")[0])
-    p.add_argument("submissions", help="one sub-directory a student (shaped like exercises/, or containing it)")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="submissions at once (default: CPU cores)")
-    p.add_argument("--out", default="gradebook", help="where gradebook.csv and gradebook.json go (default: gradebook)")
-    p.add_argument("--stage-jobs", type=int, default=1, help="stages of one submission graded at once (default 1)")
-    add_limits(p, 1800.0)
-    p.add_argument("--extra-tests", help="hidden instructor tests (test_<stage id>*.py), graded with their own points")
-    p.add_argument("--no-fallback", action="store_true", help="grade the student's own code only: never reference/")
-    return p
+    return parser("python -m grader batch", __doc__, {
+        "submissions": dict(help="one sub-directory a student (shaped like exercises/, or containing it)"),
+        "--jobs": dict(type=int, default=os.cpu_count() or 1, help="submissions at once (default: CPU cores)"),
+        "--out": dict(default="gradebook", help="where gradebook.csv and gradebook.json go (default: gradebook)"),
+        "--stage-jobs": dict(type=int, default=1, help="stages of one submission graded at once (default 1)"),
+        **limits(1800.0),
+        "--extra-tests": dict(help="hidden instructor tests (test_<stage id>*.py), graded with their own points"),
+        "--no-fallback": dict(action="store_true", help="grade the student's own code only: never reference/")})
 
 
 def main(argv: list[str], root: Path = curriculum.ROOT) -> int:

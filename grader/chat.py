@@ -22,9 +22,10 @@ import jinja2.ext
 import torch
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .curriculum import UsageError, run_main
+from .options import UsageError, run_main
 from .generate import OPTIONS, STAGES, Checkpoint, TextStream, check_options, load, read_checkpoint, sample
-from .train import make_plan, parse, run_plan
+from .loader import for_running
+from .train import parse, run_plan
 
 PROG = "python -m grader.chat"
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>")  # ChatML's (Qwen, SmolLM) and Llama 3's, where the checkpoint has them
@@ -150,7 +151,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
     template = read_template(checkpoint)
     conversation = Conversation([{"role": "system", "content": args.system}] if args.system else [])
     render(template, checkpoint, conversation.messages + [{"role": "user", "content": "Hello"}])  # fails before loading
-    plan = make_plan(args.impl_path, STAGES)
+    plan = for_running(args.impl_path, STAGES)
     return run_plan(plan, lambda modules, _: chat(modules, args, checkpoint, template, conversation, out, plan),
                     args.verbose, PROG, sys.stderr)[0]
 

@@ -16,7 +16,8 @@ import time
 import tomllib
 from pathlib import Path
 
-from . import cache, curriculum, hints, integrity, report, run
+from . import cache, curriculum, hints, integrity, options, report, run
+from .options import UsageError  # shared by every command
 from .results import PASSED, Report, StageResult
 
 _FLAG = {"action": "store_true"}
@@ -33,10 +34,7 @@ OPTIONS = {
     "--all": _FLAG | dict(help="with hint: show again every hint shown so far for the stage"),
     "--reset": _FLAG | dict(help="with hint: start the stage's hints again from the first"),
     "--jobs": dict(type=int, default=os.cpu_count() or 1, help="stages graded at once (default: the CPU cores)"),
-    "--timeout": dict(type=float, default=60.0, help="CPU seconds one test may use (default 60)"),
-    "--stage-timeout": dict(type=float, default=300.0, help="CPU seconds one stage's suite may use "
-                                                            "(default 300; the wall-clock backstop is 3x + 60 s)"),
-    "--memory-limit": dict(type=int, default=4096, help="memory in MiB one stage may add (0: no limit; default 4096)"),
+    **options.LIMITS,
     "--device": dict(default=os.environ.get("KATA_DEVICE", "cpu"), choices=("cpu", "cuda", "mps"),
                      help="torch device for the suites: cpu (default), cuda or mps"),
     "--no-fork": _FLAG | dict(help="start a fresh interpreter per stage instead of forking (also: KATA_NO_FORK=1)"),
@@ -57,16 +55,11 @@ OPTIONS = {
 # Subcommands for courses, each a module with main(argv, root) -> exit status (docs/instructors.md).
 COURSE_COMMANDS = {"batch": "batch", "gradescope-bundle": "gradescope", "release": "release"}
 
-UsageError = curriculum.UsageError  # shared by every command
-
 
 def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = curriculum.ROOT) -> argparse.Namespace:
     """Validate the command line (else UsageError: one clear sentence). Adds to the options: action (grade, stage,
     hint, refresh, watch), stage, tree (resolved), reference (None if absent), display (the tree as named), colour."""
-    parser = curriculum.Parser(prog="python -m grader", description=__doc__.split("\n\n")[0])
-    for flags, keywords in OPTIONS.items():
-        parser.add_argument(*flags.split(), **keywords)
-    args = parser.parse_args(argv)
+    args = options.parser("python -m grader", __doc__, OPTIONS).parse_args(argv)
     target, hint = args.target, args.target[:1] == ["hint"]
     not_text = args.format != "text" or args.output
     for wrong, message in [
@@ -79,8 +72,6 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
         (hint and not_text, "hint prints text: it cannot be combined with --format or --output"),
         ((args.all or args.reset) and (not hint or args.all and args.reset),
          "--all and --reset go with hint, one at a time: python -m grader hint 3 --all"),
-        (args.jobs < 1 or args.timeout <= 0 or args.stage_timeout <= 0 or args.memory_limit < 0,
-         "--jobs, --timeout and --stage-timeout must be positive, --memory-limit 0 or more"),
         (args.extra_tests and not Path(args.extra_tests).is_dir(),
          f"--extra-tests {args.extra_tests}: no such directory"),
         (not 0 <= (args.pass_threshold or 0) <= 1,
@@ -88,11 +79,11 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
     ]:
         if wrong:
             raise UsageError(message)
-    stage = curriculum.find(stages, target[-1]) if target else None
+    options.check_limits(args, "--jobs", args.jobs)
+    stage = options.find(stages, target[-1]) if target else None
     action = "hint" if hint else "refresh" if args.refresh_hashes else "watch" if args.watch else \
         "stage" if target else "grade"
-    reference = root / "reference" if any((root / "reference").glob("s[0-9][0-9]_*.py")) else None
-    impl = curriculum.resolve_impl(args.impl, stages, root)
+    reference, impl = options.reference_of(root), options.resolve_impl(args.impl, stages, root)
     if args.output:  # refused before any grading: a folder, a missing folder, a file inside a tree of stages
         path, out = Path(args.output), Path(args.output).expanduser().resolve()
         if out.is_dir():
@@ -103,11 +94,8 @@ def parse(argv: list[str], stages: tuple[curriculum.Stage, ...], root: Path = cu
             if tree.resolve() in out.parents:
                 raise UsageError(f"--output {path}: is inside {tree.name}/, which holds stage files; "
                                  "write it elsewhere")
-    if action not in ("hint", "refresh") and args.device != "cpu":
-        import torch
-
-        if not (torch.cuda.is_available() if args.device == "cuda" else torch.backends.mps.is_available()):
-            raise UsageError(f"--device {args.device}: not available on this machine (use cpu)")
+    if action not in ("hint", "refresh"):
+        options.check_device(args.device)
     display = next((impl.relative_to(base).as_posix() or "." for base in (Path.cwd().resolve(), root)
                     if impl.is_relative_to(base)), str(impl))
     return argparse.Namespace(**vars(args), action=action, stage=stage, tree=impl, reference=reference,
@@ -166,7 +154,7 @@ def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.
 
 def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], known_passed=None) -> Report:
     """Grade ``units``; the report notes what this platform, the submission's files or the test files limit."""
-    notes, no_credit = [], {}
+    notes, no_credit, flags = [], {}, {}
     fork = run.fork_available() and not args.no_fork
     if not fork:
         why = "--no-fork" if args.no_fork else ("KATA_NO_FORK" if hasattr(os, "fork") else "this platform has no fork")
@@ -176,8 +164,8 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
     if args.tree != args.reference:
         no_credit = {stage.id: why for stage in stages if (why := integrity.scan_stage(stage, args.tree))}
         # what one process cannot prevent (patching the tests in memory) is flagged for a reviewer
-        notes += [f"{integrity.FLAG_NOTE} {stage_id}: {why}"
-                  for stage_id, why in integrity.flag_stages(stages, args.tree)]
+        flags["patching"] = [f"{stage_id}: {why}" for stage_id, why in integrity.flag_stages(stages, args.tree)]
+        notes += [f"{integrity.FLAG_NOTE} {flagged}" for flagged in flags["patching"]]
     settings = run.Settings(root=root, impl=args.tree, reference=args.reference,
                             fallback=not args.no_fallback and args.reference is not None,
                             timeout=args.timeout, stage_timeout=args.stage_timeout, memory_mb=args.memory_limit,
@@ -188,11 +176,11 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
         settings.verbose = next(u.key for u in units if u.stage.id == args.stage.id and not u.extra)
     # the test files that differ from the manifest (none to check in a working copy without one)
     problems = integrity.check_hashes(root) if integrity.HASHES.is_file() or args.ci else []
-    notes += [f"integrity: {p}" for p in problems[:10]]
-    if problems:
-        notes += [f"integrity: ... and {len(problems) - 10} more"] * (len(problems) > 10)
-        mode = "fails the run (--ci)" if args.ci else "reported only (--ci would fail the run)"
-        notes.append(f"integrity: the test files do not match grader/test_hashes.json: {mode}")
+    mode = "fails the run (--ci)" if args.ci else "reported only (--ci would fail the run)"
+    flags["tampered_tests"] = [f"integrity: {p}" for p in problems[:10]] + [
+        f"integrity: ... and {len(problems) - 10} more"] * (len(problems) > 10) + [
+        f"integrity: the test files do not match grader/test_hashes.json: {mode}"] * bool(problems)
+    notes += flags["tampered_tests"]
     note = ("fallback: off (this copy has no reference/): every stage is graded with your own code"
             if args.reference is None else
             "grading the reference itself: nothing is substituted" if args.reference == args.tree else
@@ -203,7 +191,7 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
     results = run.grade(units, settings, stages, known_passed=known_passed)
     return Report(impl=args.impl, fallback=settings.fallback, fallback_note=note,
                   stages=results, notes=notes + run.isolation_notes(results),
-                  integrity_failed=bool(problems) and args.ci, pass_threshold=args.pass_threshold)
+                  integrity_failed=bool(problems) and args.ci, pass_threshold=args.pass_threshold, flags=flags)
 
 
 def course_mode(args: argparse.Namespace) -> bool:
@@ -321,4 +309,4 @@ def _main(argv: list[str], root: Path = curriculum.ROOT) -> int:
         return 0 if rep.succeeded() else 1
 
 
-main = functools.partial(curriculum.run_main, "python -m grader", _main)  # main(argv=None, root=ROOT) -> exit status
+main = functools.partial(options.run_main, "python -m grader", _main)  # main(argv=None, root=ROOT) -> exit status

@@ -1,7 +1,5 @@
 """Read the curriculum manifest (curriculum.toml), the single source of truth for stages."""
 
-import argparse
-import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,38 +33,6 @@ class ManifestError(ValueError):
     """The manifest is missing or malformed; the message names the file, the entry and the field."""
 
 
-class UsageError(Exception):
-    """Bad input to a command: the message is printed as one line on stderr and the exit status is 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError (one line, exit 2) instead of printing the whole usage."""
-
-    def error(self, message):
-        raise UsageError(message)
-
-
-def run_main(prog: str, main, argv: list[str] | None = None, *args, **kwargs) -> int:
-    """Every command's main is partial(run_main, prog, its main): bad input it knows is one line on stderr, exit 2."""
-    try:
-        return main(sys.argv[1:] if argv is None else argv, *args, **kwargs)
-    except (UsageError, ManifestError) as error:
-        print(f"{prog}: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-def resolve_impl(value: str, stages: tuple[Stage, ...], root: Path = ROOT) -> Path:
-    """--impl: exercises, reference or a folder of stage files -> that folder, resolved; else UsageError."""
-    path = Path(root) / value if value in ("exercises", "reference") else Path(value).expanduser()
-    if not path.is_dir():
-        raise UsageError(f"--impl {value}: no such directory")
-    if not any(stage.source(path).is_file() for stage in stages):
-        raise UsageError(f"--impl {value}: not shaped like exercises/ (no stage files such as {stages[0].id}.py)")
-    return path.resolve()
-
-
 def load(path: Path = ROOT / "curriculum.toml") -> tuple[Stage, ...]:
     """Parse and validate the manifest; stages come back in learning order."""
     try:
@@ -89,13 +55,3 @@ def load(path: Path = ROOT / "curriculum.toml") -> tuple[Stage, ...]:
             raise ManifestError(f"{where} ({stage.id}): depends on {unknown}, which are not earlier stages")
         stages.append(stage)
     return tuple(stages)
-
-
-def find(stages: tuple[Stage, ...], key: str) -> Stage:
-    """Look a stage up by id ("s03_attention"), number ("3", "03") or topic ("attention"); else UsageError."""
-    wanted = key.strip()
-    for stage in stages:
-        if wanted in (stage.id, stage.id.split("_", 1)[1]) or (wanted.isdigit() and int(wanted) == stage.number):
-            return stage
-    raise UsageError(f"unknown stage {key!r}: give a number (1-{len(stages)}), an id like "
-                     f"{stages[2 if len(stages) > 2 else 0].id} or a topic")

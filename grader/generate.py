@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from .curriculum import UsageError, run_main
-from .train import make_plan, parse, run_plan
+from .options import UsageError, check_device, run_main
+from .loader import for_running
+from .train import parse, run_plan
 
 PROG = "python -m grader.generate"
 STAGES = ("s13_bpe", "s21_generation")  # the stages called here; s21's dependencies come along
@@ -92,20 +93,17 @@ def read_checkpoint(directory: Path) -> Checkpoint:
 
 def check_options(args) -> None:
     """UsageError (one line) for a sampling option out of range or a device not here: checked before anything loads."""
-    usable = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    kind = args.device.split(":")[0]
     checks = [  # (wrong, what to say)
         (args.max_new_tokens < 0, f"--max-new-tokens must not be negative, got {args.max_new_tokens}"),
         (not 0 <= args.temperature < math.inf, f"--temperature must be 0 (greedy) or positive, got {args.temperature}"),
         (args.top_k is not None and args.top_k < 1, f"--top-k must be at least 1, got {args.top_k}"),
         (args.top_p is not None and not 0 < args.top_p <= 1, f"--top-p must be in (0, 1], got {args.top_p}"),
         (not 0 <= args.seed < 2**64, f"--seed must be in [0, 2**64), got {args.seed}"),
-        (not usable.get(kind), f"--device {args.device}: " + ("not available here" if kind in usable
-                                                               else "use cpu, cuda or mps")),
     ]
     for wrong, message in checks:
         if wrong:
             raise UsageError(message)
+    check_device(args.device)
 
 
 def load(modules, directory: Path, device: str, plan):
@@ -182,7 +180,7 @@ def run(argv: list[str], out=sys.stdout) -> int:
     checkpoint = read_checkpoint(args.directory.expanduser())
     if not args.prompt and not (checkpoint.prefix or checkpoint.bos):
         raise UsageError(f"--prompt is empty and {args.directory} has no BOS token to start from: give a prompt")
-    plan = make_plan(args.impl_path, STAGES)
+    plan = for_running(args.impl_path, STAGES)
     return run_plan(plan, lambda modules, _: generate(modules, args, checkpoint, out, plan), args.verbose, PROG,
                     sys.stderr)[0]
 

@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from . import batch, curriculum, integrity, stubgen
+from . import batch, curriculum, integrity, options, stubgen
 
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
 TEMPLATES = ("setup.sh", "run_autograder")
@@ -47,46 +47,44 @@ def write_zip(target: Path, files: dict[str, Path], settings: dict) -> None:
 
 
 def build_parser():
-    p = curriculum.Parser(prog="python -m grader gradescope-bundle", description="Build the Gradescope autograder zip.")
-    p.add_argument("--hidden-tests", help="hidden instructor tests to bundle (test_<stage id>*.py, points.toml)")
-    p.add_argument("--out", default="autograder.zip", help="the zip to write (default: autograder.zip)")
-    for option, default, what in (("--visibility", "visible", "their results"),
-                                  ("--hidden-visibility", "after_published", "the hidden suites' results"),
-                                  ("--stdout-visibility", "hidden", "the autograder's log")):
-        p.add_argument(option, default=default, choices=VISIBILITIES,
-                       help=f"when students see {what} (default {default})")
-    batch.add_limits(p, 1500.0)  # keep it below Gradescope's own limit
-    p.add_argument("--jobs", type=int, default=2, help="stages graded at once inside the container (default 2)")
-    p.add_argument("--no-leaderboard", action="store_true", help="leave the leaderboard out of results.json")
-    return p
+    return options.parser("python -m grader gradescope-bundle", "Build the Gradescope autograder zip.", {
+        "--hidden-tests": dict(help="hidden instructor tests to bundle (test_<stage id>*.py, points.toml)"),
+        "--out": dict(default="autograder.zip", help="the zip to write (default: autograder.zip)"),
+        **{option: dict(default=default, choices=VISIBILITIES, help=f"when students see {what} (default {default})")
+           for option, default, what in (("--visibility", "visible", "their results"),
+                                         ("--hidden-visibility", "after_published", "the hidden suites' results"),
+                                         ("--stdout-visibility", "hidden", "the autograder's log"))},
+        **batch.limits(1500.0),  # keep it below Gradescope's own limit
+        "--jobs": dict(type=int, default=2, help="stages graded at once inside the container (default 2)"),
+        "--no-leaderboard": dict(action="store_true", help="leave the leaderboard out of results.json")})
 
 
 def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     """``python -m grader gradescope-bundle``: 0 written, 2 bad input (one line on stderr)."""
     args = build_parser().parse_args(argv)
-    batch.check_limits(args, "--jobs", args.jobs)
+    options.check_limits(args, "--jobs", args.jobs)
     missing = [name for name in TEMPLATES if not (root / "courses" / "gradescope" / name).is_file()]
     if missing:
-        raise curriculum.UsageError(f"courses/gradescope/ lacks {', '.join(missing)}: this copy cannot build a bundle")
-    if not any((root / "reference").glob("s[0-9][0-9]_*.py")):
-        raise curriculum.UsageError("this copy has no reference/: the bundle needs it for the fallback")
-    problems = integrity.check_hashes(root, root / "grader" / "test_hashes.json")
+        raise options.UsageError(f"courses/gradescope/ lacks {', '.join(missing)}: this copy cannot build a bundle")
+    if not options.reference_of(root):
+        raise options.UsageError("this copy has no reference/: the bundle needs it for the fallback")
+    problems = integrity.check_hashes(root, root / integrity.MANIFEST)
     if problems:
-        raise curriculum.UsageError(f"the test files do not match grader/test_hashes.json ({problems[0]}): "
+        raise options.UsageError(f"the test files do not match grader/test_hashes.json ({problems[0]}): "
                                     "run python -m grader --refresh-hashes if the change is intended")
     stages = curriculum.load(root / "curriculum.toml")
     hidden = Path(args.hidden_tests).resolve() if args.hidden_tests else None
     if hidden and not hidden.is_dir():
-        raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: no such directory")
+        raise options.UsageError(f"--hidden-tests {args.hidden_tests}: no such directory")
     suites = sorted(hidden.glob("test_*.py")) if hidden else []
     stray = [p.name for p in suites if not any(p.name.startswith(f"test_{s.id}") for s in stages)]
     if hidden and (not suites or stray):
-        raise curriculum.UsageError(f"--hidden-tests {args.hidden_tests}: files must be named test_<stage id>*.py"
+        raise options.UsageError(f"--hidden-tests {args.hidden_tests}: files must be named test_<stage id>*.py"
                                     + (f" ({stray[0]} names no stage)" if stray else " (none found)"))
     out = Path(args.out)
     batch.check_folders(out, f"--out {args.out}")
     if out.is_dir():
-        raise curriculum.UsageError(f"--out {args.out}: a folder, not a .zip file")
+        raise options.UsageError(f"--out {args.out}: a folder, not a .zip file")
     settings = {k: v for k, v in vars(args).items() if k not in ("hidden_tests", "out", "no_leaderboard")}
     files = bundle_files(root, hidden)
     write_zip(out, files, settings | {"leaderboard": not args.no_leaderboard})
@@ -120,12 +118,10 @@ def failure_results(message: str, settings: dict) -> dict:
 
 
 def finish_results(doc: dict, settings: dict, absent: list[str]) -> dict:
-    """The grader's document, its visibility and leaderboard set, hidden suites' messages in extra_data."""
+    """The grader's document, its visibility and leaderboard set; hidden suites' messages (extra_data) to the log."""
     for test in doc["tests"]:
-        if " + " in test["name"]:  # "07 s07_encoder + test_s07_hidden.py: ..."
-            print(f"hidden suite {test['name']}:\n{test['output']}")
-            test["extra_data"] = {"output": test["output"]}
-            test["output"] = test["status"]
+        if "extra_data" in test:  # a hidden suite (report.to_gradescope)
+            print(f"hidden suite {test['name']}:\n{test['extra_data'].get('output', '')}")
     doc |= {"visibility": settings.get("visibility", "visible"),
             "stdout_visibility": settings.get("stdout_visibility", "hidden")}
     if absent:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from . import curriculum, loader
 
-HASHES = Path(__file__).resolve().parent / "test_hashes.json"
+MANIFEST = Path("grader", "test_hashes.json")  # the hash manifest, in any copy of the kata
+HASHES = curriculum.ROOT / MANIFEST
 FORBIDDEN_TOPS = {  # a stage file that imports one of these gets no credit
     "reference": "imports the answer key (reference/)", "grader": "imports the grader",
     "tests": "imports the test suites", "checks": "imports the test helpers",
@@ -58,7 +59,7 @@ def hashed_files(root: Path = curriculum.ROOT) -> list[Path]:
 
 
 def current_hashes(root: Path = curriculum.ROOT, manifest: bool = False) -> dict[str, str]:
-    files = hashed_files(root) + ([root / "grader" / HASHES.name] if manifest else [])
+    files = hashed_files(root) + ([root / MANIFEST] if manifest else [])
     return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes().replace(b"\r\n", b"\n")).hexdigest()
             for f in files if f.is_file()}
 

@@ -11,6 +11,7 @@ the mutant's ``symptom``, the words a learner who made that mistake should read.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from . import curriculum, sandbox
+from . import curriculum, options, sandbox
 from .child import warm_up
 from .run import fork_available
 
@@ -117,19 +118,17 @@ def check_all(mutants: list[Mutant]) -> list[Verdict]:
     return [verdicts[m] for m in mutants]
 
 
-def main(argv: list[str]) -> int:
-    at = argv.index("--json") if "--json" in argv else len(argv)
-    json_path, stage_ids = argv[at + 1:at + 2], argv[:at] + argv[at + 2:]
-    known = {stage.id for stage in curriculum.load()}
-    problems = ["--json needs a file path"] * (at == len(argv) - 1)
-    if problems := problems + [f"unknown stage {a!r}" for a in stage_ids if a not in known]:
-        print(f"grader.mutants: {problems[0]}", file=sys.stderr)
-        return 2
-    verdicts = check_all(load(stage_ids or None))
-    if json_path:
+def _main(argv: list[str]) -> int:
+    args = options.parser("python -m grader.mutants", __doc__, {
+        "stages": dict(nargs="*", help="stage ids (default: the whole catalogue)"),
+        "--json": dict(help="also write every verdict as JSON to this file")}).parse_intermixed_args(argv)
+    if unknown := [a for a in args.stages if a not in {stage.id for stage in curriculum.load()}]:
+        raise options.UsageError(f"unknown stage {unknown[0]!r}")
+    verdicts = check_all(load(args.stages or None))
+    if args.json:
         rows = [{"label": v.mutant.label, "caught": v.caught, "symptom_shown": v.symptom_shown,
                  "output": v.output[-6000:]} for v in verdicts]
-        Path(json_path[0]).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        Path(args.json).write_text(json.dumps(rows, indent=1), encoding="utf-8")
     for verdict in verdicts:
         status = "caught" if verdict.ok else "caught, but the output lacks the symptom" if verdict.caught else "MISSED"
         print(f"{status:>40}  {verdict.mutant.label}: {verdict.mutant.description}")
@@ -140,5 +139,8 @@ def main(argv: list[str]) -> int:
     return 0 if caught == len(verdicts) else 1
 
 
+main = functools.partial(options.run_main, "python -m grader.mutants", _main)  # main(argv=None) -> exit status
+
+
 if __name__ == "__main__":
-    raise SystemExit(curriculum.run_main("python -m grader.mutants", main))
+    raise SystemExit(main())

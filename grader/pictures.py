@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import curriculum, loader, train
+from . import curriculum, loader, options, train
 
 CAPSTONE = "s11_copy_task"
 SCHEDULE = "s10_noam_and_loss"
@@ -41,8 +41,8 @@ def import_pyplot():
 
 
 def load_capstone(impl: Path):
-    """(copy-task module, schedule module, substituted stage ids) under grader/train.py's plan for ``impl``."""
-    plan = train.make_plan(Path(impl).resolve(), train.COPY)
+    """(copy-task module, schedule module, substituted stage ids) under the running plan for ``impl``."""
+    plan = loader.for_running(Path(impl).resolve(), train.COPY)
     return loader.load_stage(plan.sources, CAPSTONE), loader.load_stage(plan.sources, SCHEDULE), list(plan.substituted)
 
 
@@ -185,11 +185,11 @@ def run(argv: list[str]) -> int:
     })
     plt = import_pyplot()  # before training: no one should wait a minute to learn it is missing
     if args.layers < 1:
-        raise curriculum.UsageError("--layers must be at least 1")
+        raise options.UsageError("--layers must be at least 1")
     if not set(args.example) <= set(EXAMPLE) or not 1 <= len(args.example) <= 10:
-        raise curriculum.UsageError(f"--example must be 1 to 10 symbols from {''.join(sorted(EXAMPLE))}")
+        raise options.UsageError(f"--example must be 1 to 10 symbols from {''.join(sorted(EXAMPLE))}")
     if args.out.exists() and not args.out.is_dir() or args.out.resolve().is_relative_to(curriculum.EXERCISES.resolve()):
-        raise curriculum.UsageError(f"--out {args.out}: must be a folder outside exercises/")
+        raise options.UsageError(f"--out {args.out}: must be a folder outside exercises/")
     steps = args.steps or train.DEFAULT_STEPS["copy"]
 
     def work(modules, progress: train.Progress):
@@ -207,11 +207,11 @@ def run(argv: list[str]) -> int:
               f"{'anti-' if args.reverse else ''}diagonal at {diagonal_fraction(cross, args.reverse):.0%} of positions")
         print("\n".join(f"wrote {path}" for path in written))
 
-    return train.run_plan(train.make_plan(args.impl_path, train.COPY), work, args.verbose, PROG, sys.stdout,
+    return train.run_plan(loader.for_running(args.impl_path, train.COPY), work, args.verbose, PROG, sys.stdout,
                           live=sys.stdout.isatty(), total=steps, early_stop=True)[0]
 
 
-main = functools.partial(curriculum.run_main, PROG, run)  # main(argv=None) -> exit status
+main = functools.partial(options.run_main, PROG, run)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import batch, curriculum, integrity, stubgen
+from . import batch, curriculum, integrity, options, stubgen
 
 ALWAYS = ("README.md", "LICENSE", "curriculum.toml", "requirements.txt", "pyproject.toml", ".gitignore",
           "grader", "docs", "data")
@@ -27,8 +27,8 @@ def build(root: Path, out: Path, with_reference: bool) -> list[str]:
         elif (root / name).is_file():
             (out / name).parent.mkdir(exist_ok=True)
             shutil.copy2(root / name, out / name)
-    before = integrity.check_hashes(root, root / "grader" / "test_hashes.json")
-    integrity.refresh(out, out / "grader" / "test_hashes.json")
+    before = integrity.check_hashes(root, root / integrity.MANIFEST)
+    integrity.refresh(out, out / integrity.MANIFEST)
     notes = [f"the test files differ from this copy's grader/test_hashes.json ({before[0]}); "
              "the release's manifest is written from the files it ships"] if before else []
     bare = ["no reference/: the release grades without the fallback, and its scorecard says so"]
@@ -36,11 +36,10 @@ def build(root: Path, out: Path, with_reference: bool) -> list[str]:
 
 
 def build_parser():
-    p = curriculum.Parser(prog="python -m grader release", description="Build the learner-facing repository.")
-    p.add_argument("out", help="the directory to create (absent or empty)")
-    p.add_argument("--with-reference", action="store_true",
-                   help="ship reference/ (and the mutants, the project's suite and the benchmarks that use it)")
-    return p
+    return options.parser("python -m grader release", "Build the learner-facing repository.", {
+        "out": dict(help="the directory to create (absent or empty)"),
+        "--with-reference": dict(action="store_true", help="ship reference/ (and the mutants, the project's suite and "
+                                                           "the benchmarks that use it)")})
 
 
 def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
@@ -51,12 +50,12 @@ def main(argv: list[str], root: Path = curriculum.ROOT) -> int:
     top = root.resolve()
     if out == top or top in out.parents and out.relative_to(top).parts[0] in (
             "grader", "tests", "exercises", "reference", "docs", "data", "courses"):
-        raise curriculum.UsageError(f"release {args.out}: choose a directory outside this repository's own folders")
+        raise options.UsageError(f"release {args.out}: choose a directory outside this repository's own folders")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise curriculum.UsageError(f"release {args.out}: exists and is not empty")
+        raise options.UsageError(f"release {args.out}: exists and is not empty")
     curriculum.load(root / "curriculum.toml")  # a broken manifest stops it before anything is written
-    if not any((root / "reference").glob("s[0-9][0-9]_*.py")):
-        raise curriculum.UsageError("this copy has no reference/: the stubs are generated from it")
+    if not options.reference_of(root):
+        raise options.UsageError("this copy has no reference/: the stubs are generated from it")
     notes = build(root, out, args.with_reference)
     print(f"wrote the student release to {args.out} ({'with' if args.with_reference else 'without'} reference/)")
     for note in notes:

@@ -155,10 +155,10 @@ def to_gradescope(report: Report, hidden_visibility: str = "after_published") ->
                     for t in s.tests if not t.passed][:3]
         output = [s.status_text()] + ["\n".join([s.reason] * bool(s.reason) + failures)] * (s.status != PASSED)
         output += [f"used reference/ for: {', '.join(s.substituted)}"] * bool(s.substituted)
-        tests.append({"name": f"{s.number:02d} {stage_label(s)}: {s.title}", "number": str(s.number),
-                      "score": s.score, "max_score": s.max_score,
-                      "status": "passed" if s.status == PASSED else "failed", "output": "\n".join(output),
-                      "visibility": hidden_visibility if s.extra else "visible"})
+        test = {"name": f"{s.number:02d} {stage_label(s)}: {s.title}", "number": str(s.number), "score": s.score,
+                "max_score": s.max_score, "status": "passed" if s.status == PASSED else "failed",
+                "output": "\n".join(output), "visibility": hidden_visibility if s.extra else "visible"}
+        tests.append(test | ({"output": test["status"], "extra_data": {"output": test["output"]}} if s.extra else {}))
     return json.dumps({"score": report.score, "max_score": report.max_score,
                        "output": "\n".join(report.notes) or "Transformer kata autograder",
                        "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}, indent=2) + "\n"

@@ -14,6 +14,7 @@ MISSING = "missing"  # no suite or no stage file to grade: not counted in the sc
 
 # Test outcomes.
 TEST_PASSED, TEST_FAILED, TEST_ERROR, TEST_SKIPPED, TEST_NOT_RUN = "passed", "failed", "error", "skipped", "not run"
+SCHEMA = "transformer-kata/grader-result/1"  # the JSON document's (docs/grader.md), which course tools check
 
 
 @dataclass
@@ -46,6 +47,7 @@ class StageResult:
     duration: float = 0.0  # wall seconds of the child process
     isolation: str = ""  # what the stage's sandbox reached (grader/sandbox.py LEVELS)
     reused: bool = False  # the verdict of an earlier run, nothing it depends on changed (grader/cache.py)
+    flag: str = ""  # for course tools: "imports_reference", "forged_results" (no credit) or "not_reached" (budget)
 
     def status_text(self) -> str:
         """The scorecard's words: "passed", "failing 2 of 9", "not started", "error", ..."""
@@ -62,6 +64,7 @@ class Report:
     notes: list[str] = field(default_factory=list)  # platform limits, integrity findings, warnings
     integrity_failed: bool = False  # a tampered test file under --ci
     pass_threshold: float | None = None  # --pass-threshold: fraction of max_score that passes
+    flags: dict[str, list[str]] = field(default_factory=dict)  # for course tools: "patching", "tampered_tests"
 
     @property
     def score(self) -> float:
@@ -87,8 +90,8 @@ class Report:
 
     def to_dict(self) -> dict:
         """The JSON document (schema in docs/grader.md)."""
-        return {"schema": "transformer-kata/grader-result/1", "score": self.score, "max_score": self.max_score,
-                "passed": self.succeeded(), "impl": self.impl, "fallback": self.fallback, "notes": list(self.notes),
+        return {"schema": SCHEMA, "score": self.score, "max_score": self.max_score, "passed": self.succeeded(),
+                "impl": self.impl, "fallback": self.fallback, "notes": list(self.notes), "flags": dict(self.flags),
                 "stages": [asdict(s) | {"tests_passed": sum(t.passed for t in s.tests), "tests_total": len(s.tests),
                                         "duration": round(s.duration, 3),
                                         "tests": [asdict(t) | {"duration": round(t.duration, 4)} for t in s.tests]}

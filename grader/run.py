@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import cache, curriculum, loader, sandbox, stubgen
+from . import cache, curriculum, loader, options, sandbox, stubgen
+from .loader import closure
 from .results import (ERROR, FAILING, MISSING, NOT_STARTED, PASSED, TEST_ERROR, TEST_FAILED, TEST_NOT_RUN,
                       TEST_PASSED, TEST_SKIPPED, TIMED_OUT, StageResult, TestResult)
 
@@ -54,9 +55,9 @@ class Settings:
     impl: Path  # the tree graded
     reference: Path | None  # the fallback tree; None when absent
     fallback: bool  # take unfinished dependencies from reference/
-    timeout: float = 60.0  # per test, CPU seconds
-    stage_timeout: float = 300.0  # per unit, CPU seconds (RLIMIT_CPU); the wall backstop is 3x + 60 s
-    memory_mb: int = 4096  # address space a child may add to what it starts with; 0 = no limit
+    timeout: float = options.TIMEOUT  # per test, CPU seconds
+    stage_timeout: float = options.STAGE_TIMEOUT  # per unit, CPU seconds (RLIMIT_CPU); the wall backstop is 3x + 60 s
+    memory_mb: int = options.MEMORY_MB  # address space a child may add to what it starts with; 0 = no limit
     device: str = "cpu"
     jobs: int = 2
     fork: bool = True
@@ -85,14 +86,6 @@ def memory_limit_available() -> bool:
 
 
 # ---------------------------------------------------------------- planning (pure)
-
-
-def closure(stages: Iterable[curriculum.Stage]) -> dict[str, tuple[str, ...]]:
-    """Every stage's dependencies, direct and indirect, in learning order."""
-    deps: dict[str, set[str]] = {}
-    for stage in stages:
-        deps[stage.id] = set(stage.depends).union(*(deps.get(dep, ()) for dep in stage.depends))
-    return {sid: tuple(s for s in deps if s in found) for sid, found in deps.items()}
 
 
 def units_for(stages: Iterable[curriculum.Stage], root: Path) -> list[Unit]:
@@ -151,17 +144,17 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
     running = f" in {started.split('::')[-1]}" if started else ""
     not_passed = [t for t in results if not t.passed]
 
-    def finish(status: str, reason: str = "") -> StageResult:
+    def finish(status: str, reason: str = "", flag: str = "") -> StageResult:
         return _result(unit, status, reason, substituted=list(substituted), tests=results, duration=duration,
-                       isolation=str(latest.get("sealed", {}).get("level", isolation)))
+                       isolation=str(latest.get("sealed", {}).get("level", isolation)), flag=flag)
 
     if tampered:
-        return finish(ERROR, f"no credit: {tampered}")
+        return finish(ERROR, f"no credit: {tampered}", "forged_results")
     if unit.stage.id in settings.no_credit:
-        return finish(ERROR, settings.no_credit[unit.stage.id])
+        return finish(ERROR, settings.no_credit[unit.stage.id], "imports_reference")
     if "blocked" in earliest:
         return finish(ERROR, f"no credit: your code imports {earliest['blocked'].get('module')} (the answer key) "
-                             "while it is graded")
+                             "while it is graded", "imports_reference")
     if exitcode == -getattr(signal, "SIGXCPU", 24) or exitcode == -KILLED and cpu >= settings.stage_timeout / 2:
         killed_for_time = "cpu"
     if killed_for_time == "budget":
@@ -210,9 +203,9 @@ def interpret(unit: Unit, events: list[dict], *, exitcode: int | None, killed_fo
 # ---------------------------------------------------------------- running
 
 
-def _start(unit: Unit, part: str, settings: Settings, learner: list[str] | None, workdir: Path,
+def _start(unit: Unit, part: str, settings: Settings, plan: loader.Plan, workdir: Path,
            hidden: tuple[Path, ...]) -> sandbox.Stage:
-    """Start one part of a unit; ``learner``: the dependencies taken from the learner (None: no fallback)."""
+    """Start one part of a unit, its stages loaded by ``plan`` (handed to the child as data: --plan)."""
     root, reference, untrusted = settings.root, settings.reference, not settings.trusted
     home = sandbox.private_home(workdir)
     verbose = settings.verbose == unit.key
@@ -220,7 +213,7 @@ def _start(unit: Unit, part: str, settings: Settings, learner: list[str] | None,
             "-p", "no:unraisableexception", "--timeout", "0", "--device", settings.device,
             "-o", "console_output_style=classic", "--tb=short", *(["-v"] if verbose else ["-q", "--no-header"])]
     args += (["--rootdir", unit.rootdir, "-c", os.devnull] if unit.rootdir else []) + (["-k", part] if part else [])
-    args += ["--no-fallback"] if learner is None else ["--learner-stages", ",".join(learner)] if learner else []
+    args += ["--plan", plan.to_json()]
     job = {"args": args, "root": str(root), "impl": str(settings.impl), "timeout": settings.timeout,
            "memory_mb": settings.memory_mb, "block_reference": untrusted}
     answers = (unit.stage.source(reference), reference / "__pycache__") if reference else ()  # its answer
@@ -279,12 +272,11 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
               *filter(None, [settings.cache]))
     digests, warm, kept = cache.Digests(), not settings.fork, False
 
-    def verdict_key(unit: Unit, part: str, learner: list[str] | None) -> str:  # '': keep nothing
+    def verdict_key(unit: Unit, part: str, plan: loader.Plan) -> str:  # '': keep nothing
         if not settings.cache or unit.extra:
             return ""
-        sources = loader.plan([*deps_of.get(unit.stage.id, ()), unit.stage.id], unit.stage.id, settings.impl,
-                              settings.reference or settings.impl, frozenset(learner or ()), learner is not None)
-        return cache.key(settings, unit, part, sources, digests)
+        loads = (*deps_of.get(unit.stage.id, ()), unit.stage.id)  # the stage files this unit's plan loads
+        return cache.key(settings, unit, part, {s: plan.sources[s] for s in loads}, digests)
 
     def record(unit: Unit, index: int, result: StageResult) -> None:
         parts[unit.key][index] = result
@@ -304,7 +296,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
                         stage.stop("budget")
                     for unit, index in pending:
                         record(unit, index, _result(unit, TIMED_OUT, f"not graded: the run's time budget "
-                                                                     f"({settings.budget:g} s) ran out before it"))
+                                                    f"({settings.budget:g} s) ran out before it", flag="not_reached"))
                     pending = []
                 ready = [(u, i) for u, i in pending if not waiting(u)][: max(1, settings.jobs) - len(running)]
                 for unit, index in ready:
@@ -312,11 +304,11 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
                     if (early := precheck(unit, settings)) is not None:
                         record(unit, index, early)
                         continue
-                    deps = deps_of.get(unit.stage.id, ())
                     mine = known | {r.id for r in results.values() if not r.extra and r.status == PASSED}
-                    substituted = [d for d in deps if d not in mine] if waves else []
-                    learner = [d for d in deps if d not in substituted] if waves else None
-                    name = verdict_key(unit, unit.parts[index], learner)
+                    plan = loader.for_grading(stages, unit.stage.id, settings.impl, settings.reference or settings.impl,
+                                              mine if waves else None, graded_ids)
+                    substituted = list(plan.substituted)
+                    name = verdict_key(unit, unit.parts[index], plan)
                     reuse = name and not settings.fresh and settings.verbose != unit.key  # -v: pytest's own output
                     if reuse and (reused := cache.load(settings.cache, name)) is not None:
                         record(unit, index, replace(reused, substituted=substituted))
@@ -326,7 +318,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
 
                         warm_up()
                         warm = True
-                    stage = _start(unit, unit.parts[index], settings, learner, Path(tmp), hidden)
+                    stage = _start(unit, unit.parts[index], settings, plan, Path(tmp), hidden)
                     running[stage] = (unit, index, substituted, name)
                 if not running and not ready:
                     for unit, index in pending:  # cannot happen with a valid manifest; never hang on it

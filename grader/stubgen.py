@@ -13,10 +13,9 @@ from __future__ import annotations
 import ast
 import functools
 import re
-import sys
 from pathlib import Path
 
-from . import curriculum
+from . import curriculum, options
 
 GIVEN_MARKER = "# kata: given"
 STEP = re.compile(r"^\s*# \d+\) \S")  # a numbered step comment, kept in the stub as its skeleton
@@ -88,10 +87,8 @@ def sync(reference: Path, exercises: Path, stages, write: bool) -> tuple[list[st
 
 
 def _main(argv: list[str]) -> int:
-    if argv not in ([], ["--check"]):
-        print("usage: python -m grader.stubgen [--check]", file=sys.stderr)
-        return 2
-    check = argv == ["--check"]
+    check = options.parser("python -m grader.stubgen", __doc__, {"--check": dict(action="store_true", help=(
+        "exit 1 if an untouched stub differs from what it would write"))}).parse_args(argv).check
     stale, messages = sync(curriculum.REFERENCE, curriculum.EXERCISES, curriculum.load(), write=not check)
     if not check:
         print("\n".join(messages) or "every stub in exercises/ is up to date")
@@ -101,7 +98,7 @@ def _main(argv: list[str]) -> int:
     return 1 if stale else 0
 
 
-main = functools.partial(curriculum.run_main, "python -m grader.stubgen", _main)  # main(argv=None) -> exit status
+main = functools.partial(options.run_main, "python -m grader.stubgen", _main)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from . import curriculum, loader, run as runner, stubgen
+from . import curriculum, loader, options as shared
 
-REFERENCE = curriculum.REFERENCE
 COPY = ("s11_copy_task",)  # the stages a task calls directly; their dependencies come along
 TASK_STAGES = {"copy": COPY, "reverse": COPY, "lm": ("s12_corpus", "s13_bpe", "s20_lm_training", "s21_generation")}
 DEFAULT_STEPS = {"copy": 300, "reverse": 300, "lm": 400}  # copy/reverse: CopyTaskConfig.max_steps
@@ -41,63 +40,11 @@ PROG = "python -m grader.train"
 
 def parse(prog: str, doc: str, argv: list[str], options: dict[str, dict]):
     """``argv`` parsed with OPTIONS and ``options``, --steps checked and --impl resolved to ``impl_path``."""
-    parser = curriculum.Parser(prog=prog, description=doc.split("\n\n")[0])
-    for flags, settings in {**OPTIONS, **options}.items():
-        parser.add_argument(*flags.split(), **settings)
-    args = parser.parse_args(argv)
+    args = shared.parser(prog, doc, {**OPTIONS, **options}).parse_args(argv)
     if getattr(args, "steps", None) is not None and args.steps < 1:
-        raise curriculum.UsageError(f"--steps must be at least 1, got {args.steps}")
-    args.impl_path = curriculum.resolve_impl(args.impl, curriculum.load())
+        raise shared.UsageError(f"--steps must be at least 1, got {args.steps}")
+    args.impl_path = shared.resolve_impl(args.impl, curriculum.load())
     return args
-
-
-@dataclass
-class Plan:
-    """Where each stage comes from, and why a needed stage was taken from the reference."""
-
-    sources: dict[str, Path]
-    impl: Path
-    substituted: dict[str, str] = field(default_factory=dict)  # stage id -> reason
-
-    def substitute(self, stage_id: str, reason: str) -> None:
-        self.sources[stage_id] = REFERENCE
-        self.substituted[stage_id] = reason
-
-    def yours(self) -> list[str]:
-        """The stages taken from --impl, in learning order."""
-        return [s for s, tree in self.sources.items() if tree == self.impl != REFERENCE]
-
-    def describe(self) -> list[str]:
-        """The lines that say whose code is used: yours first, then every substitution and why."""
-        mine = [f"using yours: {', '.join(self.yours()) or 'none of your stages yet'}"] * (self.impl != REFERENCE)
-        return mine + [f"using reference/{s}.py: yours is {why}" for s, why in self.substituted.items()]
-
-    def crashed_in(self, frames: list[tuple[str, int]]) -> tuple[str, int] | None:
-        """(stage id, line) of the innermost of ``frames`` (file name, line) in a stage of yours, or None."""
-        own = {(self.impl / f"{s}.py").resolve(): s for s in self.yours()}
-        return next(((own[Path(f).resolve()], line) for f, line in reversed(frames) if Path(f).resolve() in own), None)
-
-
-def make_plan(impl: Path, called: tuple[str, ...]) -> Plan:
-    """The stages ``called`` and their dependencies from impl, unless missing, unreadable, a stub or not importing."""
-    stages = curriculum.load()
-    needed = {d for stage_id in called for d in (stage_id, *runner.closure(stages)[stage_id])}
-    plan = Plan({stage.id: REFERENCE for stage in stages}, impl)
-    for stage_id in [stage.id for stage in stages if stage.id in needed and impl != REFERENCE]:
-        path = impl / f"{stage_id}.py"  # in learning order, so a stage's dependencies are settled first
-        try:
-            reason = "not started" if stubgen.is_untouched(loader.read_stage(path), stage_id) else None
-        except loader.StageFileError as error:
-            reason = f"refused ({error})" if path.is_file() or path.is_symlink() else "missing"
-        if reason is None:
-            plan.sources[stage_id] = impl
-            try:
-                loader.load_stage(plan.sources, stage_id)
-            except Exception as error:  # noqa: BLE001 - any import failure means: use the reference
-                reason = f"does not import ({type(error).__name__}: {error})"
-        if reason:
-            plan.substitute(stage_id, reason)
-    return plan
 
 
 @dataclass
@@ -185,7 +132,7 @@ def forward_frames(again: Callable[[], object]) -> list[tuple[str, int]]:
     return [(name, int(line)) for name, line in re.findall(r'File "([^"]+)", line (\d+)', trace)]
 
 
-def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, again: Callable[[], object]) -> int:
+def report_crash(prog: str, error: BaseException, plan: loader.Plan, verbose: bool, again: Callable[[], object]) -> int:
     """Exit status 1, one line on stderr: your stage's file:line (via ``again`` for a failing backward) or where."""
     if verbose:
         traceback.print_exception(error)
@@ -203,7 +150,7 @@ def report_crash(prog: str, error: BaseException, plan: Plan, verbose: bool, aga
     return 1
 
 
-def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdout, **progress) -> tuple[int, object]:
+def run_plan(plan: loader.Plan, work: Callable, verbose: bool, prog: str, out=sys.stdout, **progress) -> tuple:
     """Say whose stages are used, then (0, work(modules, Progress(...))), restarted on a stage's NotImplementedError."""
     print("".join(line + "\n" for line in plan.describe()), end="", file=out)
     modules = lambda stage_id: loader.load_stage(plan.sources, stage_id)  # noqa: E731
@@ -213,10 +160,10 @@ def run_plan(plan: Plan, work: Callable, verbose: bool, prog: str, out=sys.stdou
             return 0, work(modules, bar)
         except Exception as error:  # noqa: BLE001 - the learner's code may raise anything
             bar.close()
-            if isinstance(error, curriculum.UsageError):
+            if isinstance(error, shared.UsageError):
                 raise  # bad input (a checkpoint that cannot be run): one line, exit 2, from run_main
             found = isinstance(error, NotImplementedError) and NOT_WRITTEN.search(str(error))
-            if not found or plan.sources.get(found[1]) == REFERENCE:
+            if not found or plan.sources.get(found[1]) == plan.reference:
                 return report_crash(prog, error, plan, verbose, lambda: work(modules, Progress())), None
             plan.substitute(found[1], "not finished (it raises NotImplementedError)")
             print(f"using reference/{found[1]}.py: yours is {plan.substituted[found[1]]}; starting again", file=out)
@@ -231,13 +178,13 @@ def run(argv: list[str], out=sys.stdout) -> int:
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and it leaves the machine usable
     steps = args.steps or DEFAULT_STEPS[args.task]
     trainer = train_lm if args.task == "lm" else train_copy
-    return run_plan(make_plan(args.impl_path, TASK_STAGES[args.task]),
+    return run_plan(loader.for_running(args.impl_path, TASK_STAGES[args.task]),
                     lambda modules, progress: print("\n".join(trainer(modules, args, steps, progress)), file=out),
                     args.verbose, PROG, out, live=not args.quiet and out.isatty(), total=steps,
                     early_stop=args.task != "lm")[0]
 
 
-main = functools.partial(curriculum.run_main, PROG, run)  # main(argv=None) -> exit status
+main = functools.partial(shared.run_main, PROG, run)  # main(argv=None) -> exit status
 
 
 if __name__ == "__main__":

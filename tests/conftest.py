@@ -6,7 +6,8 @@
 
 The stage under test always comes from --impl. The earlier stages it builds on come from
 reference/ (so each stage is graded on its own merits) unless --no-fallback is given or the
-stage is listed in --learner-stages. The header of the run says which stages were substituted.
+stage is listed in --learner-stages. The grader hands its plan instead (--plan: stage id -> "impl" or
+"reference", grader/loader.py); both are one loader.Plan. The header of the run says which stages were substituted.
 
 A stage listed in FORBIDDEN_CALLS may not call the torch functions its tests use as the oracle. A
 torch function mode refuses them for the whole suite, however the learner's code took hold of them
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import os
 import sys
 from pathlib import Path
@@ -28,15 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from grader import curriculum, loader  # noqa: E402
+from grader import curriculum, loader, options  # noqa: E402
 
 HELP_IMPL = "what to test: 'exercises' (default), 'reference', or a directory shaped like exercises/"
 HELP_NO_FALLBACK = "take every stage from --impl, never from reference/"
 HELP_LEARNER_STAGES = "comma-separated stage ids to take from --impl even with the fallback on"
+HELP_PLAN = "the grader's plan: a JSON object, stage id -> \"impl\" or \"reference\" (overrides the two above)"
 HELP_DEVICE = "run the stage suites on this torch device (cpu, cuda, mps); default cpu"
 
 STAGES = curriculum.load()
 STAGE_IDS = [stage.id for stage in STAGES]
+REFERENCE = ROOT / "reference"
 
 # stage id -> (parts of the names torch gives the forbidden functions, the likely cause). A part
 # catches every alias and private variant: F.scaled_dot_product_attention, torch.ops.aten's
@@ -57,19 +61,8 @@ def pytest_addoption(parser):
     group.addoption("--impl", default="exercises", help=HELP_IMPL)
     group.addoption("--no-fallback", action="store_true", default=False, help=HELP_NO_FALLBACK)
     group.addoption("--learner-stages", default="", help=HELP_LEARNER_STAGES)
+    group.addoption("--plan", default="", help=HELP_PLAN)
     group.addoption("--device", default=os.environ.get("KATA_DEVICE", "cpu"), help=HELP_DEVICE)
-
-
-def resolve_impl(value: str) -> Path:
-    """'exercises' and 'reference' name the trees in this repository; anything else is a path."""
-    if value in ("exercises", "reference"):
-        return ROOT / value
-    path = Path(value).expanduser().resolve()
-    if not path.is_dir():
-        raise pytest.UsageError(f"--impl {value}: no such directory")
-    if not any(stage.source(path).is_file() for stage in STAGES):
-        raise pytest.UsageError(f"--impl {value}: no stage files in it (expected names like s01_vocab.py)")
-    return path
 
 
 def learner_stages(config) -> frozenset[str]:
@@ -81,18 +74,32 @@ def learner_stages(config) -> frozenset[str]:
 
 
 def pytest_configure(config):
-    config._kata_impl = resolve_impl(config.getoption("--impl"))  # noqa: SLF001 - our own attribute
+    try:
+        impl = options.resolve_impl(config.getoption("--impl"), STAGES, ROOT)
+    except options.UsageError as error:
+        raise pytest.UsageError(str(error)) from None
+    config._kata_impl = impl  # noqa: SLF001 - our own attributes
     config._kata_learner = learner_stages(config)  # noqa: SLF001
+    config._kata_plan = given_plan(config.getoption("--plan"), impl)  # noqa: SLF001
+
+
+def given_plan(text: str, impl: Path) -> loader.Plan | None:
+    """The plan the grader hands (--plan, loader.Plan.to_json), or None when it hands none."""
+    try:
+        data, trees = json.loads(text) if text else None, {"impl": impl, "reference": REFERENCE}
+        return loader.Plan({s: trees[data[s]] for s in STAGE_IDS}, impl, REFERENCE) if text else None
+    except (ValueError, KeyError, TypeError):
+        raise pytest.UsageError('--plan: expected a JSON object: every stage id -> "impl" or "reference"') from None
 
 
 def pytest_report_header(config):
-    impl = config._kata_impl  # noqa: SLF001
-    if not fallback_on(config) or impl == ROOT / "reference":
+    impl, plan = config._kata_impl, config._kata_plan  # noqa: SLF001
+    if impl == REFERENCE or REFERENCE not in plan_for(config, "").sources.values():
         return [f"kata: every stage from {impl} (no fallback to reference/)"]
-    mine = ", ".join(sorted(config._kata_learner)) or "none"  # noqa: SLF001
+    mine = [s for s, tree in plan.sources.items() if tree == impl] if plan else config._kata_learner  # noqa: SLF001
     return [
         f"kata: stage under test from {impl}",
-        f"kata: earlier stages from reference/ except these, taken from --impl: {mine}",
+        f"kata: earlier stages from reference/ except these, taken from --impl: {', '.join(sorted(mine)) or 'none'}",
     ]
 
 
@@ -106,18 +113,15 @@ def stage_id_of(request) -> str:
 
 def fallback_on(config) -> bool:
     """The fallback needs an answer key: a student release may ship without reference/."""
-    return not config.getoption("--no-fallback") and (ROOT / "reference").is_dir()
+    return not config.getoption("--no-fallback") and options.reference_of(ROOT) is not None
 
 
-def plan_for(config, stage_id: str) -> dict[str, Path]:
-    return loader.plan(
-        STAGE_IDS,
-        tested=stage_id,
-        impl=config._kata_impl,  # noqa: SLF001
-        reference=ROOT / "reference",
-        learner_stages=config._kata_learner,  # noqa: SLF001
-        fallback=fallback_on(config),
-    )
+def plan_for(config, stage_id: str) -> loader.Plan:
+    """The grader's plan (--plan), else the one it would make from --no-fallback and --learner-stages."""
+    if config._kata_plan:  # noqa: SLF001
+        return config._kata_plan  # noqa: SLF001
+    mine = config._kata_learner if fallback_on(config) else None  # noqa: SLF001
+    return loader.for_grading(STAGES, stage_id, config._kata_impl, REFERENCE, mine)  # noqa: SLF001
 
 
 class ForbiddenCalls:
@@ -212,7 +216,7 @@ def forbidden_calls(request):
 def stage(request):
     """The module under test: this suite's stage, loaded from --impl under the fallback plan."""
     stage_id = stage_id_of(request)
-    module = loader.load_stage(plan_for(request.config, stage_id), stage_id)
+    module = loader.load_stage(plan_for(request.config, stage_id).sources, stage_id)
     problem = not_written_here(module, stage_id) if stage_id in FORBIDDEN_CALLS else ""
     if problem:
         raise AssertionError(problem)
@@ -226,13 +230,10 @@ def device(request):
 
     torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and stages run side by side
     name = request.config.getoption("--device")
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if not available.get(name, False):
-        raise pytest.UsageError(f"--device {name}: not available on this machine (choose cpu, cuda or mps)")
+    try:
+        options.check_device(name)
+    except options.UsageError as error:
+        raise pytest.UsageError(str(error)) from None
     torch.set_default_device(name)
     yield torch.device(name)
     torch.set_default_device("cpu")

@@ -59,6 +59,8 @@ def check_result_document(doc: dict) -> None:
     assert isinstance(doc["score"], (int, float)) and isinstance(doc["max_score"], (int, float))
     assert 0 <= doc["score"] <= doc["max_score"]
     assert isinstance(doc["passed"], bool) and isinstance(doc["notes"], list)
+    assert set(doc["flags"]) <= {"patching", "tampered_tests"}, doc["flags"]
+    assert all(isinstance(v, list) for v in doc["flags"].values()), doc["flags"]
     for stage in doc["stages"]:
         assert isinstance(stage["id"], str) and isinstance(stage["number"], int)
         assert stage["status"] in ("passed", "failing", "not started", "error", "timed out", "missing"), stage
@@ -66,6 +68,7 @@ def check_result_document(doc: dict) -> None:
         assert 0 <= stage["score"] <= stage["max_score"]
         assert stage["score"] == (stage["max_score"] if stage["status"] == "passed" else 0)
         assert "\n" not in stage["reason"], f"a reason must be one line: {stage['reason']!r}"
+        assert stage["flag"] in ("", "imports_reference", "forged_results", "not_reached"), stage["flag"]
         assert stage["tests_total"] == len(stage["tests"])
         assert stage["tests_passed"] == sum(t["outcome"] == "passed" for t in stage["tests"])
         for test in stage["tests"]:

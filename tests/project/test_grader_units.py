@@ -365,7 +365,7 @@ def test_mutant_catalogue_filters_by_stage_and_skips_stages_without_one(monkeypa
     assert mutants.load([second]) == [], f"only {second} asked for: expected no mutants"
 
 
-@pytest.mark.parametrize("argv, words", [(["--json"], "--json needs a file path"),
+@pytest.mark.parametrize("argv, words", [(["--json"], "--json: expected one argument"),
                                           (["s99_nothing"], "unknown stage 's99_nothing'")])
 def test_mutants_command_rejects_bad_usage(capsys, argv, words):
     assert mutants.main(argv) == 2, f"expected exit 2 for {argv}"
@@ -382,7 +382,7 @@ def test_mutants_command_rejects_bad_usage(capsys, argv, words):
     (["hint", "1", "--watch"], "--watch cannot be combined with hint"),
     (["--watch", "--format", "json"], "--watch is for learners"),
     (["hint", "1", "--format", "json"], "hint prints text"),
-    (["--jobs", "0"], "--jobs, --timeout and --stage-timeout must be positive"),
+    (["--jobs", "0"], "--jobs must be at least 1, the time limits positive"),
     (["--impl", "reference", "--device", "cuda"], "--device cuda: not available"),
     (["--impl", "reference", "--device", "mps"], "--device mps: not available"),
 ])
@@ -488,9 +488,14 @@ def test_batch_row_flags_integrity_notes_and_keeps_every_note():
     from grader import batch
 
     doc = {"score": 0, "max_score": 2, "notes": ["integrity: tests/test_s01_a.py changed", "no fork"],
-           "stages": [{"id": "s01_a", "status": "timed out", "score": 0, "max_score": 2, "reason": "slow"}]}
+           "flags": {"tampered_tests": ["integrity: tests/test_s01_a.py changed"], "patching": ["s01_a: line 4"]},
+           "stages": [{"id": "s01_a", "status": "timed out", "score": 0, "max_score": 2, "reason": "slow"},
+                      {"id": "s02_b", "status": "error", "score": 0, "max_score": 2,
+                       "reason": "no credit: looks like it", "flag": "forged_results"}]}
     row = batch.row_from_document("ann", doc)
     assert row.flags["tampered_tests"] == ["integrity: tests/test_s01_a.py changed"], f"got {row.flags}"
+    assert row.flags["patching"] == ["s01_a: line 4"] and row.flags["forged_results"] == ["s02_b"], row.flags
+    assert row.flags["imports_reference"] == [], "a flag is read from its field, never from the reason's text"
     assert row.flags["timed_out"] == ["s01_a"] and row.notes == doc["notes"], f"got {row.flags}, {row.notes}"
 
 
@@ -604,3 +609,26 @@ def test_a_stage_stopped_by_its_cpu_limit_is_timed_out_whatever_the_wall_clock_s
     budget = run.interpret(_unit(), events, exitcode=-9, killed_for_time="budget", substituted=[], duration=1.0,
                            settings=_settings(tmp_path, budget=30.0))
     _expect(budget, TIMED_OUT, "the run's time budget (30 s) ran out")
+
+
+def test_the_grading_plan_names_why_each_stage_it_loads_comes_from_reference_and_travels_as_data(tmp_path):
+    stages, reference = curriculum.load(), curriculum.REFERENCE
+    plan = loader.for_grading(stages, "s07_encoder", tmp_path, reference, mine={"s05_multihead"},
+                              graded={"s03_attention", "s05_multihead"})
+    assert plan.substituted == {"s03_attention": "did not pass its suite", "s06_feedforward": "not graded yet"}, (
+        f"only the stages s07 loads are named, each with why; got {plan.substituted}")
+    assert plan.sources["s07_encoder"] == plan.sources["s05_multihead"] == tmp_path, "under test, and passed: yours"
+    assert plan.sources["s01_vocab"] == reference and plan.sources["s03_attention"] == reference
+    sent = json.loads(plan.to_json())
+    assert {s: tmp_path if v == "impl" else reference for s, v in sent.items()} == plan.sources, sent
+    whole = loader.for_grading(stages, "s07_encoder", tmp_path, reference, mine=None)
+    assert set(whole.sources.values()) == {tmp_path} and whole.substituted == {}, "no fallback: every stage is yours"
+
+
+def test_a_stage_suite_refuses_a_plan_that_is_not_one_in_one_line():
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_s01_vocab.py", "-p", "no:cacheprovider",
+                           "--plan", '{"s01_vocab": "elsewhere"}'], cwd=curriculum.ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 4 and '--plan: expected a JSON object' in done.stderr, (done.returncode, done.stderr)

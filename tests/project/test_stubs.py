@@ -146,7 +146,8 @@ def test_stubgen_command_checks_the_repository_and_refuses_bad_usage():
     assert check.returncode == 0, f"python -m grader.stubgen --check failed: {check.stdout}{check.stderr}"
     bad = subprocess.run([sys.executable, "-m", "grader.stubgen", "--bogus"], cwd=curriculum.ROOT,
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("usage:"), f"bad usage: exit {bad.returncode}, {bad.stderr!r}"
+    assert bad.returncode == 2 and bad.stderr.startswith("python -m grader.stubgen:") and bad.stderr.count("\n") == 1, (
+        f"bad usage: one line, exit 2; got exit {bad.returncode}, {bad.stderr!r}")
     assert "Traceback" not in bad.stderr
 
 
