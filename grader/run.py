@@ -12,7 +12,6 @@ kept from an earlier run whose key (grader/cache.py) has not changed is reused i
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sys
 import tempfile
@@ -265,12 +264,12 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
     results: dict[str, StageResult] = {}
     parts: dict[str, list] = {u.key: [None] * len(u.parts) for u in units}
     pending = [(u, i) for u in units for i in range(len(u.parts))]
-    running: dict[sandbox.Stage, tuple[Unit, int, list[str], str]] = {}
+    started: dict[sandbox.Stage, tuple[list[str], str]] = {}  # a running stage -> its substitutions, key
     began = time.monotonic()
     hidden = (*settings.hide, *{Path(u.rootdir).parent for u in units if u.rootdir},  # what could give answers away
               *(settings.root / path for path in (".git", "tests/mutants", "tests/project", "benchmarks")),
               *filter(None, [settings.cache]))
-    digests, warm, kept = cache.Digests(), not settings.fork, False
+    digests, warm, kept = cache.Digests(), not settings.fork, []
 
     def verdict_key(unit: Unit, part: str, plan: loader.Plan) -> str:  # '': keep nothing
         if not settings.cache or unit.extra:
@@ -288,51 +287,45 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
         needs = (deps_of.get(unit.stage.id, ()) if waves else ()) + ((unit.stage.id,) if unit.extra else ())
         return any(d in graded_ids and d not in {r.id for r in results.values() if not r.extra} for d in needs)
 
-    with tempfile.TemporaryDirectory(prefix="kata-grade-", ignore_cleanup_errors=True) as tmp:
-        try:
-            while pending or running:
-                if settings.budget and time.monotonic() - began > settings.budget:
-                    for stage in running:
-                        stage.stop("budget")
-                    for unit, index in pending:
-                        record(unit, index, _result(unit, TIMED_OUT, f"not graded: the run's time budget "
-                                                    f"({settings.budget:g} s) ran out before it", flag="not_reached"))
-                    pending = []
-                ready = [(u, i) for u, i in pending if not waiting(u)][: max(1, settings.jobs) - len(running)]
-                for unit, index in ready:
-                    pending.remove((unit, index))
-                    if (early := precheck(unit, settings)) is not None:
-                        record(unit, index, early)
-                        continue
-                    mine = known | {r.id for r in results.values() if not r.extra and r.status == PASSED}
-                    plan = loader.for_grading(stages, unit.stage.id, settings.impl, settings.reference or settings.impl,
-                                              mine if waves else None, graded_ids)
-                    substituted = list(plan.substituted)
-                    name = verdict_key(unit, unit.parts[index], plan)
-                    reuse = name and not settings.fresh and settings.verbose != unit.key  # -v: pytest's own output
-                    if reuse and (reused := cache.load(settings.cache, name)) is not None:
-                        record(unit, index, replace(reused, substituted=substituted))
-                        continue
-                    if not warm:  # torch imported once, here, for every stage forked after: only if one runs
-                        from .child import warm_up
+    def start(item: tuple[Unit, int]) -> sandbox.Stage | None:  # None: a verdict without running anything
+        nonlocal warm
+        unit, index = item
+        if (early := precheck(unit, settings)) is not None:
+            record(unit, index, early)
+            return None
+        mine = known | {r.id for r in results.values() if not r.extra and r.status == PASSED}
+        plan = loader.for_grading(stages, unit.stage.id, settings.impl, settings.reference or settings.impl,
+                                  mine if waves else None, graded_ids)
+        name = verdict_key(unit, unit.parts[index], plan)
+        reuse = name and not settings.fresh and settings.verbose != unit.key  # -v: pytest's own output
+        if reuse and (reused := cache.load(settings.cache, name)) is not None:
+            record(unit, index, replace(reused, substituted=list(plan.substituted)))
+            return None
+        if not warm:  # torch imported once, here, for every stage forked after: only if one runs
+            from .child import warm_up
 
-                        warm_up()
-                        warm = True
-                    stage = _start(unit, unit.parts[index], settings, plan, Path(tmp), hidden)
-                    running[stage] = (unit, index, substituted, name)
-                if not running and not ready:
-                    for unit, index in pending:  # cannot happen with a valid manifest; never hang on it
-                        record(unit, index, _result(unit, ERROR, "its dependencies were never graded"))
-                    break
-                for stage in select.select(list(running), [], [], 0.05)[0] if running else ():
-                    stage.pump()
-                for stage in [s for s in running if s.poll()]:
-                    unit, index, substituted, name = running.pop(stage)
-                    record(unit, index, result := _finish(stage, unit, settings, substituted))
-                    kept = name and cache.store(settings.cache, name, result) or kept
-        finally:
-            for stage in running:
-                stage.stop("interrupted")
-            if kept:
-                cache.prune(settings.cache)
+            warm_up()
+            warm = True
+        stage = _start(unit, unit.parts[index], settings, plan, Path(tmp), hidden)
+        started[stage] = (list(plan.substituted), name)
+        return stage
+
+    def finish(item: tuple[Unit, int], stage: sandbox.Stage | None) -> None:
+        if stage is not None:
+            (unit, index), (substituted, name) = item, started.pop(stage)
+            record(unit, index, result := _finish(stage, unit, settings, substituted))
+            if name and cache.store(settings.cache, name, result):
+                kept.append(name)
+
+    def expire(item: tuple[Unit, int], why: str) -> None:
+        unit, index = item
+        record(unit, index, _result(unit, TIMED_OUT, f"not graded: the run's time budget ({settings.budget:g} s) "
+                                                     "ran out before it", flag="not_reached") if why == "budget"
+               else _result(unit, ERROR, "its dependencies were never graded"))
+
+    with tempfile.TemporaryDirectory(prefix="kata-grade-", ignore_cleanup_errors=True) as tmp:
+        sandbox.run_all(pending, start, finish, settings.jobs, waiting=lambda item: waiting(item[0]),
+                        deadline=began + settings.budget if settings.budget else 0.0, expire=expire)
+    if kept:
+        cache.prune(settings.cache)
     return [results[u.key] for u in units]

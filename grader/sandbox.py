@@ -169,26 +169,36 @@ def decode(status: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-def run_all(items: list, start: Callable, finish: Callable, jobs: int) -> None:
-    """Start ``start(item)`` for each item, ``jobs`` at a time, and call ``finish(item, stage)`` as each
-    stage ends (``stage`` is None where ``start`` returned None: nothing to run). Leaving early stops
-    whatever still runs."""
+def run_all(items: list, start: Callable, finish: Callable, jobs: int, *, waiting: Callable = lambda item: False,
+            deadline: float = 0.0, expire: Callable = lambda item, why: None) -> None:
+    """The one scheduler: start ``start(item)`` for each item, ``jobs`` at a time, once ``waiting(item)`` is false,
+    and call ``finish(item, stage)`` as each stage ends (``stage`` is None where ``start`` returned None: nothing to
+    run). Past ``deadline`` (time.monotonic()) what runs is stopped ("budget") and ``expire(item, "budget")`` ends
+    each item not started; ``expire(item, "stuck")`` ends items that can never start. Leaving early stops what runs."""
     queue, running = list(items), {}
     try:
         while queue or running:
-            while queue and len(running) < max(1, jobs):
-                item = queue.pop(0)
-                stage = start(item)
-                if stage is None:
+            if deadline and time.monotonic() > deadline:
+                for stage in running:
+                    stage.stop("budget")
+                for item in queue:
+                    expire(item, "budget")
+                queue = []
+            ready = [item for item in queue if not waiting(item)][: max(1, jobs) - len(running)]
+            for item in ready:
+                queue.remove(item)
+                if (stage := start(item)) is None:
                     finish(item, None)
                 else:
                     running[stage] = item
-            ready = select.select(list(running), [], [], 0.05)[0] if running else []
-            for stage in list(running):
-                if stage in ready:
-                    stage.pump()
-                if stage.poll():
-                    finish(running.pop(stage), stage)
+            if queue and not running and not ready:  # cannot happen with a valid plan; never hang on it
+                for item in queue:
+                    expire(item, "stuck")
+                queue = []
+            for stage in select.select(list(running), [], [], 0.05)[0] if running else ():
+                stage.pump()
+            for stage in [s for s in running if s.poll()]:
+                finish(running.pop(stage), stage)
     finally:
         for stage in running:
             stage.stop("interrupted")
