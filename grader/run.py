@@ -267,7 +267,8 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
     waves = settings.fallback and not settings.trusted
     results: dict[str, StageResult] = {}
     parts: dict[str, list] = {u.key: [None] * len(u.parts) for u in units}
-    pending = [(u, i) for u in units for i in range(len(u.parts))]
+    pending = sorted(((u, i) for u in units for i in range(len(u.parts))),  # the capstone trainings first: longest
+                     key=lambda unit_part: unit_part[0].parts[unit_part[1]] not in SPLIT)
     running: dict[sandbox.Stage, tuple[Unit, int, list[str]]] = {}
     began = time.monotonic()
     hidden = (*settings.hide, *{Path(u.rootdir).parent for u in units if u.rootdir},  # what could give answers away
@@ -275,7 +276,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
     if settings.fork and any(precheck(u, settings) is None for u in units):
         from .child import warm_up
 
-        warm_up()
+        warm_up(optimizers=len(pending) > 2)
 
     def record(unit: Unit, index: int, result: StageResult) -> None:
         parts[unit.key][index] = result
