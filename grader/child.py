@@ -108,10 +108,14 @@ def run(job: dict, writer: sandbox.Writer) -> int:
     return code
 
 
-def warm_up() -> None:
+def warm_up(optimizers: bool = False) -> None:
     """Import what every child needs once, before forking (the point of the fork server): torch, and pytest
-    with this module."""
+    with this module; with ``optimizers`` (several stages to grade) also torch._dynamo, which a process's
+    first torch.optim optimizer imports (seconds of CPU in every suite that trains)."""
     import torch.nn.functional  # noqa: F401
+
+    if optimizers:
+        import torch._dynamo  # noqa: F401
 
     gc.freeze()  # children skip the torch objects in every collection (pytest collects at exit)
 

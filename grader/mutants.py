@@ -91,7 +91,7 @@ def check_all(mutants: list[Mutant]) -> list[Verdict]:
     Each suite first runs with -x (most mistakes are caught by an early test); only a mutant whose
     first failure does not name its symptom runs the whole suite again."""
     if fork := fork_available():
-        warm_up()
+        warm_up(optimizers=len(mutants) > 2)
     verdicts: dict[Mutant, Verdict] = {}
 
     def start(mutant: Mutant) -> sandbox.Stage:

@@ -263,7 +263,8 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
     waves = settings.fallback and not settings.trusted
     results: dict[str, StageResult] = {}
     parts: dict[str, list] = {u.key: [None] * len(u.parts) for u in units}
-    pending = [(u, i) for u in units for i in range(len(u.parts))]
+    pending = sorted(((u, i) for u in units for i in range(len(u.parts))),  # the capstone trainings first: longest
+                     key=lambda unit_part: unit_part[0].parts[unit_part[1]] not in SPLIT)
     started: dict[sandbox.Stage, tuple[list[str], str]] = {}  # a running stage -> its substitutions, key
     began = time.monotonic()
     hidden = (*settings.hide, *{Path(u.rootdir).parent for u in units if u.rootdir},  # what could give answers away
@@ -304,7 +305,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
         if not warm:  # torch imported once, here, for every stage forked after: only if one runs
             from .child import warm_up
 
-            warm_up()
+            warm_up(optimizers=sum(r is None for rs in parts.values() for r in rs) > 2)  # several left to grade
             warm = True
         stage = _start(unit, unit.parts[index], settings, plan, Path(tmp), hidden)
         started[stage] = (list(plan.substituted), name)

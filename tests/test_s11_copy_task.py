@@ -266,7 +266,7 @@ def test_exact_match_hand_worked(stage, predictions, targets, expected):
 
 JUDGED = 500  # fresh strings, lengths 1 to 10, judged by greedy decoding written here
 PASS_MARK = 0.90  # exact-match accuracy needed to pass
-REFERENCE_LOWEST = 0.978  # the reference's lowest judged accuracy over REFERENCE_RUNS perturbed runs
+REFERENCE_LOWEST = 0.970  # the reference's lowest judged accuracy over REFERENCE_RUNS perturbed runs
 REFERENCE_RUNS = 72  # (median 99.6%; measured with torch 2.13.0, December 2026)
 
 
