@@ -1,12 +1,10 @@
-"""Run stage suites in isolated child processes and turn what they report into StageResults.
+"""Grade stage suites in isolated child processes and turn what they report into StageResults.
 
-Planning (pure): which units to run, which dependencies come from reference/ (those that did not pass).
-Running: a fork server. This process imports torch and pytest once, then starts a stage per unit
-(grader/child.py) through the one stage runner (grader/sandbox.py): a stage that crashes, loops forever,
-exhausts memory or exits early costs that stage only. Without fork (Windows, KATA_NO_FORK=1) a unit runs
-in a fresh ``python -m grader.child``. Up to ``jobs`` units run at once; a stage starts once its
-dependencies are graded; a suite with capstone trainings (``SPLIT``) runs as several units, merged. A verdict
-kept from an earlier run whose key (grader/cache.py) has not changed is reused instead of running the unit.
+Each unit (a stage's suite, or one part of it: ``SPLIT``) runs once its dependencies are graded, with the plan
+they decide (grader/loader.py: a dependency that passed is the learner's), through the one scheduler and stage
+runner (grader/sandbox.py): a crash, endless loop or memory flood costs that stage only. A fork server imports
+torch once (without fork, a fresh ``python -m grader.child``); a verdict whose key has not changed is reused
+(grader/cache.py) instead of running the unit.
 """
 
 from __future__ import annotations
@@ -78,10 +76,6 @@ class Settings:
 
 def fork_available() -> bool:
     return hasattr(os, "fork") and os.environ.get("KATA_NO_FORK", "") in ("", "0")
-
-
-def memory_limit_available() -> bool:
-    return sys.platform.startswith("linux")
 
 
 # ---------------------------------------------------------------- planning (pure)

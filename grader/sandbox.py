@@ -171,10 +171,9 @@ def decode(status: int) -> int:
 
 def run_all(items: list, start: Callable, finish: Callable, jobs: int, *, waiting: Callable = lambda item: False,
             deadline: float = 0.0, expire: Callable = lambda item, why: None) -> None:
-    """The one scheduler: start ``start(item)`` for each item, ``jobs`` at a time, once ``waiting(item)`` is false,
-    and call ``finish(item, stage)`` as each stage ends (``stage`` is None where ``start`` returned None: nothing to
-    run). Past ``deadline`` (time.monotonic()) what runs is stopped ("budget") and ``expire(item, "budget")`` ends
-    each item not started; ``expire(item, "stuck")`` ends items that can never start. Leaving early stops what runs."""
+    """The one scheduler: ``start(item)``, ``jobs`` at a time, once ``waiting(item)`` is false; ``finish(item, stage)``
+    as each ends (None: ``start`` ran nothing). Past ``deadline`` (monotonic) running stages stop ("budget") and
+    ``expire(item, why)`` ends the rest ("budget"; "stuck": can never start). Leaving early stops what runs."""
     queue, running = list(items), {}
     try:
         while queue or running:
