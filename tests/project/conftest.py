@@ -1,7 +1,14 @@
-"""Shared fixtures of the project's own suite: run stage suites as a learner's grader would."""
+"""Shared fixtures of the project's own suite: run stage suites as a learner's grader would.
+
+`python -m pytest` (the whole suite or a -m/-k subset of it, not a file named on the command line) runs on
+every core with pytest-xdist where it is installed (requirements-test.txt): one worker per core, each test
+module on one worker (its module fixtures built once), the two modules that read the mutant catalogue's
+verdicts on the same one (the catalogue runs once). `-n 0` runs in this process; `-n N` picks N workers.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +21,34 @@ import pytest
 from grader import curriculum, stubgen
 
 ROOT = curriculum.ROOT
+
+
+MUTANT_READERS = {"test_mutants.py", "test_messages.py"}  # share the session fixture mutant_rows
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Spread the suite (its testpaths, not a file or folder named on the command line) over the cores."""
+    if (hasattr(config, "workerinput") or getattr(config.option, "numprocesses", 0) is not None
+            or config.args_source != pytest.Config.ArgsSource.TESTPATHS or config.getoption("collectonly") or cores() < 2):
+        return
+    config.option.numprocesses, config.option.dist = min(cores(), 8), "loadgroup"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under --dist loadgroup: a module's tests go to one worker, the mutant catalogue's readers together."""
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            name = item.path.name
+            item.add_marker(pytest.mark.xdist_group("mutants" if name in MUTANT_READERS and item.get_closest_marker("slow")
+                                                    else name))
 
 
 @dataclass
@@ -65,3 +100,14 @@ def reference_run(tmp_path_factory) -> SuiteRun:
 @pytest.fixture(scope="session")
 def stub_run(tmp_path_factory, stub_tree) -> SuiteRun:
     return run_suites(stub_tree, tmp_path_factory.mktemp("stub-run"))
+
+
+@pytest.fixture(scope="session")
+def mutant_rows(tmp_path_factory) -> list[dict]:
+    """Run the whole mutant catalogue once, as a maintainer would (python -m grader.mutants --json), for every
+    test that reads its verdicts (test_mutants.py, test_messages.py): one row per mutant, as the JSON has it."""
+    report = tmp_path_factory.mktemp("mutants") / "verdicts.json"
+    done = subprocess.run([sys.executable, "-m", "grader.mutants", "--json", str(report)], cwd=ROOT,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert report.is_file(), f"python -m grader.mutants wrote no verdicts (exit {done.returncode}):\n{done.stderr[-3000:]}"
+    return json.loads(report.read_text(encoding="utf-8"))
