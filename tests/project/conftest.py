@@ -1,9 +1,10 @@
 """Shared fixtures of the project's own suite: run stage suites as a learner's grader would.
 
 `python -m pytest` (the whole suite or a -m/-k subset of it, not a file named on the command line) runs on
-every core with pytest-xdist where it is installed (requirements-test.txt): one worker per core, each test
-module on one worker (its module fixtures built once), the two modules that read the mutant catalogue's
-verdicts on the same one (the catalogue runs once). `-n 0` runs in this process; `-n N` picks N workers.
+every core with pytest-xdist where it is installed (requirements-test.txt): one worker per core; the tests
+that share a module's fixture on one worker (it is built once), the two modules that read the mutant
+catalogue's verdicts on the same one (the catalogue runs once), every other test wherever a worker is free.
+`-n 0` runs in this process; `-n N` picks N workers.
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ from grader import curriculum, stubgen
 ROOT = curriculum.ROOT
 
 
-MUTANT_READERS = {"test_mutants.py", "test_messages.py"}  # share the session fixture mutant_rows
-
-
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -39,16 +37,26 @@ def pytest_cmdline_main(config):
     config.option.numprocesses, config.option.dist = min(cores(), 8), "loadgroup"
 
 
+def shared_work(item) -> str | None:
+    """The costly fixture ``item`` shares with other tests (built once per worker), or None."""
+    if "mutant_rows" in item.fixturenames:  # test_mutants.py and test_messages.py: the catalogue's run
+        return "mutants"
+    if {"reference_run", "stub_run"} & set(item.fixturenames):
+        return "suite-runs"
+    defs = item._fixtureinfo.name2fixturedefs
+    mine = any(d.scope == "module" and d.baseid == item.parent.nodeid for name in item.fixturenames for d in defs.get(name, ()))
+    return item.path.name if mine else None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Under --dist loadgroup: a module's tests go to one worker, the mutant catalogue's readers together."""
-    if getattr(config.option, "dist", "no") != "loadgroup":
-        return
+    """Under --dist loadgroup: the tests that share a module's (or the catalogue's) fixture go to one worker,
+    every other test wherever a worker is free."""
+    if not getattr(config.option, "loadgroup", False) and getattr(config.option, "dist", "no") != "loadgroup":
+        return  # (a worker is told by config.option.loadgroup, the controller by --dist)
     for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            name = item.path.name
-            item.add_marker(pytest.mark.xdist_group("mutants" if name in MUTANT_READERS and item.get_closest_marker("slow")
-                                                    else name))
+        if item.get_closest_marker("xdist_group") is None and (group := shared_work(item)):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @dataclass
