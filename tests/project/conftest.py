@@ -37,6 +37,17 @@ def pytest_cmdline_main(config):
     config.option.numprocesses, config.option.dist = min(cores(), 8), "loadgroup"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """(xdist, in the controller) A worker parses the command line again: tell it the suite is grouped."""
+    node.workerinput["kata_loadgroup"] = node.config.getoption("dist") == "loadgroup"
+
+
+def pytest_configure(config):
+    if getattr(config, "workerinput", {}).get("kata_loadgroup"):
+        config.option.loadgroup = True  # what xdist's worker reads to send a group's tests to one worker
+
+
 def shared_work(item) -> str | None:
     """The costly fixture ``item`` shares with other tests (built once per worker), or None."""
     if "mutant_rows" in item.fixturenames:  # test_mutants.py and test_messages.py: the catalogue's run
@@ -53,7 +64,7 @@ def pytest_collection_modifyitems(config, items):
     """Under --dist loadgroup: the tests that share a module's (or the catalogue's) fixture go to one worker,
     every other test wherever a worker is free."""
     if not getattr(config.option, "loadgroup", False) and getattr(config.option, "dist", "no") != "loadgroup":
-        return  # (a worker is told by config.option.loadgroup, the controller by --dist)
+        return
     for item in items:
         if item.get_closest_marker("xdist_group") is None and (group := shared_work(item)):
             item.add_marker(pytest.mark.xdist_group(group))
