@@ -1,7 +1,15 @@
-"""Shared fixtures of the project's own suite: run stage suites as a learner's grader would."""
+"""Shared fixtures of the project's own suite: run stage suites as a learner's grader would.
+
+`python -m pytest` (the whole suite or a -m/-k subset of it, not a file named on the command line) runs on
+every core with pytest-xdist where it is installed (requirements-test.txt): one worker per core; the tests
+that share a module's fixture on one worker (it is built once), the two modules that read the mutant
+catalogue's verdicts on the same one (the catalogue runs once), every other test wherever a worker is free.
+`-n 0` runs in this process; `-n N` picks N workers.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +23,52 @@ from grader import curriculum, stubgen
 
 ROOT = curriculum.ROOT
 os.environ["KATA_CACHE"] = "off"  # every grader run here grades afresh, and writes nothing into the checkout
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Spread the suite (its testpaths, not a file or folder named on the command line) over the cores."""
+    if (hasattr(config, "workerinput") or getattr(config.option, "numprocesses", 0) is not None
+            or config.args_source != pytest.Config.ArgsSource.TESTPATHS or config.getoption("collectonly") or cores() < 2):
+        return
+    config.option.numprocesses, config.option.dist = min(cores(), 8), "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """(xdist, in the controller) A worker parses the command line again: tell it the suite is grouped."""
+    node.workerinput["kata_loadgroup"] = node.config.getoption("dist") == "loadgroup"
+
+
+def pytest_configure(config):
+    if getattr(config, "workerinput", {}).get("kata_loadgroup"):
+        config.option.loadgroup = True  # what xdist's worker reads to send a group's tests to one worker
+
+
+def shared_work(item) -> str | None:
+    """The costly fixture ``item`` shares with other tests (built once per worker), or None."""
+    if "mutant_rows" in item.fixturenames:  # test_mutants.py and test_messages.py: the catalogue's run
+        return "mutants"
+    if {"reference_run", "stub_run"} & set(item.fixturenames):
+        return "suite-runs"
+    defs = item._fixtureinfo.name2fixturedefs
+    mine = any(d.scope == "module" and d.baseid == item.parent.nodeid for name in item.fixturenames for d in defs.get(name, ()))
+    return item.path.name if mine else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under --dist loadgroup: the tests that share a module's (or the catalogue's) fixture go to one worker,
+    every other test wherever a worker is free."""
+    if not getattr(config.option, "loadgroup", False) and getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and (group := shared_work(item)):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @dataclass
@@ -66,3 +120,14 @@ def reference_run(tmp_path_factory) -> SuiteRun:
 @pytest.fixture(scope="session")
 def stub_run(tmp_path_factory, stub_tree) -> SuiteRun:
     return run_suites(stub_tree, tmp_path_factory.mktemp("stub-run"))
+
+
+@pytest.fixture(scope="session")
+def mutant_rows(tmp_path_factory) -> list[dict]:
+    """Run the whole mutant catalogue once, as a maintainer would (python -m grader.mutants --json), for every
+    test that reads its verdicts (test_mutants.py, test_messages.py): one row per mutant, as the JSON has it."""
+    report = tmp_path_factory.mktemp("mutants") / "verdicts.json"
+    done = subprocess.run([sys.executable, "-m", "grader.mutants", "--json", str(report)], cwd=ROOT,
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert report.is_file(), f"python -m grader.mutants wrote no verdicts (exit {done.returncode}):\n{done.stderr[-3000:]}"
+    return json.loads(report.read_text(encoding="utf-8"))

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import ast
 import io
-import json
-import os
-import subprocess
 import sys
 import tokenize
 
@@ -87,13 +84,9 @@ def test_first_message_parser_reads_pytest_short_tracebacks():
 
 
 @pytest.fixture(scope="module")
-def first_messages(tmp_path_factory):
-    """Run the whole catalogue once (python -m grader.mutants --json) and keep each first message."""
-    report = tmp_path_factory.mktemp("messages") / "verdicts.json"
-    done = subprocess.run([sys.executable, "-m", "grader.mutants", "--json", str(report)], cwd=curriculum.ROOT,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
-    assert report.is_file(), f"python -m grader.mutants wrote no verdicts (exit {done.returncode}):\n{done.stderr[-3000:]}"
-    return {entry["label"]: first_message(entry["output"]) for entry in json.loads(report.read_text(encoding="utf-8"))}
+def first_messages(mutant_rows):
+    """Each mutant's first message, from the whole catalogue's run (once per session: conftest's mutant_rows)."""
+    return {entry["label"]: first_message(entry["output"]) for entry in mutant_rows}
 
 
 def read(first_messages, mutant) -> str:

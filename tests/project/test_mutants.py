@@ -7,7 +7,6 @@ Its stage's suite must fail on it, and the failure output must name the symptom.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -35,17 +34,11 @@ def test_mutant_names_are_unique_and_every_edit_applies():
 
 
 @pytest.fixture(scope="module")
-def verdicts(tmp_path_factory):
-    """Run the whole catalogue once, as a maintainer would: python -m grader.mutants --json."""
-    report = tmp_path_factory.mktemp("mutants") / "verdicts.json"
-    done = subprocess.run([sys.executable, "-m", "grader.mutants", "--json", str(report)], cwd=curriculum.ROOT,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
-    assert report.is_file(), f"python -m grader.mutants wrote no verdicts (exit {done.returncode}):\n{done.stderr[-3000:]}"
+def verdicts(mutant_rows):
+    """The whole catalogue's verdicts (run once per session by conftest's mutant_rows)."""
     by_label = {m.label: m for m in CATALOGUE}
-    return {
-        entry["label"]: mutants.Verdict(by_label[entry["label"]], entry["caught"], entry["symptom_shown"], entry["output"])
-        for entry in json.loads(report.read_text(encoding="utf-8"))
-    }
+    return {entry["label"]: mutants.Verdict(by_label[entry["label"]], entry["caught"], entry["symptom_shown"], entry["output"])
+            for entry in mutant_rows}
 
 
 @pytest.mark.slow
