@@ -16,7 +16,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from . import cache, curriculum, hints, integrity, options, report, run
+from . import cache, curriculum, grading, hints, integrity, options, render
 from .options import UsageError  # shared by every command
 from .results import PASSED, Report, StageResult
 
@@ -27,7 +27,7 @@ OPTIONS = {
                                    "for courses: batch, gradescope-bundle, release (each has --help)"),
     "--impl": dict(default="exercises", help="what to grade: exercises (default), reference, or a directory like it"),
     "--no-fallback": _FLAG | dict(help="grade your own code all the way down: never load a stage from reference/"),
-    "--format": dict(default="text", choices=report.FORMATS, help="output format (default: text)"),
+    "--format": dict(default="text", choices=render.FORMATS, help="output format (default: text)"),
     "--output": dict(help="write the report to this file instead of standard output"),
     "--watch": _FLAG | dict(help="re-grade the stage you are editing every time you save it (Ctrl-C stops)"),
     "-v --verbose": _FLAG | dict(help="in full: every failing test's message, pytest's output (default: one screen)"),
@@ -126,7 +126,7 @@ from tests.conftest import _fixed_seed  # noqa: F401
 '''
 
 
-def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.Unit]:
+def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[grading.Unit]:
     """Each hidden suite as a unit with its own points, copied to a private folder beside the kata's fixtures."""
     table = {}
     toml = directory / "points.toml"
@@ -144,7 +144,7 @@ def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.
             home.mkdir(parents=True)
             (home / f"test_{stage.id}.py").write_bytes(path.read_bytes())
             (home / "conftest.py").write_text(conftest, encoding="utf-8")
-            units.append(run.Unit(stage, (str(home / f"test_{stage.id}.py"),), path.name,
+            units.append(grading.Unit(stage, (str(home / f"test_{stage.id}.py"),), path.name,
                                   points_of(path, table, float(stage.points)), extra=True, rootdir=str(home)))
     return units
 
@@ -152,10 +152,10 @@ def extra_units(directory: Path, stages, workdir: Path, root: Path) -> list[run.
 # ---------------------------------------------------------------- grading
 
 
-def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], known_passed=None) -> Report:
+def grade(args: argparse.Namespace, stages, root: Path, units: list[grading.Unit], known_passed=None) -> Report:
     """Grade ``units``; the report notes what this platform, the submission's files or the test files limit."""
     notes, no_credit, flags = [], {}, {}
-    fork = run.fork_available() and not args.no_fork
+    fork = grading.fork_available() and not args.no_fork
     if not fork:
         why = "--no-fork" if args.no_fork else ("KATA_NO_FORK" if hasattr(os, "fork") else "this platform has no fork")
         notes.append(f"no fork ({why}): each stage starts a fresh Python, which is slower")
@@ -166,7 +166,7 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
         # what one process cannot prevent (patching the tests in memory) is flagged for a reviewer
         flags["patching"] = [f"{stage_id}: {why}" for stage_id, why in integrity.flag_stages(stages, args.tree)]
         notes += [f"{integrity.FLAG_NOTE} {flagged}" for flagged in flags["patching"]]
-    settings = run.Settings(root=root, impl=args.tree, reference=args.reference,
+    settings = grading.Settings(root=root, impl=args.tree, reference=args.reference,
                             fallback=not args.no_fallback and args.reference is not None,
                             timeout=args.timeout, stage_timeout=args.stage_timeout, memory_mb=args.memory_limit,
                             device=args.device, jobs=args.jobs, fork=fork, no_credit=no_credit, budget=args.budget,
@@ -188,9 +188,9 @@ def grade(args: argparse.Namespace, stages, root: Path, units: list[run.Unit], k
             if not settings.fallback else
             "fallback: on: a stage uses your earlier stages where they pass and reference/ where they do not "
             "(every substitution is listed)")
-    results = run.grade(units, settings, stages, known_passed=known_passed)
+    results = grading.grade(units, settings, stages, known_passed=known_passed)
     return Report(impl=args.impl, fallback=settings.fallback, fallback_note=note,
-                  stages=results, notes=notes + run.isolation_notes(results),
+                  stages=results, notes=notes + grading.isolation_notes(results),
                   integrity_failed=bool(problems) and args.ci, pass_threshold=args.pass_threshold, flags=flags)
 
 
@@ -199,37 +199,37 @@ def course_mode(args: argparse.Namespace) -> bool:
     return bool(args.ci or args.extra_tests or args.budget > 0 or args.format in ("gradescope", "github", "junit"))
 
 
-def units_to_run(args: argparse.Namespace, stages, root: Path, workdir: Path) -> list[run.Unit]:
+def units_to_run(args: argparse.Namespace, stages, root: Path, workdir: Path) -> list[grading.Unit]:
     extra = extra_units(Path(args.extra_tests).resolve(), stages, workdir, root) if args.extra_tests else []
-    units = run.units_for(stages, root)
+    units = grading.units_for(stages, root)
     if args.action == "stage":
-        deps = set(run.closure(stages)[args.stage.id])
+        deps = set(grading.closure(stages)[args.stage.id])
         units = [u for u in units if u.stage.id in deps or u.stage.id == args.stage.id]
         extra = [u for u in extra if u.stage.id == args.stage.id]
     return sorted(units + extra, key=lambda u: (stages.index(u.stage), u.extra))
 
 
-def render(args: argparse.Namespace, rep: Report) -> str:
+def output(args: argparse.Namespace, rep: Report) -> str:
     if args.action == "stage":
         rep.stages = [s for s in rep.stages if s.id == args.stage.id]
     if args.format == "github":
-        summary, annotations = report.to_github(rep, args.display)
+        summary, annotations = render.to_github(rep, args.display)
         if step_summary := not args.output and os.environ.get("GITHUB_STEP_SUMMARY"):  # to the job's page
             with open(step_summary, "a", encoding="utf-8") as handle:
                 handle.write(summary)
         return summary * (not step_summary) + "".join(line + "\n" for line in annotations)
     if args.format == "gradescope":
-        return report.to_gradescope(rep, args.hidden_visibility)
+        return render.to_gradescope(rep, args.hidden_visibility)
     if args.format != "text":
-        return report.to_json(rep) if args.format == "json" else report.to_junit(rep)
+        return render.to_json(rep) if args.format == "json" else render.to_junit(rep)
     if args.action == "stage":
         return stage_text(args, rep.stages)
-    return report.scorecard(rep, colour=args.colour, impl_display=args.display)
+    return render.scorecard(rep, colour=args.colour, impl_display=args.display)
 
 
 def stage_text(args: argparse.Namespace, results: list[StageResult]) -> str:
     """A stage on one screen, or in full with -v."""
-    show = report.detail if args.verbose else functools.partial(report.brief, impl_display=args.display)
+    show = render.detail if args.verbose else functools.partial(render.brief, impl_display=args.display)
     return "".join(show(r, colour=args.colour) for r in results)
 
 
@@ -301,7 +301,7 @@ def _main(argv: list[str], root: Path = curriculum.ROOT) -> int:
         units = units_to_run(args, stages, root, Path(tmp))
         seen = snapshot(args.tree, stages)  # for --watch, before grading: a save while the scorecard runs is a change
         rep = grade(args, stages, root, units)
-        emit(args, render(args, rep))
+        emit(args, output(args, rep))
         if args.action == "watch":
             return watch(args, stages, root, units, rep, seen)
         if args.action == "stage":

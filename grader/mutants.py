@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from . import curriculum, options, sandbox
-from .child import warm_up
-from .run import fork_available
+from .suite_runner import warm_up
+from .grading import fork_available
 
 CATALOGUE = curriculum.TESTS / "mutants"
 LIMITS = sandbox.Limits(cpu=900, wall=3600)  # generous: a mutant that loops is caught by its suite's timeout

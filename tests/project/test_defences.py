@@ -193,12 +193,12 @@ def kata_copy(tmp_path) -> Path:
 
 def test_the_manifest_covers_the_grader_the_reference_the_suites_and_the_manifest(kata_copy):
     names = set(integrity.current_hashes(kata_copy))
-    for expected in ("grader/run.py", "grader/loader.py", "reference/s03_attention.py", "tests/conftest.py",
+    for expected in ("grader/grading.py", "grader/loader.py", "reference/s03_attention.py", "tests/conftest.py",
                      "tests/checks.py", "tests/test_s03_attention.py", "curriculum.toml", "data/frankenstein.txt"):
         assert expected in names, f"{expected} is not hashed"
 
 
-@pytest.mark.parametrize("edited", ["grader/run.py", "reference/s03_attention.py", "tests/conftest.py"])
+@pytest.mark.parametrize("edited", ["grader/grading.py", "reference/s03_attention.py", "tests/conftest.py"])
 def test_an_edited_grader_or_reference_file_is_reported(kata_copy, edited):
     manifest = kata_copy / "grader" / "test_hashes.json"
     assert integrity.check_hashes(kata_copy, manifest) == [], "a fresh copy must match its manifest"
@@ -211,11 +211,11 @@ def test_an_edited_grader_or_reference_file_is_reported(kata_copy, edited):
 
 def test_a_rewritten_manifest_does_not_hide_a_change_from_a_batch(kata_copy):
     before = integrity.snapshot(kata_copy)
-    (kata_copy / "grader" / "report.py").write_text("# forged\n", encoding="utf-8")
+    (kata_copy / "grader" / "render.py").write_text("# forged\n", encoding="utf-8")
     integrity.refresh(kata_copy, kata_copy / "grader" / "test_hashes.json")  # what a submission could do
     assert integrity.check_hashes(kata_copy, kata_copy / "grader" / "test_hashes.json") == []
     changed = integrity.changed_since(before, kata_copy)
-    assert changed == ["grader/report.py differs from the start of the batch (edited?)",
+    assert changed == ["grader/render.py differs from the start of the batch (edited?)",
                        "grader/test_hashes.json differs from the start of the batch (edited?)"], changed
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import cli, curriculum, hints, integrity, loader, mutants, report, run, sandbox
+from grader import cli, curriculum, grading, hints, integrity, loader, mutants, render, sandbox
 from grader.results import (
     ERROR,
     FAILING,
@@ -30,16 +30,16 @@ from grader.results import TestResult as Outcome  # not Test*: pytest would try 
 STAGE = curriculum.Stage("s01_add", 1, 1, "Add two tensors", 2, (), ("first nudge", "second, nearer"))
 
 
-def _unit(stage: curriculum.Stage = STAGE, suite: str = "missing.py") -> run.Unit:
-    return run.Unit(stage, (suite,), f"tests/test_{stage.id}.py", float(stage.points))
+def _unit(stage: curriculum.Stage = STAGE, suite: str = "missing.py") -> grading.Unit:
+    return grading.Unit(stage, (suite,), f"tests/test_{stage.id}.py", float(stage.points))
 
 
-def _settings(tmp_path: Path, **kw) -> run.Settings:
-    return run.Settings(root=tmp_path, impl=tmp_path, reference=None, fallback=False, **kw)
+def _settings(tmp_path: Path, **kw) -> grading.Settings:
+    return grading.Settings(root=tmp_path, impl=tmp_path, reference=None, fallback=False, **kw)
 
 
 def _interpret(tmp_path: Path, events: list[dict], exitcode: int | None = 0, output_tail: str = "") -> StageResult:
-    return run.interpret(_unit(), events, exitcode=exitcode, killed_for_time=False, settings=_settings(tmp_path),
+    return grading.interpret(_unit(), events, exitcode=exitcode, killed_for_time=False, settings=_settings(tmp_path),
                          substituted=[], duration=0.1, output_tail=output_tail)
 
 
@@ -58,7 +58,7 @@ def _expect(result: StageResult, status: str, *words: str) -> None:
         assert word in result.reason, f"expected {word!r} in the reason, got {result.reason!r}"
 
 
-# ---------------------------------------------------------------- the channel / run.interpret
+# ---------------------------------------------------------------- the channel / grading.interpret
 
 
 def test_channel_keeps_signed_events_in_order_and_names_a_forged_or_missing_line():
@@ -135,23 +135,23 @@ def test_the_first_problem_of_a_test_is_kept_when_teardown_also_fails(tmp_path):
 
 
 def test_precheck_reports_a_missing_suite_and_a_missing_stage_file(tmp_path):
-    missing = run.precheck(_unit(suite=str(tmp_path / "nope.py")), _settings(tmp_path))
+    missing = grading.precheck(_unit(suite=str(tmp_path / "nope.py")), _settings(tmp_path))
     assert missing is not None and missing.status == MISSING and missing.max_score == 0.0, \
         f"no suite: expected MISSING worth 0, got {missing}"
     suite = tmp_path / "test_s01_add.py"
     suite.write_text("def test_a():\n    pass\n", encoding="utf-8")
-    deleted = run.precheck(_unit(suite=str(suite)), _settings(tmp_path))
+    deleted = grading.precheck(_unit(suite=str(suite)), _settings(tmp_path))
     assert deleted is not None and deleted.status == ERROR and "no s01_add.py" in deleted.reason, \
         f"no stage file: expected an ERROR naming s01_add.py, got {deleted}"
     (tmp_path / "s01_add.py").write_text("", encoding="utf-8")
-    assert run.precheck(_unit(suite=str(suite)), _settings(tmp_path)) is None, "both present: the unit should run"
+    assert grading.precheck(_unit(suite=str(suite)), _settings(tmp_path)) is None, "both present: the unit should run"
 
 
 def test_hidden_suites_follow_their_stage_with_their_own_points(tmp_path):
     for name in ("test_s01_add.py", "test_s01_add_more.py", "test_s02_other.py"):
         (tmp_path / name).write_text("", encoding="utf-8")
     (tmp_path / "points.toml").write_text('[points]\n"test_s01_add_more.py" = 0.5\n', encoding="utf-8")
-    units = run.units_for([STAGE], tmp_path) + cli.extra_units(tmp_path, [STAGE], tmp_path / "work", tmp_path)
+    units = grading.units_for([STAGE], tmp_path) + cli.extra_units(tmp_path, [STAGE], tmp_path / "work", tmp_path)
     got = [(u.label, u.points, u.extra) for u in units]
     assert got == [("tests/test_s01_add.py", 2.0, False), ("test_s01_add.py", 2.0, True),
                    ("test_s01_add_more.py", 0.5, True)], f"got {got}"
@@ -166,10 +166,10 @@ def test_a_dependency_cycle_is_reported_instead_of_hanging(tmp_path):
     for stage in (a, b):
         (tmp_path / "tests" / f"test_{stage.id}.py").write_text("def test_x():\n    pass\n", encoding="utf-8")
         (tmp_path / f"{stage.id}.py").write_text("", encoding="utf-8")
-    units = run.units_for([a, b, c], tmp_path)  # c has no suite: recorded at once as missing
-    settings = run.Settings(root=tmp_path, impl=tmp_path, reference=tmp_path / "ref", fallback=True, fork=False)
+    units = grading.units_for([a, b, c], tmp_path)  # c has no suite: recorded at once as missing
+    settings = grading.Settings(root=tmp_path, impl=tmp_path, reference=tmp_path / "ref", fallback=True, fork=False)
     seen = []
-    results = run.grade(units, settings, (a, b, c), on_result=seen.append)
+    results = grading.grade(units, settings, (a, b, c), on_result=seen.append)
     got = [(r.id, r.status, r.reason) for r in results]
     assert got == [("s01_a", ERROR, "its dependencies were never graded"),
                    ("s02_b", ERROR, "its dependencies were never graded"),
@@ -195,7 +195,7 @@ def _report(*stages: StageResult) -> Report:
 def test_scorecard_counts_missing_suites_apart_and_lists_substitutions():
     rep = _report(_stage(1, PASSED), _stage(2, FAILING, substituted=["s01_x1"], tests=[Outcome("t", "failed")]),
                   _stage(3, MISSING, reason="no suite yet"))
-    text = report.scorecard(rep)
+    text = render.scorecard(rep)
     for words in ("Total: 2/4 points, 1 of 2 graded suites pass (1 without a suite yet, not counted)",
                   "Substituted from reference/ somewhere in this run: s01_x1", "no suite yet"):
         assert words in text, f"expected {words!r} in the scorecard:\n{text}"
@@ -203,26 +203,26 @@ def test_scorecard_counts_missing_suites_apart_and_lists_substitutions():
 
 def test_substitutions_are_listed_only_where_a_verdict_depended_on_them():
     rep = _report(_stage(1, NOT_STARTED), _stage(2, NOT_STARTED, substituted=["s01_x1"]))
-    text = report.scorecard(rep)
+    text = render.scorecard(rep)
     assert "used reference/" not in text and "Substituted" not in text, \
         f"a stage that was not started was not graded, so nothing it loaded mattered:\n{text}"
     assert text.rstrip().splitlines()[-1].startswith("  Details: python -m grader 1"), f"next step last:\n{text}"
 
 
 def test_next_steps_when_nothing_is_graded_or_everything_passes():
-    assert report.next_steps(_report(_stage(1, MISSING))) == ["Nothing was graded: no stage has a suite yet."]
-    assert report.next_steps(_report(_stage(1, PASSED))) == ["Every graded stage passes. Well done."]
+    assert render.next_steps(_report(_stage(1, MISSING))) == ["Nothing was graded: no stage has a suite yet."]
+    assert render.next_steps(_report(_stage(1, PASSED))) == ["Every graded stage passes. Well done."]
 
 
 def test_next_steps_for_an_errored_stage_repeats_its_reason():
-    lines = report.next_steps(_report(_stage(1, ERROR, reason="crashed (SIGSEGV)")))
+    lines = render.next_steps(_report(_stage(1, ERROR, reason="crashed (SIGSEGV)")))
     assert lines[1] == "  crashed (SIGSEGV)", f"expected the reason on the second line, got {lines}"
-    started = report.next_steps(_report(_stage(1, NOT_STARTED)), "mine")
+    started = render.next_steps(_report(_stage(1, NOT_STARTED)), "mine")
     assert "  Open mine/s01_x1.py and read its docstrings: they are the spec." in started, f"got {started}"
 
 
 def test_detail_says_which_stages_came_from_reference():
-    text = report.detail(_stage(2, FAILING, substituted=["s01_x1"],
+    text = render.detail(_stage(2, FAILING, substituted=["s01_x1"],
                                 tests=[Outcome("test_a", "failed", "ValueError", "bad", "exercises/s02.py:3")]))
     for words in ("used reference/ for: s01_x1 (yours do not pass yet)", "failed  test_a (exercises/s02.py:3)",
                   "ValueError: bad"):
@@ -232,7 +232,7 @@ def test_detail_says_which_stages_came_from_reference():
 def test_junit_has_a_skipped_case_for_a_missing_suite_and_an_error_case_for_a_unit_that_never_ran():
     rep = _report(_stage(1, MISSING, reason="no suite yet"), _stage(2, ERROR, reason="crashed (SIGSEGV)"),
                   _stage(3, TIMED_OUT, reason="stopped after 5 s", tests=[Outcome("test_a", "passed")]))
-    root = ET.fromstring(report.to_junit(rep).split("\n", 1)[1])
+    root = ET.fromstring(render.to_junit(rep).split("\n", 1)[1])
     assert (root.get("tests"), root.get("errors"), root.get("skipped")) == ("3", "1", "1"), \
         f"expected 3 cases, 1 error, 1 skipped, got {root.attrib}"
     suites = root.findall("testsuite")
@@ -243,7 +243,7 @@ def test_junit_has_a_skipped_case_for_a_missing_suite_and_an_error_case_for_a_un
 
 def test_github_annotation_points_at_the_failing_line():
     failing = Outcome("test_a", "failed", "AssertionError", "50%\nof rows", "s01_x1.py:42")
-    _, annotations = report.to_github(_report(_stage(1, FAILING, tests=[failing])))
+    _, annotations = render.to_github(_report(_stage(1, FAILING, tests=[failing])))
     assert annotations == ["::error file=exercises/s01_x1.py,line=42,title=s01_x1 failing 1 of 1::"
                            "test_a: 50%25%0Aof rows"], f"got {annotations}"
 
@@ -449,7 +449,7 @@ def test_auto_colour_follows_whether_stdout_is_a_terminal(monkeypatch):
 
 def test_results_json_round_trips(tmp_path):
     rep = _report(_stage(1, PASSED, tests=[Outcome("t", "passed", duration=0.123456)]))
-    document = json.loads(report.to_json(rep))
+    document = json.loads(render.to_json(rep))
     assert document["passed"] is True and document["stages"][0]["tests"][0]["duration"] == 0.1235, \
         f"got {document}"
 
@@ -561,14 +561,14 @@ def test_a_suite_with_both_capstones_runs_as_three_parts_merged_into_one_result(
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_s01_add.py").write_text(
         "def test_capstone_x(reverse):  # ids copy, reverse\n    pass\n", encoding="utf-8")
-    unit = run.units_for([STAGE], tmp_path)[0]
+    unit = grading.units_for([STAGE], tmp_path)[0]
     assert unit.parts == ("not capstone", "capstone and not reverse", "capstone and reverse")
     passed = _result_of(PASSED, ["test_a"])
     failed = _result_of(FAILING, ["test_capstone[copy]"], reason="first failure: test_capstone[copy]")
-    merged = run.merge([passed, failed, _result_of(PASSED, ["test_capstone[reverse]"])])
+    merged = grading.merge([passed, failed, _result_of(PASSED, ["test_capstone[reverse]"])])
     assert (merged.status, merged.score, merged.reason) == (FAILING, 0.0, "first failure: test_capstone[copy]")
     assert [t.name for t in merged.tests] == ["test_a", "test_capstone[copy]", "test_capstone[reverse]"]
-    assert run.merge([passed, passed]).score == STAGE.points
+    assert grading.merge([passed, passed]).score == STAGE.points
 
 
 def _result_of(status: str, names: list[str], reason: str = "") -> StageResult:
@@ -583,7 +583,7 @@ def test_a_batch_stops_when_the_kata_changes_between_two_submissions(tmp_path):
 
     for folder in ("grader", "reference", "tests"):
         (tmp_path / folder).mkdir()
-    (tmp_path / "grader" / "run.py").write_text("GOOD = 1\n", encoding="utf-8")
+    (tmp_path / "grader" / "grading.py").write_text("GOOD = 1\n", encoding="utf-8")
     (tmp_path / "reference" / "s01_add.py").write_text("def add(a, b):\n    return a + b\n", encoding="utf-8")
     options = batch.Options(root=tmp_path, jobs=1, stage_jobs=1, submission_timeout=10, timeout=5, stage_timeout=9,
                             memory_limit=0, extra_tests=None, no_fallback=False)
@@ -591,7 +591,7 @@ def test_a_batch_stops_when_the_kata_changes_between_two_submissions(tmp_path):
 
     class Tamper:
         def update(self, row):  # what a submission that escaped would do to the next one's grader
-            (tmp_path / "grader" / "run.py").write_text("GOOD = 0\n", encoding="utf-8")
+            (tmp_path / "grader" / "grading.py").write_text("GOOD = 0\n", encoding="utf-8")
 
     with pytest.raises(batch.TreeChanged, match="the kata changed while bob was graded"):
         batch.grade_all(subs, options, tmp_path, Tamper())
@@ -606,7 +606,7 @@ def test_a_stage_stopped_by_its_cpu_limit_is_timed_out_whatever_the_wall_clock_s
     events = [_collected("test_a"), {"event": "start", "test": "tests/test_s01_add.py::test_a"}]
     result = _interpret(tmp_path, events, exitcode=-signal.SIGXCPU)
     _expect(result, TIMED_OUT, "300 s of CPU time", "in test_a")
-    budget = run.interpret(_unit(), events, exitcode=-9, killed_for_time="budget", substituted=[], duration=1.0,
+    budget = grading.interpret(_unit(), events, exitcode=-9, killed_for_time="budget", substituted=[], duration=1.0,
                            settings=_settings(tmp_path, budget=30.0))
     _expect(budget, TIMED_OUT, "the run's time budget (30 s) ran out")
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from grader import curriculum, mutants, report
+from grader import curriculum, mutants, render
 from grader.results import FAILING, Report, StageResult
 from grader.results import TestResult as Outcome
 from grader_kata import environment  # noqa: I001
@@ -81,13 +81,13 @@ def test_a_long_first_message_is_cut_and_many_names_are_grouped():
     tests = [Outcome("test_first", "failed", "AssertionError", message, "s05_multihead.py:7")] + \
             [Outcome(f"test_many[{i}]", "failed", "AssertionError", "x") for i in range(50)] + \
             [Outcome(f"test_other_{i}", "failed", "AssertionError", "x") for i in range(60)]
-    text = report.brief(_stage(tests))
+    text = render.brief(_stage(tests))
     lines = text.splitlines()
     assert len(lines) <= SCREEN, text
     assert "  First failing test: test_first (exercises/s05_multihead.py:7)" in lines
     assert "more lines: add -v" in text and "line 99" not in text
     assert "110 more failing" in text and "test_many (x50)" in text
-    card = report.scorecard(Report("exercises", True, "fallback: on", [_stage(tests)]))
+    card = render.scorecard(Report("exercises", True, "fallback: on", [_stage(tests)]))
     assert "line 99" not in card and "more lines: add -v" in card, "the scorecard cuts the message too"
 
 
@@ -95,6 +95,6 @@ def test_a_stage_that_does_not_load_says_so_once():
     error = Outcome("test_a[1]", "error", "SyntaxError", "invalid syntax (s05_multihead.py, line 3)")
     stage = _stage([error, Outcome("test_a[2]", "error", error.exc_type, error.message)])
     stage.status, stage.reason = "error", "s05_multihead.py does not load: SyntaxError: invalid syntax (s05_multihead.py, line 3)"
-    lines = report.brief(stage).splitlines()
+    lines = render.brief(stage).splitlines()
     assert lines[1:3] == [f"  {stage.reason}", "  every test (2) fails with this error"], lines
     assert len(lines) == 4 and lines[-1].startswith("Next: python -m grader hint 5"), lines

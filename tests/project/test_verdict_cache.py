@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import cache, cli, curriculum, run
+from grader import cache, cli, curriculum, grading
 from grader.batch import Options, grader_command
 from grader.results import StageResult
 from grader_kata import build_kata, grade, submission  # noqa: I001
@@ -27,8 +27,8 @@ def kata(tmp_path_factory) -> Path:
 def key_of(kata: Path, tree: Path, learner: list[str] | None, **settings) -> str:
     """The key of s03_combo (it loads s01_add and s02_scale) graded on ``tree``, ``learner`` taken from it."""
     stages = curriculum.load(kata / "curriculum.toml")
-    unit = next(u for u in run.units_for(stages, kata) if u.stage.id == "s03_combo")
-    found = run.Settings(root=kata, impl=tree, reference=kata / "reference", **{"fallback": True} | settings)
+    unit = next(u for u in grading.units_for(stages, kata) if u.stage.id == "s03_combo")
+    found = grading.Settings(root=kata, impl=tree, reference=kata / "reference", **{"fallback": True} | settings)
     sources = {sid: tree if sid == "s03_combo" or sid in (learner or ()) else kata / "reference"
                for sid in ("s01_add", "s02_scale", "s03_combo")}
     return cache.key(found, unit, "", sources, cache.Digests())
@@ -41,7 +41,7 @@ def test_every_input_of_the_key_changes_it_and_nothing_else_does(kata, tmp_path,
     assert key_of(kata, tree, learner) == before, "the same inputs must give the same key"
     for path in (tree / "s03_combo.py", tree / "s01_add.py", kata / "reference" / "s02_scale.py",
                  kata / "tests" / "test_s03_combo.py", kata / "tests" / "checks.py", kata / "tests" / "conftest.py",
-                 kata / "curriculum.toml", kata / "grader" / "report.py"):
+                 kata / "curriculum.toml", kata / "grader" / "render.py"):
         text = path.read_text(encoding="utf-8")
         path.write_text(text + "# a comment\n", encoding="utf-8")
         assert key_of(kata, tree, learner) != before, f"an edit to {path.name} must re-grade"

@@ -1,6 +1,6 @@
 """The stage side of grading one unit: run pytest in this process and report each test's outcome.
 
-Run in a fork of the grader (grader/run.py), or as ``python -m grader.child``. The outcomes travel on
+Run in a fork of the grader (grader/grading.py), or as ``python -m grader.suite_runner``. The outcomes travel on
 the stage's signed channel (grader/sandbox.py); what the learner's code prints goes to a file and is
 never read as a result: a test the channel does not report as passed did not pass. Once pytest has
 collected the tests, before any learner code runs, the stage is sealed. Each test may use ``timeout``
@@ -88,7 +88,7 @@ def _message(value: BaseException) -> str:
 
 
 def run(job: dict, writer: sandbox.Writer) -> int:
-    """Grade one unit (the job, with pytest's arguments: grader/run.py, _start) in this process; the
+    """Grade one unit (the job, with pytest's arguments: grader/grading.py, _start) in this process; the
     caller exits right after. Returns pytest's exit code."""
     recorder = Recorder(writer, job["impl"], job["timeout"])
     if job["block_reference"]:
@@ -121,7 +121,7 @@ def warm_up(optimizers: bool = False) -> None:
 
 
 def main() -> int:
-    """``python -m grader.child``: the job (with the channel's key) arrives on standard input, the channel
+    """``python -m grader.suite_runner``: the job (with the channel's key) arrives on standard input, the channel
     is standard output; what the stage prints goes where its standard error goes."""
     warm_up()  # as the fork server does
     job = json.loads(sys.stdin.buffer.read())

@@ -3,7 +3,7 @@
 Each unit (a stage's suite, or one part of it: ``SPLIT``) runs once its dependencies are graded, with the plan
 they decide (grader/loader.py: a dependency that passed is the learner's), through the one scheduler and stage
 runner (grader/sandbox.py): a crash, endless loop or memory flood costs that stage only. A fork server imports
-torch once (without fork, a fresh ``python -m grader.child``); a verdict whose key has not changed is reused
+torch once (without fork, a fresh ``python -m grader.suite_runner``); a verdict whose key has not changed is reused
 (grader/cache.py) instead of running the unit.
 """
 
@@ -213,11 +213,11 @@ def _start(unit: Unit, part: str, settings: Settings, plan: loader.Plan, workdir
     jail = sandbox.Jail(home, (*hidden, *answers) if untrusted else (), (root, settings.impl), seal=untrusted)
     output = None if verbose else workdir / f"{home.name}.out"
     if settings.fork:
-        from . import child
+        from . import suite_runner
 
-        return sandbox.start(lambda writer: child.run(job, writer), settings.limits, jail=jail, output=output)
-    return sandbox.start([sys.executable, "-m", "grader.child"], settings.limits, jail=jail, job=job, output=output,
-                         env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})  # it starts in its own folder
+        return sandbox.start(lambda writer: suite_runner.run(job, writer), settings.limits, jail=jail, output=output)
+    return sandbox.start([sys.executable, "-m", "grader.suite_runner"], settings.limits, jail=jail, job=job,
+                         output=output, env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})  # own folder
 
 
 def _finish(stage: sandbox.Stage, unit: Unit, settings: Settings, substituted: list[str]) -> StageResult:
@@ -297,7 +297,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
             record(unit, index, replace(reused, substituted=list(plan.substituted)))
             return None
         if not warm:  # torch imported once, here, for every stage forked after: only if one runs
-            from .child import warm_up
+            from .suite_runner import warm_up
 
             warm_up(optimizers=sum(r is None for rs in parts.values() for r in rs) > 2)  # several left to grade
             warm = True
