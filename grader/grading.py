@@ -299,7 +299,7 @@ def grade(units: list[Unit], settings: Settings, stages: tuple[curriculum.Stage,
         if not warm:  # torch imported once, here, for every stage forked after: only if one runs
             from .suite_runner import warm_up
 
-            warm_up(optimizers=sum(r is None for rs in parts.values() for r in rs) > 2)  # several left to grade
+            warm_up(optimizers=sum(r is None for rs in parts.values() for r in rs) > 4)  # not for a stage or two
             warm = True
         stage = _start(unit, unit.parts[index], settings, plan, Path(tmp), hidden)
         started[stage] = (list(plan.substituted), name)
