@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+import preloaded
 from grader import curriculum, stubgen
 
 ROOT = curriculum.ROOT
@@ -86,9 +86,9 @@ def run_suites(impl: Path | str, tmp: Path, extra: tuple[str, ...] = ()) -> Suit
     """Run every stage suite that exists on ``impl`` in one child pytest; read results from JUnit XML."""
     report = tmp / "junit.xml"
     suites = [str(stage.suite) for stage in curriculum.load() if stage.suite.is_file()]
-    command = [sys.executable, "-m", "pytest", *suites, "--impl", str(impl), "-q", "--tb=line",
-               "-p", "no:cacheprovider", "-p", "pytest_timeout", f"--junitxml={report}", "-o", "junit_family=xunit1", *extra]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    command = [*preloaded.python_m(env), "pytest", *suites, "--impl", str(impl), "-q", "--tb=line",
+               "-p", "no:cacheprovider", "-p", "pytest_timeout", f"--junitxml={report}", "-o", "junit_family=xunit1", *extra]
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     run = SuiteRun(output=done.stdout + done.stderr)
     if not report.is_file():
@@ -127,7 +127,8 @@ def mutant_rows(tmp_path_factory) -> list[dict]:
     """Run the whole mutant catalogue once, as a maintainer would (python -m grader.mutants --json), for every
     test that reads its verdicts (test_mutants.py, test_messages.py): one row per mutant, as the JSON has it."""
     report = tmp_path_factory.mktemp("mutants") / "verdicts.json"
-    done = subprocess.run([sys.executable, "-m", "grader.mutants", "--json", str(report)], cwd=ROOT,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([*preloaded.python_m(env), "grader.mutants", "--json", str(report)], cwd=ROOT,
+                          capture_output=True, text=True, env=env)
     assert report.is_file(), f"python -m grader.mutants wrote no verdicts (exit {done.returncode}):\n{done.stderr[-3000:]}"
     return json.loads(report.read_text(encoding="utf-8"))

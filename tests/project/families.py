@@ -12,11 +12,11 @@ import copy
 import json
 import os
 import subprocess
-import sys
 
 import torch
 
 from grader import curriculum
+import preloaded
 from grader_kata import require_oracle
 
 ROOT = curriculum.ROOT
@@ -212,7 +212,7 @@ def rendered(oracle, messages: list[dict]) -> list[int]:
 
 def command(module: str, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run([sys.executable, "-m", module, *argv], input=stdin, capture_output=True, text=True,
+    return subprocess.run([*preloaded.python_m(env), module, *argv], input=stdin, capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=240)
 
 

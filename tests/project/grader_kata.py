@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import preloaded
 from grader import curriculum, stubgen
 
 ROOT = curriculum.ROOT
@@ -67,12 +68,11 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
-def command(kata: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "grader", *args]
-
-
-def start(kata: Path, *args: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(command(kata, *args), cwd=kata, env=environment(**env), text=True,
+def start(kata: Path, *args: str, fresh: bool = False, **env: str) -> subprocess.Popen:
+    """``python -m grader ARGS`` in ``kata``; ``fresh``: in an interpreter of its own, for a test that
+    watches the grader's own children (else forked from tests/project/preloaded.py's server)."""
+    environ = environment(**env)
+    return subprocess.Popen([*preloaded.python_m(environ, fresh), "grader", *args], cwd=kata, env=environ, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -83,6 +83,14 @@ def finish(process: subprocess.Popen, timeout: float = 120) -> Run:
 
 def grade(kata: Path, *args: str, timeout: float = 120, **env: str) -> Run:
     return finish(start(kata, *args, **env), timeout)
+
+
+def run_module(where: Path, module: str, *args: str, timeout: float = 600, stdin: str | None = None,
+               fresh: bool = False, **env: str) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` in ``where``, as a person runs it (``fresh``: as in ``start``)."""
+    environ = environment(**env)
+    return subprocess.run([*preloaded.python_m(environ, fresh), module, *args], cwd=where, env=environ, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def require_oracle(*names: str):

@@ -9,13 +9,13 @@ import pty
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from grader import curriculum, stubgen
-from grader_kata import build_kata, environment, grade, submission  # noqa: I001
+import preloaded
+from grader_kata import build_kata, environment, grade, run_module, submission  # noqa: I001
 
 ROOT = curriculum.ROOT
 
@@ -27,8 +27,7 @@ def kata(tmp_path_factory) -> Path:
 
 def run(where: Path, *argv: str, timeout: float = 240, **env: str) -> subprocess.CompletedProcess:
     """``python -m <argv>`` in ``where``, as a person runs it."""
-    return subprocess.run([sys.executable, "-m", *argv], cwd=where, env=environment(**env), capture_output=True,
-                          text=True, timeout=timeout)
+    return run_module(where, *argv, timeout=timeout, **env)
 
 
 def one_line(done: subprocess.CompletedProcess, code: int, *words: str) -> str:
@@ -212,7 +211,7 @@ def test_pictures_use_the_learners_stages_and_name_a_crashing_one(tmp_path):
 def test_pictures_show_progress_with_the_time_left_on_a_terminal(tmp_path):
     tree = learner_tree(tmp_path, ("s03_attention",))
     parent, child = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "grader.pictures", "--impl", str(tree), "--out",
+    process = subprocess.Popen([*preloaded.python_m(environment()), "grader.pictures", "--impl", str(tree), "--out",
                                 str(tmp_path / "pics"), "--steps", "10", "--layers", "1"],
                                cwd=ROOT, env=environment(), stdout=child, stderr=subprocess.PIPE)
     os.close(child)

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from grader import curriculum
-from grader_kata import BROKEN, build_kata, environment, grade, submission  # noqa: I001
+from grader_kata import BROKEN, build_kata, environment, grade, run_module, submission  # noqa: I001
 
 ROOT = curriculum.ROOT
 COURSE_FIXTURES = Path(__file__).resolve().parent / "course_fixtures"
@@ -93,8 +93,7 @@ def sample_class(kata) -> Path:
 
 
 def run_grader(kata: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "grader", *args], cwd=kata, env=environment(**env),
-                          capture_output=True, text=True, timeout=timeout)
+    return run_module(kata, "grader", *args, timeout=timeout, **env)
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,12 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from grader import curriculum, integrity, loader
-from grader_kata import environment
+from grader_kata import run_module
 
 ROOT = curriculum.ROOT
 
@@ -36,8 +34,7 @@ def reference_tree(target: Path, **edits: tuple[str, str]) -> Path:
 
 def grade_one(stage: str, impl: Path) -> dict:
     """``python -m grader STAGE --impl IMPL --format json``: the stage's entry in the report."""
-    done = subprocess.run([sys.executable, "-m", "grader", stage, "--impl", str(impl), "--format", "json"],
-                          cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=600)
+    done = run_module(ROOT, "grader", stage, "--impl", str(impl), "--format", "json")
     assert done.returncode == 1, f"expected exit 1 (a stage failed), got {done.returncode}: {done.stderr[-2000:]}"
     return next(s for s in json.loads(done.stdout)["stages"] if s["id"] == stage and not s["extra"])
 
@@ -147,10 +144,8 @@ def test_rms_norm_through_torch_ops_is_refused(tmp_path):
     text = (tree / "s18_rmsnorm.py").read_text(encoding="utf-8").replace(
         "from torch import nn\n", "from torch import nn\n\nRMS_NORM = torch.ops.aten.rms_norm\n", 1)
     (tree / "s18_rmsnorm.py").write_text(text, encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "tests" / "test_s18_rmsnorm.py"), "--impl", str(tree),
-                           "-p", "no:cacheprovider", "-q", "--tb=line", "-k", "equals_torch_rmsnorm"],
-                          cwd=ROOT, env=environment(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1"), capture_output=True, text=True,
-                          timeout=600)
+    done = run_module(ROOT, "pytest", str(ROOT / "tests" / "test_s18_rmsnorm.py"), "--impl", str(tree), "-p",
+                      "no:cacheprovider", "-q", "--tb=line", "-k", "equals_torch_rmsnorm", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     assert done.returncode == 1, f"expected the suite to fail, got {done.returncode}:\n{done.stdout[-2000:]}"
     assert "2 failed" in done.stdout and "your code called torch's rms_norm, which s18_rmsnorm forbids" in done.stdout, \
         done.stdout[-2000:]
@@ -169,10 +164,8 @@ def test_torch_own_implementation_handed_in_as_the_learner_is_refused(tmp_path, 
     tree = reference_tree(tmp_path / "tree")
     with open(tree / f"{stage_id}.py", "a", encoding="utf-8") as handle:
         handle.write(cheat)
-    done = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "tests" / f"test_{stage_id}.py"), "--impl", str(tree),
-                           "-p", "no:cacheprovider", "-q", "--tb=short", "-x"],
-                          cwd=ROOT, env=environment(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1"), capture_output=True, text=True,
-                          timeout=600)
+    done = run_module(ROOT, "pytest", str(ROOT / "tests" / f"test_{stage_id}.py"), "--impl", str(tree), "-p",
+                      "no:cacheprovider", "-q", "--tb=short", "-x", PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     assert done.returncode == 1 and "1 error" in done.stdout, f"expected the suite to error:\n{done.stdout[-2000:]}"
     assert expected in done.stdout, done.stdout[-2000:]
 

@@ -7,19 +7,16 @@ stages are still being written.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from grader import curriculum, stubgen
-from grader_kata import environment
+from grader_kata import run_module
 
 
 def test_untouched_stubs_score_zero_with_every_graded_stage_not_started(tmp_path):
     stubs = tmp_path / "stubs"
     stages = [s for s in curriculum.load() if s.source(curriculum.REFERENCE).is_file()]
     stubgen.generate(curriculum.REFERENCE, stubs, stages)
-    done = subprocess.run([sys.executable, "-m", "grader", "--impl", str(stubs), "--format", "json"],
-                          cwd=curriculum.ROOT, env=environment(), capture_output=True, text=True, timeout=600)
+    done = run_module(curriculum.ROOT, "grader", "--impl", str(stubs), "--format", "json")
     assert done.returncode == 1, done.stderr
     doc = json.loads(done.stdout)
     assert doc["score"] == 0

@@ -626,9 +626,8 @@ def test_the_grading_plan_names_why_each_stage_it_loads_comes_from_reference_and
 
 
 def test_a_stage_suite_refuses_a_plan_that_is_not_one_in_one_line():
-    import subprocess
+    from grader_kata import run_module
 
-    done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_s01_vocab.py", "-p", "no:cacheprovider",
-                           "--plan", '{"s01_vocab": "elsewhere"}'], cwd=curriculum.ROOT, capture_output=True, text=True,
-                          timeout=120)
+    done = run_module(curriculum.ROOT, "pytest", "tests/test_s01_vocab.py", "-p", "no:cacheprovider",
+                      "--plan", '{"s01_vocab": "elsewhere"}', timeout=120)
     assert done.returncode == 4 and '--plan: expected a JSON object' in done.stderr, (done.returncode, done.stderr)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from grader_kata import build_kata, environment, submission  # noqa: I001
+from grader_kata import build_kata, environment, run_module, submission  # noqa: I001
 
 TOKEN = f"kata-hostile-{secrets.token_hex(4)}"  # in the command line of every process an attacker leaves
 PORT_FILE = "listener-port"
@@ -405,7 +405,7 @@ def test_printing_hundreds_of_megabytes_does_not_swell_the_grader(kata, tmp_path
     (tree / "s02_scale.py").write_text(PRELUDE + ATTACKS["print_300_megabytes"] + WRONG, encoding="utf-8")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     done = subprocess.run([sys.executable, "-m", "grader", "--impl", str(tree), "--format", "json", "--jobs", "1"],
-                          cwd=kata, env=environment(), capture_output=True, timeout=1800)
+                          cwd=kata, env=environment(), capture_output=True, timeout=1800)  # a child of this process: its rusage counts
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert done.returncode == 1, done.stderr
     assert json.loads(done.stdout)["stages"][1]["score"] == 0
@@ -476,8 +476,7 @@ def test_the_forbidden_attention_taken_at_import_time_earns_nothing(tmp_path):
     source = source.replace(line, "    output = torch.nan_to_num(_SDPA(query, key, value, attn_mask=mask, dropout_p=dropout))\n")
     source = source.replace("import torch.nn.functional as F\n", "import torch.nn.functional as F\n\n_SDPA = F.scaled_dot_product_attention\n")
     (tree / "s03_attention.py").write_text(source, encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "grader", "3", "--impl", str(tree), "--format", "json"],
-                          cwd=curriculum.ROOT, env=environment(), capture_output=True, text=True, timeout=1800)
+    done = run_module(curriculum.ROOT, "grader", "3", "--impl", str(tree), "--format", "json", timeout=1800)
     attention = next(s for s in json.loads(done.stdout)["stages"] if s["id"] == "s03_attention")
     assert attention["score"] == 0, f"the forbidden call earned the stage's points: {attention['status']}"
 

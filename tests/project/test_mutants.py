@@ -7,12 +7,11 @@ Its stage's suite must fail on it, and the failure output must name the symptom.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from grader import curriculum, mutants
+from grader_kata import run_module
 
 CATALOGUE = mutants.load()
 STAGES = curriculum.load()
@@ -70,8 +69,7 @@ def test_through_the_grader_a_mutant_fails_only_its_own_stage(tmp_path):
     mutant = next(m for m in CATALOGUE if m.label == "s05_multihead:split_without_transpose")
     tree = mutants.build_tree(mutant, tmp_path / "submission")
     report = tmp_path / "result.json"
-    done = subprocess.run([sys.executable, "-m", "grader", "--impl", str(tree), "--format", "json", "--output", str(report)],
-                          cwd=curriculum.ROOT, capture_output=True, text=True)
+    done = run_module(curriculum.ROOT, "grader", "--impl", str(tree), "--format", "json", "--output", str(report))
     assert report.is_file(), f"the grader wrote no result (exit {done.returncode}): {done.stderr[-2000:]}"
     stages = {stage["id"]: stage for stage in json.loads(report.read_text(encoding="utf-8"))["stages"]}
     assert stages["s05_multihead"]["status"] != "passed", "the grader passed stage 5 with heads split without a transpose"

@@ -6,10 +6,12 @@ a trained copy model must show the diagonal a person expects in cross-attention.
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
 
+import preloaded
 import pytest
 import torch
 
@@ -47,7 +49,7 @@ def trained():
 @pytest.mark.slow
 def test_command_writes_five_valid_pngs(tmp_path):
     out = tmp_path / "pictures"
-    done = subprocess.run([sys.executable, "-m", "grader.pictures", "--out", str(out), "--steps", "20",
+    done = subprocess.run([*preloaded.python_m(dict(os.environ)), "grader.pictures", "--out", str(out), "--steps", "20",
                            "--layers", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"expected exit 0, got {done.returncode}:\n{done.stdout}\n{done.stderr[-3000:]}"
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES), f"got {sorted(p.name for p in out.iterdir())}"

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
 from grader import curriculum, mutants, render
 from grader.results import FAILING, Report, StageResult
 from grader.results import TestResult as Outcome
-from grader_kata import environment  # noqa: I001
+from grader_kata import run_module  # noqa: I001
 
 ROOT = curriculum.ROOT
 SCREEN = 40  # lines: the most a failing stage may print by default
@@ -21,8 +20,7 @@ STAGES = {stage.id: stage for stage in curriculum.load()}
 
 
 def grade(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "grader", *argv, "--jobs", "2"], cwd=ROOT, env=environment(),
-                          capture_output=True, text=True, timeout=600)
+    return run_module(ROOT, "grader", *argv, "--jobs", "2")
 
 
 def test_an_untouched_stub_is_one_line_naming_the_file_and_the_hint(stub_tree):

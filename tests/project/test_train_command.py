@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 
+import preloaded
 import pytest
 
 from grader import curriculum
@@ -17,7 +17,7 @@ ROOT = curriculum.ROOT
 
 def train(*argv: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run([sys.executable, "-m", "grader.train", *argv], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([*preloaded.python_m(env), "grader.train", *argv], capture_output=True, text=True, cwd=ROOT,
                           env=env, timeout=240)
 
 

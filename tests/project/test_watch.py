@@ -30,7 +30,7 @@ def children(pid: int) -> list[int]:
 def test_a_save_during_the_first_scorecard_is_graded(tmp_path):
     kata = build_kata(tmp_path / "kata")
     tree = submission(kata, tmp_path / "sub", {"s02_scale": "always_equal.py"})
-    process = start(kata, "--watch", "--impl", str(tree), "--max-regrades", "1", "--jobs", "1")
+    process = start(kata, "--watch", "--impl", str(tree), "--max-regrades", "1", "--jobs", "1", fresh=True)
     deadline = time.monotonic() + 120
     while not children(process.pid) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)  # the first stage is being graded: the scorecard has started, not finished
