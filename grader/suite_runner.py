@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from . import sandbox
+from .cache import machine
 
 
 class Recorder(importlib.abc.MetaPathFinder):
@@ -111,7 +112,10 @@ def run(job: dict, writer: sandbox.Writer) -> int:
 def warm_up(optimizers: bool = False) -> None:
     """Import what every child needs once, before forking (the point of the fork server): torch, and pytest
     with this module; with ``optimizers`` (several stages to grade) also torch._dynamo, which a process's
-    first torch.optim optimizer imports (seconds of CPU in every suite that trains)."""
+    first torch.optim optimizer imports (seconds of CPU in every suite that trains). On a CPU with AVX-512:
+    torch's AVX2 kernels, unless ATEN_CPU_CAPABILITY is set (docs/grader.md, "Which CPU kernels", says why)."""
+    if " avx512f" in machine():  # torch reads it at its first kernel, not at import
+        os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
     import torch.nn.functional  # noqa: F401
 
     if optimizers:

@@ -188,6 +188,7 @@ def test_a_crash_in_the_learners_stage_is_one_line_naming_it(checkpoints, tmp_pa
     assert "TypeError" in lines[0] and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.slow  # a command per unusable directory
 def test_a_directory_that_is_not_a_usable_checkpoint_is_one_line_and_exit_2(checkpoints, tmp_path):
     directory, _ = checkpoints["before-5.0"]
     no_tokenizer = tmp_path / "no_tokenizer"

@@ -180,6 +180,7 @@ RESIDUAL = "        h = x + self.attn(self.attn_norm(x), mask, rope, cache)  # (
 IN_PLACE = "        x += self.attn(self.attn_norm(x), mask, rope, cache)\n        h = x"
 
 
+@pytest.mark.slow  # trains a model
 def test_train_names_the_learners_stage_of_an_in_place_bug_that_breaks_backward(tmp_path):
     """The issue's case: an in-place residual passes stage 18's own checks, then backward fails far
     away in the reference's training loop; the one line must still name s18 and a line of its file."""
@@ -208,6 +209,7 @@ def test_pictures_use_the_learners_stages_and_name_a_crashing_one(tmp_path):
     assert "using reference/s05_multihead.py: yours is not started" in done.stdout, done.stdout
 
 
+@pytest.mark.slow  # trains a model for the pictures
 def test_pictures_show_progress_with_the_time_left_on_a_terminal(tmp_path):
     tree = learner_tree(tmp_path, ("s03_attention",))
     parent, child = pty.openpty()

@@ -106,6 +106,7 @@ def batch(kata, sample_class):
 # ---------------------------------------------------------------- batch grading
 
 
+@pytest.mark.slow  # a batch of graders, one per student
 def test_batch_grades_every_student_into_the_right_row(batch):
     done, out = batch
     assert done.returncode == 1, "one submission (nobody) could not be graded: exit 1\n" + done.stderr
@@ -123,6 +124,7 @@ def test_batch_grades_every_student_into_the_right_row(batch):
         assert row["max_score"] == 20
 
 
+@pytest.mark.slow  # a batch of graders, one per student
 def test_batch_flags_say_what_a_reviewer_should_look_at(batch):
     _, out = batch
     rows = {row["student"]: row for row in json.loads((out / "gradebook.json").read_text(encoding="utf-8"))["students"]}
@@ -134,6 +136,7 @@ def test_batch_flags_say_what_a_reviewer_should_look_at(batch):
     assert "no stage files" in rows["nobody"]["flags"]["grader_problem"][0]
 
 
+@pytest.mark.slow  # a batch of graders, one per student
 def test_a_submission_that_forges_its_score_gets_only_what_it_earned(batch, kata):
     _, out = batch
     rows = {row["student"]: row for row in json.loads((out / "gradebook.json").read_text(encoding="utf-8"))["students"]}
@@ -144,6 +147,7 @@ def test_a_submission_that_forges_its_score_gets_only_what_it_earned(batch, kata
     assert "not written by the grader" in reason, f"the forging fixture did run and was caught: {reason}"
 
 
+@pytest.mark.slow  # a batch of graders, one per student
 def test_gradebook_csv_has_a_row_a_student_a_column_a_stage_and_the_flags(batch):
     _, out = batch
     lines = (out / "gradebook.csv").read_text(encoding="utf-8").splitlines()
@@ -157,6 +161,7 @@ def test_gradebook_csv_has_a_row_a_student_a_column_a_stage_and_the_flags(batch)
     assert rows["nobody"]["status"] == "not gradable" and rows["nobody"]["s01_add"] == ""
 
 
+@pytest.mark.slow  # a batch of graders, one per student
 def test_batch_progress_is_plain_lines_with_counts_and_an_eta_when_piped(batch):
     done, _ = batch
     progress = [line for line in done.stderr.splitlines() if line.startswith("[")]
@@ -194,6 +199,7 @@ def test_batch_and_bundle_refuse_an_out_path_through_a_file_in_one_line(kata, tm
     assert blocker.read_text(encoding="utf-8") == "not a folder\n"
 
 
+@pytest.mark.slow  # waits out a submission's time budget
 def test_a_submission_past_its_budget_keeps_the_points_of_the_stages_already_graded(kata, tmp_path):
     """Also in this batch: a folder whose name is not UTF-8, and a symlink to another student's folder."""
     klass = tmp_path / "class"
@@ -202,7 +208,7 @@ def test_a_submission_past_its_budget_keeps_the_points_of_the_stages_already_gra
     submission(kata, Path(os.fsdecode(bytes(klass) + b"/caf\xe9")))
     (klass / "linked").symlink_to(klass / "slow", target_is_directory=True)
     out = tmp_path / "book"
-    done = run_grader(kata, "batch", str(klass), "--out", str(out), "--jobs", "2", "--submission-timeout", "60",
+    done = run_grader(kata, "batch", str(klass), "--out", str(out), "--jobs", "2", "--submission-timeout", "20",
                       "--stage-timeout", "600", timeout=1800)
     assert done.returncode == 1, done.stdout + done.stderr  # the symlink is not graded
     rows = {row["student"]: row for row in json.loads((out / "gradebook.json").read_text(encoding="utf-8"))["students"]}
@@ -314,6 +320,7 @@ def gradescope_runs(kata, bundle, tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow  # Gradescope's run_autograder on five submissions
 @pytest.mark.parametrize("name", [n for n in GRADESCOPE if n != "empty"])
 def test_run_autograder_writes_a_valid_results_json_with_the_earned_score(name, gradescope_runs):
     doc = gradescope_runs[name]
@@ -326,12 +333,14 @@ def test_run_autograder_writes_a_valid_results_json_with_the_earned_score(name, 
     assert doc["leaderboard"][0] == {"name": "Score", "value": doc["score"]}
 
 
+@pytest.mark.slow  # Gradescope's run_autograder on five submissions
 def test_run_autograder_grades_missing_stages_as_stubs_and_says_so(gradescope_runs):
     doc = gradescope_runs["partial_in_exercises"]
     assert "Not submitted (graded as the untouched stub): s02_scale, s03_combo" in doc["output"]
     assert [t["status"] for t in doc["tests"]] == ["passed", "passed", "failed", "failed"]
 
 
+@pytest.mark.slow  # Gradescope's run_autograder on five submissions
 def test_run_autograder_overwrites_whatever_the_submission_wrote_as_its_results(gradescope_runs):
     doc = gradescope_runs["forger"]
     assert doc["score"] == 17 and not any(t["name"] == "forged" for t in doc["tests"])
@@ -339,6 +348,7 @@ def test_run_autograder_overwrites_whatever_the_submission_wrote_as_its_results(
     assert scale["score"] == 0 and scale["status"] == "failed"
 
 
+@pytest.mark.slow  # Gradescope's run_autograder on five submissions
 def test_run_autograder_without_stage_files_still_writes_results_with_the_reason(gradescope_runs):
     doc = gradescope_runs["empty"]
     assert doc["score"] == 0 and doc["tests"] == []

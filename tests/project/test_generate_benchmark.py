@@ -37,6 +37,7 @@ def rows(tmp_path_factory) -> dict:
     return run_rows(tmp_path_factory.mktemp("rows"))
 
 
+@pytest.mark.slow  # a benchmark row: times both sides
 def test_generate_row_times_both_sides_on_the_same_checkpoint(rows):
     row = rows["generate"]
     assert row["status"] == "ok", f"{row['status']}: pip install -r requirements-test.txt"
@@ -55,6 +56,7 @@ def test_generate_row_times_both_sides_on_the_same_checkpoint(rows):
         f"greedy on one checkpoint must write the same text: {runs}"
 
 
+@pytest.mark.slow  # the same benchmark run as the row above
 def test_encode_row_gives_the_ids_of_tokenizers_for_every_family(rows):
     row = rows["encode"]
     assert row["status"] == "ok", row["status"]

@@ -99,6 +99,7 @@ def test_untouched_stubs_score_zero_every_stage_not_started_and_point_at_stage_o
     assert "\033[" not in run.stdout, "no colour when piped"
 
 
+@pytest.mark.slow  # grades every broken submission
 @pytest.mark.parametrize("kind", list(FAILURE_KINDS))
 def test_each_failure_kind_costs_that_stage_only_with_a_one_line_reason(kind, broken_runs):
     run = broken_runs[kind]
@@ -116,6 +117,7 @@ def test_each_failure_kind_costs_that_stage_only_with_a_one_line_reason(kind, br
     assert doc["score"] == 15
 
 
+@pytest.mark.slow  # grades every broken submission
 def test_forged_output_is_never_read_as_a_result_and_a_forged_line_costs_the_stage(broken_runs):
     scale = broken_runs["forged_output"].stage("s02_scale")
     assert scale["score"] == 0 and not any(t["outcome"] == "passed" for t in scale["tests"]), scale
@@ -130,6 +132,7 @@ def test_no_fallback_grades_the_learners_code_all_the_way_down(kata):
     assert "a_module_that_does_not_exist" in combo["tests"][0]["message"]
 
 
+@pytest.mark.slow  # a fresh interpreter per stage, by design
 def test_without_fork_the_same_grades_and_a_note_saying_so(kata):
     tree = submission(kata, kata.parent / "no-fork", {"s02_scale": "crash.py"})
     run = grade(kata, "--impl", str(tree), "--format", "json", *LIMITS, KATA_NO_FORK="1")

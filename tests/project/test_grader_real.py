@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from grader import curriculum, stubgen
 from grader_kata import run_module
 
 
+@pytest.mark.slow  # the real scorecard, every stage
 def test_untouched_stubs_score_zero_with_every_graded_stage_not_started(tmp_path):
     stubs = tmp_path / "stubs"
     stages = [s for s in curriculum.load() if s.source(curriculum.REFERENCE).is_file()]

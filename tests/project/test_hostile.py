@@ -340,6 +340,7 @@ def stage_score(row: dict, stage: str) -> float:
     return (row["stages"].get(stage) or {}).get("score") or 0.0
 
 
+@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=PENDING[n], strict=False))
                                   if n in PENDING else n for n in ATTACKS if n not in IN_MEMORY])
 def test_an_attacker_gets_no_point_it_did_not_earn(name, hostile_batch):
@@ -350,6 +351,7 @@ def test_an_attacker_gets_no_point_it_did_not_earn(name, hostile_batch):
     assert row["score"] == 0, f"{name} submitted only s02_scale, which is wrong: {row}"
 
 
+@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
 @pytest.mark.parametrize("name", IN_MEMORY)
 def test_an_attack_in_memory_is_flagged_for_the_instructor_when_it_scores(name, hostile_batch):
     _, rows, *_ = hostile_batch
@@ -358,6 +360,7 @@ def test_an_attack_in_memory_is_flagged_for_the_instructor_when_it_scores(name, 
     assert stage_score(row, "s02_scale") == 0 or flagged, f"{name} scored unflagged: {row}"
 
 
+@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
 def test_honest_students_keep_full_marks_whoever_was_graded_beside_them(hostile_batch):
     done, rows, *_ = hostile_batch
     assert done.returncode == 0, done.stdout + done.stderr
@@ -367,6 +370,7 @@ def test_honest_students_keep_full_marks_whoever_was_graded_beside_them(hostile_
     assert stub["score"] == 15 and stub["stages"]["s02_scale"]["status"] == "not started", stub
 
 
+@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
 def test_the_checkout_and_every_submission_are_unchanged(hostile_batch):
     _, _, before, after, *_ = hostile_batch
     changed = sorted(k for k in set(before["kata"]) | set(after["kata"]) if before["kata"].get(k) != after["kata"].get(k))
@@ -375,17 +379,20 @@ def test_the_checkout_and_every_submission_are_unchanged(hostile_batch):
     assert not changed, f"the batch changed submissions: {changed[:10]}"
 
 
+@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
 def test_the_gradebook_is_written_once_and_nobody_rewrites_it(hostile_batch):
     _, rows, _, after, written, *_ = hostile_batch
     assert after["gradebook"] == written, "the gradebook changed after the batch returned"
     assert set(rows) == {*ATTACKS, *HONEST, FROM_STUBS}
 
 
+@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
 def test_nothing_an_attacker_started_is_still_running(hostile_batch):
     *_, alive = hostile_batch
     assert not alive, f"processes left by attackers are still running: {alive}"
 
 
+@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
 def test_no_stage_reached_the_network(hostile_batch):
     *_, listener, _ = hostile_batch
     assert listener.connections == 0, "a stage connected to a server on this machine"
@@ -400,6 +407,7 @@ def test_every_row_reports_the_isolation_it_was_graded_with(kata, tmp_path):
     assert all(stage["isolation"] for stage in doc["stages"]), [s["isolation"] for s in doc["stages"]]
 
 
+@pytest.mark.slow  # a fresh grader (its memory is counted) reads 300 MB of output
 def test_printing_hundreds_of_megabytes_does_not_swell_the_grader(kata, tmp_path):
     tree = submission(kata, tmp_path / "flood")
     (tree / "s02_scale.py").write_text(PRELUDE + ATTACKS["print_300_megabytes"] + WRONG, encoding="utf-8")
@@ -484,6 +492,7 @@ def test_the_forbidden_attention_taken_at_import_time_earns_nothing(tmp_path):
 THEFTS = ("read_and_exec_the_reference_by_path", "copy_a_classmates_solution", "read_a_copy_of_a_hidden_test_left_in_tmp")
 
 
+@pytest.mark.slow  # graders over every theft, with the filesystem unsealed
 def test_the_thefts_are_real_they_score_where_the_filesystem_is_not_sealed(kata, tmp_path):
     """The control for the batch above: at the `subreaper` level (forced) nothing is sealed, and each
     theft earns the stage's points, so a theft that scores nothing in the batch was stopped by the seal."""

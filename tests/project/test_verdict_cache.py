@@ -82,6 +82,7 @@ def graded(kata: Path, tree: Path, store: Path, *args: str) -> dict[str, dict]:
     return {s["id"]: s for s in done.json()["stages"]}
 
 
+@pytest.mark.slow  # about 20 grader runs, one per input of the key
 def test_reused_while_unchanged_regraded_after_an_edit_never_read_by_a_course(kata, tmp_path):
     tree, store = submission(kata, tmp_path / "mine"), tmp_path / "store"
     first = graded(kata, tree, store)
