@@ -34,7 +34,9 @@ import sys
 # Read once, when the interpreter or torch starts: a command whose environment sets them otherwise is not forked.
 STARTUP = ("OMP_", "MKL_", "KMP_", "GOMP_", "ATEN_", "TORCH", "PYTORCH", "CUDA", "OPENBLAS", "LD_", "PYTHON",
            "COVERAGE", "COV_CORE", "MALLOC", "LC_", "LANG")
-HANDLED = {"PYTHONDONTWRITEBYTECODE"}  # the forked command sets sys.dont_write_bytecode from it
+# the forked command sets sys.dont_write_bytecode from the first; torch sets the second in a test process that
+# compiled something, and reads it only when it compiles
+HANDLED = {"PYTHONDONTWRITEBYTECODE", "TORCHINDUCTOR_CACHE_DIR"}
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _server: tuple | None = None  # (process, socket path, environment) of this test process's server
 
@@ -113,23 +115,38 @@ def _serve(path: str) -> None:
         for key, _ in select.select(timeout=0.02):
             if key.fileobj is listener:
                 connection, _ = listener.accept()
-                pid = _fork(connection, [listener, *running.values()])
+                try:
+                    pid = _fork(connection, [listener, *running.values()])
+                except (OSError, ValueError):  # a launcher that died while it asked
+                    connection.close()
+                    continue
                 running[pid] = connection
-                connection.sendall(b"%d\n" % pid)
                 select.register(connection, selectors.EVENT_READ, pid)
-            elif not key.fileobj.recv(1):  # the launcher is gone: so is its command
+                try:
+                    connection.sendall(b"%d\n" % pid)
+                except OSError:
+                    _kill(pid)
+            elif not _alive(key.fileobj):  # the launcher is gone: so is its command
                 select.unregister(key.fileobj)
                 _kill(key.data)
         while running and (ended := os.waitpid(-1, os.WNOHANG))[0]:
             connection = running.pop(ended[0])
+            if connection in (key.fileobj for key in select.get_map().values()):
+                select.unregister(connection)
             try:
                 connection.sendall(b"%d\n" % ended[1])
-                select.unregister(connection)
-            except (OSError, KeyError):
+            except OSError:  # its launcher is gone
                 pass
             connection.close()
     for pid in running:
         _kill(pid)
+
+
+def _alive(connection: socket.socket) -> bool:
+    try:
+        return bool(connection.recv(1))
+    except OSError:
+        return False
 
 
 def _kill(pid: int) -> None:
