@@ -63,6 +63,8 @@ def _start():
 
     if _server is not None:
         return _server if _server[0].poll() is None else None
+    if not hasattr(socket, "AF_UNIX") or not hasattr(os, "fork"):  # Windows: every command in a fresh interpreter
+        return None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KATA_", "GITHUB_", "COV_CORE"))}
     folder = tempfile.mkdtemp(prefix="kata-fork-")
     path = os.path.join(folder, "server")
