@@ -25,7 +25,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .options import UsageError, run_main
 from .generate import OPTIONS, STAGES, Checkpoint, TextStream, check_options, load, read_checkpoint, sample
 from .loader import for_running
-from .train import parse, run_plan
+from .harness import parse, run_plan
 
 PROG = "python -m grader.chat"
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>")  # ChatML's (Qwen, SmolLM) and Llama 3's, where the checkpoint has them

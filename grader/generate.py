@@ -4,7 +4,7 @@
 
 DIR holds config.json, tokenizer.json and the weights (model.safetensors, shards with their index, or
 pytorch_model.bin); nothing is downloaded. Your stages s13-s19 and s21 do the work, the reference standing in
-(named on stderr) as in grader/train.py. Exit 0 generated, 1 your code failed (one line), 2 bad usage or DIR.
+(named on stderr) as in grader/harness.py. Exit 0 generated, 1 your code failed (one line), 2 bad usage or DIR.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from .options import UsageError, check_device, run_main
 from .loader import for_running
-from .train import parse, run_plan
+from .harness import parse, run_plan
 
 PROG = "python -m grader.generate"
 STAGES = ("s13_bpe", "s21_generation")  # the stages called here; s21's dependencies come along

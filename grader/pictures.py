@@ -2,7 +2,7 @@
 
     python -m grader.pictures [--out DIR] [--impl exercises|reference|PATH] [--steps N] [--reverse] [-v]
 
-Trains the stage-11 capstone with YOUR stages (the reference standing in as in grader/train.py), then writes
+Trains the stage-11 capstone with YOUR stages (the reference standing in as in grader/harness.py), then writes
 {encoder_self,decoder_self,cross}_attention.png, noam_schedule.png and training_loss.png: a model that copies
 has a bright diagonal of cross-attention (anti-diagonal for --reverse), rebuilt from what a forward hook on
 each attention module sees. Exit 0 written, 1 training crashed (as train), 2 bad usage or no matplotlib.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import curriculum, loader, options, train
+from . import curriculum, harness, loader, options, train
 
 CAPSTONE = "s11_copy_task"
 SCHEDULE = "s10_noam_and_loss"
@@ -176,7 +176,7 @@ def write_pictures(plt, copy_task, schedule, result, config, source: list[str], 
 
 
 def run(argv: list[str]) -> int:
-    args = train.parse(PROG, __doc__, argv, {
+    args = harness.parse(PROG, __doc__, argv, {
         "--out": {"type": Path, "default": Path("pictures"), "help": "folder for the PNG files (default: pictures)"},
         "--steps": {"type": int, "help": "train at most this many steps (default 300, or fewer at 100%%)"},
         "--reverse": {"action": "store_true", "help": "train the reverse task instead of copy"},
@@ -192,7 +192,7 @@ def run(argv: list[str]) -> int:
         raise options.UsageError(f"--out {args.out}: must be a folder outside exercises/")
     steps = args.steps or train.DEFAULT_STEPS["copy"]
 
-    def work(modules, progress: train.Progress):
+    def work(modules, progress: harness.Progress):
         copy_task = modules(CAPSTONE)
         config = copy_task.CopyTaskConfig(reverse=args.reverse, n_layers=args.layers, seed=args.seed, max_steps=steps,
                                           eval_every=min(copy_task.CopyTaskConfig.eval_every, steps))
@@ -207,7 +207,7 @@ def run(argv: list[str]) -> int:
               f"{'anti-' if args.reverse else ''}diagonal at {diagonal_fraction(cross, args.reverse):.0%} of positions")
         print("\n".join(f"wrote {path}" for path in written))
 
-    return train.run_plan(loader.for_running(args.impl_path, train.COPY), work, args.verbose, PROG, sys.stdout,
+    return harness.run_plan(loader.for_running(args.impl_path, train.COPY), work, args.verbose, PROG, sys.stdout,
                           live=sys.stdout.isatty(), total=steps, early_stop=True)[0]
 
 

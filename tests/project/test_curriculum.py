@@ -89,7 +89,8 @@ def test_the_grader_stays_smaller_than_the_model_it_grades():
     """STYLE.md: the grader stays smaller than the model it grades. Issue 10: the grading machinery no larger
     than before the sandbox: 3,484 lines then, less the 106 of generate.py, which with chat.py (issue 17) is
     not grading but the learner's finale, counted in the whole only; issue 18 adds the verdict cache's 162
-    (grader/cache.py and its wiring) and the choice of CPU kernels (4). A change that needs more deletes
+    (grader/cache.py and its wiring), the choice of CPU kernels (4) and harness.py's own header (14: the
+    harness of train, pictures, generate and chat moved out of train.py). A change that needs more deletes
     duplication first (`duplicates` finds none left in grader/)."""
     def lines(folder: str, skip: tuple[str, ...] = ()) -> int:
         files = [p for p in (curriculum.ROOT / folder).glob("*.py") if p.name not in skip]
@@ -97,7 +98,7 @@ def test_the_grader_stays_smaller_than_the_model_it_grades():
 
     grader, reference = lines("grader"), lines("reference")
     machinery = lines("grader", skip=("generate.py", "chat.py"))
-    assert machinery <= 3544 and grader <= reference, (
+    assert machinery <= 3558 and grader <= reference, (
         f"grader/*.py has {grader} lines ({machinery} without generate.py and chat.py) and reference/*.py "
-        f"{reference}: the grading machinery must stay within 3,544 lines and grader/ smaller than the model it "
+        f"{reference}: the grading machinery must stay within 3,558 lines and grader/ smaller than the model it "
         "grades")
