@@ -34,6 +34,7 @@ from grader_kata import build_kata, environment, run_module, submission  # noqa:
 
 TOKEN = f"kata-hostile-{secrets.token_hex(4)}"  # in the command line of every process an attacker leaves
 PORT_FILE = "listener-port"
+HOSTILE_BATCH = pytest.mark.slow  # its tests share one batch: 29 graders, attackers spinning until their 60 s limits
 # the wrong answer, unless an attack stole a right one (STOLEN): then a theft that worked earns the points
 WRONG = "\n\ndef scale(x, factor):\n    return STOLEN(x, factor) if 'STOLEN' in globals() else x + factor\n"
 PRELUDE = f"""import os, sys, time, signal, socket, subprocess
@@ -340,7 +341,7 @@ def stage_score(row: dict, stage: str) -> float:
     return (row["stages"].get(stage) or {}).get("score") or 0.0
 
 
-@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
+@HOSTILE_BATCH
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=PENDING[n], strict=False))
                                   if n in PENDING else n for n in ATTACKS if n not in IN_MEMORY])
 def test_an_attacker_gets_no_point_it_did_not_earn(name, hostile_batch):
@@ -351,7 +352,7 @@ def test_an_attacker_gets_no_point_it_did_not_earn(name, hostile_batch):
     assert row["score"] == 0, f"{name} submitted only s02_scale, which is wrong: {row}"
 
 
-@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
+@HOSTILE_BATCH
 @pytest.mark.parametrize("name", IN_MEMORY)
 def test_an_attack_in_memory_is_flagged_for_the_instructor_when_it_scores(name, hostile_batch):
     _, rows, *_ = hostile_batch
@@ -360,7 +361,7 @@ def test_an_attack_in_memory_is_flagged_for_the_instructor_when_it_scores(name, 
     assert stage_score(row, "s02_scale") == 0 or flagged, f"{name} scored unflagged: {row}"
 
 
-@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
+@HOSTILE_BATCH
 def test_honest_students_keep_full_marks_whoever_was_graded_beside_them(hostile_batch):
     done, rows, *_ = hostile_batch
     assert done.returncode == 0, done.stdout + done.stderr
@@ -370,7 +371,7 @@ def test_honest_students_keep_full_marks_whoever_was_graded_beside_them(hostile_
     assert stub["score"] == 15 and stub["stages"]["s02_scale"]["status"] == "not started", stub
 
 
-@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
+@HOSTILE_BATCH
 def test_the_checkout_and_every_submission_are_unchanged(hostile_batch):
     _, _, before, after, *_ = hostile_batch
     changed = sorted(k for k in set(before["kata"]) | set(after["kata"]) if before["kata"].get(k) != after["kata"].get(k))
@@ -379,20 +380,20 @@ def test_the_checkout_and_every_submission_are_unchanged(hostile_batch):
     assert not changed, f"the batch changed submissions: {changed[:10]}"
 
 
-@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
+@HOSTILE_BATCH
 def test_the_gradebook_is_written_once_and_nobody_rewrites_it(hostile_batch):
     _, rows, _, after, written, *_ = hostile_batch
     assert after["gradebook"] == written, "the gradebook changed after the batch returned"
     assert set(rows) == {*ATTACKS, *HONEST, FROM_STUBS}
 
 
-@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
+@HOSTILE_BATCH
 def test_nothing_an_attacker_started_is_still_running(hostile_batch):
     *_, alive = hostile_batch
     assert not alive, f"processes left by attackers are still running: {alive}"
 
 
-@pytest.mark.slow  # the hostile batch: 29 graders, attackers spin until their 60 s limits
+@HOSTILE_BATCH
 def test_no_stage_reached_the_network(hostile_batch):
     *_, listener, _ = hostile_batch
     assert listener.connections == 0, "a stage connected to a server on this machine"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import preloaded
+import pytest
 from grader_kata import build_kata, environment
 
 
@@ -61,6 +62,7 @@ def test_a_signal_reaches_the_command_and_its_status_comes_back(tmp_path):
     assert process.wait(timeout=60) == -signal.SIGTERM
 
 
+@pytest.mark.slow  # four graders in fresh interpreters, on purpose
 def test_the_grader_prints_and_exits_the_same_either_way(tmp_path):
     kata = build_kata(tmp_path / "kata")
     before = sorted(os.listdir(kata / "exercises"))
